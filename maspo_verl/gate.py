@@ -1,0 +1,146 @@
+"""MASPO's gate math (arXiv 2602.17550): pure tensor functions, no verl, no config objects.
+
+Every tensor is padded (batch_size, response_length) and float32; the verl loss in
+`maspo_verl.loss` casts its inputs before calling these. Equation names follow the paper's
+method section: the soft Gaussian gate, the mass-adaptive limiter and the asymmetric risk
+controller.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "gaussian_gate_weight",
+    "hard_clip_bounds",
+    "mass_adaptive_limiter",
+    "outward_regions",
+    "risk_factors",
+    "trust_region_widths",
+]
+
+
+def mass_adaptive_limiter(
+    old_log_prob: torch.Tensor, sigma_base: float, alpha: float, sigma_high: float
+) -> torch.Tensor:
+    """Mass-adaptive limiter: m = clamp(sigma_base / p_old**alpha, sigma_base, sigma_high).
+
+    Tail tokens (small old probability p_old) get a wider trust region, head tokens stay at
+    sigma_base. Computed in log space, sigma_base * exp(-alpha * log p_old), so p_old -> 0 gives
+    sigma_high instead of inf/NaN (also for alpha = 0 with log p_old = -inf).
+
+    Args:
+        old_log_prob: log pi_old(token), shape (bs, response_length).
+        sigma_base, alpha, sigma_high: MASPO hyper-parameters (sigma_base > 0, alpha >= 0).
+
+    Returns:
+        m: shape (bs, response_length), in [sigma_base, sigma_high].
+    """
+    finite_log_prob = old_log_prob.clamp(min=torch.finfo(old_log_prob.dtype).min)
+    return (sigma_base * torch.exp(-alpha * finite_log_prob)).clamp(min=sigma_base, max=sigma_high)
+
+
+def risk_factors(
+    advantages: torch.Tensor, beta_pos: float, beta_neg: float, adv_low: float, adv_high: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric risk controller: k_pos = clamp(1 + beta_pos*A, adv_low, adv_high),
+    k_neg = clamp(1 / (1 - beta_neg*A), adv_low, adv_high).
+
+    A confident positive signal (large A > 0) widens the region for ratios above 1; a strong
+    negative signal (A << 0) narrows the region below 1. k_neg is only used where A < 0, where
+    1 - beta_neg*A >= 1; elsewhere the denominator can reach 0 (A >= 1/beta_neg), so it is floored
+    at 1/adv_high, which returns the same clamped value (adv_high) without dividing by zero.
+
+    Args:
+        advantages: A, shape (bs, response_length).
+
+    Returns:
+        (k_pos, k_neg): each shape (bs, response_length), in [adv_low, adv_high].
+    """
+    k_pos = (1.0 + beta_pos * advantages).clamp(min=adv_low, max=adv_high)
+    denominator = (1.0 - beta_neg * advantages).clamp(min=1.0 / adv_high)
+    k_neg = (1.0 / denominator).clamp(min=adv_low, max=adv_high)
+    return k_pos, k_neg
+
+
+def trust_region_widths(
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    *,
+    sigma_base: float,
+    alpha: float,
+    beta_pos: float,
+    beta_neg: float,
+    sigma_high: float,
+    adv_low: float,
+    adv_high: float,
+    mass_adaptive: bool = True,
+    risk_control: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """sigma_pos = m * k_pos and sigma_neg = m * k_neg (limiter times risk controller).
+
+    `mass_adaptive=False` uses m = sigma_base; `risk_control=False` uses k_pos = k_neg = 1.
+
+    Returns:
+        (sigma_pos, sigma_neg): each shape (bs, response_length).
+    """
+    if mass_adaptive:
+        mass_factor = mass_adaptive_limiter(old_log_prob, sigma_base, alpha, sigma_high)
+    else:
+        mass_factor = torch.full_like(old_log_prob, sigma_base)
+    if not risk_control:
+        return mass_factor, mass_factor
+    k_pos, k_neg = risk_factors(advantages, beta_pos, beta_neg, adv_low, adv_high)
+    return mass_factor * k_pos, mass_factor * k_neg
+
+
+def outward_regions(ratio: torch.Tensor, advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the update pushes the ratio away from 1: (A > 0 and r > 1), (A < 0 and r < 1).
+
+    Returns:
+        (outward_pos, outward_neg): bool tensors, shape (bs, response_length).
+    """
+    return (advantages > 0) & (ratio > 1.0), (advantages < 0) & (ratio < 1.0)
+
+
+def gaussian_gate_weight(
+    ratio: torch.Tensor, advantages: torch.Tensor, sigma_pos: torch.Tensor, sigma_neg: torch.Tensor
+) -> torch.Tensor:
+    """Soft Gaussian gate: w = exp(-(r - 1)^2 / (2 sigma^2)) where the update pushes r outward,
+    with sigma = sigma_pos for (A > 0, r > 1) and sigma_neg for (A < 0, r < 1); w = 1 elsewhere.
+
+    The caller uses w as a constant (no gradient): the per-token loss is -A * w * r, so the
+    gradient through r is attenuated smoothly instead of being cut to zero by a hard clip.
+
+    Args:
+        ratio: r = pi_theta / pi_old, shape (bs, response_length); detached by the caller.
+        advantages: A, shape (bs, response_length).
+        sigma_pos, sigma_neg: trust-region widths, shape (bs, response_length).
+
+    Returns:
+        w: shape (bs, response_length), in (0, 1].
+    """
+    outward_pos, outward_neg = outward_regions(ratio, advantages)
+    sigma = torch.where(outward_pos, sigma_pos, sigma_neg)
+    weight = torch.exp(-torch.square(ratio - 1.0) / (2.0 * torch.square(sigma)))
+    return torch.where(outward_pos | outward_neg, weight, torch.ones_like(weight))
+
+
+def hard_clip_bounds(
+    sigma_pos: torch.Tensor,
+    sigma_neg: torch.Tensor,
+    sigma_base: float,
+    clip_ratio_low: float,
+    clip_ratio_high: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds of the hard-clip ablation (`gate=hard`): PPO's clip with MASPO's adaptive widths,
+    lower = 1 - clip_ratio_low * sigma_neg / sigma_base, upper = 1 + clip_ratio_high * sigma_pos / sigma_base.
+
+    With the limiter and risk controller off both scales are 1 and this is verl's vanilla clip.
+
+    Returns:
+        (lower, upper): each shape (bs, response_length).
+    """
+    lower = 1.0 - clip_ratio_low * (sigma_neg / sigma_base)
+    upper = 1.0 + clip_ratio_high * (sigma_pos / sigma_base)
+    return lower, upper

@@ -1,0 +1,250 @@
+"""The MASPO policy loss, registered in verl as `loss_mode="maspo"`.
+
+Reads top to bottom as the algorithm (arXiv 2602.17550, method section):
+  1. ratio r = exp(clamp(log pi_theta - log pi_old, -20, 20)), p_old = exp(log pi_old);
+  2. mass-adaptive limiter m = clamp(sigma_base / p_old**alpha, sigma_base, sigma_high);
+  3. asymmetric risk controller k_pos, k_neg; sigma_pos = m*k_pos, sigma_neg = m*k_neg;
+  4. soft Gaussian gate w where the update pushes r outward; per-token loss -A * w * r;
+  5. reduction by verl's `agg_loss` with verl's global batch info.
+The tensor math lives in `maspo_verl.gate`; this module adds verl's conventions (config,
+masking, rollout importance weights, aggregation, metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import torch
+import verl.utils.torch_functional as verl_F
+from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss
+
+from maspo_verl.config import MaspoConfig, maspo_config_from
+from maspo_verl.gate import hard_clip_bounds, outward_regions, trust_region_widths, gaussian_gate_weight
+
+__all__ = ["LOG_RATIO_LIMIT", "METRIC_KEYS", "compute_policy_loss_maspo", "resolve_maspo_config"]
+
+logger = logging.getLogger(__name__)
+
+LOG_RATIO_LIMIT = 20.0  # verl's own clamp of log(pi_theta / pi_old) before exp
+
+METRIC_KEYS = (
+    "actor/pg_clipfrac",
+    "actor/ppo_kl",
+    "actor/pg_clipfrac_lower",
+    "actor/maspo/gated_frac_pos",
+    "actor/maspo/gated_frac_neg",
+    "actor/maspo/gate_weight_mean",
+    "actor/maspo/sigma_pos_mean",
+    "actor/maspo/sigma_neg_mean",
+)
+
+_warned_default_config = False
+
+
+def resolve_maspo_config(config: Any) -> MaspoConfig:
+    """The `MaspoConfig` of a verl actor config.
+
+    `config.policy_loss` is `MaspoPolicyLossConfig` (our Hydra `_target_`), a legacy DictConfig
+    with a `maspo` block, or verl's plain `PolicyLossConfig`: the last one cannot carry MASPO
+    keys, so the paper's defaults are used and the log says so once per process.
+    """
+    global _warned_default_config
+    if config is None:
+        raise ValueError("loss_mode=maspo needs the actor config (config=None was passed)")
+    policy_loss = config.get("policy_loss", None) if hasattr(config, "get") else getattr(config, "policy_loss", None)
+    block = None
+    if policy_loss is not None:
+        block = policy_loss.get("maspo", None) if hasattr(policy_loss, "get") else getattr(policy_loss, "maspo", None)
+    if block is None:
+        if not _warned_default_config:
+            logger.warning(
+                "loss_mode=maspo with verl's plain PolicyLossConfig: using MASPO's default hyper-parameters %s. "
+                "Set actor_rollout_ref.actor.policy_loss._target_=maspo_verl.MaspoPolicyLossConfig "
+                "(or use configs/maspo.yaml) to set policy_loss.maspo.*",
+                MaspoConfig(),
+            )
+            _warned_default_config = True
+        return MaspoConfig()
+    return maspo_config_from(block)
+
+
+def _check_finite(response_mask: torch.Tensor, **tensors: torch.Tensor) -> int:
+    """Raise ValueError naming any tensor with NaN/inf on a valid token; return the valid-token count.
+
+    One host sync for all checks (verl's own losses sync for their metrics anyway).
+    """
+    counts = [(~torch.isfinite(t) & response_mask).sum() for t in tensors.values()]
+    counts.append(response_mask.sum())
+    *bad_counts, num_valid = torch.stack(counts).tolist()
+    bad = [f"{name} ({count} token(s))" for name, count in zip(tensors, bad_counts, strict=True) if count]
+    if bad:
+        raise ValueError(
+            "loss_mode=maspo got NaN/inf on valid response tokens in: " + ", ".join(bad)
+            + ". Check the rollout/old-policy log-probs and the advantage estimator."
+        )
+    return int(num_valid)
+
+
+class _SurrogateWithSavedGradient(torch.autograd.Function):
+    """loss = coefficient * ratio as a function of log_prob, saving one float per token.
+
+    d(coefficient * exp(log_ratio)) / d log_prob = coefficient * ratio inside verl's
+    [-20, 20] clamp of log_ratio and 0 outside, so the backward needs only that product.
+    autograd's own graph would keep the ratio, the clamp input and the coefficient.
+    """
+
+    @staticmethod
+    def forward(ctx, log_prob, ratio, ratio_in_range, coefficient):
+        loss = coefficient * ratio
+        ctx.save_for_backward(torch.where(ratio_in_range, loss, 0.0))
+        ctx.log_prob_dtype = log_prob.dtype
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (gradient_coefficient,) = ctx.saved_tensors
+        return (grad_output * gradient_coefficient).to(ctx.log_prob_dtype), None, None, None
+
+
+@register_policy_loss("maspo")
+def compute_policy_loss_maspo(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str = "token-mean",
+    config: Optional[Any] = None,
+    rollout_is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """MASPO policy loss (Mass-Adaptive Soft Policy Optimization, arXiv 2602.17550).
+
+    Args:
+        old_log_prob: log-probs under the old (rollout-time) policy, shape (bs, response_length).
+        log_prob: log-probs under the current policy (carries the gradient), shape (bs, response_length).
+        advantages: per-token advantages A, shape (bs, response_length).
+        response_mask: valid response tokens, bool, shape (bs, response_length).
+        loss_agg_mode: verl's aggregation mode ("token-mean", "seq-mean-token-mean", ...).
+        config: verl's `ActorConfig`; `config.policy_loss.maspo` holds the MASPO keys,
+            `config.clip_ratio_low/high` and `config.clip_ratio_c` are used by `gate=hard`.
+        rollout_is_weights: optional rollout-correction weights, shape (bs, response_length).
+
+    Returns:
+        (loss, metrics): the scalar loss, in log_prob's dtype, and scalar metrics (METRIC_KEYS).
+    """
+    maspo = resolve_maspo_config(config)
+    response_mask = response_mask.bool()
+    num_valid = _check_finite(
+        response_mask, old_log_prob=old_log_prob, log_prob=log_prob, advantages=advantages
+    )
+
+    # All math in float32 (bf16 would round ratios near 1 to exactly 1). Padding is zeroed
+    # first, so NaN/inf in padded positions can reach neither the loss nor the gradient.
+    old_log_prob = torch.where(response_mask, old_log_prob.float(), 0.0)
+    advantages = torch.where(response_mask, advantages.float(), 0.0)
+    with torch.no_grad():
+        raw_log_ratio = torch.where(response_mask, log_prob.detach().float() - old_log_prob, 0.0)
+        log_ratio = raw_log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+        ratio = torch.exp(log_ratio)
+        ppo_kl = verl_F.masked_mean(-log_ratio, response_mask)
+        # Mass-adaptive limiter x asymmetric risk controller (paper: sigma_pos, sigma_neg).
+        sigma_pos, sigma_neg = trust_region_widths(
+            old_log_prob,
+            advantages,
+            sigma_base=maspo.sigma_base,
+            alpha=maspo.alpha,
+            beta_pos=maspo.beta_pos,
+            beta_neg=maspo.beta_neg,
+            sigma_high=maspo.sigma_high,
+            adv_low=maspo.adv_low,
+            adv_high=maspo.adv_high,
+            mass_adaptive=maspo.mass_adaptive,
+            risk_control=maspo.risk_control,
+        )
+        outward_pos, outward_neg = outward_regions(ratio, advantages)
+        outward_pos &= response_mask
+        outward_neg &= response_mask
+        outward = outward_pos | outward_neg
+
+    if maspo.gate == "gaussian":
+        with torch.no_grad():
+            # Soft Gaussian gate (paper: w = exp(-(r-1)^2 / (2 sigma^2)) on outward updates).
+            gate_weight = gaussian_gate_weight(ratio, advantages, sigma_pos, sigma_neg)
+            coefficient = torch.where(response_mask, -advantages * gate_weight, 0.0)
+            ratio_in_range = raw_log_ratio.abs() <= LOG_RATIO_LIMIT
+        # Per-token loss -A * w.detach() * r: the gradient through r survives, attenuated.
+        pg_losses = _SurrogateWithSavedGradient.apply(log_prob, ratio, ratio_in_range, coefficient)
+        pg_clipfrac = verl_F.masked_mean((outward & (gate_weight < 1.0)).float(), response_mask)
+        pg_clipfrac_lower = torch.zeros((), device=ratio.device)  # no dual clip in the soft gate
+        gradient_weight = gate_weight
+    else:
+        pg_losses, pg_clipfrac, pg_clipfrac_lower, gradient_weight = _hard_clip_losses(
+            log_prob, old_log_prob, advantages, response_mask, sigma_pos, sigma_neg, maspo, config
+        )
+
+    if rollout_is_weights is not None:
+        pg_losses = pg_losses * rollout_is_weights
+
+    if num_valid == 0:
+        # verl's token-mean divides by the valid-token count: 0/0. No valid token, no update.
+        pg_loss = pg_losses.sum() * 0.0
+    else:
+        global_batch_info = getattr(config, "global_batch_info", None) or {}
+        pg_loss = agg_loss(
+            loss_mat=pg_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **global_batch_info
+        )
+
+    with torch.no_grad():
+        num_outward = outward.sum()
+        gate_weight_mean = torch.where(
+            num_outward > 0, verl_F.masked_sum(gradient_weight.float(), outward) / num_outward.clamp(min=1), 1.0
+        )
+        metrics_tensor = torch.stack(
+            [
+                pg_clipfrac.float(),
+                ppo_kl.float(),
+                pg_clipfrac_lower.float(),
+                verl_F.masked_mean(outward_pos.float(), response_mask),
+                verl_F.masked_mean(outward_neg.float(), response_mask),
+                gate_weight_mean.float(),
+                verl_F.masked_mean(sigma_pos, response_mask),
+                verl_F.masked_mean(sigma_neg, response_mask),
+            ]
+        )
+    metrics = dict(zip(METRIC_KEYS, metrics_tensor.tolist(), strict=True))
+    return pg_loss.to(log_prob.dtype), metrics
+
+
+def _hard_clip_losses(log_prob, old_log_prob, advantages, response_mask, sigma_pos, sigma_neg, maspo, config):
+    """`gate=hard` ablation: verl's vanilla clipped surrogate (with dual clip) whose bounds are
+    1 - clip_ratio_low * sigma_neg/sigma_base and 1 + clip_ratio_high * sigma_pos/sigma_base.
+
+    Returns per-token losses, pg_clipfrac, pg_clipfrac_lower and the gradient weight per token
+    (0 where the clip cuts the gradient, 1 elsewhere) for the gate metrics.
+    """
+    clip_ratio = config.get("clip_ratio", 0.2)
+    clip_ratio_low = config.get("clip_ratio_low", None)
+    clip_ratio_high = config.get("clip_ratio_high", None)
+    clip_ratio_low = clip_ratio if clip_ratio_low is None else clip_ratio_low
+    clip_ratio_high = clip_ratio if clip_ratio_high is None else clip_ratio_high
+    clip_ratio_c = config.get("clip_ratio_c", 3.0)
+    if not clip_ratio_c > 1.0:
+        raise ValueError(f"actor.clip_ratio_c (dual-clip bound) must be > 1.0 for maspo.gate=hard, got {clip_ratio_c}")
+
+    lower, upper = hard_clip_bounds(sigma_pos, sigma_neg, maspo.sigma_base, clip_ratio_low, clip_ratio_high)
+    log_ratio = torch.where(response_mask, log_prob.float() - old_log_prob, 0.0)
+    ratio = torch.exp(log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT))
+
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, lower, upper)
+    clipped_max = torch.maximum(unclipped, clipped)
+    dual_clipped = torch.minimum(-advantages * clip_ratio_c, clipped_max)
+    pg_losses = torch.where(advantages < 0, dual_clipped, clipped_max)
+
+    with torch.no_grad():
+        clip_active = torch.gt(clipped, unclipped)
+        dual_active = torch.gt(clipped_max, -advantages * clip_ratio_c) & (advantages < 0)
+        pg_clipfrac = verl_F.masked_mean(clip_active.float(), response_mask)
+        pg_clipfrac_lower = verl_F.masked_mean(dual_active.float(), response_mask)
+        gradient_weight = (~(clip_active | dual_active)).float()
+    return pg_losses, pg_clipfrac, pg_clipfrac_lower, gradient_weight

