@@ -1,0 +1,3 @@
+from maspo_verl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,23 @@
+"""Target of the `verl.plugins` entry point: verl >= 0.9 imports it in every process.
+
+verl swallows a failing plugin import at debug level (the only symptom would be a later
+"Unsupported loss mode: maspo"), so this module logs failures at WARNING before re-raising.
+It registers the losses and, only when the user opts in with VERL_PLATFORM=cpu, the CPU
+platform patch (which must be in place before verl's engines are imported).
+"""
+
+import logging
+import os
+
+_logger = logging.getLogger("maspo_verl.plugin")
+
+try:
+    import maspo_verl  # noqa: F401  (registers loss_mode="maspo" and the baselines)
+
+    if os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu":
+        from maspo_verl.patches.cpu_platform import apply_cpu_platform
+
+        apply_cpu_platform()
+except Exception:
+    _logger.warning("maspo_verl plugin failed to load; loss_mode=maspo will be unavailable", exc_info=True)
+    raise

@@ -1,0 +1,37 @@
+"""Opt-in, version-checked patches that make verl do what it lacks (installed as `maspo_verl.patches`).
+
+Each patch is a named function the user calls (or enables with a documented environment
+variable), checked against the installed verl version, and tested against verl's unpatched
+behaviour. Nothing here runs at import time. See README.md in this folder.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+__all__ = ["UnsupportedVerlVersion", "installed_verl_version", "require_verl_version"]
+
+
+class UnsupportedVerlVersion(RuntimeError):
+    """Raised when a patch is enabled on a verl version it was not written and tested for."""
+
+
+def installed_verl_version() -> str:
+    try:
+        return version("verl")
+    except PackageNotFoundError as error:  # pragma: no cover - verl is a hard dependency
+        raise UnsupportedVerlVersion("verl is not installed") from error
+
+
+def require_verl_version(patch_name: str, supported: tuple[str, ...]) -> str:
+    """Return the installed verl version, or raise naming the versions `patch_name` supports.
+
+    `supported` lists version prefixes, e.g. ("0.9.1",) or ("0.9.",).
+    """
+    installed = installed_verl_version()
+    if not any(installed == spec or (spec.endswith(".") and installed.startswith(spec)) for spec in supported):
+        raise UnsupportedVerlVersion(
+            f"{patch_name} was written and tested for verl {', '.join(supported)}; the installed verl is "
+            f"{installed}. Install a supported verl or leave this patch disabled."
+        )
+    return installed
