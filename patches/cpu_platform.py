@@ -1,0 +1,291 @@
+"""Opt-in patch: a CPU platform for verl, so its FSDP2 actor and whole trainer run on a CPU-only box.
+
+verl 0.9 ships platforms for CUDA, NPU and ROCm only; on a machine without an accelerator its
+trainer stops at device setup. `apply_cpu_platform()` adds what is missing without editing verl:
+
+- `PlatformCPU`, registered with verl's public `PlatformRegistry.register(platform="cpu")` and
+  made the current platform (`VERL_PLATFORM=cpu`, which Ray workers inherit);
+- the FSDP engines registered for device "cpu" through verl's public `EngineRegistry.register`
+  (verl registers them for cuda/npu only), refusing FSDP1 with a clear error: torch cannot run
+  FSDP1 on CPU (`sync_module_states=True` needs an accelerator);
+- two rebinds of verl internals, all in `_rebind_verl_internals()`: the gloo process group
+  (verl builds the backend string "cpu:gloo,cpu:gloo", which torch rejects) and an FSDP2 CPU
+  offload policy without pinned memory (verl always pins the reference model's; pinning needs
+  an accelerator).
+
+Enable it with `VERL_PLATFORM=cpu` (maspo_verl's `verl.plugins` entry point then calls
+`apply_cpu_platform()` in every process, before verl's engines are imported) or call it
+yourself before building verl workers. It refuses to run where a GPU/NPU is visible.
+Ray-side settings it cannot make from inside a process (a logical GPU for verl's resource
+check, logical CPUs for TransferQueue) are listed in `RAY_INIT_OVERRIDES` and passed by
+`examples/run_scripts/cpu/train_maspo_cpu.sh`. See patches/README.md and docs/cpu.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import types
+from contextlib import contextmanager
+from typing import Any, Optional
+
+import torch
+from verl.plugin.platform import PlatformBase
+
+from maspo_verl.patches import require_verl_version
+
+__all__ = [
+    "RAY_INIT_OVERRIDES",
+    "SUPPORTED_VERL_VERSIONS",
+    "CpuPlatformError",
+    "PlatformCPU",
+    "apply_cpu_platform",
+    "cpu_platform_enabled",
+    "refuse_fsdp1_on_cpu",
+]
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_VERL_VERSIONS = ("0.9.1",)
+
+# Hydra overrides main_ppo needs on a CPU box (the patch cannot set them: ray.init runs in the
+# driver before any worker exists). verl's ResourcePoolManager counts only GPU/NPU resources, so
+# the cluster advertises one logical GPU that no worker asks for; TransferQueue's storage and
+# controller actors ask for more logical CPUs than 2 cores give.
+RAY_INIT_OVERRIDES = (
+    "+ray_kwargs.ray_init.num_gpus=1",
+    "ray_kwargs.ray_init.num_cpus=16",
+    "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+)
+
+_applied = False
+
+
+class CpuPlatformError(RuntimeError):
+    """Raised when the CPU platform is asked for something it cannot do (FSDP1, a visible GPU)."""
+
+
+def cpu_platform_enabled() -> bool:
+    """True when the user opted in with VERL_PLATFORM=cpu."""
+    return os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu"
+
+
+def _memory_stat_zero(*args, **kwargs) -> int:
+    return 0
+
+
+def _no_op(*args, **kwargs) -> None:
+    return None
+
+
+def _mem_get_info(*args, **kwargs) -> tuple[int, int]:
+    """(free, total) bytes of host memory: what verl logs as device memory."""
+    import psutil
+
+    memory = psutil.virtual_memory()
+    return memory.available, memory.total
+
+
+def _build_cpu_device_module() -> types.ModuleType:
+    """The `torch.<device>`-like namespace verl calls through `get_torch_device()`.
+
+    torch.cpu provides streams, events and synchronize; the memory statistics verl logs are 0
+    on CPU, the allocator calls are no-ops and the RNG state is torch's global one.
+    """
+    module = types.ModuleType("maspo_verl.patches.cpu_device", "torch.cpu plus the calls verl makes on a device module")
+    for name in ("is_available", "synchronize", "current_stream", "stream", "Stream", "Event", "device_count"):
+        setattr(module, name, getattr(torch.cpu, name))
+    module.set_device = _no_op
+    module.current_device = lambda: "cpu"
+    module.get_device_name = lambda *args, **kwargs: "CPU"  # verl's flops counter looks it up
+    module.empty_cache = _no_op
+    module.ipc_collect = _no_op
+    module.reset_peak_memory_stats = _no_op
+    module.set_per_process_memory_fraction = _no_op
+    module.mem_get_info = _mem_get_info
+    for name in ("memory_allocated", "memory_reserved", "max_memory_allocated", "max_memory_reserved"):
+        setattr(module, name, _memory_stat_zero)
+    module.get_rng_state = lambda *args, **kwargs: torch.get_rng_state()
+    module.set_rng_state = lambda state, *args, **kwargs: torch.set_rng_state(state)
+    module.manual_seed = torch.manual_seed
+    module.manual_seed_all = torch.manual_seed
+    return module
+
+
+_CPU_DEVICE_MODULE = _build_cpu_device_module()
+
+
+class PlatformCPU(PlatformBase):
+    """verl platform for a host without accelerators: device "cpu", collectives over gloo."""
+
+    @property
+    def device_name(self) -> str:
+        return "cpu"
+
+    @property
+    def vendor_name(self) -> str:
+        return "cpu"
+
+    @property
+    def device_module(self) -> types.ModuleType:
+        return _CPU_DEVICE_MODULE
+
+    def is_available(self) -> bool:
+        return True
+
+    def is_platform_available(self, use_smi_check: bool = False) -> bool:
+        # Never auto-detected: the CPU platform is chosen only by VERL_PLATFORM=cpu.
+        return False
+
+    def current_device(self) -> str:
+        # A device string, not an index: verl moves modules with `.to(get_device_id())`, and an
+        # int would mean cuda:<int> (fsdp2_load_full_state_dict fails with one).
+        return "cpu"
+
+    def device_count(self) -> int:
+        return 1
+
+    def set_device(self, device_index: int) -> None:
+        return None
+
+    def synchronize(self, device_index: Optional[int] = None) -> None:
+        return None
+
+    def manual_seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def manual_seed_all(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def set_allocator_settings(self, settings: str) -> None:
+        return None
+
+    def empty_cache(self) -> None:
+        return None
+
+    def get_device_capability(self, device_index: int = 0) -> tuple[Optional[int], Optional[int]]:
+        return None, None
+
+    def communication_backend_name(self) -> str:
+        return "gloo"
+
+    def visible_devices_envvar(self) -> str:
+        return "CUDA_VISIBLE_DEVICES"
+
+    @contextmanager
+    def nvtx_range(self, msg: str):
+        yield
+
+    def profiler_start(self) -> None:
+        return None
+
+    def profiler_stop(self) -> None:
+        return None
+
+    def ray_resource_name(self) -> str:
+        return "CPU"
+
+    def ray_resource_options(self, num_gpus: float) -> dict[str, Any]:
+        # verl asks for "one device per worker"; on CPU that is a share of a logical CPU.
+        return {"num_cpus": num_gpus}
+
+    def ray_noset_envvars(self) -> list[str]:
+        return []
+
+    def is_ipc_supported(self) -> bool:
+        return False
+
+    def cudart(self) -> Any:
+        return None
+
+
+def refuse_fsdp1_on_cpu(strategy: Optional[str]) -> None:
+    """Raise a clear error for `strategy=fsdp` (FSDP1), which torch cannot run on CPU."""
+    if strategy != "fsdp2":
+        raise CpuPlatformError(
+            f"VERL_PLATFORM=cpu supports strategy=fsdp2 only, got strategy={strategy!r}: torch's FSDP1 "
+            "cannot run on CPU (sync_module_states needs an accelerator). Set "
+            "actor_rollout_ref.actor.strategy=fsdp2 (the reference model follows it) and, with a critic, "
+            "critic.strategy=fsdp2."
+        )
+
+
+def _accelerator_present() -> Optional[str]:
+    if torch.cuda.is_available():
+        return "CUDA/ROCm GPU"
+    npu = getattr(torch, "npu", None)
+    if npu is not None and npu.is_available():
+        return "Ascend NPU"
+    return None
+
+
+def _initialize_gloo_process_group(timeout_second=None, backend=None):
+    """verl's `initialize_global_process_group_ray` with the plain "gloo" backend on CPU."""
+    return _VERL_INITIALIZE_PROCESS_GROUP(timeout_second=timeout_second, backend=backend or "gloo")
+
+
+def _unpinned_cpu_offload_policy_class():
+    from torch.distributed.fsdp import CPUOffloadPolicy
+
+    class UnpinnedCPUOffloadPolicy(CPUOffloadPolicy):
+        """FSDP2's CPUOffloadPolicy with pin_memory forced off: pinning needs an accelerator."""
+
+        def __init__(self, pin_memory: bool = False):
+            super().__init__(pin_memory=False)
+
+    return UnpinnedCPUOffloadPolicy
+
+
+_VERL_INITIALIZE_PROCESS_GROUP = None
+
+
+def _rebind_verl_internals() -> None:
+    """Every rebinding of a verl-internal name this patch makes, in one place (verl 0.9.1).
+
+    1. `initialize_global_process_group_ray` (verl.utils.distributed, imported by name into
+       verl.workers.engine_workers): its default backend "cpu:gloo,<device>:<backend>" becomes
+       "cpu:gloo,cpu:gloo" on CPU, which torch rejects; ours passes "gloo".
+    2. `CPUOffloadPolicy` as seen by verl.workers.engine.fsdp.transformer_impl: verl builds the
+       reference model with `CPUOffloadPolicy(pin_memory=True)`; ours never pins.
+    """
+    global _VERL_INITIALIZE_PROCESS_GROUP
+    import verl.utils.distributed as verl_distributed
+    import verl.workers.engine.fsdp.transformer_impl as fsdp_engine_module
+
+    if _VERL_INITIALIZE_PROCESS_GROUP is None:
+        _VERL_INITIALIZE_PROCESS_GROUP = verl_distributed.initialize_global_process_group_ray
+    verl_distributed.initialize_global_process_group_ray = _initialize_gloo_process_group
+    import verl.workers.engine_workers as engine_workers
+
+    engine_workers.initialize_global_process_group_ray = _initialize_gloo_process_group
+    fsdp_engine_module.CPUOffloadPolicy = _unpinned_cpu_offload_policy_class()
+
+
+def apply_cpu_platform() -> None:
+    """Make verl run on CPU in this process (and, through VERL_PLATFORM, in its Ray workers).
+
+    Version-checked (verl 0.9.1), idempotent, refused where a GPU/NPU is visible. Must run
+    before verl builds any worker; the `verl.plugins` entry point does it at `import verl`.
+    """
+    global _applied
+    if _applied:
+        return
+    require_verl_version("apply_cpu_platform", SUPPORTED_VERL_VERSIONS)
+    accelerator = _accelerator_present()
+    if accelerator is not None:
+        raise CpuPlatformError(
+            f"VERL_PLATFORM=cpu but a {accelerator} is visible: use verl's own platform there "
+            "(unset VERL_PLATFORM), or hide the device (CUDA_VISIBLE_DEVICES=) to debug on CPU."
+        )
+    from verl.plugin.platform import PlatformRegistry, get_platform, set_platform
+
+    PlatformRegistry.register(platform="cpu")(PlatformCPU)
+    os.environ["VERL_PLATFORM"] = "cpu"  # Ray workers inherit it and apply this patch too
+    if not isinstance(get_platform(), PlatformCPU):
+        set_platform(PlatformCPU())  # verl resolved a platform before this patch was applied
+    from maspo_verl.patches.cpu_engines import register_cpu_engines
+
+    register_cpu_engines()
+    _rebind_verl_internals()
+    _applied = True
+    logger.info("maspo_verl: verl CPU platform applied (gloo, FSDP2 only)")
