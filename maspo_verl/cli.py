@@ -1,0 +1,129 @@
+"""`python -m maspo_verl ...` (also the `maspo-verl` console script).
+
+  check [--e2e] [--config-name NAME] [HYDRA_OVERRIDE ...]
+      Prove the plugin to the user: verl's version, whether `maspo` is in verl's policy-loss
+      registry in a fresh process (through the entry point, as verl's Ray workers load it),
+      and the MASPO config resolved from configs/<NAME>.yaml with the overrides.
+      `--e2e` then trains MASPO with verl's own trainer on CPU (slow: minutes).
+  config-dir
+      Print the folder of our Hydra configs, for `main_ppo --config-path`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+_REGISTRY_PROBE = (
+    "import verl\n"
+    "from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY\n"
+    "import sys\n"
+    "sys.exit(0 if 'maspo' in POLICY_LOSS_REGISTRY else 3)\n"
+)
+
+
+def config_dir() -> Path:
+    """Folder holding maspo.yaml (configs/ of a checkout, or maspo_verl/configs when installed)."""
+    import maspo_verl.configs
+
+    return Path(maspo_verl.configs.__file__).resolve().parent
+
+
+def registered_in_fresh_process(env_overrides: dict[str, str] | None = None, timeout: float = 120) -> bool:
+    """Whether `import verl` alone registers loss_mode=maspo in a new Python process."""
+    env = {k: v for k, v in os.environ.items() if k != "VERL_USE_EXTERNAL_MODULES"}
+    env.update(env_overrides or {})
+    result = subprocess.run(
+        [sys.executable, "-c", _REGISTRY_PROBE], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    return result.returncode == 0
+
+
+def resolve_policy_loss_config(config_name: str = "maspo", overrides: list[str] | None = None):
+    """Compose configs/<config_name>.yaml over verl's ppo_trainer and build the policy-loss config
+    through verl's `omega_conf_to_dataclass`, as verl's workers do. Returns (cfg, policy_loss)."""
+    from hydra import compose, initialize_config_dir
+    from verl.utils.config import omega_conf_to_dataclass
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        cfg = compose(config_name=config_name, overrides=list(overrides or []))
+    return cfg, omega_conf_to_dataclass(cfg.actor_rollout_ref.actor.policy_loss)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from importlib.metadata import version
+
+    import maspo_verl
+
+    verl_version = version("verl")
+    print(f"maspo-verl {maspo_verl.__version__} (supports verl {maspo_verl.SUPPORTED_VERL})")
+    print(f"verl {verl_version}, torch {version('torch')}")
+    failures = []
+
+    from packaging.specifiers import SpecifierSet
+
+    if verl_version not in SpecifierSet(maspo_verl.SUPPORTED_VERL):
+        failures.append(f"verl {verl_version} is outside the supported range {maspo_verl.SUPPORTED_VERL}")
+
+    plugins_policy = os.environ.get("VERL_USE_EXTERNAL_PLUGINS", "auto")
+    if registered_in_fresh_process():
+        print(f"registry: 'maspo' is registered by `import verl` in a fresh process "
+              f"(verl.plugins entry point, VERL_USE_EXTERNAL_PLUGINS={plugins_policy})")
+    elif registered_in_fresh_process({"VERL_USE_EXTERNAL_MODULES": "maspo_verl"}):
+        print("registry: 'maspo' is registered only with VERL_USE_EXTERNAL_MODULES=maspo_verl")
+        print("  export VERL_USE_EXTERNAL_MODULES=maspo_verl (before `ray start` on clusters), or allow the "
+              "entry point: VERL_USE_EXTERNAL_PLUGINS=auto or a list including 'maspo'")
+    else:
+        failures.append(
+            "'maspo' is not in verl's policy-loss registry in a fresh process, neither through the "
+            "verl.plugins entry point nor VERL_USE_EXTERNAL_MODULES=maspo_verl; reinstall with "
+            "`pip install -e .` and run `python -c 'import maspo_verl'` to see the import error"
+        )
+
+    try:
+        _, policy_loss = resolve_policy_loss_config(args.config_name, args.overrides)
+    except Exception as error:  # show Hydra's/our ValueError as one clear line
+        failures.append(f"config {args.config_name}.yaml with {args.overrides}: {type(error).__name__}: {error}")
+    else:
+        print(f"config: {config_dir() / (args.config_name + '.yaml')} {' '.join(args.overrides)}")
+        print(f"  policy_loss: {type(policy_loss).__module__}.{type(policy_loss).__qualname__}, "
+              f"loss_mode={policy_loss.loss_mode}")
+        maspo = getattr(policy_loss, "maspo", None)
+        if maspo is not None:
+            for key in ("sigma_base", "alpha", "beta_pos", "beta_neg", "sigma_high", "adv_low", "adv_high",
+                        "gate", "mass_adaptive", "risk_control"):
+                print(f"  policy_loss.maspo.{key} = {getattr(maspo, key)}")
+
+    if not failures and args.e2e:
+        from maspo_verl import e2e
+
+        if e2e.main([]) != 0:
+            failures.append("end-to-end CPU training run failed (see the log above)")
+
+    for failure in failures:
+        print(f"FAIL: {failure}", file=sys.stderr)
+    print("check: " + ("FAILED" if failures else "OK"))
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m maspo_verl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="prove maspo is registered in verl and its config resolves")
+    check.add_argument("--e2e", action="store_true", help="also train MASPO with verl's trainer on CPU")
+    check.add_argument("--config-name", default="maspo", help="config in our configs folder (default: maspo)")
+    check.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. actor_rollout_ref.actor.policy_loss.maspo.alpha=0.5")
+    commands.add_parser("config-dir", help="print the folder of our Hydra configs")
+    args = parser.parse_args(argv)
+    if args.command == "config-dir":
+        print(config_dir())
+        return 0
+    return _check(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
