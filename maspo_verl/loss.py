@@ -138,12 +138,13 @@ def compute_policy_loss_maspo(
         response_mask, old_log_prob=old_log_prob, log_prob=log_prob, advantages=advantages
     )
 
-    # All math in float32 (bf16 would round ratios near 1 to exactly 1). Padding is zeroed
-    # first, so NaN/inf in padded positions can reach neither the loss nor the gradient.
-    old_log_prob = torch.where(response_mask, old_log_prob.float(), 0.0)
-    advantages = torch.where(response_mask, advantages.float(), 0.0)
+    # All math in at least float32 (bf16 would round ratios near 1 to exactly 1). Padding is
+    # zeroed first, so NaN/inf in padded positions can reach neither the loss nor the gradient.
+    compute_dtype = torch.promote_types(log_prob.dtype, torch.float32)
+    old_log_prob = torch.where(response_mask, old_log_prob.to(compute_dtype), 0.0)
+    advantages = torch.where(response_mask, advantages.to(compute_dtype), 0.0)
     with torch.no_grad():
-        raw_log_ratio = torch.where(response_mask, log_prob.detach().float() - old_log_prob, 0.0)
+        raw_log_ratio = torch.where(response_mask, log_prob.detach().to(compute_dtype) - old_log_prob, 0.0)
         log_ratio = raw_log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
         ratio = torch.exp(log_ratio)
         ppo_kl = verl_F.masked_mean(-log_ratio, response_mask)
@@ -175,7 +176,7 @@ def compute_policy_loss_maspo(
         # Per-token loss -A * w.detach() * r: the gradient through r survives, attenuated.
         pg_losses = _SurrogateWithSavedGradient.apply(log_prob, ratio, ratio_in_range, coefficient)
         pg_clipfrac = verl_F.masked_mean((outward & (gate_weight < 1.0)).float(), response_mask)
-        pg_clipfrac_lower = torch.zeros((), device=ratio.device)  # no dual clip in the soft gate
+        pg_clipfrac_lower = torch.zeros((), dtype=ratio.dtype, device=ratio.device)  # no dual clip in the soft gate
         gradient_weight = gate_weight
     else:
         pg_losses, pg_clipfrac, pg_clipfrac_lower, gradient_weight = _hard_clip_losses(
@@ -232,7 +233,7 @@ def _hard_clip_losses(log_prob, old_log_prob, advantages, response_mask, sigma_p
         raise ValueError(f"actor.clip_ratio_c (dual-clip bound) must be > 1.0 for maspo.gate=hard, got {clip_ratio_c}")
 
     lower, upper = hard_clip_bounds(sigma_pos, sigma_neg, maspo.sigma_base, clip_ratio_low, clip_ratio_high)
-    log_ratio = torch.where(response_mask, log_prob.float() - old_log_prob, 0.0)
+    log_ratio = torch.where(response_mask, log_prob.to(old_log_prob.dtype) - old_log_prob, 0.0)
     ratio = torch.exp(log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT))
 
     unclipped = -advantages * ratio

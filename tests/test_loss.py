@@ -1,0 +1,334 @@
+"""compute_policy_loss_maspo against an independent reference of the paper's equations,
+verl's vanilla loss (the hard-gate identity), gradcheck, bad input, dtypes and metrics."""
+
+import logging
+import math
+
+import pytest
+import torch
+from helpers import actor_config, random_loss_inputs
+from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla, get_policy_loss_fn
+
+import maspo_verl.loss as maspo_loss
+from maspo_verl.loss import METRIC_KEYS, compute_policy_loss_maspo
+
+AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+
+
+def reference_token_losses(old_log_prob, log_prob, advantages, maspo, clip_low=0.2, clip_high=0.2, clip_c=3.0):
+    """The paper's per-token MASPO loss written out element by element in float64 (no code
+    shared with maspo_verl). Returns the per-token loss as a tensor built from `log_prob`."""
+    rows, cols = advantages.shape
+    losses = torch.zeros(rows, cols, dtype=torch.float64)
+    for i in range(rows):
+        for t in range(cols):
+            a = float(advantages[i, t])
+            lp = log_prob[i, t].double()
+            log_ratio = torch.clamp(lp - float(old_log_prob[i, t]), -20.0, 20.0)
+            r = torch.exp(log_ratio)
+            r_value = float(r.detach())
+            p_old = math.exp(float(old_log_prob[i, t]))
+            m = maspo["sigma_base"]
+            if maspo["mass_adaptive"]:
+                m = min(max(maspo["sigma_base"] / p_old ** maspo["alpha"], maspo["sigma_base"]), maspo["sigma_high"])
+            k_pos = k_neg = 1.0
+            if maspo["risk_control"]:
+                k_pos = min(max(1 + maspo["beta_pos"] * a, maspo["adv_low"]), maspo["adv_high"])
+                denominator = 1 - maspo["beta_neg"] * a
+                k_neg = maspo["adv_high"] if denominator <= 0 else min(max(1 / denominator, maspo["adv_low"]), maspo["adv_high"])
+            sigma_pos, sigma_neg = m * k_pos, m * k_neg
+            if maspo["gate"] == "gaussian":
+                if a > 0 and r_value > 1:
+                    w = math.exp(-((r_value - 1) ** 2) / (2 * sigma_pos**2))
+                elif a < 0 and r_value < 1:
+                    w = math.exp(-((r_value - 1) ** 2) / (2 * sigma_neg**2))
+                else:
+                    w = 1.0
+                losses[i, t] = -a * w * r
+            else:
+                low = 1 - clip_low * sigma_neg / maspo["sigma_base"]
+                high = 1 + clip_high * sigma_pos / maspo["sigma_base"]
+                surrogate = torch.maximum(-a * r, -a * torch.clamp(r, low, high))
+                if a < 0:
+                    surrogate = torch.minimum(surrogate, torch.tensor(-a * clip_c, dtype=torch.float64))
+                losses[i, t] = surrogate
+    return losses
+
+
+def reference_aggregate(losses, mask, mode):
+    mask = mask.double()
+    if mode == "token-mean":
+        return (losses * mask).sum() / mask.sum()
+    if mode == "token-sum":
+        return (losses * mask).sum()
+    per_sequence_sum = (losses * mask).sum(-1)
+    has_tokens = mask.sum(-1) > 0
+    if mode == "seq-mean-token-sum":
+        return per_sequence_sum[has_tokens].mean()
+    if mode == "seq-mean-token-sum-norm":
+        return per_sequence_sum[has_tokens].mean() / mask.shape[-1]
+    if mode == "seq-mean-token-mean":
+        return (per_sequence_sum[has_tokens] / mask.sum(-1)[has_tokens]).mean()
+    raise AssertionError(mode)
+
+
+MASPO_DEFAULTS = dict(
+    sigma_base=1.0, alpha=0.3, beta_pos=0.03, beta_neg=0.03, sigma_high=10.0, adv_low=0.1, adv_high=10.0,
+    gate="gaussian", mass_adaptive=True, risk_control=True,
+)
+
+
+def _loss_and_grad(config, inputs, mode="token-mean", use_weights=False):
+    inputs.log_prob.grad = None
+    loss, metrics = compute_policy_loss_maspo(
+        inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, mode, config,
+        inputs.rollout_is_weights if use_weights else None,
+    )
+    loss.backward()
+    return loss.detach(), inputs.log_prob.grad.clone(), metrics
+
+
+CASES = [
+    {},
+    {"alpha": 0.5, "beta_pos": 0.2, "beta_neg": 0.4},  # strong risk control, tail-heavy limiter
+    {"sigma_base": 0.1, "sigma_high": 0.5},  # narrow region: the gate bites
+    {"adv_low": 0.5, "adv_high": 1.2, "beta_pos": 0.5, "beta_neg": 0.5},  # clamps active
+    {"mass_adaptive": False},
+    {"risk_control": False},
+    {"gate": "hard"},
+    {"gate": "hard", "sigma_base": 0.5, "alpha": 0.5, "beta_pos": 0.3, "beta_neg": 0.3},
+]
+
+
+@pytest.mark.parametrize("overrides", CASES, ids=[str(c) for c in CASES])
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean"])
+def test_value_and_gradient_match_independent_reference(overrides, mode):
+    maspo = {**MASPO_DEFAULTS, **overrides}
+    config = actor_config(loss_agg_mode=mode, clip_ratio_low=0.2, clip_ratio_high=0.28, **maspo)
+    inputs = random_loss_inputs(seed=3, ratio_spread=0.6)
+    loss, grad, _ = _loss_and_grad(config, inputs, mode)
+
+    log_prob = inputs.log_prob.detach().double().requires_grad_(True)
+    reference = reference_aggregate(
+        reference_token_losses(inputs.old_log_prob, log_prob, inputs.advantages, maspo, 0.2, 0.28),
+        inputs.response_mask, mode,
+    )
+    reference.backward()
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5, abs=1e-7)
+    torch.testing.assert_close(grad.double(), log_prob.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_gaussian_gate_attenuates_instead_of_cutting_the_gradient():
+    """A>0 token far outside a hard clip's range: vanilla's gradient is 0, MASPO's is -A*w*r."""
+    old = torch.log(torch.tensor([[0.5]]))
+    log_prob = (old + math.log(1.6)).requires_grad_(True)  # r = 1.6
+    advantages, mask = torch.tensor([[1.0]]), torch.tensor([[True]])
+    loss, _ = compute_policy_loss_maspo(old, log_prob, advantages, mask, "token-mean", actor_config(risk_control=False))
+    loss.backward()
+    sigma = min(max(0.5**-0.3, 1.0), 10.0)
+    expected = -1.0 * math.exp(-(0.6**2) / (2 * sigma**2)) * 1.6
+    assert log_prob.grad.item() == pytest.approx(expected, rel=1e-6)
+    log_prob.grad = None
+    vanilla, _ = compute_policy_loss_vanilla(old, log_prob, advantages, mask, "token-mean", actor_config())
+    vanilla.backward()
+    assert log_prob.grad.item() == 0.0
+
+
+@pytest.mark.parametrize("mode", AGG_MODES)
+@pytest.mark.parametrize("use_weights", [False, True])
+def test_hard_gate_without_limiter_and_risk_control_is_verl_vanilla(mode, use_weights):
+    config = actor_config(
+        loss_agg_mode=mode, gate="hard", mass_adaptive=False, risk_control=False,
+        clip_ratio_low=0.15, clip_ratio_high=0.3, clip_ratio_c=2.0,
+    )
+    inputs = random_loss_inputs(seed=7, ratio_spread=1.2, with_rollout_is_weights=True)  # dual clip fires
+    loss, grad, metrics = _loss_and_grad(config, inputs, mode, use_weights)
+    inputs.log_prob.grad = None
+    vanilla, vanilla_metrics = compute_policy_loss_vanilla(
+        inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, mode, config,
+        inputs.rollout_is_weights if use_weights else None,
+    )
+    vanilla.backward()
+    torch.testing.assert_close(loss, vanilla.detach(), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(grad, inputs.log_prob.grad, rtol=1e-6, atol=1e-7)
+    assert vanilla_metrics["actor/pg_clipfrac_lower"] > 0  # the case exercises the dual clip
+    for key, value in vanilla_metrics.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.parametrize("gate", ["gaussian", "hard"])
+def test_zero_alpha_and_beta_equal_switching_the_components_off(gate):
+    inputs = random_loss_inputs(seed=11, ratio_spread=0.8)
+    zero = _loss_and_grad(actor_config(gate=gate, alpha=0.0, beta_pos=0.0, beta_neg=0.0), inputs)
+    off = _loss_and_grad(actor_config(gate=gate, mass_adaptive=False, risk_control=False), inputs)
+    torch.testing.assert_close(zero[0], off[0], rtol=0, atol=0)
+    torch.testing.assert_close(zero[1], off[1], rtol=0, atol=0)
+    # and the components do something when on
+    on = _loss_and_grad(actor_config(gate=gate, sigma_base=0.3, alpha=0.5, beta_pos=0.3, beta_neg=0.3), inputs)
+    assert not torch.allclose(on[1], off[1])
+
+
+def test_gradcheck_float64_hard_gate():
+    inputs = random_loss_inputs(batch_size=3, response_length=4, seed=5, dtype=torch.float64, ratio_spread=0.5)
+    config = actor_config(gate="hard", sigma_base=0.4)
+
+    def loss_of(log_prob):
+        return compute_policy_loss_maspo(
+            inputs.old_log_prob, log_prob, inputs.advantages, inputs.response_mask, "token-mean", config
+        )[0]
+
+    assert torch.autograd.gradcheck(loss_of, (inputs.log_prob,), eps=1e-7, atol=1e-6)
+
+
+def test_gradcheck_float64_gaussian_gate_with_the_gate_held_constant():
+    """The soft gate's weight carries no gradient by design (w.detach()), so the loss's derivative
+    is that of the surrogate -A * w * r at frozen w: checked against finite differences."""
+    inputs = random_loss_inputs(batch_size=3, response_length=4, seed=5, dtype=torch.float64, ratio_spread=0.5)
+    assert _gradcheck_with_frozen_gate(inputs, actor_config(sigma_base=0.4))
+
+
+def _gradcheck_with_frozen_gate(inputs, config):
+    """For the soft gate, d loss / d log_prob = -A * w * r with w held fixed: compare the analytic
+    gradient with finite differences of the surrogate at frozen w."""
+    log_prob = inputs.log_prob.detach().clone().requires_grad_(True)
+    loss, _ = compute_policy_loss_maspo(inputs.old_log_prob, log_prob, inputs.advantages, inputs.response_mask, "token-mean", config)
+    (analytic,) = torch.autograd.grad(loss, log_prob)
+    maspo = {**MASPO_DEFAULTS, "sigma_base": 0.4}
+    base = log_prob.detach()
+    r = torch.exp(base - inputs.old_log_prob)
+    weights = reference_token_losses(inputs.old_log_prob, base, inputs.advantages, maspo) / (-inputs.advantages * r)
+    weights = torch.where(inputs.advantages == 0, torch.ones_like(weights), weights)
+
+    def frozen(lp):
+        ratio = torch.exp(lp - inputs.old_log_prob)
+        return reference_aggregate(-inputs.advantages * weights * ratio, inputs.response_mask, "token-mean")
+
+    numeric = torch.zeros_like(base)
+    eps = 1e-6
+    for index in range(base.numel()):
+        bump = torch.zeros_like(base).view(-1)
+        bump[index] = eps
+        bump = bump.view_as(base)
+        numeric.view(-1)[index] = (frozen(base + bump) - frozen(base - bump)) / (2 * eps)
+    torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-8)
+    return True
+
+
+@pytest.mark.parametrize("name", ["old_log_prob", "log_prob", "advantages"])
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf"), -float("inf")])
+def test_nan_or_inf_on_valid_tokens_raises_naming_the_tensor(name, bad_value):
+    inputs = random_loss_inputs(seed=1)
+    tensors = {"old_log_prob": inputs.old_log_prob, "log_prob": inputs.log_prob.detach().clone(), "advantages": inputs.advantages.clone()}
+    tensors[name][0, 0] = bad_value
+    with pytest.raises(ValueError, match=name):
+        compute_policy_loss_maspo(
+            tensors["old_log_prob"], tensors["log_prob"], tensors["advantages"], inputs.response_mask,
+            "token-mean", actor_config(),
+        )
+
+
+@pytest.mark.parametrize("gate", ["gaussian", "hard"])
+def test_nan_in_padding_reaches_neither_loss_nor_gradient(gate):
+    inputs = random_loss_inputs(seed=2)
+    padded = ~inputs.response_mask
+    assert padded.any()
+    clean_loss, clean_grad, _ = _loss_and_grad(actor_config(gate=gate), inputs)
+    old = inputs.old_log_prob.masked_fill(padded, float("nan"))
+    advantages = inputs.advantages.masked_fill(padded, float("inf"))
+    log_prob = inputs.log_prob.detach().masked_fill(padded, float("nan")).requires_grad_(True)
+    loss, _ = compute_policy_loss_maspo(old, log_prob, advantages, inputs.response_mask, "token-mean", actor_config(gate=gate))
+    loss.backward()
+    assert loss.item() == pytest.approx(clean_loss.item())
+    assert torch.isfinite(log_prob.grad).all()
+    torch.testing.assert_close(log_prob.grad, clean_grad)
+
+
+@pytest.mark.parametrize("mode", AGG_MODES)
+@pytest.mark.parametrize("gate", ["gaussian", "hard"])
+def test_empty_mask_gives_zero_loss_zero_grad_and_finite_metrics(mode, gate):
+    inputs = random_loss_inputs(seed=4)
+    empty = torch.zeros_like(inputs.response_mask)
+    loss, metrics = compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, empty, mode, actor_config(gate=gate))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.count_nonzero(inputs.log_prob.grad) == 0
+    assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_bfloat16_inputs_compute_in_float32_and_return_bfloat16():
+    inputs32 = random_loss_inputs(seed=6, ratio_spread=0.05)
+    inputs16 = random_loss_inputs(seed=6, ratio_spread=0.05, dtype=torch.bfloat16)
+    loss16, metrics16 = compute_policy_loss_maspo(
+        inputs16.old_log_prob, inputs16.log_prob, inputs16.advantages, inputs16.response_mask, "token-mean", actor_config(sigma_base=0.02)
+    )
+    loss16.backward()
+    assert loss16.dtype == torch.bfloat16 and inputs16.log_prob.grad.dtype == torch.bfloat16
+    # same bf16 values promoted to float32 by hand: MASPO must agree to float32 rounding of the output
+    upcast = [t.float() for t in (inputs16.old_log_prob, inputs16.log_prob.detach(), inputs16.advantages)]
+    loss32, metrics32 = compute_policy_loss_maspo(upcast[0], upcast[1].requires_grad_(), upcast[2], inputs16.response_mask, "token-mean", actor_config(sigma_base=0.02))
+    assert loss16.float().item() == pytest.approx(loss32.item(), rel=1e-2)
+    # ratios near 1 are resolved (float32 math), so the narrow gate actually fires
+    assert metrics16["actor/maspo/gate_weight_mean"] == pytest.approx(metrics32["actor/maspo/gate_weight_mean"], rel=1e-6)
+    assert metrics16["actor/maspo/gate_weight_mean"] < 1.0
+    del inputs32
+
+
+def test_metrics_are_scalars_with_the_same_keys_and_documented_meaning():
+    inputs = random_loss_inputs(seed=8, ratio_spread=0.7)
+    _, _, metrics = _loss_and_grad(actor_config(), inputs)
+    assert tuple(metrics) == METRIC_KEYS
+    assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
+    mask = inputs.response_mask
+    ratio = torch.exp(inputs.log_prob.detach() - inputs.old_log_prob)
+    pos = (inputs.advantages > 0) & (ratio > 1) & mask
+    neg = (inputs.advantages < 0) & (ratio < 1) & mask
+    assert metrics["actor/maspo/gated_frac_pos"] == pytest.approx(pos.sum().item() / mask.sum().item())
+    assert metrics["actor/maspo/gated_frac_neg"] == pytest.approx(neg.sum().item() / mask.sum().item())
+    assert metrics["actor/pg_clipfrac"] == pytest.approx((pos | neg).sum().item() / mask.sum().item())
+    assert metrics["actor/pg_clipfrac_lower"] == 0.0
+    assert 0 < metrics["actor/maspo/gate_weight_mean"] < 1
+    assert metrics["actor/ppo_kl"] == pytest.approx(
+        (-(inputs.log_prob.detach() - inputs.old_log_prob))[mask].mean().item(), rel=1e-5
+    )
+    for gate in ("gaussian", "hard"):
+        _, _, other = _loss_and_grad(actor_config(gate=gate), random_loss_inputs(seed=9))
+        assert tuple(other) == METRIC_KEYS
+
+
+def test_extreme_inputs_stay_finite():
+    inputs = random_loss_inputs(seed=10)
+    old = torch.full_like(inputs.old_log_prob, -80.0)  # p_old ~ 1e-35
+    log_prob = (old + 40.0 * torch.randn_like(old)).requires_grad_(True)  # log-ratios beyond +-20
+    advantages = inputs.advantages * 1e4
+    for gate in ("gaussian", "hard"):
+        log_prob.grad = None
+        loss, metrics = compute_policy_loss_maspo(old, log_prob, advantages, inputs.response_mask, "token-mean", actor_config(gate=gate))
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(log_prob.grad).all()
+        assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_registered_in_verl_and_plain_policy_loss_config_uses_defaults_with_one_warning(caplog, monkeypatch):
+    assert get_policy_loss_fn("maspo") is compute_policy_loss_maspo
+    monkeypatch.setattr(maspo_loss, "_warned_default_config", False)
+    inputs = random_loss_inputs(seed=12)
+    with caplog.at_level(logging.WARNING, logger="maspo_verl.loss"):
+        plain = _loss_and_grad(actor_config(plain=True), inputs)
+        _loss_and_grad(actor_config(plain=True), inputs)
+    warnings = [r for r in caplog.records if "default hyper-parameters" in r.getMessage()]
+    assert len(warnings) == 1
+    ours = _loss_and_grad(actor_config(), inputs)
+    torch.testing.assert_close(plain[0], ours[0])
+
+
+def test_hard_gate_rejects_invalid_dual_clip():
+    inputs = random_loss_inputs(seed=13)
+    with pytest.raises(ValueError, match="clip_ratio_c"):
+        compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask,
+                                  "token-mean", actor_config(gate="hard", clip_ratio_c=1.0))
+
+
+def test_missing_config_is_a_clear_error():
+    inputs = random_loss_inputs(seed=14)
+    with pytest.raises(ValueError, match="config"):
+        compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, "token-mean", None)
