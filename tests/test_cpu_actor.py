@@ -1,0 +1,161 @@
+"""verl's real FSDP2 actor update with loss_mode=maspo, in this process, on CPU.
+
+`ActorRolloutRefWorker(role="actor").update_actor` is the call verl's trainer makes on each
+worker; here it runs in a world of one over gloo, on the tiny random-weight Qwen2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import pytest
+import torch
+from conftest_cpu import CPU_ACTOR_OVERRIDES, compose_maspo_config, cpu_platform, single_process_group, tiny_workdir  # noqa: F401
+
+from maspo_verl.loss import METRIC_KEYS
+
+BATCH_SIZE, PROMPT_LENGTH, RESPONSE_LENGTH = 8, 6, 5
+MICRO_BATCH_SIZE = 4  # two micro-batches per update: verl aggregates their metrics
+LEARNING_RATE = 0.5  # plain SGD: the parameter change is -lr * clipped gradient
+
+
+@pytest.fixture(scope="module")
+def actor_worker(cpu_platform, single_process_group, tiny_workdir):  # noqa: F811
+    from verl.workers.engine_workers import ActorRolloutRefWorker
+
+    config = compose_maspo_config(
+        *CPU_ACTOR_OVERRIDES,
+        f"actor_rollout_ref.model.path={tiny_workdir['model']}",
+        "actor_rollout_ref.actor.fsdp_config.dtype=float32",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={BATCH_SIZE}",
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={MICRO_BATCH_SIZE}",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={MICRO_BATCH_SIZE}",
+        "actor_rollout_ref.rollout.n=1",
+        "actor_rollout_ref.actor.optim.optimizer=SGD",
+        f"actor_rollout_ref.actor.optim.lr={LEARNING_RATE}",
+        "actor_rollout_ref.actor.optim.weight_decay=0.0",
+        "actor_rollout_ref.actor.grad_clip=1000.0",
+    )
+    worker = ActorRolloutRefWorker(config=config.actor_rollout_ref, role="actor")
+    worker.init_model()
+    return worker
+
+
+def _batch():
+    """A padded rollout batch converted as verl's trainer converts it, with large ratios and advantages."""
+    from tensordict import TensorDict
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    generator = torch.Generator().manual_seed(0)
+    prompts = torch.randint(5, 20, (BATCH_SIZE, PROMPT_LENGTH), generator=generator)
+    responses = torch.randint(5, 20, (BATCH_SIZE, RESPONSE_LENGTH), generator=generator)
+    attention_mask = torch.ones(BATCH_SIZE, PROMPT_LENGTH + RESPONSE_LENGTH, dtype=torch.long)
+    attention_mask[0, :2] = 0  # left padding of a short prompt
+    attention_mask[1, PROMPT_LENGTH + 3 :] = 0  # a response that stopped early
+    advantages = torch.linspace(-3.0, 3.0, BATCH_SIZE).unsqueeze(1).expand(BATCH_SIZE, RESPONSE_LENGTH)
+    batch = TensorDict(
+        {
+            "prompts": prompts,
+            "responses": responses,
+            "input_ids": torch.cat([prompts, responses], dim=1),
+            "attention_mask": attention_mask,
+            "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
+            "response_mask": attention_mask[:, PROMPT_LENGTH:].clone(),
+            # Old log-probs far from the random model's (~log 1/22): ratios spread well beyond 1.
+            "old_log_probs": -4.0 * torch.rand(BATCH_SIZE, RESPONSE_LENGTH, generator=generator),
+            "advantages": advantages.clone(),
+        },
+        batch_size=[BATCH_SIZE],
+    )
+    batch = left_right_2_no_padding(batch)
+    tu.assign_non_tensor(
+        batch,
+        calculate_entropy=False,
+        distillation_use_topk=False,
+        distillation_only=False,
+        global_batch_size=BATCH_SIZE,
+        mini_batch_size=BATCH_SIZE,
+        epochs=1,
+        seed=0,
+        dataloader_kwargs={"shuffle": False},
+        temperature=1.0,
+        compute_loss=True,
+    )
+    return batch
+
+
+def _parameters(worker) -> list[torch.Tensor]:
+    return [parameter.detach().full_tensor().clone() for parameter in worker.actor.engine.module.parameters()]
+
+
+def _restore(worker, saved: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for parameter, value in zip(worker.actor.engine.module.parameters(), saved, strict=True):
+            parameter.to_local().copy_(value)
+
+
+def _use_maspo(worker, **maspo_changes) -> None:
+    """Point the worker's verl `ppo_loss` at an actor config whose `policy_loss.maspo` has `maspo_changes`."""
+    from verl.utils.config import omega_conf_to_dataclass
+    from verl.workers.utils.losses import ppo_loss
+
+    actor_config = omega_conf_to_dataclass(worker.config.actor)
+    maspo = dataclasses.replace(actor_config.policy_loss.maspo, **maspo_changes)
+    object.__setattr__(actor_config.policy_loss, "maspo", maspo)
+    worker.set_loss_fn(partial(ppo_loss, config=actor_config))
+
+
+def _update(worker, initial: list[torch.Tensor], **maspo_changes):
+    """One update from `initial` weights; returns (parameter change, verl's metrics)."""
+    from verl.utils import tensordict_utils as tu
+
+    _restore(worker, initial)
+    _use_maspo(worker, **maspo_changes)
+    output = worker.update_actor(_batch())
+    change = torch.cat([(after - before).flatten() for after, before in zip(_parameters(worker), initial, strict=True)])
+    return change, tu.get(output, "metrics")
+
+
+@pytest.mark.timeout(120)
+def test_update_actor_runs_maspo_and_reports_its_metrics_through_verl(actor_worker, monkeypatch):
+    from verl.trainer.ppo import core_algos
+
+    calls = []
+    maspo = core_algos.get_policy_loss_fn("maspo")
+
+    def recording_maspo(*args, **kwargs):
+        loss, metrics = maspo(*args, **kwargs)
+        calls.append(metrics)
+        return loss, metrics
+
+    monkeypatch.setitem(core_algos.POLICY_LOSS_REGISTRY, "maspo", recording_maspo)
+    initial = _parameters(actor_worker)
+    change, metrics = _update(actor_worker, initial)
+
+    assert len(calls) == BATCH_SIZE // MICRO_BATCH_SIZE, "verl did not call loss_mode=maspo once per micro-batch"
+    assert change.abs().max() > 0, "update_actor left every parameter unchanged"
+    for key in METRIC_KEYS:
+        assert key in metrics, f"{key} missing from verl's update_actor metrics: {sorted(metrics)}"
+        (value,) = metrics[key]  # one mini-batch
+        expected = sum(call[key] for call in calls) / len(calls)  # verl's MEAN over micro-batches
+        assert value == pytest.approx(expected, rel=1e-5, abs=1e-7), key
+    assert 0.0 < metrics["actor/maspo/gate_weight_mean"][0] < 1.0, "the soft gate never attenuated a token"
+    assert metrics["grad_norm"][0] > 0
+
+
+@pytest.mark.timeout(180)
+def test_each_ablation_flag_changes_the_update(actor_worker):
+    initial = _parameters(actor_worker)
+    reference, _ = _update(actor_worker, initial)
+    repeated, _ = _update(actor_worker, initial)
+    torch.testing.assert_close(repeated, reference, rtol=0, atol=1e-7, msg="the same update is not reproducible")
+
+    scale = reference.abs().max().item()
+    for flag in ({"gate": "hard"}, {"mass_adaptive": False}, {"risk_control": False}):
+        ablated, metrics = _update(actor_worker, initial, **flag)
+        difference = (ablated - reference).abs().max().item()
+        assert difference > 1e-4 * scale, f"maspo {flag} gave the same parameter update as the full method"
+        assert "actor/maspo/gate_weight_mean" in metrics
+    _restore(actor_worker, initial)
