@@ -36,8 +36,10 @@ def mass_adaptive_limiter(
     Returns:
         m: shape (bs, response_length), in [sigma_base, sigma_high].
     """
-    finite_log_prob = old_log_prob.clamp(min=torch.finfo(old_log_prob.dtype).min)
-    return (sigma_base * torch.exp(-alpha * finite_log_prob)).clamp(min=sigma_base, max=sigma_high)
+    if alpha == 0:
+        return torch.full_like(old_log_prob, sigma_base)
+    width = old_log_prob * -alpha  # log(1 / p_old**alpha) >= 0; +inf for p_old = 0
+    return width.exp_().mul_(sigma_base).clamp_(min=sigma_base, max=sigma_high)
 
 
 def risk_factors(
@@ -57,9 +59,9 @@ def risk_factors(
     Returns:
         (k_pos, k_neg): each shape (bs, response_length), in [adv_low, adv_high].
     """
-    k_pos = (1.0 + beta_pos * advantages).clamp(min=adv_low, max=adv_high)
-    denominator = (1.0 - beta_neg * advantages).clamp(min=1.0 / adv_high)
-    k_neg = (1.0 / denominator).clamp(min=adv_low, max=adv_high)
+    k_pos = (advantages * beta_pos).add_(1.0).clamp_(min=adv_low, max=adv_high)
+    denominator = (advantages * -beta_neg).add_(1.0).clamp_(min=1.0 / adv_high)
+    k_neg = denominator.reciprocal_().clamp_(min=adv_low, max=adv_high)
     return k_pos, k_neg
 
 
@@ -91,7 +93,7 @@ def trust_region_widths(
     if not risk_control:
         return mass_factor, mass_factor
     k_pos, k_neg = risk_factors(advantages, beta_pos, beta_neg, adv_low, adv_high)
-    return mass_factor * k_pos, mass_factor * k_neg
+    return k_pos.mul_(mass_factor), k_neg.mul_(mass_factor)
 
 
 def outward_regions(ratio: torch.Tensor, advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +106,11 @@ def outward_regions(ratio: torch.Tensor, advantages: torch.Tensor) -> tuple[torc
 
 
 def gaussian_gate_weight(
-    ratio: torch.Tensor, advantages: torch.Tensor, sigma_pos: torch.Tensor, sigma_neg: torch.Tensor
+    ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    sigma_pos: torch.Tensor,
+    sigma_neg: torch.Tensor,
+    regions: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Soft Gaussian gate: w = exp(-(r - 1)^2 / (2 sigma^2)) where the update pushes r outward,
     with sigma = sigma_pos for (A > 0, r > 1) and sigma_neg for (A < 0, r < 1); w = 1 elsewhere.
@@ -116,14 +122,16 @@ def gaussian_gate_weight(
         ratio: r = pi_theta / pi_old, shape (bs, response_length); detached by the caller.
         advantages: A, shape (bs, response_length).
         sigma_pos, sigma_neg: trust-region widths, shape (bs, response_length).
+        regions: `outward_regions(ratio, advantages)` when the caller already has them.
 
     Returns:
         w: shape (bs, response_length), in (0, 1].
     """
-    outward_pos, outward_neg = outward_regions(ratio, advantages)
+    outward_pos, outward_neg = regions if regions is not None else outward_regions(ratio, advantages)
     sigma = torch.where(outward_pos, sigma_pos, sigma_neg)
-    weight = torch.exp(-torch.square(ratio - 1.0) / (2.0 * torch.square(sigma)))
-    return torch.where(outward_pos | outward_neg, weight, torch.ones_like(weight))
+    standardized = (ratio - 1.0).div_(sigma)
+    weight = standardized.square_().mul_(-0.5).exp_()
+    return weight.masked_fill_(~(outward_pos | outward_neg), 1.0)
 
 
 def hard_clip_bounds(

@@ -13,10 +13,10 @@ masking, rollout importance weights, aggregation, metrics).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Optional
 
 import torch
-import verl.utils.torch_functional as verl_F
 from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss
 
 from maspo_verl.config import MaspoConfig, maspo_config_from
@@ -69,21 +69,17 @@ def resolve_maspo_config(config: Any) -> MaspoConfig:
     return maspo_config_from(block)
 
 
-def _check_finite(response_mask: torch.Tensor, **tensors: torch.Tensor) -> int:
-    """Raise ValueError naming any tensor with NaN/inf on a valid token; return the valid-token count.
-
-    One host sync for all checks (verl's own losses sync for their metrics anyway).
-    """
-    counts = [(~torch.isfinite(t) & response_mask).sum() for t in tensors.values()]
-    counts.append(response_mask.sum())
-    *bad_counts, num_valid = torch.stack(counts).tolist()
-    bad = [f"{name} ({count} token(s))" for name, count in zip(tensors, bad_counts, strict=True) if count]
-    if bad:
-        raise ValueError(
-            "loss_mode=maspo got NaN/inf on valid response tokens in: " + ", ".join(bad)
-            + ". Check the rollout/old-policy log-probs and the advantage estimator."
-        )
-    return int(num_valid)
+def _raise_on_non_finite(response_mask: torch.Tensor, **tensors: torch.Tensor) -> None:
+    """Raise ValueError naming each tensor with NaN/inf on a valid response token."""
+    bad = []
+    for name, tensor in tensors.items():
+        count = int((~torch.isfinite(tensor) & response_mask).sum())
+        if count:
+            bad.append(f"{name} ({count} token(s))")
+    raise ValueError(
+        "loss_mode=maspo got NaN/inf on valid response tokens in: " + ", ".join(bad or ["a product of them"])
+        + ". Check the rollout/old-policy log-probs and the advantage estimator."
+    )
 
 
 class _SurrogateWithSavedGradient(torch.autograd.Function):
@@ -134,12 +130,10 @@ def compute_policy_loss_maspo(
     """
     maspo = resolve_maspo_config(config)
     response_mask = response_mask.bool()
-    num_valid = _check_finite(
-        response_mask, old_log_prob=old_log_prob, log_prob=log_prob, advantages=advantages
-    )
 
     # All math in at least float32 (bf16 would round ratios near 1 to exactly 1). Padding is
-    # zeroed first, so NaN/inf in padded positions can reach neither the loss nor the gradient.
+    # zeroed first, so NaN/inf in padded positions can reach neither the loss nor the gradient,
+    # and A = 0 there keeps padding out of every A > 0 / A < 0 region below.
     compute_dtype = torch.promote_types(log_prob.dtype, torch.float32)
     old_log_prob = torch.where(response_mask, old_log_prob.to(compute_dtype), 0.0)
     advantages = torch.where(response_mask, advantages.to(compute_dtype), 0.0)
@@ -147,7 +141,6 @@ def compute_policy_loss_maspo(
         raw_log_ratio = torch.where(response_mask, log_prob.detach().to(compute_dtype) - old_log_prob, 0.0)
         log_ratio = raw_log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
         ratio = torch.exp(log_ratio)
-        ppo_kl = verl_F.masked_mean(-log_ratio, response_mask)
         # Mass-adaptive limiter x asymmetric risk controller (paper: sigma_pos, sigma_neg).
         sigma_pos, sigma_neg = trust_region_widths(
             old_log_prob,
@@ -162,57 +155,77 @@ def compute_policy_loss_maspo(
             mass_adaptive=maspo.mass_adaptive,
             risk_control=maspo.risk_control,
         )
-        outward_pos, outward_neg = outward_regions(ratio, advantages)
-        outward_pos &= response_mask
-        outward_neg &= response_mask
-        outward = outward_pos | outward_neg
+        regions = outward_regions(ratio, advantages)
+        outward = regions[0] | regions[1]
 
     if maspo.gate == "gaussian":
         with torch.no_grad():
             # Soft Gaussian gate (paper: w = exp(-(r-1)^2 / (2 sigma^2)) on outward updates).
-            gate_weight = gaussian_gate_weight(ratio, advantages, sigma_pos, sigma_neg)
-            coefficient = torch.where(response_mask, -advantages * gate_weight, 0.0)
+            gradient_weight = gaussian_gate_weight(ratio, advantages, sigma_pos, sigma_neg, regions)
+            coefficient = -advantages * gradient_weight  # 0 on padding, where A = 0
             ratio_in_range = raw_log_ratio.abs() <= LOG_RATIO_LIMIT
         # Per-token loss -A * w.detach() * r: the gradient through r survives, attenuated.
         pg_losses = _SurrogateWithSavedGradient.apply(log_prob, ratio, ratio_in_range, coefficient)
-        pg_clipfrac = verl_F.masked_mean((outward & (gate_weight < 1.0)).float(), response_mask)
-        pg_clipfrac_lower = torch.zeros((), dtype=ratio.dtype, device=ratio.device)  # no dual clip in the soft gate
-        gradient_weight = gate_weight
+        clipped_count = outward.sum()  # every outward token is attenuated by the gate
+        # sum of w over outward tokens, in one pass: w = 1 on every other position
+        outward_weight_sum = gradient_weight.sum() - (gradient_weight.numel() - clipped_count)
+        dual_clipped_count = torch.zeros((), dtype=torch.long, device=ratio.device)  # no dual clip here
     else:
-        pg_losses, pg_clipfrac, pg_clipfrac_lower, gradient_weight = _hard_clip_losses(
+        pg_losses, gradient_weight, clipped_count, dual_clipped_count = _hard_clip_losses(
             log_prob, old_log_prob, advantages, response_mask, sigma_pos, sigma_neg, maspo, config
         )
+        with torch.no_grad():
+            outward_weight_sum = (gradient_weight * outward).sum()
 
     if rollout_is_weights is not None:
         pg_losses = pg_losses * rollout_is_weights
 
+    # One host sync for the input check, the empty-mask case and every metric. Sums of the
+    # padding-zeroed inputs are finite exactly when no valid token holds NaN/inf (barring overflow,
+    # which the named check below then reports as "a product of them").
+    with torch.no_grad():
+        mask_values = response_mask.to(compute_dtype).view(-1)
+        outward_count = outward.sum()
+        statistics = torch.stack(
+            [
+                response_mask.sum().to(compute_dtype),
+                old_log_prob.sum() + advantages.sum() + raw_log_ratio.sum(),
+                clipped_count.to(compute_dtype),
+                -log_ratio.sum(),
+                dual_clipped_count.to(compute_dtype),
+                regions[0].sum().to(compute_dtype),
+                regions[1].sum().to(compute_dtype),
+                outward_weight_sum.to(compute_dtype),
+                outward_count.to(compute_dtype),
+                torch.dot(sigma_pos.view(-1), mask_values),
+                torch.dot(sigma_neg.view(-1), mask_values),
+            ]
+        ).tolist()
+    (num_valid, input_sum, clipped, negative_log_ratio, dual_clipped, gated_pos, gated_neg,
+     weight_sum, num_outward, sigma_pos_sum, sigma_neg_sum) = statistics
+    if not math.isfinite(input_sum):
+        _raise_on_non_finite(response_mask, old_log_prob=old_log_prob, log_prob=log_prob.detach(), advantages=advantages)
+
     if num_valid == 0:
         # verl's token-mean divides by the valid-token count: 0/0. No valid token, no update.
         pg_loss = pg_losses.sum() * 0.0
+        num_valid = 1.0  # metrics of an empty micro-batch: 0 fractions, no attenuation
     else:
         global_batch_info = getattr(config, "global_batch_info", None) or {}
         pg_loss = agg_loss(
             loss_mat=pg_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **global_batch_info
         )
 
-    with torch.no_grad():
-        num_outward = outward.sum()
-        gate_weight_mean = torch.where(
-            num_outward > 0, verl_F.masked_sum(gradient_weight.float(), outward) / num_outward.clamp(min=1), 1.0
-        )
-        metrics_tensor = torch.stack(
-            [
-                pg_clipfrac.float(),
-                ppo_kl.float(),
-                pg_clipfrac_lower.float(),
-                verl_F.masked_mean(outward_pos.float(), response_mask),
-                verl_F.masked_mean(outward_neg.float(), response_mask),
-                gate_weight_mean.float(),
-                verl_F.masked_mean(sigma_pos, response_mask),
-                verl_F.masked_mean(sigma_neg, response_mask),
-            ]
-        )
-    metrics = dict(zip(METRIC_KEYS, metrics_tensor.tolist(), strict=True))
+    metrics = {
+        "actor/pg_clipfrac": clipped / num_valid,
+        "actor/ppo_kl": negative_log_ratio / num_valid,
+        "actor/pg_clipfrac_lower": dual_clipped / num_valid,
+        "actor/maspo/gated_frac_pos": gated_pos / num_valid,
+        "actor/maspo/gated_frac_neg": gated_neg / num_valid,
+        "actor/maspo/gate_weight_mean": weight_sum / num_outward if num_outward else 1.0,
+        "actor/maspo/sigma_pos_mean": sigma_pos_sum / num_valid,
+        "actor/maspo/sigma_neg_mean": sigma_neg_sum / num_valid,
+    }
     return pg_loss.to(log_prob.dtype), metrics
 
 
@@ -220,8 +233,8 @@ def _hard_clip_losses(log_prob, old_log_prob, advantages, response_mask, sigma_p
     """`gate=hard` ablation: verl's vanilla clipped surrogate (with dual clip) whose bounds are
     1 - clip_ratio_low * sigma_neg/sigma_base and 1 + clip_ratio_high * sigma_pos/sigma_base.
 
-    Returns per-token losses, pg_clipfrac, pg_clipfrac_lower and the gradient weight per token
-    (0 where the clip cuts the gradient, 1 elsewhere) for the gate metrics.
+    Returns per-token losses, the gradient weight per token (0 where a clip cuts the gradient,
+    1 elsewhere), and the counts of valid tokens cut by the clip and by the dual clip.
     """
     clip_ratio = config.get("clip_ratio", 0.2)
     clip_ratio_low = config.get("clip_ratio_low", None)
@@ -243,9 +256,7 @@ def _hard_clip_losses(log_prob, old_log_prob, advantages, response_mask, sigma_p
     pg_losses = torch.where(advantages < 0, dual_clipped, clipped_max)
 
     with torch.no_grad():
-        clip_active = torch.gt(clipped, unclipped)
+        clip_active = torch.gt(clipped, unclipped) & response_mask
         dual_active = torch.gt(clipped_max, -advantages * clip_ratio_c) & (advantages < 0)
-        pg_clipfrac = verl_F.masked_mean(clip_active.float(), response_mask)
-        pg_clipfrac_lower = verl_F.masked_mean(dual_active.float(), response_mask)
-        gradient_weight = (~(clip_active | dual_active)).float()
-    return pg_losses, pg_clipfrac, pg_clipfrac_lower, gradient_weight
+        gradient_weight = (~(clip_active | dual_active)).to(old_log_prob.dtype)
+    return pg_losses, gradient_weight, clip_active.sum(), dual_active.sum()

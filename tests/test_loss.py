@@ -332,3 +332,18 @@ def test_missing_config_is_a_clear_error():
     inputs = random_loss_inputs(seed=14)
     with pytest.raises(ValueError, match="config"):
         compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, "token-mean", None)
+
+
+def test_gate_weight_metric_is_the_mean_over_gated_tokens_in_both_modes():
+    inputs = random_loss_inputs(seed=15, ratio_spread=1.5)
+    ratio = torch.exp(inputs.log_prob.detach() - inputs.old_log_prob)
+    outward = ((inputs.advantages > 0) & (ratio > 1) | (inputs.advantages < 0) & (ratio < 1)) & inputs.response_mask
+    for gate in ("gaussian", "hard"):
+        config = actor_config(gate=gate, clip_ratio_c=1.5)
+        _, _, metrics = _loss_and_grad(config, inputs)
+        # per-token gradient weight = d loss_t / d log_prob_t divided by the ungated -A * r
+        log_prob = inputs.log_prob.detach().clone().requires_grad_(True)
+        loss, _ = compute_policy_loss_maspo(inputs.old_log_prob, log_prob, inputs.advantages, inputs.response_mask, "token-sum", config)
+        (grad,) = torch.autograd.grad(loss, log_prob)
+        weight = grad / (-inputs.advantages * ratio)
+        assert metrics["actor/maspo/gate_weight_mean"] == pytest.approx(weight[outward].mean().item(), rel=1e-5), gate
