@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create .venv at the repo root (when missing) and install maspo-verl into it, editable, with
+# pinned CPU torch, verl and the test extra. Idempotent: a stamp of the install inputs makes a
+# second run a no-op.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PYTHON_BIN="${PYTHON:-python3}"
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  echo "[setup] creating $VENV with $("$PYTHON_BIN" --version)"
+  "$PYTHON_BIN" -m venv "$VENV"
+fi
+
+STAMP="$VENV/.maspo-verl-install"
+WANT="$(cat "$ROOT/setup.py" "$ROOT/requirements/cpu-constraints.txt" | sha256sum | cut -d' ' -f1)"
+if [[ "$(cat "$STAMP" 2>/dev/null || true)" == "$WANT" ]] && "$VENV/bin/python" -c "import maspo_verl" 2>/dev/null; then
+  exit 0
+fi
+
+echo "[setup] installing torch (CPU), verl and maspo-verl[test] into $VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+# torch first and pinned, so nothing later can pull a CUDA build.
+"$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
+"$VENV/bin/python" -m pip install --quiet -c "$ROOT/requirements/cpu-constraints.txt" -e "$ROOT[test,cpu]"
+echo "$WANT" > "$STAMP"
+echo "[setup] done: $("$VENV/bin/python" -c 'import torch, verl; print("torch", torch.__version__, "verl", verl.__version__)')"
