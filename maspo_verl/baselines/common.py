@@ -1,0 +1,215 @@
+"""What the baseline losses share: their config blocks, input checks, verl's clipped surrogate.
+
+Every baseline reads its hyper-parameters from a block of verl's policy-loss config,
+`actor_rollout_ref.actor.policy_loss.<block>.*`, follows verl's policy-loss conventions (float32
+math, padding zeroed, rollout importance weights multiplied, reduction only through `agg_loss`
+with `config.global_batch_info`) and returns scalar metrics with the same keys on every call.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from typing import Any
+
+import torch
+from verl.trainer.ppo.core_algos import agg_loss
+
+from maspo_verl.loss import LOG_RATIO_LIMIT
+
+__all__ = [
+    "aggregate_policy_loss",
+    "check_finite_on_valid_tokens",
+    "config_block_from",
+    "dual_clip_bound",
+    "dual_clipped_surrogate",
+    "importance_ratio",
+    "metrics_from",
+    "require_bool",
+    "require_choice",
+    "require_number",
+    "resolve_config_block",
+]
+
+logger = logging.getLogger(__name__)
+
+_warned_default_blocks: set[str] = set()
+
+
+def require_number(key: str, value: Any) -> float:
+    """`value` as a finite float, or ValueError naming the config key (e.g. "policy_loss.dac.eps_low")."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{key} must be a number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value):
+        raise ValueError(f"{key} must be finite, got {value!r}")
+    return float(value)
+
+
+def require_bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def require_choice(key: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def config_block_from(value: Any, config_class: type, block: str):
+    """Build `config_class` from an instance, None (defaults), a dict or an OmegaConf node.
+
+    Unknown keys raise ValueError naming `policy_loss.<block>` and the allowed keys: Hydra's
+    `instantiate(_convert_="partial")` hands a nested block over as a dict when it has no
+    `_target_`, so a typo would otherwise vanish silently.
+    """
+    if isinstance(value, config_class):
+        return value
+    if value is None:
+        return config_class()
+    if not isinstance(value, Mapping):
+        try:  # OmegaConf's DictConfig is not a collections.abc.Mapping
+            from omegaconf import DictConfig, OmegaConf
+
+            if isinstance(value, DictConfig):
+                value = OmegaConf.to_container(value, resolve=True)
+        except ImportError:  # pragma: no cover - omegaconf ships with verl
+            pass
+    if not isinstance(value, Mapping):
+        raise ValueError(f"policy_loss.{block} must be a mapping of its keys, got {type(value).__name__}")
+    allowed = {f.name for f in fields(config_class)} - {"_target_"}
+    values = {k: v for k, v in value.items() if k != "_target_"}
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ValueError(f"policy_loss.{block} has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    return config_class(**values)
+
+
+def resolve_config_block(config: Any, block: str, config_class: type, loss_mode: str):
+    """The `policy_loss.<block>` settings of verl's actor config `config`, as `config_class`.
+
+    verl's plain `PolicyLossConfig` has no such block: the defaults are used and the log says so
+    once per process (select `maspo_verl.MaspoPolicyLossConfig` as `policy_loss._target_` to set it).
+    """
+    if config is None:
+        raise ValueError(f"loss_mode={loss_mode} needs the actor config (config=None was passed)")
+    policy_loss = config.get("policy_loss", None) if hasattr(config, "get") else getattr(config, "policy_loss", None)
+    value = None
+    if policy_loss is not None:
+        value = policy_loss.get(block, None) if hasattr(policy_loss, "get") else getattr(policy_loss, block, None)
+    if value is None and block not in _warned_default_blocks:
+        logger.warning(
+            "loss_mode=%s without a policy_loss.%s block: using the defaults %s. Set "
+            "actor_rollout_ref.actor.policy_loss._target_=maspo_verl.MaspoPolicyLossConfig to set policy_loss.%s.*",
+            loss_mode,
+            block,
+            config_class(),
+            block,
+        )
+        _warned_default_blocks.add(block)
+    return config_block_from(value, config_class, block)
+
+
+def check_finite_on_valid_tokens(loss_mode: str, response_mask: torch.Tensor, **tensors: torch.Tensor) -> int:
+    """Raise ValueError naming every tensor with NaN/inf on a valid token; return the valid-token count.
+
+    One host sync for all checks (verl's own losses sync for their metrics anyway).
+    """
+    counts = [(~torch.isfinite(t) & response_mask).sum() for t in tensors.values()]
+    counts.append(response_mask.sum())
+    *bad_counts, num_valid = torch.stack(counts).tolist()
+    bad = [f"{name} ({count} token(s))" for name, count in zip(tensors, bad_counts, strict=True) if count]
+    if bad:
+        raise ValueError(
+            f"loss_mode={loss_mode} got NaN/inf on valid response tokens in: " + ", ".join(bad)
+            + ". Check the rollout/old-policy log-probs and the advantage estimator."
+        )
+    return int(num_valid)
+
+
+def importance_ratio(
+    log_prob: torch.Tensor, old_log_prob: torch.Tensor, response_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """r = exp(clamp(log pi_theta - log pi_old, -20, 20)) in float32, as verl's vanilla loss.
+
+    Padding gets log-ratio 0 (ratio 1), so whatever padded positions hold reaches neither the loss
+    nor the gradient. `old_log_prob` must be float32 already (the callers zero its padding first).
+
+    Returns:
+        (ratio, log_ratio): each (bs, response_length); ratio carries log_prob's gradient.
+    """
+    log_ratio = torch.where(response_mask, log_prob.float() - old_log_prob, 0.0)
+    log_ratio = log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
+    return torch.exp(log_ratio), log_ratio
+
+
+def dual_clip_bound(config: Any, loss_mode: str) -> float:
+    """verl's `actor.clip_ratio_c` (dual-clip bound for negative advantages), checked > 1."""
+    clip_ratio_c = config.get("clip_ratio_c", 3.0)
+    if not clip_ratio_c > 1.0:
+        raise ValueError(f"actor.clip_ratio_c (dual-clip bound) must be > 1.0 for loss_mode={loss_mode}, got {clip_ratio_c}")
+    return float(clip_ratio_c)
+
+
+def dual_clipped_surrogate(
+    ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    lower: torch.Tensor | float,
+    upper: torch.Tensor | float,
+    clip_ratio_c: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """verl's vanilla per-token PPO loss with the ratio clipped to [lower, upper] instead of
+    [1 - eps_low, 1 + eps_high]: max(-A r, -A clip(r, lower, upper)), and for A < 0 the dual clip
+    min(that, -A c) (Ye et al. 2020, arXiv 1912.09729).
+
+    Args:
+        ratio: r, (bs, response_length), carries the gradient.
+        advantages: A, (bs, response_length).
+        lower, upper: ratio bounds, floats or tensors broadcastable to ratio.
+        clip_ratio_c: dual-clip bound c > 1.
+
+    Returns:
+        (per-token losses, clip_active, dual_clip_active): the masks are bool tensors marking where
+        the clip (resp. the dual clip) sets the loss, i.e. where the gradient through r is cut.
+    """
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, lower, upper)
+    clipped_max = torch.maximum(unclipped, clipped)
+    dual_clipped = torch.minimum(-advantages * clip_ratio_c, clipped_max)
+    losses = torch.where(advantages < 0, dual_clipped, clipped_max)
+    with torch.no_grad():
+        clip_active = clipped > unclipped
+        dual_clip_active = (clipped_max > -advantages * clip_ratio_c) & (advantages < 0)
+    return losses, clip_active, dual_clip_active
+
+
+def aggregate_policy_loss(
+    per_token_losses: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str,
+    config: Any,
+    num_valid: int,
+    rollout_is_weights: torch.Tensor | None,
+) -> torch.Tensor:
+    """Multiply by the rollout importance weights and reduce with verl's `agg_loss` and the global
+    batch info verl's `ppo_loss` stored in `config.global_batch_info`.
+
+    A micro-batch without valid tokens gives a zero loss that still reaches the graph (verl's
+    token-mean would divide 0 by 0).
+    """
+    if rollout_is_weights is not None:
+        per_token_losses = per_token_losses * rollout_is_weights
+    if num_valid == 0:
+        return per_token_losses.sum() * 0.0
+    global_batch_info = getattr(config, "global_batch_info", None) or {}
+    return agg_loss(loss_mat=per_token_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **global_batch_info)
+
+
+def metrics_from(keys: Sequence[str], values: Sequence[torch.Tensor | float], device: torch.device) -> dict[str, float]:
+    """Scalar metrics as Python floats with one host sync: `keys[i]` -> `values[i]`."""
+    stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device).reshape(()) for v in values])
+    return dict(zip(keys, stacked.tolist(), strict=True))
+

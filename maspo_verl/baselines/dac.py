@@ -1,0 +1,158 @@
+"""Dynamic Adaptive Clipping (DAC) of DCPO (Yang et al., arXiv 2509.02333), `loss_mode="dac"`.
+
+DCPO replaces PPO's fixed ratio interval [1 - eps_low, 1 + eps_high] by one that depends on the
+old probability q of the token: bounding the probability-weighted ratio change
+|(r - 1) * r| * q <= eps (DCPO, section "Dynamic Adaptive Clipping") gives the closed form
+
+    lower(q) = 0.5 + 0.5 * sqrt(max(1 - 4 eps_low / q, 0))
+    upper(q) = min(0.5 + 0.5 * sqrt(1 + 4 eps_high / q), upper_bound_cap)
+
+so tail tokens (small q) may move much further than head tokens. The clipped surrogate with these
+bounds and verl's dual clip (`actor.clip_ratio_c`) is DCPO's `clip_type=dynamic` loss.
+
+Config: `actor_rollout_ref.actor.policy_loss.dac.{eps_low, eps_high, upper_bound_cap}`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import verl.utils.torch_functional as verl_F
+from verl.base_config import BaseConfig
+from verl.trainer.ppo.core_algos import register_policy_loss
+
+from maspo_verl.baselines.common import (
+    aggregate_policy_loss,
+    check_finite_on_valid_tokens,
+    dual_clip_bound,
+    dual_clipped_surrogate,
+    importance_ratio,
+    metrics_from,
+    require_number,
+    resolve_config_block,
+)
+
+__all__ = ["DacConfig", "METRIC_KEYS", "compute_policy_loss_dac", "dac_ratio_bounds"]
+
+METRIC_KEYS = (
+    "actor/pg_clipfrac",
+    "actor/ppo_kl",
+    "actor/pg_clipfrac_lower",
+    "actor/dac/lower_bound_mean",
+    "actor/dac/upper_bound_mean",
+    "actor/dac/upper_bound_capped_frac",
+)
+
+# exp(80) is finite in float32: at log q = -80 both bounds already sit at their q -> 0 limits
+# (lower 0.5, upper at any sensible cap), and log q = -inf cannot turn eps * exp(-log q) into NaN.
+_MIN_OLD_LOG_PROB = -80.0
+
+
+@dataclass
+class DacConfig(BaseConfig):
+    """Hyper-parameters of DCPO's dynamic adaptive clipping (arXiv 2509.02333).
+
+    Defaults are DCPO's public training scripts (recipe/dcpo/run_base.sh, run_dcpo.sh with
+    CLIP_TYPE=dynamic): clip_ratio_low 0.2, clip_ratio_high 0.28, dual clip c = 10 with the upper
+    bound capped at max(c, 10) = 10. The paper's illustration table uses eps_low 0.16,
+    eps_high 0.2; the scripts are what produced its results.
+
+    Args:
+        eps_low (float): lower-side budget, >= 0; the lower bound is 0.5 for q <= 4 eps_low.
+        eps_high (float): upper-side budget, >= 0.
+        upper_bound_cap (float): ceiling of the upper ratio bound (DCPO: max(clip_ratio_c, 10)), > 1.
+    """
+
+    eps_low: float = 0.2
+    eps_high: float = 0.28
+    upper_bound_cap: float = 10.0
+
+    def __post_init__(self):
+        for key in ("eps_low", "eps_high", "upper_bound_cap"):
+            require_number(f"policy_loss.dac.{key}", getattr(self, key))
+        for key in ("eps_low", "eps_high"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"policy_loss.dac.{key} must be >= 0, got {getattr(self, key)}")
+        if not self.upper_bound_cap > 1.0:
+            raise ValueError(f"policy_loss.dac.upper_bound_cap must be > 1, got {self.upper_bound_cap}")
+
+
+def dac_ratio_bounds(
+    old_log_prob: torch.Tensor, eps_low: float, eps_high: float, upper_bound_cap: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DCPO's dynamic adaptive clipping bounds (arXiv 2509.02333, DAC equation):
+    lower = 0.5 + 0.5 sqrt(max(1 - 4 eps_low / q, 0)), upper = min(0.5 + 0.5 sqrt(1 + 4 eps_high / q), cap).
+
+    Both solve q * r * |r - 1| = eps (the larger root): the probability-weighted ratio change a
+    token may make. q -> 0 gives (0.5, cap); q = 1 gives 0.5 + 0.5 sqrt(1 -/+ 4 eps), which is
+    1 -/+ eps to first order in eps (verl's vanilla clip).
+
+    Args:
+        old_log_prob: log q, float32, shape (bs, response_length).
+
+    Returns:
+        (lower, upper): each (bs, response_length), lower in [0.5, 1], upper in [1, cap].
+    """
+    inverse_q = torch.exp(-old_log_prob.clamp(min=_MIN_OLD_LOG_PROB))
+    lower = 0.5 + 0.5 * torch.sqrt((1.0 - 4.0 * eps_low * inverse_q).clamp(min=0.0))
+    upper = (0.5 + 0.5 * torch.sqrt(1.0 + 4.0 * eps_high * inverse_q)).clamp(max=upper_bound_cap)
+    return lower, upper
+
+
+@register_policy_loss("dac")
+def compute_policy_loss_dac(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str = "token-mean",
+    config: Optional[Any] = None,
+    rollout_is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """PPO-clip loss with DCPO's dynamic adaptive clipping bounds and verl's dual clip.
+
+    Args:
+        old_log_prob: log-probs under the old policy, (bs, response_length).
+        log_prob: log-probs under the current policy (carries the gradient), (bs, response_length).
+        advantages: per-token advantages, (bs, response_length).
+        response_mask: valid response tokens, (bs, response_length).
+        loss_agg_mode: verl's aggregation mode.
+        config: verl's `ActorConfig`; `config.policy_loss.dac` holds the DAC keys,
+            `config.clip_ratio_c` is the dual-clip bound.
+        rollout_is_weights: optional rollout-correction weights, (bs, response_length).
+
+    Returns:
+        (loss, metrics): the scalar loss in log_prob's dtype and the scalar metrics METRIC_KEYS.
+    """
+    dac = resolve_config_block(config, "dac", DacConfig, "dac")
+    clip_ratio_c = dual_clip_bound(config, "dac")
+    response_mask = response_mask.bool()
+    num_valid = check_finite_on_valid_tokens(
+        "dac", response_mask, old_log_prob=old_log_prob, log_prob=log_prob, advantages=advantages
+    )
+
+    old_log_prob = torch.where(response_mask, old_log_prob.float(), 0.0)
+    advantages = torch.where(response_mask, advantages.float(), 0.0)
+    ratio, log_ratio = importance_ratio(log_prob, old_log_prob, response_mask)
+    with torch.no_grad():
+        lower, upper = dac_ratio_bounds(old_log_prob, dac.eps_low, dac.eps_high, dac.upper_bound_cap)
+
+    pg_losses, clip_active, dual_clip_active = dual_clipped_surrogate(ratio, advantages, lower, upper, clip_ratio_c)
+    pg_loss = aggregate_policy_loss(pg_losses, response_mask, loss_agg_mode, config, num_valid, rollout_is_weights)
+
+    with torch.no_grad():
+        metrics = metrics_from(
+            METRIC_KEYS,
+            [
+                verl_F.masked_mean(clip_active.float(), response_mask),
+                verl_F.masked_mean(-log_ratio.detach(), response_mask),
+                verl_F.masked_mean(dual_clip_active.float(), response_mask),
+                verl_F.masked_mean(lower, response_mask),
+                verl_F.masked_mean(upper, response_mask),
+                verl_F.masked_mean((upper >= dac.upper_bound_cap).float(), response_mask),
+            ],
+            ratio.device,
+        )
+    return pg_loss.to(log_prob.dtype), metrics
