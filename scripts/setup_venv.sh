@@ -15,7 +15,7 @@ fi
 
 STAMP="$VENV/.maspo-verl-install"
 WANT="$(cat "$ROOT/setup.py" "$ROOT/requirements/cpu-constraints.txt" | sha256sum | cut -d' ' -f1)"
-if [[ "$(cat "$STAMP" 2>/dev/null || true)" == "$WANT" ]] && "$VENV/bin/python" -c "import maspo_verl" 2>/dev/null; then
+if [[ "$(cat "$STAMP" 2>/dev/null || true)" == "$WANT" ]] && "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('maspo_verl') is None)" 2>/dev/null; then
   exit 0
 fi
 
