@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# SAPO baseline (arXiv 2511.20347) on DeepSeek-R1-Distill-Qwen-7B: verl's own loss_mode=sapo with
+# its temperatures tau_pos 1.0 / tau_neg 1.05 (verl's defaults), which verl reads from the actor
+# config (actor_rollout_ref.actor.tau_pos/tau_neg), not from policy_loss.
+# Paper (Table 1, 7B): a baseline row of the main table; compare with GRPO and MASPO.
+# expect: actor_rollout_ref.actor.policy_loss.loss_mode=sapo actor_rollout_ref.actor.tau_pos=1.0 actor_rollout_ref.actor.tau_neg=1.05
+# expect: actor_rollout_ref.model.path=deepseek-ai/DeepSeek-R1-Distill-Qwen-7B
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+maspo_launch r1_distill_7b sapo-r1-distill-7b \
+    actor_rollout_ref.actor.policy_loss.loss_mode=sapo \
+    actor_rollout_ref.actor.tau_pos=1.0 \
+    actor_rollout_ref.actor.tau_neg=1.05 \
+    -- "$@"

@@ -1,0 +1,153 @@
+# shellcheck shell=bash
+# Launch logic shared by every experiment script under examples/run_scripts/ (sourced, never run).
+#
+# An experiment script is a header and one call. To add one (e.g. a new baseline), copy
+# 1.5b/grpo.sh and change the marked parts:
+#
+#   #!/usr/bin/env bash
+#   # <What it reproduces: paper table / row, and the number it should approach.>
+#   # expect: <key>=<value> [<key>=<value> ...]      <- REQUIRED: tests/test_run_scripts.py runs the
+#   #                                                    script with DRY_RUN=1 and checks that the
+#   #                                                    composed config holds these values (one or
+#   #                                                    more lines, must include the loss_mode)
+#   set -euo pipefail
+#   source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+#   maspo_launch r1_distill_1p5b grpo-r1-distill-1.5b \       <- experiment overlay, default run name
+#       actor_rollout_ref.actor.policy_loss.loss_mode=vanilla \ <- the method's own overrides
+#       -- "$@"                                               <- the user's Hydra overrides, last
+#
+# The experiment overlay is configs/experiment/<name>.yaml applied on configs/maspo.yaml, so every
+# script of a scale shares one config and differs only in its method overrides.
+#
+# Environment (all optional; unset means "as in the config"):
+#   DRY_RUN=1            print the command, then compose and validate the config with
+#                        `python -m maspo_verl.dry_run` (verl's Hydra config, validate_config, the
+#                        registries, worker-side batch checks); starts neither Ray nor a model
+#   DRY_RUN=print        print the command only
+#   MODEL_PATH           actor_rollout_ref.model.path (local dir or hub name)
+#   DATA_DIR             folder written by `python -m maspo_verl.data.prepare --dataset all` [~/data/maspo]
+#   TRAIN_FILES          data.train_files [$DATA_DIR/dapo_math.parquet]
+#   VAL_FILES            data.val_files, a Hydra list [the six evaluation sets in $DATA_DIR]
+#   NNODES, GPUS_PER_NODE  trainer.nnodes, trainer.n_gpus_per_node [1, 8]
+#   OUTPUT_DIR           checkpoints, validation generations and logs go to
+#                        $OUTPUT_DIR/$PROJECT_NAME/$EXPERIMENT_NAME [./outputs]
+#   PROJECT_NAME         trainer.project_name [maspo]
+#   EXPERIMENT_NAME      trainer.experiment_name [the script's run name]
+#   LOGGER               trainer.logger, e.g. '["console","wandb"]' [console + file]
+#   TRAIN_BATCH_SIZE, MINI_BATCH_SIZE, ROLLOUT_N, VAL_N, MAX_PROMPT_LENGTH, MAX_RESPONSE_LENGTH,
+#   MAX_TOKEN_LEN_PER_GPU, ROLLOUT_TP, LR, TOTAL_EPOCHS, TEST_FREQ, SAVE_FREQ
+#                        the matching keys (see MASPO_ENV_OVERRIDES below)
+#   PYTHON               interpreter with maspo-verl and verl installed [python3]
+#   CONFIG_DIR           folder holding maspo.yaml [this checkout's configs/, else the installed copy]
+
+MASPO_RUN_SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PYTHON="${PYTHON:-python3}"
+
+# Environment variable -> Hydra key, passed only when the variable is set.
+MASPO_ENV_OVERRIDES=(
+    TRAIN_BATCH_SIZE=data.train_batch_size
+    MINI_BATCH_SIZE=actor_rollout_ref.actor.ppo_mini_batch_size
+    ROLLOUT_N=actor_rollout_ref.rollout.n
+    VAL_N=actor_rollout_ref.rollout.val_kwargs.n
+    MAX_PROMPT_LENGTH=data.max_prompt_length
+    MAX_RESPONSE_LENGTH=data.max_response_length
+    MAX_TOKEN_LEN_PER_GPU=actor_rollout_ref.actor.ppo_max_token_len_per_gpu
+    ROLLOUT_TP=actor_rollout_ref.rollout.tensor_model_parallel_size
+    LR=actor_rollout_ref.actor.optim.lr
+    TOTAL_EPOCHS=trainer.total_epochs
+    TEST_FREQ=trainer.test_freq
+    SAVE_FREQ=trainer.save_freq
+    MODEL_PATH=actor_rollout_ref.model.path
+    NNODES=trainer.nnodes
+    GPUS_PER_NODE=trainer.n_gpus_per_node
+    LOGGER=trainer.logger
+)
+
+maspo_config_dir() {
+    if [[ -n "${CONFIG_DIR:-}" ]]; then
+        echo "$CONFIG_DIR"
+    elif [[ -f "$MASPO_RUN_SCRIPTS_DIR/../../configs/maspo.yaml" ]]; then
+        (cd "$MASPO_RUN_SCRIPTS_DIR/../../configs" && pwd)
+    else
+        "$PYTHON" -c 'import os, maspo_verl.configs as c; print(os.path.dirname(c.__file__))'
+    fi
+}
+
+# maspo_build_command EXPERIMENT RUN_NAME [METHOD_OVERRIDES...] -- [USER_OVERRIDES...]
+# Sets MASPO_COMMAND (the main_ppo argv), MASPO_RUN_DIR and exports the logger paths.
+maspo_build_command() {
+    local experiment="$1" run_name="$2"
+    shift 2
+    local method=()
+    while [[ $# -gt 0 && "$1" != "--" ]]; do
+        method+=("$1")
+        shift
+    done
+    [[ $# -gt 0 ]] && shift  # the "--"
+
+    local data_dir="${DATA_DIR:-$HOME/data/maspo}"
+    local project="${PROJECT_NAME:-maspo}"
+    local name="${EXPERIMENT_NAME:-$run_name}"
+    MASPO_RUN_DIR="${OUTPUT_DIR:-$PWD/outputs}/$project/$name"
+    # verl's file logger and TensorBoard writer read these; maspo_verl.evaluation.plot reads their files.
+    export VERL_FILE_LOGGER_PATH="${VERL_FILE_LOGGER_PATH:-$MASPO_RUN_DIR/metrics.jsonl}"
+    export TENSORBOARD_DIR="${TENSORBOARD_DIR:-$MASPO_RUN_DIR/tensorboard}"
+
+    local eval_sets=(aime24 aime25 amc23 math500 minerva olympiadbench) val_list="" set_name
+    for set_name in "${eval_sets[@]}"; do
+        val_list+="${val_list:+,}$data_dir/$set_name.parquet"
+    done
+
+    MASPO_COMMAND=(
+        "$PYTHON" -m verl.trainer.main_ppo
+        "--config-path=$(maspo_config_dir)" --config-name=maspo "+experiment=$experiment"
+        "data.train_files=${TRAIN_FILES:-$data_dir/dapo_math.parquet}"
+        "data.val_files=${VAL_FILES:-[$val_list]}"
+        "trainer.project_name=$project"
+        "trainer.experiment_name=$name"
+        "trainer.default_local_dir=$MASPO_RUN_DIR/checkpoints"
+        "trainer.validation_data_dir=$MASPO_RUN_DIR/val_generations"
+    )
+    local pair variable
+    for pair in "${MASPO_ENV_OVERRIDES[@]}"; do
+        variable="${pair%%=*}"
+        if [[ -n "${!variable:-}" ]]; then
+            MASPO_COMMAND+=("${pair#*=}=${!variable}")
+        fi
+    done
+    MASPO_COMMAND+=("${method[@]}" "$@")
+}
+
+# Prints a command so that it can be pasted back into a shell.
+maspo_print_command() {
+    echo "[maspo] run directory: $MASPO_RUN_DIR"
+    echo "[maspo] command:"
+    printf 'VERL_FILE_LOGGER_PATH=%q TENSORBOARD_DIR=%q' "$VERL_FILE_LOGGER_PATH" "$TENSORBOARD_DIR"
+    printf ' %q' "$@"
+    printf '\n'
+}
+
+# maspo_dry_run_or_exec COMMAND...: under DRY_RUN print it (and validate the main_ppo part); else run it.
+maspo_dry_run_or_exec() {
+    case "${DRY_RUN:-0}" in
+        0 | "" | false) ;;
+        print)
+            maspo_print_command "$@"
+            return 0
+            ;;
+        *)
+            maspo_print_command "$@"
+            # The arguments after `-m verl.trainer.main_ppo` are what the dry run composes.
+            "$PYTHON" -m maspo_verl.dry_run "${MASPO_COMMAND[@]:3}"
+            return $?
+            ;;
+    esac
+    mkdir -p "$MASPO_RUN_DIR"
+    "$@"
+}
+
+# maspo_launch EXPERIMENT RUN_NAME [METHOD_OVERRIDES...] -- [USER_OVERRIDES...]: one single-node run.
+maspo_launch() {
+    maspo_build_command "$@"
+    maspo_dry_run_or_exec "${MASPO_COMMAND[@]}"
+}

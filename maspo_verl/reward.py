@@ -1,0 +1,177 @@
+"""Rule-based math reward for the MASPO experiments, as a verl `custom_reward_function`.
+
+    reward.custom_reward_function.path=pkg://maspo_verl.reward
+    reward.custom_reward_function.name=compute_score
+
+(set by configs/experiment/math_rl.yaml). The answer check is math-verify's (`pip install
+maspo-verl[math]`): the last \\boxed{} answer of the response, after the reasoning's `</think>` when
+there is one, is compared symbolically with the ground truth. The result carries `acc`, so verl logs
+`val-core/<data_source>/acc/mean@32` (the paper's Avg@32), plus `pred` (verl's maj@N) and
+`data_source` (kept in verl's validation dumps, read by `maspo_verl.evaluation`).
+
+Never raises on model output: garbage, empty or non-string responses score 0. Each check is bounded
+in time: math-verify's own timeouts in the main thread; in the threads verl's reward loop uses
+(where math-verify's signal-based timeouts cannot work) the check runs in a helper process whose
+answer is awaited for at most `timeout_seconds`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+__all__ = ["compute_score", "extract_final_answer_text", "verify_answer"]
+
+logger = logging.getLogger(__name__)
+
+THINK_END = "</think>"
+# The final answer sits at the end of a response; long reasoning traces only slow the parser down.
+MAX_ANSWER_CHARS = 4000
+DEFAULT_TIMEOUT_SECONDS = 10.0
+
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def extract_final_answer_text(solution: Any, max_chars: int = MAX_ANSWER_CHARS) -> str:
+    """The part of a response that holds its final answer: after the last `</think>`, at most `max_chars`."""
+    if solution is None:
+        return ""
+    if isinstance(solution, bytes):
+        solution = solution.decode("utf-8", errors="replace")
+    text = solution if isinstance(solution, str) else str(solution)
+    if THINK_END in text:
+        text = text.rsplit(THINK_END, 1)[1]
+    return text[-max_chars:]
+
+
+def _ground_truths(ground_truth: Any) -> list[str]:
+    """One or more accepted answers as strings (OlympiadBench rows may list several)."""
+    if ground_truth is None:
+        return []
+    if isinstance(ground_truth, str | bytes) or not isinstance(ground_truth, Iterable):
+        values = [ground_truth]
+    else:
+        values = list(ground_truth)
+    answers = []
+    for value in values:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
+        text = str(value).strip()
+        if text:
+            answers.append(text)
+    return answers
+
+
+def verify_answer(answer_text: str, ground_truths: list[str], timeout_seconds: float | None) -> tuple[float, str]:
+    """(1.0 if the answer in `answer_text` equals one of `ground_truths` else 0.0, the extracted answer).
+
+    `timeout_seconds` bounds math-verify's parsing and comparison with its signal-based timeouts, which
+    work only in a process's main thread; pass None elsewhere.
+    """
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    seconds = None if timeout_seconds is None else max(1, int(timeout_seconds))
+    predicted = parse(
+        answer_text,
+        extraction_config=[LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
+        parsing_timeout=seconds,
+    )
+    if not predicted:
+        return 0.0, ""
+    prediction_text = str(predicted[-1])
+    for truth in ground_truths:
+        # A bare answer such as "\frac{1}{2}" or "27" parses as LaTeX once boxed.
+        gold = parse(
+            "\\boxed{" + truth + "}",
+            extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
+            parsing_timeout=seconds,
+        )
+        if gold and verify(gold, predicted, timeout_seconds=seconds):
+            return 1.0, prediction_text
+    return 0.0, prediction_text
+
+
+def _verify_in_worker(answer_text: str, ground_truths: list[str], timeout_seconds: float) -> tuple[float, str]:
+    # Runs in the helper process's main thread, where math-verify's own timeouts work.
+    return verify_answer(answer_text, ground_truths, timeout_seconds)
+
+
+def _worker_pool() -> ProcessPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            # spawn: forking a process that runs threads (verl's reward loop) can deadlock.
+            _pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
+        return _pool
+
+
+def _discard_pool(broken: ProcessPoolExecutor) -> None:
+    """Drop a pool whose worker hung or died; the next call starts a fresh one."""
+    global _pool
+    with _pool_lock:
+        if _pool is broken:
+            _pool = None
+    for process in list(getattr(broken, "_processes", {}).values()):
+        process.terminate()  # a worker stuck in sympy would otherwise outlive its timeout
+    broken.shutdown(wait=False, cancel_futures=True)
+
+
+@atexit.register
+def _shutdown_pool() -> None:
+    if _pool is not None:
+        _pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _checked(answer_text: str, ground_truths: list[str], timeout_seconds: float) -> tuple[float, str]:
+    if threading.current_thread() is threading.main_thread():
+        return verify_answer(answer_text, ground_truths, timeout_seconds)
+    pool = _worker_pool()
+    future = pool.submit(_verify_in_worker, answer_text, ground_truths, timeout_seconds)
+    try:
+        # Parsing and comparing each get `timeout_seconds` inside the worker; allow both plus start-up.
+        return future.result(timeout=3 * timeout_seconds + 30)
+    except (FutureTimeout, BrokenProcessPool):
+        _discard_pool(pool)
+        raise
+
+
+def compute_score(
+    data_source: Any,
+    solution_str: Any,
+    ground_truth: Any,
+    extra_info: Any = None,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    **unused: Any,
+) -> dict[str, Any]:
+    """verl reward function: {"score", "acc", "pred", "data_source"} for one response.
+
+    Args:
+        data_source: the row's `data_source` (e.g. "aime24"); echoed back for the evaluation dumps.
+        solution_str: the decoded response (any type; non-strings are converted, None is empty).
+        ground_truth: `reward_model.ground_truth`: a string, or a list of accepted answers.
+        extra_info: the row's `extra_info` (unused).
+        timeout_seconds: bound for math-verify's parsing and comparison (reward_kwargs can set it).
+
+    Returns:
+        score and acc are 1.0 for a correct final answer, else 0.0; pred is the extracted answer.
+    """
+    result = {"score": 0.0, "acc": 0.0, "pred": "", "data_source": str(data_source)}
+    answers = _ground_truths(ground_truth)
+    answer_text = extract_final_answer_text(solution_str)
+    if not answers or not answer_text.strip():
+        return result
+    try:
+        correct, prediction = _checked(answer_text, answers, float(timeout_seconds))
+    except Exception as error:  # timeouts, sympy errors, a dead helper process: the response scores 0
+        logger.warning("math reward: answer check failed (%s: %s); scoring 0", type(error).__name__, error)
+        return result
+    result.update(score=correct, acc=correct, pred=prediction)
+    return result
