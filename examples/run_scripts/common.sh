@@ -118,32 +118,40 @@ maspo_build_command() {
     MASPO_COMMAND+=("${method[@]}" "$@")
 }
 
-# Prints a command so that it can be pasted back into a shell.
+# Prints a command so that it can be pasted back into a shell (with the logger paths it needs).
 maspo_print_command() {
-    echo "[maspo] run directory: $MASPO_RUN_DIR"
+    if [[ -n "${MASPO_RUN_DIR:-}" ]]; then
+        echo "[maspo] run directory: $MASPO_RUN_DIR"
+    fi
     echo "[maspo] command:"
-    printf 'VERL_FILE_LOGGER_PATH=%q TENSORBOARD_DIR=%q' "$VERL_FILE_LOGGER_PATH" "$TENSORBOARD_DIR"
-    printf ' %q' "$@"
+    if [[ -n "${MASPO_RUN_DIR:-}" ]]; then
+        printf 'VERL_FILE_LOGGER_PATH=%q TENSORBOARD_DIR=%q ' "$VERL_FILE_LOGGER_PATH" "$TENSORBOARD_DIR"
+    fi
+    printf '%q ' "$@"
     printf '\n'
 }
 
-# maspo_dry_run_or_exec COMMAND...: under DRY_RUN print it (and validate the main_ppo part); else run it.
+# maspo_dry_run_or_exec COMMAND...: run COMMAND; under DRY_RUN only print it and, when
+# maspo_build_command has built a training command, compose and validate that command's config.
 maspo_dry_run_or_exec() {
     case "${DRY_RUN:-0}" in
-        0 | "" | false) ;;
+        0 | "" | false)
+            if [[ -n "${MASPO_RUN_DIR:-}" ]]; then
+                mkdir -p "$MASPO_RUN_DIR"
+            fi
+            "$@"
+            ;;
         print)
             maspo_print_command "$@"
-            return 0
             ;;
         *)
             maspo_print_command "$@"
-            # The arguments after `-m verl.trainer.main_ppo` are what the dry run composes.
-            "$PYTHON" -m maspo_verl.dry_run "${MASPO_COMMAND[@]:3}"
-            return $?
+            if [[ -n "${MASPO_RUN_DIR:-}" ]]; then
+                # MASPO_COMMAND is: python -m verl.trainer.main_ppo <what the dry run composes>.
+                "$PYTHON" -m maspo_verl.dry_run "${MASPO_COMMAND[@]:3}"
+            fi
             ;;
     esac
-    mkdir -p "$MASPO_RUN_DIR"
-    "$@"
 }
 
 # maspo_launch EXPERIMENT RUN_NAME [METHOD_OVERRIDES...] -- [USER_OVERRIDES...]: one single-node run.
