@@ -4,12 +4,22 @@ verl ships GRPO (`vanilla`), Clip Higher (`vanilla` with `clip_ratio_high`) and 
 this package (which `import maspo_verl` does) registers:
 
 - `loss_mode=dac`: DCPO's dynamic adaptive clipping (arXiv 2509.02333), `policy_loss.dac.*`;
-- `loss_mode=bapo`: BAPO's adaptive clipping (arXiv 2510.18927), `policy_loss.bapo.*`.
+- `loss_mode=bapo`: BAPO's adaptive clipping (arXiv 2510.18927), `policy_loss.bapo.*`;
 
-See docs/baselines.md.
+and provides the Entropy Advantage settings (arXiv 2506.14758), `policy_loss.entropy_advantage.*`,
+which shape the advantages of any loss mode through the opt-in patch
+`maspo_verl.patches.entropy_advantage`. See docs/baselines.md.
 """
 
 from maspo_verl.baselines.bapo import BapoConfig, compute_policy_loss_bapo
 from maspo_verl.baselines.dac import DacConfig, compute_policy_loss_dac
+from maspo_verl.baselines.entropy_advantage import EntropyAdvantageConfig, entropy_shaped_advantages
 
-__all__ = ["BapoConfig", "DacConfig", "compute_policy_loss_bapo", "compute_policy_loss_dac"]
+__all__ = [
+    "BapoConfig",
+    "DacConfig",
+    "EntropyAdvantageConfig",
+    "compute_policy_loss_bapo",
+    "compute_policy_loss_dac",
+    "entropy_shaped_advantages",
+]
