@@ -181,3 +181,17 @@ def test_unsupported_verl_version_refuses(monkeypatch, unpatched_afterwards):
 def test_bad_config_names_the_key(keys, message, unpatched_afterwards):
     with pytest.raises(ValueError, match=message):
         EntropyAdvantageConfig(**keys)
+
+
+def test_hydra_instantiation_of_the_block_is_the_switch(unpatched_afterwards):
+    """verl's workers build their ActorConfig with Hydra before binding ppo_loss: instantiating an
+    enabled block applies the patch in that process."""
+    from omegaconf import OmegaConf
+    from verl.utils.config import omega_conf_to_dataclass
+
+    block = OmegaConf.create({"_target_": "maspo_verl.baselines.EntropyAdvantageConfig", "enable": False})
+    assert omega_conf_to_dataclass(block).enable is False and not entropy_advantage_applied()
+    block.enable = True
+    settings = omega_conf_to_dataclass(block)
+    assert (settings.alpha, settings.kappa) == (0.4, 2.0)
+    assert verl_engine_workers.ppo_loss is ppo_loss_with_entropy_advantage

@@ -17,9 +17,8 @@ from typing import Any
 import torch
 from verl.trainer.ppo.core_algos import agg_loss
 
-from maspo_verl.loss import LOG_RATIO_LIMIT
-
 __all__ = [
+    "LOG_RATIO_LIMIT",
     "aggregate_policy_loss",
     "check_finite_on_valid_tokens",
     "config_block_from",
@@ -34,6 +33,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# verl's own clamp of log(pi_theta / pi_old) before exp. Not imported from maspo_verl.loss, which
+# imports maspo_verl.config: the baseline modules stay importable from maspo_verl.config.
+LOG_RATIO_LIMIT = 20.0
 
 _warned_default_blocks: set[str] = set()
 
