@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from maspo_verl.tiny.tokenizer import VOCABULARY, save_tokenizer
+from maspo_verl.tiny.tokenizer import save_tokenizer, vocabulary_size
 
 __all__ = ["TinyModelSize", "build_tiny_model", "count_parameters", "write_tiny_model"]
 
@@ -36,7 +36,7 @@ def build_tiny_model(size: TinyModelSize = TinyModelSize(), seed: int = 0):
 
     tokenizer = build_tokenizer()
     config = Qwen2Config(
-        vocab_size=len(VOCABULARY),
+        vocab_size=vocabulary_size(),
         tie_word_embeddings=True,
         bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# MASPO trained by verl's own trainer (python -m verl.trainer.main_ppo, V1 sync) on a CPU box:
+# a tiny random-weight Qwen2 on the embedded arithmetic task (both made in code, nothing downloaded).
+# Enables maspo-verl's opt-in CPU patches (VERL_PLATFORM=cpu: CPU platform + hf_cpu rollout).
+#
+#   bash examples/run_scripts/cpu/train_maspo_cpu.sh [HYDRA_OVERRIDE ...]
+#   DRY_RUN=1 bash examples/run_scripts/cpu/train_maspo_cpu.sh   # print the command, validate the config
+#
+# Environment (all optional): WORK_DIR, MODEL_PATH, TRAIN_FILE, VAL_FILE, CKPT_DIR, TOTAL_STEPS,
+# TRAIN_BATCH_SIZE, ROLLOUT_N, PPO_MINI_BATCH_SIZE, PPO_EPOCHS, LEARNING_RATE, MAX_RESPONSE_LENGTH,
+# VAL_N, SAVE_FREQ, TEST_FREQ, LOSS_MODE, RAY_TMPDIR, PYTHON.
+set -euo pipefail
+
+PYTHON=${PYTHON:-python}
+WORK_DIR=${WORK_DIR:-$PWD/maspo_cpu_run}
+CONFIG_DIR=${CONFIG_DIR:-$("$PYTHON" -m maspo_verl config-dir)}
+MODEL_PATH=${MODEL_PATH:-$WORK_DIR/model}
+TRAIN_FILE=${TRAIN_FILE:-$WORK_DIR/data/train.parquet}
+VAL_FILE=${VAL_FILE:-$WORK_DIR/data/val.parquet}
+CKPT_DIR=${CKPT_DIR:-$WORK_DIR/checkpoints}
+REWARD_FILE=${REWARD_FILE:-$("$PYTHON" -c 'import maspo_verl.tiny as t; print(t.REWARD_FILE)')}
+
+TOTAL_STEPS=${TOTAL_STEPS:-3}
+TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE:-8}        # prompts per step
+ROLLOUT_N=${ROLLOUT_N:-4}                      # responses per prompt (GRPO group)
+PPO_MINI_BATCH_SIZE=${PPO_MINI_BATCH_SIZE:-$TRAIN_BATCH_SIZE}
+PPO_EPOCHS=${PPO_EPOCHS:-1}
+LEARNING_RATE=${LEARNING_RATE:-1e-3}
+MAX_PROMPT_LENGTH=${MAX_PROMPT_LENGTH:-20}
+MAX_RESPONSE_LENGTH=${MAX_RESPONSE_LENGTH:-8}
+VAL_N=${VAL_N:-1}
+SAVE_FREQ=${SAVE_FREQ:-$TOTAL_STEPS}
+TEST_FREQ=${TEST_FREQ:-$TOTAL_STEPS}
+LOSS_MODE=${LOSS_MODE:-maspo}
+
+export VERL_PLATFORM=cpu                        # opt in: maspo-verl's CPU platform + hf_cpu rollout
+export VERL_FILE_LOGGER_PATH=${VERL_FILE_LOGGER_PATH:-$WORK_DIR/metrics.jsonl}  # verl's `file` logger
+export TOKENIZERS_PARALLELISM=false
+
+ray_temp_dir=()
+if [[ -n "${RAY_TMPDIR:-}" ]]; then
+  ray_temp_dir=("+ray_kwargs.ray_init._temp_dir=$RAY_TMPDIR")
+fi
+
+args=(
+  --config-path="$CONFIG_DIR" --config-name=maspo
+  algorithm.adv_estimator=grpo
+  actor_rollout_ref.actor.policy_loss.loss_mode="$LOSS_MODE"
+  data.train_files="$TRAIN_FILE"
+  data.val_files="$VAL_FILE"
+  data.train_batch_size="$TRAIN_BATCH_SIZE"
+  data.max_prompt_length="$MAX_PROMPT_LENGTH"
+  data.max_response_length="$MAX_RESPONSE_LENGTH"
+  data.dataloader_num_workers=0
+  data.seed=0
+  reward.custom_reward_function.path="$REWARD_FILE"
+  reward.custom_reward_function.name=compute_score
+  reward.num_workers=1
+  actor_rollout_ref.model.path="$MODEL_PATH"
+  # CPU: FSDP2 only, torch's sdpa attention, padded inputs (verl's remove-padding path needs flash-attn).
+  actor_rollout_ref.actor.strategy=fsdp2
+  actor_rollout_ref.model.use_remove_padding=false
+  +actor_rollout_ref.model.override_config.attn_implementation=sdpa
+  actor_rollout_ref.model.enable_gradient_checkpointing=false
+  actor_rollout_ref.actor.use_torch_compile=false
+  actor_rollout_ref.actor.fsdp_config.use_torch_compile=false
+  actor_rollout_ref.actor.optim.lr="$LEARNING_RATE"
+  actor_rollout_ref.actor.ppo_mini_batch_size="$PPO_MINI_BATCH_SIZE"
+  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=$((TRAIN_BATCH_SIZE * ROLLOUT_N))
+  actor_rollout_ref.actor.ppo_epochs="$PPO_EPOCHS"
+  actor_rollout_ref.actor.entropy_coeff=0
+  actor_rollout_ref.actor.calculate_entropy=true
+  # Rollout: maspo-verl's hf_cpu backend (Hugging Face generate), one replica.
+  actor_rollout_ref.rollout.name=hf_cpu
+  actor_rollout_ref.rollout.n="$ROLLOUT_N"
+  actor_rollout_ref.rollout.tensor_model_parallel_size=1
+  actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=$((TRAIN_BATCH_SIZE * ROLLOUT_N))
+  actor_rollout_ref.rollout.calculate_log_probs=true
+  actor_rollout_ref.rollout.agent.num_workers=1
+  actor_rollout_ref.rollout.val_kwargs.n="$VAL_N"
+  actor_rollout_ref.rollout.val_kwargs.do_sample=false
+  # Trainer: one "device" (a CPU process), console + file logs, a checkpoint at the end.
+  trainer.device=cpu
+  trainer.nnodes=1
+  trainer.n_gpus_per_node=1
+  trainer.total_training_steps="$TOTAL_STEPS"
+  trainer.total_epochs=1000
+  trainer.val_before_train=true
+  trainer.test_freq="$TEST_FREQ"
+  trainer.save_freq="$SAVE_FREQ"
+  trainer.resume_mode=disable
+  trainer.default_local_dir="$CKPT_DIR"
+  trainer.project_name=maspo_verl_cpu
+  trainer.experiment_name="$LOSS_MODE"
+  'trainer.logger=[console,file]'
+  # Ray on a 2-core box (see maspo_verl.patches.cpu_platform.RAY_INIT_OVERRIDES).
+  +ray_kwargs.ray_init.num_gpus=1
+  ray_kwargs.ray_init.num_cpus=16
+  +ray_kwargs.ray_init.include_dashboard=false
+  transfer_queue.backend.SimpleStorage.num_data_storage_units=1
+  "${ray_temp_dir[@]}"
+)
+
+if [[ "${DRY_RUN:-0}" == "1" ]]; then
+  printf 'VERL_PLATFORM=cpu %s -m verl.trainer.main_ppo' "$PYTHON"
+  printf ' %q' "${args[@]}" "$@"
+  printf '\n'
+  exec "$PYTHON" -m maspo_verl.dry_run "${args[@]}" "$@"
+fi
+
+if [[ ! -f "$MODEL_PATH/config.json" || ! -f "$TRAIN_FILE" || ! -f "$VAL_FILE" ]]; then
+  "$PYTHON" -m maspo_verl.tiny --out "$WORK_DIR"
+fi
+mkdir -p "$(dirname "$VERL_FILE_LOGGER_PATH")"
+exec "$PYTHON" -m verl.trainer.main_ppo "${args[@]}" "$@"
