@@ -35,17 +35,16 @@ from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
-import verl.utils.torch_functional as verl_F
 from verl.base_config import BaseConfig
 from verl.trainer.ppo.core_algos import register_policy_loss
 
 from maspo_verl.baselines.common import (
     aggregate_policy_loss,
-    check_finite_on_valid_tokens,
+    clip_metrics,
     dual_clip_bound,
     dual_clipped_surrogate,
-    importance_ratio,
     metrics_from,
+    prepare_policy_loss_inputs,
     require_choice,
     require_number,
     resolve_config_block,
@@ -250,20 +249,13 @@ def compute_policy_loss_bapo(
     """
     bapo = resolve_config_block(config, "bapo", BapoConfig, "bapo")
     clip_ratio_c = dual_clip_bound(config, "bapo")
-    response_mask = response_mask.bool()
-    num_valid = check_finite_on_valid_tokens(
-        "bapo", response_mask, old_log_prob=old_log_prob, log_prob=log_prob, advantages=advantages
-    )
-
-    old_log_prob = torch.where(response_mask, old_log_prob.float(), 0.0)
-    advantages = torch.where(response_mask, advantages.float(), 0.0)
-    ratio, log_ratio = importance_ratio(log_prob, old_log_prob, response_mask)
+    inputs = prepare_policy_loss_inputs("bapo", old_log_prob, log_prob, advantages, response_mask)
 
     lower_candidates = bound_candidates(bapo.lower_bound_start, bapo.lower_bound_max, bapo.lower_bound_step)
     upper_candidates = bound_candidates(bapo.upper_bound_start, bapo.upper_bound_max, bapo.upper_bound_step)
     with torch.no_grad():
         positive_mass, negative_mass = gradient_carrying_mass(
-            ratio.detach(), advantages, response_mask, lower_candidates, upper_candidates
+            inputs.ratio.detach(), inputs.advantages, inputs.response_mask, lower_candidates, upper_candidates
         )
         stats = torch.cat([positive_mass, negative_mass])
         search_ranks = _sum_across_ranks(stats, bapo, config)
@@ -273,23 +265,18 @@ def compute_policy_loss_bapo(
         bapo.positive_share_target,
     )
 
-    pg_losses, clip_active, dual_clip_active = dual_clipped_surrogate(ratio, advantages, c_low, c_high, clip_ratio_c)
-    pg_loss = aggregate_policy_loss(pg_losses, response_mask, loss_agg_mode, config, num_valid, rollout_is_weights)
+    pg_losses, clip_active, dual_clip_active = dual_clipped_surrogate(
+        inputs.ratio, inputs.advantages, c_low, c_high, clip_ratio_c
+    )
+    pg_loss = aggregate_policy_loss(
+        pg_losses, inputs.response_mask, loss_agg_mode, config, inputs.num_valid, rollout_is_weights
+    )
 
     with torch.no_grad():
         metrics = metrics_from(
             METRIC_KEYS,
-            [
-                verl_F.masked_mean(clip_active.float(), response_mask),
-                verl_F.masked_mean(-log_ratio.detach(), response_mask),
-                verl_F.masked_mean(dual_clip_active.float(), response_mask),
-                c_low,
-                c_high,
-                positive_share,
-                start_share,
-                search_steps,
-                search_ranks,
-            ],
-            ratio.device,
+            clip_metrics(inputs, clip_active, dual_clip_active)
+            + [c_low, c_high, positive_share, start_share, search_steps, search_ranks],
+            inputs.ratio.device,
         )
     return pg_loss.to(log_prob.dtype), metrics

@@ -11,21 +11,24 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
+import verl.utils.torch_functional as verl_F
 from verl.trainer.ppo.core_algos import agg_loss
 
 __all__ = [
     "LOG_RATIO_LIMIT",
+    "PolicyLossInputs",
     "aggregate_policy_loss",
     "check_finite_on_valid_tokens",
+    "clip_metrics",
     "config_block_from",
     "dual_clip_bound",
     "dual_clipped_surrogate",
-    "importance_ratio",
     "metrics_from",
+    "prepare_policy_loss_inputs",
     "require_bool",
     "require_choice",
     "require_number",
@@ -133,20 +136,54 @@ def check_finite_on_valid_tokens(loss_mode: str, response_mask: torch.Tensor, **
     return int(num_valid)
 
 
-def importance_ratio(
-    log_prob: torch.Tensor, old_log_prob: torch.Tensor, response_mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """r = exp(clamp(log pi_theta - log pi_old, -20, 20)) in float32, as verl's vanilla loss.
+@dataclass
+class PolicyLossInputs:
+    """One micro-batch as the baseline losses use it: float32, zero on padding, checked finite.
 
-    Padding gets log-ratio 0 (ratio 1), so whatever padded positions hold reaches neither the loss
-    nor the gradient. `old_log_prob` must be float32 already (the callers zero its padding first).
-
-    Returns:
-        (ratio, log_ratio): each (bs, response_length); ratio carries log_prob's gradient.
+    ratio = exp(clamp(log pi_theta - log pi_old, -20, 20)) as in verl's vanilla loss, carrying
+    log_prob's gradient; padding has log-ratio 0 (ratio 1), so whatever padded positions held
+    reaches neither the loss nor the gradient. All tensors are (bs, response_length).
     """
+
+    old_log_prob: torch.Tensor
+    advantages: torch.Tensor
+    response_mask: torch.Tensor  # bool
+    ratio: torch.Tensor
+    log_ratio: torch.Tensor
+    num_valid: int
+
+
+def prepare_policy_loss_inputs(
+    loss_mode: str,
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+) -> PolicyLossInputs:
+    """Check verl's policy-loss inputs (NaN/inf on a valid token raises, naming the tensor), cast
+    them to float32 (bf16 would round ratios near 1 to 1), zero the padding and form the ratio."""
+    response_mask = response_mask.bool()
+    num_valid = check_finite_on_valid_tokens(
+        loss_mode, response_mask, old_log_prob=old_log_prob, log_prob=log_prob, advantages=advantages
+    )
+    old_log_prob = torch.where(response_mask, old_log_prob.float(), 0.0)
+    advantages = torch.where(response_mask, advantages.float(), 0.0)
     log_ratio = torch.where(response_mask, log_prob.float() - old_log_prob, 0.0)
     log_ratio = log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
-    return torch.exp(log_ratio), log_ratio
+    return PolicyLossInputs(old_log_prob, advantages, response_mask, torch.exp(log_ratio), log_ratio, num_valid)
+
+
+def clip_metrics(
+    inputs: PolicyLossInputs, clip_active: torch.Tensor, dual_clip_active: torch.Tensor
+) -> list[torch.Tensor]:
+    """verl's three policy-loss metrics, in the order actor/pg_clipfrac, actor/ppo_kl,
+    actor/pg_clipfrac_lower (share of tokens clipped, mean -log ratio, share dual-clipped)."""
+    mask = inputs.response_mask
+    return [
+        verl_F.masked_mean(clip_active.float(), mask),
+        verl_F.masked_mean(-inputs.log_ratio.detach(), mask),
+        verl_F.masked_mean(dual_clip_active.float(), mask),
+    ]
 
 
 def dual_clip_bound(config: Any, loss_mode: str) -> float:

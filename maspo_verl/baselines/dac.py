@@ -25,11 +25,11 @@ from verl.trainer.ppo.core_algos import register_policy_loss
 
 from maspo_verl.baselines.common import (
     aggregate_policy_loss,
-    check_finite_on_valid_tokens,
+    clip_metrics,
     dual_clip_bound,
     dual_clipped_surrogate,
-    importance_ratio,
     metrics_from,
+    prepare_policy_loss_inputs,
     require_number,
     resolve_config_block,
 )
@@ -128,31 +128,25 @@ def compute_policy_loss_dac(
     """
     dac = resolve_config_block(config, "dac", DacConfig, "dac")
     clip_ratio_c = dual_clip_bound(config, "dac")
-    response_mask = response_mask.bool()
-    num_valid = check_finite_on_valid_tokens(
-        "dac", response_mask, old_log_prob=old_log_prob, log_prob=log_prob, advantages=advantages
-    )
-
-    old_log_prob = torch.where(response_mask, old_log_prob.float(), 0.0)
-    advantages = torch.where(response_mask, advantages.float(), 0.0)
-    ratio, log_ratio = importance_ratio(log_prob, old_log_prob, response_mask)
+    inputs = prepare_policy_loss_inputs("dac", old_log_prob, log_prob, advantages, response_mask)
+    mask = inputs.response_mask
     with torch.no_grad():
-        lower, upper = dac_ratio_bounds(old_log_prob, dac.eps_low, dac.eps_high, dac.upper_bound_cap)
+        lower, upper = dac_ratio_bounds(inputs.old_log_prob, dac.eps_low, dac.eps_high, dac.upper_bound_cap)
 
-    pg_losses, clip_active, dual_clip_active = dual_clipped_surrogate(ratio, advantages, lower, upper, clip_ratio_c)
-    pg_loss = aggregate_policy_loss(pg_losses, response_mask, loss_agg_mode, config, num_valid, rollout_is_weights)
+    pg_losses, clip_active, dual_clip_active = dual_clipped_surrogate(
+        inputs.ratio, inputs.advantages, lower, upper, clip_ratio_c
+    )
+    pg_loss = aggregate_policy_loss(pg_losses, mask, loss_agg_mode, config, inputs.num_valid, rollout_is_weights)
 
     with torch.no_grad():
         metrics = metrics_from(
             METRIC_KEYS,
-            [
-                verl_F.masked_mean(clip_active.float(), response_mask),
-                verl_F.masked_mean(-log_ratio.detach(), response_mask),
-                verl_F.masked_mean(dual_clip_active.float(), response_mask),
-                verl_F.masked_mean(lower, response_mask),
-                verl_F.masked_mean(upper, response_mask),
-                verl_F.masked_mean((upper >= dac.upper_bound_cap).float(), response_mask),
+            clip_metrics(inputs, clip_active, dual_clip_active)
+            + [
+                verl_F.masked_mean(lower, mask),
+                verl_F.masked_mean(upper, mask),
+                verl_F.masked_mean((upper >= dac.upper_bound_cap).float(), mask),
             ],
-            ratio.device,
+            inputs.ratio.device,
         )
     return pg_loss.to(log_prob.dtype), metrics
