@@ -130,14 +130,19 @@ def _shutdown_pool() -> None:
         _pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _worker_deadline(timeout_seconds: float) -> float:
+    """How long a thread waits for the helper: math-verify's own bounds (parse the response, parse and
+    compare each answer) plus the helper's start-up, which imports sympy."""
+    return 3 * timeout_seconds + 30
+
+
 def _checked(answer_text: str, ground_truths: list[str], timeout_seconds: float) -> tuple[float, str]:
     if threading.current_thread() is threading.main_thread():
         return verify_answer(answer_text, ground_truths, timeout_seconds)
     pool = _worker_pool()
     future = pool.submit(_verify_in_worker, answer_text, ground_truths, timeout_seconds)
     try:
-        # Parsing and comparing each get `timeout_seconds` inside the worker; allow both plus start-up.
-        return future.result(timeout=3 * timeout_seconds + 30)
+        return future.result(timeout=_worker_deadline(timeout_seconds))
     except (FutureTimeout, BrokenProcessPool):
         _discard_pool(pool)
         raise

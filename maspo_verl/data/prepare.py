@@ -137,6 +137,8 @@ def normalize_answer(value: Any) -> str | None:
     text = str(value).strip()
     if len(text) >= 2 and text.startswith("$") and text.endswith("$"):
         text = text.strip("$").strip()
+    if re.fullmatch(r"-?\d+\.0+", text):  # "27.0" from a float column saved as text (AMC23)
+        text = text.split(".")[0]
     return text or None
 
 
