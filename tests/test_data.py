@@ -113,6 +113,8 @@ def test_a_mixed_collection_is_split_by_data_source(tmp_path):
     rows = read_parquet(f"{out}/aime24.parquet")
     assert [r["reward_model"]["ground_truth"] for r in rows] == ["0", "6"]
     assert all(r["data_source"] == "aime24" for r in rows)
+    # a mixed input without the requested benchmark is an error, not the whole file
+    assert main(["--dataset", "dapo_math", "--input", str(folder), "--output-dir", out]) == 1
 
 
 def test_rows_load_with_verls_rlhf_dataset(tmp_path):

@@ -220,9 +220,15 @@ def read_records(source: str, hub_split: str) -> list[dict[str, Any]]:
 
 
 def _select_benchmark(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    """Keep the rows of a mixed file that belong to `name`; a single-source input passes whole."""
-    matching = [record for record in records if benchmark_of(record.get("data_source", "")) == name]
-    return matching if matching else records
+    """Keep the rows of a mixed file that belong to `name`; an input without recognisable
+    `data_source` labels is taken whole, one whose labels name only other datasets is an error."""
+    labels = {benchmark_of(record.get("data_source", "")) for record in records}
+    if name in labels:
+        return [record for record in records if benchmark_of(record.get("data_source", "")) == name]
+    if labels - {None}:
+        found = sorted({str(record.get("data_source")) for record in records})[:20]
+        raise ValueError(f"--dataset {name}: the input's rows are labelled for other datasets (data_source: {found})")
+    return records
 
 
 def build_rows(records: Iterable[dict[str, Any]], name: str, split: str) -> Iterator[dict[str, Any]]:
