@@ -53,7 +53,7 @@ SUPPORTED_VERL_VERSIONS = ("0.9.1",)
 # the cluster advertises one logical GPU that no worker asks for; TransferQueue's storage and
 # controller actors ask for more logical CPUs than 2 cores give.
 RAY_INIT_OVERRIDES = (
-    "+ray_kwargs.ray_init.num_gpus=1",
+    "++ray_kwargs.ray_init.num_gpus=1",
     "ray_kwargs.ray_init.num_cpus=16",
     "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
 )

@@ -16,16 +16,63 @@ import pytest
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
-# verl on CPU: FSDP2, torch's sdpa attention (verl defaults to flash-attn), padded inputs (verl's
-# remove-padding path calls flash-attn's varlen kernels), no torch.compile (minutes on CPU).
+# verl on CPU, as in examples/run_scripts/cpu/train_maspo_cpu.sh: FSDP2, float32 compute (verl's
+# default bf16 autocast is slower on CPU and blurs rollout/actor log-prob comparisons), torch's sdpa
+# attention (verl defaults to flash-attn), padded inputs (verl's remove-padding path calls
+# flash-attn's varlen kernels), no torch.compile (minutes on CPU).
 CPU_ACTOR_OVERRIDES = (
     "actor_rollout_ref.actor.strategy=fsdp2",
+    "++actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32",
     "actor_rollout_ref.model.use_remove_padding=false",
-    "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+    "++actor_rollout_ref.model.override_config.attn_implementation=sdpa",
     "actor_rollout_ref.actor.use_torch_compile=false",
     "actor_rollout_ref.actor.fsdp_config.use_torch_compile=false",
     "actor_rollout_ref.model.enable_gradient_checkpointing=false",
 )
+
+
+def build_actor_worker(model_path, role: str, *overrides: str):
+    """verl's `ActorRolloutRefWorker(role=...)` built in this process on the CPU platform, model initialised."""
+    from verl.workers.engine_workers import ActorRolloutRefWorker
+
+    config = compose_maspo_config(*CPU_ACTOR_OVERRIDES, f"actor_rollout_ref.model.path={model_path}", *overrides)
+    worker = ActorRolloutRefWorker(config=config.actor_rollout_ref, role=role)
+    worker.init_model()
+    return worker
+
+
+def to_verl_batch(prompts: list[list[int]], responses: list[list[int]], pad_token_id: int, **per_token):
+    """Token lists -> the TensorDict verl's trainer hands its workers (left-padded prompts,
+    right-padded responses, then verl's `left_right_2_no_padding`).
+
+    `per_token` tensors (e.g. old_log_probs, advantages) have shape (batch, longest response).
+    """
+    import torch
+    from tensordict import TensorDict
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    batch_size = len(prompts)
+    prompt_width = max(len(prompt) for prompt in prompts)
+    response_width = max(len(response) for response in responses)
+    input_ids = torch.full((batch_size, prompt_width + response_width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        input_ids[row, prompt_width - len(prompt) : prompt_width] = torch.tensor(prompt)
+        input_ids[row, prompt_width : prompt_width + len(response)] = torch.tensor(response)
+        attention_mask[row, prompt_width - len(prompt) : prompt_width + len(response)] = 1
+    batch = TensorDict(
+        {
+            "prompts": input_ids[:, :prompt_width],
+            "responses": input_ids[:, prompt_width:],
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
+            "response_mask": attention_mask[:, prompt_width:].clone(),
+            **per_token,
+        },
+        batch_size=[batch_size],
+    )
+    return left_right_2_no_padding(batch)
 
 
 def free_port() -> int:

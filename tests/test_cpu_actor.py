@@ -11,7 +11,7 @@ from functools import partial
 
 import pytest
 import torch
-from conftest_cpu import CPU_ACTOR_OVERRIDES, compose_maspo_config, cpu_platform, single_process_group, tiny_workdir  # noqa: F401
+from conftest_cpu import build_actor_worker, cpu_platform, single_process_group, tiny_workdir, to_verl_batch  # noqa: F401
 
 from maspo_verl.loss import METRIC_KEYS
 
@@ -22,12 +22,9 @@ LEARNING_RATE = 0.5  # plain SGD: the parameter change is -lr * clipped gradient
 
 @pytest.fixture(scope="module")
 def actor_worker(cpu_platform, single_process_group, tiny_workdir):  # noqa: F811
-    from verl.workers.engine_workers import ActorRolloutRefWorker
-
-    config = compose_maspo_config(
-        *CPU_ACTOR_OVERRIDES,
-        f"actor_rollout_ref.model.path={tiny_workdir['model']}",
-        "actor_rollout_ref.actor.fsdp_config.dtype=float32",
+    return build_actor_worker(
+        tiny_workdir["model"],
+        "actor",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={BATCH_SIZE}",
         f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={MICRO_BATCH_SIZE}",
         f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={MICRO_BATCH_SIZE}",
@@ -37,39 +34,19 @@ def actor_worker(cpu_platform, single_process_group, tiny_workdir):  # noqa: F81
         "actor_rollout_ref.actor.optim.weight_decay=0.0",
         "actor_rollout_ref.actor.grad_clip=1000.0",
     )
-    worker = ActorRolloutRefWorker(config=config.actor_rollout_ref, role="actor")
-    worker.init_model()
-    return worker
 
 
 def _batch():
-    """A padded rollout batch converted as verl's trainer converts it, with large ratios and advantages."""
-    from tensordict import TensorDict
+    """A rollout batch of uneven prompt/response lengths, with ratios and advantages far from 1 and 0."""
     from verl.utils import tensordict_utils as tu
-    from verl.workers.utils.padding import left_right_2_no_padding
 
     generator = torch.Generator().manual_seed(0)
-    prompts = torch.randint(5, 20, (BATCH_SIZE, PROMPT_LENGTH), generator=generator)
-    responses = torch.randint(5, 20, (BATCH_SIZE, RESPONSE_LENGTH), generator=generator)
-    attention_mask = torch.ones(BATCH_SIZE, PROMPT_LENGTH + RESPONSE_LENGTH, dtype=torch.long)
-    attention_mask[0, :2] = 0  # left padding of a short prompt
-    attention_mask[1, PROMPT_LENGTH + 3 :] = 0  # a response that stopped early
-    advantages = torch.linspace(-3.0, 3.0, BATCH_SIZE).unsqueeze(1).expand(BATCH_SIZE, RESPONSE_LENGTH)
-    batch = TensorDict(
-        {
-            "prompts": prompts,
-            "responses": responses,
-            "input_ids": torch.cat([prompts, responses], dim=1),
-            "attention_mask": attention_mask,
-            "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
-            "response_mask": attention_mask[:, PROMPT_LENGTH:].clone(),
-            # Old log-probs far from the random model's (~log 1/22): ratios spread well beyond 1.
-            "old_log_probs": -4.0 * torch.rand(BATCH_SIZE, RESPONSE_LENGTH, generator=generator),
-            "advantages": advantages.clone(),
-        },
-        batch_size=[BATCH_SIZE],
-    )
-    batch = left_right_2_no_padding(batch)
+    prompts = [torch.randint(0, 30, (PROMPT_LENGTH - row % 3,), generator=generator).tolist() for row in range(BATCH_SIZE)]
+    responses = [torch.randint(0, 30, (RESPONSE_LENGTH - row % 2,), generator=generator).tolist() for row in range(BATCH_SIZE)]
+    advantages = torch.linspace(-3.0, 3.0, BATCH_SIZE).unsqueeze(1).expand(BATCH_SIZE, RESPONSE_LENGTH).clone()
+    # Old log-probs far from the random model's (~log 1/57): ratios spread well beyond 1.
+    old_log_probs = -4.0 * torch.rand(BATCH_SIZE, RESPONSE_LENGTH, generator=generator)
+    batch = to_verl_batch(prompts, responses, pad_token_id=0, old_log_probs=old_log_probs, advantages=advantages)
     tu.assign_non_tensor(
         batch,
         calculate_entropy=False,

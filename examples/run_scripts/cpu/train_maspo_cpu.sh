@@ -39,7 +39,7 @@ export TOKENIZERS_PARALLELISM=false
 
 ray_temp_dir=()
 if [[ -n "${RAY_TMPDIR:-}" ]]; then
-  ray_temp_dir=("+ray_kwargs.ray_init._temp_dir=$RAY_TMPDIR")
+  ray_temp_dir=("++ray_kwargs.ray_init._temp_dir=$RAY_TMPDIR")
 fi
 
 args=(
@@ -57,10 +57,13 @@ args=(
   reward.custom_reward_function.name=compute_score
   reward.num_workers=1
   actor_rollout_ref.model.path="$MODEL_PATH"
-  # CPU: FSDP2 only, torch's sdpa attention, padded inputs (verl's remove-padding path needs flash-attn).
+  # CPU: FSDP2 only, float32 compute (bf16 autocast is slower on CPU), torch's sdpa attention and
+  # padded inputs (verl's defaults, flash-attn and its remove-padding kernels, need a GPU).
   actor_rollout_ref.actor.strategy=fsdp2
+  ++actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32
+  ++actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=fp32
   actor_rollout_ref.model.use_remove_padding=false
-  +actor_rollout_ref.model.override_config.attn_implementation=sdpa
+  ++actor_rollout_ref.model.override_config.attn_implementation=sdpa
   actor_rollout_ref.model.enable_gradient_checkpointing=false
   actor_rollout_ref.actor.use_torch_compile=false
   actor_rollout_ref.actor.fsdp_config.use_torch_compile=false
@@ -94,9 +97,9 @@ args=(
   trainer.experiment_name="$LOSS_MODE"
   'trainer.logger=[console,file]'
   # Ray on a 2-core box (see maspo_verl.patches.cpu_platform.RAY_INIT_OVERRIDES).
-  +ray_kwargs.ray_init.num_gpus=1
+  ++ray_kwargs.ray_init.num_gpus=1
   ray_kwargs.ray_init.num_cpus=16
-  +ray_kwargs.ray_init.include_dashboard=false
+  ++ray_kwargs.ray_init.include_dashboard=false
   transfer_queue.backend.SimpleStorage.num_data_storage_units=1
   "${ray_temp_dir[@]}"
 )
