@@ -16,12 +16,13 @@ own best@k metric is a bootstrap estimate, not this.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
+
+from maspo_verl.evaluation.jsonl import parse_jsonl
 
 __all__ = [
     "BENCHMARK_ORDER",
@@ -89,19 +90,14 @@ def load_generations(path: str) -> dict[str, dict[str, list[bool]]]:
 
     A problem is the prompt uid verl writes (`uid` minus its `_<session>_<index>` suffix), else the input text.
     """
+    def outcome(record: dict) -> tuple[str, str, bool]:
+        uid = record.get("uid")
+        problem = str(uid).rsplit("_", 2)[0] if uid is not None else str(record.get("input"))
+        return str(record.get("data_source", "unknown")), problem, _correct(record)
+
     grouped: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                correct = _correct(record)
-            except (json.JSONDecodeError, ValueError, TypeError) as error:
-                raise ValueError(f"{path}:{number}: {error}") from error
-            uid = record.get("uid")
-            problem = str(uid).rsplit("_", 2)[0] if uid is not None else str(record.get("input"))
-            grouped[str(record.get("data_source", "unknown"))][problem].append(correct)
+    for data_source, problem, correct in parse_jsonl(path, outcome):
+        grouped[data_source][problem].append(correct)
     return grouped
 
 

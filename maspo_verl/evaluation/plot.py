@@ -12,11 +12,12 @@ folder (verl's `tensorboard` logger, $TENSORBOARD_DIR).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 from collections import defaultdict
+
+from maspo_verl.evaluation.jsonl import parse_jsonl
 
 __all__ = ["DEFAULT_PANELS", "load_log", "panels_for", "plot_runs"]
 
@@ -35,18 +36,10 @@ Series = dict[str, list[tuple[int, float]]]
 
 def _load_jsonl(path: str) -> Series:
     series: Series = defaultdict(list)
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                step, data = int(record["step"]), record["data"]
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-                raise ValueError(f"{path}:{number}: not a verl file-logger line ({error})") from error
-            for key, value in data.items():
-                if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                    series[key].append((step, float(value)))
+    for step, data in parse_jsonl(path, lambda record: (int(record["step"]), dict(record["data"]))):
+        for key, value in data.items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                series[key].append((step, float(value)))
     return series
 
 
