@@ -8,31 +8,20 @@ MASPO keys live in verl's own, frozen, validated config tree.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from verl.base_config import BaseConfig
 from verl.workers.config import PolicyLossConfig
 
+from maspo_verl.baselines.bapo import BapoConfig
+from maspo_verl.baselines.dac import DacConfig
+from maspo_verl.baselines.entropy_advantage import EntropyAdvantageConfig
+from maspo_verl.config_blocks import config_block_from, require_bool, require_choice, require_number
+
 __all__ = ["GATE_MODES", "MaspoConfig", "MaspoPolicyLossConfig", "maspo_config_from"]
 
 GATE_MODES = ("gaussian", "hard")
-
-
-def _require_number(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"policy_loss.maspo.{key} must be a number, got {value!r} ({type(value).__name__})")
-    if not math.isfinite(value):
-        raise ValueError(f"policy_loss.maspo.{key} must be finite, got {value!r}")
-    return float(value)
-
-
-def _require_bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"policy_loss.maspo.{key} must be true or false, got {value!r}")
-    return value
 
 
 @dataclass
@@ -67,9 +56,10 @@ class MaspoConfig(BaseConfig):
 
     def __post_init__(self):
         for key in ("sigma_base", "alpha", "beta_pos", "beta_neg", "sigma_high", "adv_low", "adv_high"):
-            _require_number(key, getattr(self, key))
+            require_number(f"policy_loss.maspo.{key}", getattr(self, key))
         for key in ("mass_adaptive", "risk_control"):
-            _require_bool(key, getattr(self, key))
+            require_bool(f"policy_loss.maspo.{key}", getattr(self, key))
+        require_choice("policy_loss.maspo.gate", self.gate, GATE_MODES)
         if self.sigma_base <= 0:
             raise ValueError(f"policy_loss.maspo.sigma_base must be > 0, got {self.sigma_base}")
         if self.sigma_high < self.sigma_base:
@@ -87,49 +77,35 @@ class MaspoConfig(BaseConfig):
             raise ValueError(
                 f"policy_loss.maspo.adv_high must be >= adv_low ({self.adv_low}), got {self.adv_high}"
             )
-        if self.gate not in GATE_MODES:
-            raise ValueError(f"policy_loss.maspo.gate must be one of {list(GATE_MODES)}, got {self.gate!r}")
-
-
-_MASPO_KEYS = {f.name for f in fields(MaspoConfig)} - {"_target_"}
 
 
 def maspo_config_from(value: Any) -> MaspoConfig:
-    """Build a `MaspoConfig` from a MaspoConfig, a dict or an OmegaConf node; unknown keys raise."""
-    if isinstance(value, MaspoConfig):
-        return value
-    if value is None:
-        return MaspoConfig()
-    if not isinstance(value, Mapping):
-        try:  # OmegaConf DictConfig is not a collections.abc.Mapping
-            from omegaconf import DictConfig, OmegaConf
-
-            if isinstance(value, DictConfig):
-                value = OmegaConf.to_container(value, resolve=True)
-        except ImportError:  # pragma: no cover - omegaconf ships with verl
-            pass
-    if not isinstance(value, Mapping):
-        raise ValueError(f"policy_loss.maspo must be a mapping of MASPO keys, got {type(value).__name__}")
-    values = {k: v for k, v in value.items() if k != "_target_"}
-    unknown = sorted(set(values) - _MASPO_KEYS)
-    if unknown:
-        raise ValueError(f"policy_loss.maspo has unknown key(s) {unknown}; allowed: {sorted(_MASPO_KEYS)}")
-    return MaspoConfig(**values)
+    """Build a `MaspoConfig` from a MaspoConfig, None, a dict or an OmegaConf node; unknown keys raise."""
+    return config_block_from(value, MaspoConfig, "maspo")
 
 
 @dataclass
 class MaspoPolicyLossConfig(PolicyLossConfig):
-    """verl's `PolicyLossConfig` plus the `maspo` block; `loss_mode` defaults to "maspo".
+    """verl's `PolicyLossConfig` plus one block per loss of this package; `loss_mode` defaults to "maspo".
 
     Select it with `actor_rollout_ref.actor.policy_loss._target_=maspo_verl.MaspoPolicyLossConfig`.
-    Other loss modes (e.g. "vanilla" for GRPO) keep working with this class, so one config tree
-    serves MASPO and its baselines.
+    verl's own loss modes (e.g. "vanilla" for GRPO, "sapo") keep working with this class, so one
+    config tree serves MASPO and every baseline of the paper.
     """
 
     loss_mode: str = "maspo"
     maspo: MaspoConfig = field(default_factory=MaspoConfig)
+    dac: DacConfig = field(default_factory=DacConfig)
+    bapo: BapoConfig = field(default_factory=BapoConfig)
+    entropy_advantage: EntropyAdvantageConfig = field(default_factory=EntropyAdvantageConfig)
 
     def __post_init__(self):
-        # Hydra's instantiate(_convert_="partial") hands the nested block over as a dict when it
-        # carries no _target_ of its own; the field is frozen after __init__, hence object.__setattr__.
-        object.__setattr__(self, "maspo", maspo_config_from(self.maspo))
+        # Hydra's instantiate(_convert_="partial") hands a nested block over as a dict when it
+        # carries no _target_ of its own; fields are frozen after __init__, hence object.__setattr__.
+        for block, config_class in (
+            ("maspo", MaspoConfig),
+            ("dac", DacConfig),
+            ("bapo", BapoConfig),
+            ("entropy_advantage", EntropyAdvantageConfig),
+        ):
+            object.__setattr__(self, block, config_block_from(getattr(self, block), config_class, block))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 __all__ = [
+    "dual_clipped_surrogate",
     "gaussian_gate_weight",
     "hard_clip_bounds",
     "mass_adaptive_limiter",
@@ -152,3 +153,35 @@ def hard_clip_bounds(
     lower = 1.0 - clip_ratio_low * (sigma_neg / sigma_base)
     upper = 1.0 + clip_ratio_high * (sigma_pos / sigma_base)
     return lower, upper
+
+
+def dual_clipped_surrogate(
+    ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    lower: torch.Tensor | float,
+    upper: torch.Tensor | float,
+    clip_ratio_c: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """verl's vanilla per-token PPO loss with the ratio clipped to [lower, upper] instead of
+    [1 - eps_low, 1 + eps_high]: max(-A r, -A clip(r, lower, upper)), and for A < 0 the dual clip
+    min(that, -A c) (Ye et al. 2020, arXiv 1912.09729).
+
+    Args:
+        ratio: r, (bs, response_length), carries the gradient.
+        advantages: A, (bs, response_length).
+        lower, upper: ratio bounds, floats or tensors broadcastable to ratio.
+        clip_ratio_c: dual-clip bound c > 1.
+
+    Returns:
+        (per-token losses, clip_active, dual_clip_active): the masks are bool tensors marking where
+        the clip (resp. the dual clip) sets the loss, i.e. where the gradient through r is cut.
+    """
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, lower, upper)
+    clipped_max = torch.maximum(unclipped, clipped)
+    dual_clipped = torch.minimum(-advantages * clip_ratio_c, clipped_max)
+    losses = torch.where(advantages < 0, dual_clipped, clipped_max)
+    with torch.no_grad():
+        clip_active = clipped > unclipped
+        dual_clip_active = (clipped_max > -advantages * clip_ratio_c) & (advantages < 0)
+    return losses, clip_active, dual_clip_active

@@ -12,19 +12,23 @@ masking, rollout importance weights, aggregation, metrics).
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any, Optional
 
 import torch
 from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss
 
-from maspo_verl.config import MaspoConfig, maspo_config_from
-from maspo_verl.gate import hard_clip_bounds, outward_regions, trust_region_widths, gaussian_gate_weight
+from maspo_verl.config import MaspoConfig
+from maspo_verl.config_blocks import resolve_config_block
+from maspo_verl.gate import (
+    dual_clipped_surrogate,
+    gaussian_gate_weight,
+    hard_clip_bounds,
+    outward_regions,
+    trust_region_widths,
+)
 
 __all__ = ["LOG_RATIO_LIMIT", "METRIC_KEYS", "compute_policy_loss_maspo", "resolve_maspo_config"]
-
-logger = logging.getLogger(__name__)
 
 LOG_RATIO_LIMIT = 20.0  # verl's own clamp of log(pi_theta / pi_old) before exp
 
@@ -39,9 +43,6 @@ METRIC_KEYS = (
     "actor/maspo/sigma_neg_mean",
 )
 
-_warned_default_config = False
-
-
 def resolve_maspo_config(config: Any) -> MaspoConfig:
     """The `MaspoConfig` of a verl actor config.
 
@@ -49,24 +50,7 @@ def resolve_maspo_config(config: Any) -> MaspoConfig:
     with a `maspo` block, or verl's plain `PolicyLossConfig`: the last one cannot carry MASPO
     keys, so the paper's defaults are used and the log says so once per process.
     """
-    global _warned_default_config
-    if config is None:
-        raise ValueError("loss_mode=maspo needs the actor config (config=None was passed)")
-    policy_loss = config.get("policy_loss", None) if hasattr(config, "get") else getattr(config, "policy_loss", None)
-    block = None
-    if policy_loss is not None:
-        block = policy_loss.get("maspo", None) if hasattr(policy_loss, "get") else getattr(policy_loss, "maspo", None)
-    if block is None:
-        if not _warned_default_config:
-            logger.warning(
-                "loss_mode=maspo with verl's plain PolicyLossConfig: using MASPO's default hyper-parameters %s. "
-                "Set actor_rollout_ref.actor.policy_loss._target_=maspo_verl.MaspoPolicyLossConfig "
-                "(or use configs/maspo.yaml) to set policy_loss.maspo.*",
-                MaspoConfig(),
-            )
-            _warned_default_config = True
-        return MaspoConfig()
-    return maspo_config_from(block)
+    return resolve_config_block(config, "maspo", MaspoConfig, "maspo")
 
 
 def _raise_on_non_finite(response_mask: torch.Tensor, **tensors: torch.Tensor) -> None:
@@ -249,14 +233,8 @@ def _hard_clip_losses(log_prob, old_log_prob, advantages, response_mask, sigma_p
     log_ratio = torch.where(response_mask, log_prob.to(old_log_prob.dtype) - old_log_prob, 0.0)
     ratio = torch.exp(log_ratio.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT))
 
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, lower, upper)
-    clipped_max = torch.maximum(unclipped, clipped)
-    dual_clipped = torch.minimum(-advantages * clip_ratio_c, clipped_max)
-    pg_losses = torch.where(advantages < 0, dual_clipped, clipped_max)
-
+    pg_losses, clip_active, dual_active = dual_clipped_surrogate(ratio, advantages, lower, upper, clip_ratio_c)
     with torch.no_grad():
-        clip_active = torch.gt(clipped, unclipped) & response_mask
-        dual_active = torch.gt(clipped_max, -advantages * clip_ratio_c) & (advantages < 0)
+        clip_active &= response_mask
         gradient_weight = (~(clip_active | dual_active)).to(old_log_prob.dtype)
     return pg_losses, gradient_weight, clip_active.sum(), dual_active.sum()

@@ -8,15 +8,24 @@ with `config.global_batch_info`) and returns scalar metrics with the same keys o
 
 from __future__ import annotations
 
-import logging
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import verl.utils.torch_functional as verl_F
 from verl.trainer.ppo.core_algos import agg_loss
+
+# Re-exported for the baseline modules: the config-block helpers are shared with MASPO's config,
+# the dual-clipped surrogate with MASPO's hard-gate ablation.
+from maspo_verl.config_blocks import (
+    config_block_from,
+    require_bool,
+    require_choice,
+    require_number,
+    resolve_config_block,
+)
+from maspo_verl.gate import dual_clipped_surrogate
 
 __all__ = [
     "LOG_RATIO_LIMIT",
@@ -35,89 +44,9 @@ __all__ = [
     "resolve_config_block",
 ]
 
-logger = logging.getLogger(__name__)
-
 # verl's own clamp of log(pi_theta / pi_old) before exp. Not imported from maspo_verl.loss, which
 # imports maspo_verl.config: the baseline modules stay importable from maspo_verl.config.
 LOG_RATIO_LIMIT = 20.0
-
-_warned_default_blocks: set[str] = set()
-
-
-def require_number(key: str, value: Any) -> float:
-    """`value` as a finite float, or ValueError naming the config key (e.g. "policy_loss.dac.eps_low")."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{key} must be a number, got {value!r} ({type(value).__name__})")
-    if not math.isfinite(value):
-        raise ValueError(f"{key} must be finite, got {value!r}")
-    return float(value)
-
-
-def require_bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{key} must be true or false, got {value!r}")
-    return value
-
-
-def require_choice(key: str, value: Any, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(f"{key} must be one of {list(choices)}, got {value!r}")
-    return value
-
-
-def config_block_from(value: Any, config_class: type, block: str):
-    """Build `config_class` from an instance, None (defaults), a dict or an OmegaConf node.
-
-    Unknown keys raise ValueError naming `policy_loss.<block>` and the allowed keys: Hydra's
-    `instantiate(_convert_="partial")` hands a nested block over as a dict when it has no
-    `_target_`, so a typo would otherwise vanish silently.
-    """
-    if isinstance(value, config_class):
-        return value
-    if value is None:
-        return config_class()
-    if not isinstance(value, Mapping):
-        try:  # OmegaConf's DictConfig is not a collections.abc.Mapping
-            from omegaconf import DictConfig, OmegaConf
-
-            if isinstance(value, DictConfig):
-                value = OmegaConf.to_container(value, resolve=True)
-        except ImportError:  # pragma: no cover - omegaconf ships with verl
-            pass
-    if not isinstance(value, Mapping):
-        raise ValueError(f"policy_loss.{block} must be a mapping of its keys, got {type(value).__name__}")
-    allowed = {f.name for f in fields(config_class)} - {"_target_"}
-    values = {k: v for k, v in value.items() if k != "_target_"}
-    unknown = sorted(set(values) - allowed)
-    if unknown:
-        raise ValueError(f"policy_loss.{block} has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-    return config_class(**values)
-
-
-def resolve_config_block(config: Any, block: str, config_class: type, loss_mode: str):
-    """The `policy_loss.<block>` settings of verl's actor config `config`, as `config_class`.
-
-    verl's plain `PolicyLossConfig` has no such block: the defaults are used and the log says so
-    once per process (select `maspo_verl.MaspoPolicyLossConfig` as `policy_loss._target_` to set it).
-    """
-    if config is None:
-        raise ValueError(f"loss_mode={loss_mode} needs the actor config (config=None was passed)")
-    policy_loss = config.get("policy_loss", None) if hasattr(config, "get") else getattr(config, "policy_loss", None)
-    value = None
-    if policy_loss is not None:
-        value = policy_loss.get(block, None) if hasattr(policy_loss, "get") else getattr(policy_loss, block, None)
-    if value is None and block not in _warned_default_blocks:
-        logger.warning(
-            "loss_mode=%s without a policy_loss.%s block: using the defaults %s. Set "
-            "actor_rollout_ref.actor.policy_loss._target_=maspo_verl.MaspoPolicyLossConfig to set policy_loss.%s.*",
-            loss_mode,
-            block,
-            config_class(),
-            block,
-        )
-        _warned_default_blocks.add(block)
-    return config_block_from(value, config_class, block)
-
 
 def check_finite_on_valid_tokens(loss_mode: str, response_mask: torch.Tensor, **tensors: torch.Tensor) -> int:
     """Raise ValueError naming every tensor with NaN/inf on a valid token; return the valid-token count.
@@ -192,38 +121,6 @@ def dual_clip_bound(config: Any, loss_mode: str) -> float:
     if not clip_ratio_c > 1.0:
         raise ValueError(f"actor.clip_ratio_c (dual-clip bound) must be > 1.0 for loss_mode={loss_mode}, got {clip_ratio_c}")
     return float(clip_ratio_c)
-
-
-def dual_clipped_surrogate(
-    ratio: torch.Tensor,
-    advantages: torch.Tensor,
-    lower: torch.Tensor | float,
-    upper: torch.Tensor | float,
-    clip_ratio_c: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """verl's vanilla per-token PPO loss with the ratio clipped to [lower, upper] instead of
-    [1 - eps_low, 1 + eps_high]: max(-A r, -A clip(r, lower, upper)), and for A < 0 the dual clip
-    min(that, -A c) (Ye et al. 2020, arXiv 1912.09729).
-
-    Args:
-        ratio: r, (bs, response_length), carries the gradient.
-        advantages: A, (bs, response_length).
-        lower, upper: ratio bounds, floats or tensors broadcastable to ratio.
-        clip_ratio_c: dual-clip bound c > 1.
-
-    Returns:
-        (per-token losses, clip_active, dual_clip_active): the masks are bool tensors marking where
-        the clip (resp. the dual clip) sets the loss, i.e. where the gradient through r is cut.
-    """
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, lower, upper)
-    clipped_max = torch.maximum(unclipped, clipped)
-    dual_clipped = torch.minimum(-advantages * clip_ratio_c, clipped_max)
-    losses = torch.where(advantages < 0, dual_clipped, clipped_max)
-    with torch.no_grad():
-        clip_active = clipped > unclipped
-        dual_clip_active = (clipped_max > -advantages * clip_ratio_c) & (advantages < 0)
-    return losses, clip_active, dual_clip_active
 
 
 def aggregate_policy_loss(
