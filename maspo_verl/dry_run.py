@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import os
 import re
@@ -173,9 +174,8 @@ def _path_warnings(config: DictConfig) -> list[str]:
 
 
 def _quietly(function, *args, **kwargs):
-    """Run one of verl's checks, keeping its prints for the error message only."""
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
+    """Run one of verl's checks without its progress prints (the dry run prints its own summary)."""
+    with contextlib.redirect_stdout(io.StringIO()):
         return function(*args, **kwargs)
 
 
@@ -186,7 +186,7 @@ def dry_run(config: DictConfig, n_gpus: int | None = None) -> DryRunReport:
     """
     import warnings as python_warnings
 
-    config = config.copy()
+    config = copy.deepcopy(config)  # the caller's config keeps its GPU count
     if n_gpus is not None:
         if n_gpus < 1:
             raise DryRunError(f"--n-gpus must be >= 1, got {n_gpus}")
@@ -261,7 +261,7 @@ def _summary(report: DryRunReport) -> str:
         f"  validation           n={config.actor_rollout_ref.rollout.val_kwargs.n}, "
         f"every {config.trainer.test_freq} steps -> {config.trainer.validation_data_dir}",
         f"  train files          {config.data.train_files}",
-        f"  val files            {list(config.data.val_files) if not isinstance(config.data.val_files, str) else config.data.val_files}",
+        f"  val files            {OmegaConf.to_container(config.data, resolve=True)['val_files']}",
     ]
     if loss.loss_mode == "maspo" and "maspo" in loss:
         lines.insert(1, f"  maspo                {OmegaConf.to_container(loss.maspo, resolve=True)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -89,7 +90,7 @@ def test_threads_use_a_helper_process_and_its_deadline(monkeypatch):
 def test_verl_loads_it_as_the_configured_custom_reward_function():
     from verl.trainer.ppo.reward import get_custom_reward_fn
 
-    config = OmegaConf.load(reward.__file__.replace("maspo_verl/reward.py", "configs/experiment/math_rl.yaml"))
+    config = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "experiment" / "math_rl.yaml")
     score = get_custom_reward_fn(config)
     assert score(data_source="aime24", solution_str="\\boxed{27}", ground_truth="27", extra_info={})["acc"] == 1.0
 

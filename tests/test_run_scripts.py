@@ -170,3 +170,12 @@ def test_scripts_are_shellcheck_clean():
     files = [str(RUN_SCRIPTS / "common.sh"), *map(str, SCRIPTS)]
     result = subprocess.run([str(SHELLCHECK), "-x", *files], capture_output=True, text=True, timeout=110, check=False)
     assert result.returncode == 0, result.stdout
+
+
+def test_dry_run_cli_validates_for_another_gpu_count(capsys):
+    """`--n-gpus` (used by the CPU scripts) validates the same config for another device count."""
+    arguments = [f"--config-path={REPO / 'configs'}", "--config-name=maspo", "+experiment=r1_distill_1p5b"]
+    assert dry_run_main([*arguments, "--n-gpus", "2", "--quiet"]) == 0
+    assert "for 2 GPU(s)" in capsys.readouterr().out
+    assert dry_run_main([*arguments, "--n-gpus", "7"]) == 1  # 256 x 5 responses do not split over 7
+    assert "ppo_mini_batch_size" in capsys.readouterr().err
