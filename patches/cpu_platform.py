@@ -268,8 +268,6 @@ def apply_cpu_platform() -> None:
     before verl builds any worker; the `verl.plugins` entry point does it at `import verl`.
     """
     global _applied
-    if _applied:
-        return
     require_verl_version("apply_cpu_platform", SUPPORTED_VERL_VERSIONS)
     accelerator = _accelerator_present()
     if accelerator is not None:
@@ -277,6 +275,8 @@ def apply_cpu_platform() -> None:
             f"VERL_PLATFORM=cpu but a {accelerator} is visible: use verl's own platform there "
             "(unset VERL_PLATFORM), or hide the device (CUDA_VISIBLE_DEVICES=) to debug on CPU."
         )
+    if _applied:
+        return
     from verl.plugin.platform import PlatformRegistry, get_platform, set_platform
 
     PlatformRegistry.register(platform="cpu")(PlatformCPU)

@@ -357,9 +357,9 @@ def apply_hf_cpu_rollout() -> None:
     backend with `actor_rollout_ref.rollout.name=hf_cpu`.
     """
     global _applied
+    require_verl_version("apply_hf_cpu_rollout", SUPPORTED_VERL_VERSIONS)
     if _applied:
         return
-    require_verl_version("apply_hf_cpu_rollout", SUPPORTED_VERL_VERSIONS)
     RolloutReplicaRegistry.register(BACKEND_NAME, _load_replica_class)
     _register_server_adapter()
     _applied = True
