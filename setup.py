@@ -21,7 +21,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["maspo_verl", "maspo_verl.*"]) + ["maspo_verl.patches", "maspo_verl.configs"],
     package_dir={"maspo_verl.patches": "patches", "maspo_verl.configs": "configs"},
-    package_data={"maspo_verl.configs": ["*.yaml"], "maspo_verl.patches": ["README.md"]},
+    package_data={"maspo_verl.configs": ["*.yaml", "experiment/*.yaml"], "maspo_verl.patches": ["README.md"]},
     include_package_data=True,
     install_requires=[
         VERL_SUPPORTED,
