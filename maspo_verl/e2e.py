@@ -1,0 +1,184 @@
+"""End-to-end check: MASPO trained by verl's own trainer on CPU, judged from verl's own outputs.
+
+    python -m maspo_verl.e2e [--steps N] [--workdir DIR] [--timeout SECONDS]
+    python -m maspo_verl check --e2e          # the same, after the quick checks
+
+Runs examples/run_scripts/cpu/train_maspo_cpu.sh (stock `python -m verl.trainer.main_ppo` with
+maspo-verl's opt-in CPU patches) in a temp dir, its output in `<workdir>/train.log`, then reads
+verl's file logger (`metrics.jsonl`) and checkpoint folder. The last line printed says PASS or
+FAIL and why. Needs a checkout (the script lives in examples/, which pip does not install).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["CPU_SCRIPT", "RunSummary", "main", "run_cpu_training", "summarize_run"]
+
+CPU_SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "run_scripts" / "cpu" / "train_maspo_cpu.sh"
+MASPO_METRIC_PREFIX = "actor/maspo/"
+VALIDATION_METRIC_PREFIX = "val-core/"
+
+
+@dataclass
+class RunSummary:
+    """What verl wrote during one CPU run: per-step metrics, validation, checkpoint."""
+
+    return_code: int
+    seconds: float
+    log_path: Path
+    metrics_by_step: dict[int, dict[str, float]] = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+    @property
+    def training_steps(self) -> list[int]:
+        return sorted(step for step, metrics in self.metrics_by_step.items() if "timing_s/step" in metrics)
+
+    @property
+    def validation(self) -> dict[int, dict[str, float]]:
+        return {
+            step: {key: value for key, value in metrics.items() if key.startswith(VALIDATION_METRIC_PREFIX)}
+            for step, metrics in sorted(self.metrics_by_step.items())
+            if any(key.startswith(VALIDATION_METRIC_PREFIX) for key in metrics)
+        }
+
+    def maspo_metric_keys(self) -> set[str]:
+        return {key for metrics in self.metrics_by_step.values() for key in metrics if key.startswith(MASPO_METRIC_PREFIX)}
+
+    def problems(self, expected_steps: int) -> list[str]:
+        """Everything that falls short of a complete MASPO run of `expected_steps` steps."""
+        found = []
+        if self.return_code != 0:
+            found.append(f"the training script exited with code {self.return_code}")
+        if self.training_steps != list(range(1, expected_steps + 1)):
+            found.append(f"verl logged training steps {self.training_steps}, expected 1..{expected_steps}")
+        if len(self.validation) < 2:
+            found.append(f"verl logged validation at steps {sorted(self.validation)}, expected before and after training")
+        if not self.maspo_metric_keys():
+            found.append("no actor/maspo/* metric: loss_mode=maspo did not run inside verl's Ray workers")
+        if self.checkpoint is None:
+            found.append(f"no checkpoint global_step_{expected_steps}/actor was written")
+        return found
+
+
+def _read_metrics(path: Path) -> dict[int, dict[str, float]]:
+    """verl's file logger: one JSON object {"step": int, "data": {metric: value}} per line."""
+    metrics: dict[int, dict[str, float]] = {}
+    if not path.is_file():
+        return metrics
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            metrics.setdefault(int(record["step"]), {}).update(record["data"])
+    return metrics
+
+
+def summarize_run(workdir: Path, return_code: int, seconds: float, expected_steps: int) -> RunSummary:
+    checkpoint = workdir / "checkpoints" / f"global_step_{expected_steps}" / "actor"
+    return RunSummary(
+        return_code=return_code,
+        seconds=seconds,
+        log_path=workdir / "train.log",
+        metrics_by_step=_read_metrics(workdir / "metrics.jsonl"),
+        checkpoint=checkpoint if checkpoint.is_dir() and any(checkpoint.iterdir()) else None,
+    )
+
+
+def run_cpu_training(
+    workdir: Path, steps: int = 3, overrides: list[str] | None = None, timeout: float = 900, env: dict | None = None
+) -> RunSummary:
+    """Run the CPU script in `workdir` (output to train.log) and summarize what verl wrote.
+
+    The script runs in its own process group with its own Ray temp dir; on timeout the whole
+    group (driver, Ray, workers) is killed.
+    """
+    if not CPU_SCRIPT.is_file():
+        raise FileNotFoundError(f"{CPU_SCRIPT} not found: the end-to-end check needs a maspo-verl checkout")
+    workdir.mkdir(parents=True, exist_ok=True)
+    ray_temp_dir = tempfile.mkdtemp(prefix="ray_e2e_", dir="/tmp")  # short: Ray's socket paths have a length limit
+    environment = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "WORK_DIR": str(workdir),
+        "TOTAL_STEPS": str(steps),
+        "RAY_TMPDIR": ray_temp_dir,
+        "VERL_FILE_LOGGER_PATH": str(workdir / "metrics.jsonl"),
+        **(env or {}),
+    }
+    start = time.monotonic()
+    with open(workdir / "train.log", "wb") as log:
+        process = subprocess.Popen(
+            ["bash", str(CPU_SCRIPT), *(overrides or [])],
+            cwd=workdir,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            return_code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return_code = -1
+        finally:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # Ray's daemons live in the script's session
+            except ProcessLookupError:
+                pass
+            process.wait()
+            shutil.rmtree(ray_temp_dir, ignore_errors=True)
+    return summarize_run(workdir, return_code, time.monotonic() - start, steps)
+
+
+def _verdict(summary: RunSummary, steps: int) -> str:
+    problems = summary.problems(steps)
+    if problems:
+        return f"e2e: FAIL - {'; '.join(problems)} (log: {summary.log_path})"
+    validation = summary.validation
+    first, last = validation[min(validation)], validation[max(validation)]
+    accuracy_key = next((key for key in last if key.endswith("/acc/mean@1")), next(iter(last)))
+    step_seconds = [summary.metrics_by_step[step]["timing_s/step"] for step in summary.training_steps]
+    return (
+        f"e2e: PASS - verl main_ppo trained MASPO on CPU: {steps} steps "
+        f"({sum(step_seconds) / len(step_seconds):.1f} s/step, {summary.seconds:.0f} s in all), "
+        f"{accuracy_key} {first.get(accuracy_key, float('nan')):.2f} -> {last[accuracy_key]:.2f}, "
+        f"{len(summary.maspo_metric_keys())} actor/maspo/* metrics, checkpoint {summary.checkpoint}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m maspo_verl.e2e", description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=3, help="GRPO steps to train (default 3)")
+    parser.add_argument("--workdir", default=None, help="keep the run here instead of a removed temp dir")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds before the run is killed")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        print(f"e2e: FAIL - --steps must be >= 1, got {args.steps}")
+        return 2
+
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="maspo_e2e_"))
+    print(f"e2e: training MASPO with verl's main_ppo on CPU in {workdir} (log: {workdir / 'train.log'}) ...", flush=True)
+    try:
+        summary = run_cpu_training(workdir, steps=args.steps, timeout=args.timeout)
+    except (FileNotFoundError, OSError) as error:
+        print(f"e2e: FAIL - {error}")
+        return 1
+    verdict = _verdict(summary, args.steps)
+    passed = verdict.startswith("e2e: PASS")
+    if passed and args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(verdict)
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
