@@ -75,6 +75,25 @@ def to_verl_batch(prompts: list[list[int]], responses: list[list[int]], pad_toke
     return left_right_2_no_padding(batch)
 
 
+def mark_for_update(batch, batch_size: int) -> None:
+    """The non-tensor fields verl's trainer adds before `update_actor`: one mini-batch, one epoch, no shuffle."""
+    from verl.utils import tensordict_utils as tu
+
+    tu.assign_non_tensor(
+        batch,
+        calculate_entropy=False,
+        distillation_use_topk=False,
+        distillation_only=False,
+        global_batch_size=batch_size,
+        mini_batch_size=batch_size,
+        epochs=1,
+        seed=0,
+        dataloader_kwargs={"shuffle": False},
+        temperature=1.0,
+        compute_loss=True,
+    )
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (each test run gets its own)."""
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:

@@ -11,7 +11,14 @@ from functools import partial
 
 import pytest
 import torch
-from conftest_cpu import build_actor_worker, cpu_platform, single_process_group, tiny_workdir, to_verl_batch  # noqa: F401
+from conftest_cpu import (  # noqa: F401  (pytest fixtures)
+    build_actor_worker,
+    cpu_platform,
+    mark_for_update,
+    single_process_group,
+    tiny_workdir,
+    to_verl_batch,
+)
 
 from maspo_verl.loss import METRIC_KEYS
 
@@ -38,8 +45,6 @@ def actor_worker(cpu_platform, single_process_group, tiny_workdir):  # noqa: F81
 
 def _batch():
     """A rollout batch of uneven prompt/response lengths, with ratios and advantages far from 1 and 0."""
-    from verl.utils import tensordict_utils as tu
-
     generator = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, 30, (PROMPT_LENGTH - row % 3,), generator=generator).tolist() for row in range(BATCH_SIZE)]
     responses = [torch.randint(0, 30, (RESPONSE_LENGTH - row % 2,), generator=generator).tolist() for row in range(BATCH_SIZE)]
@@ -47,19 +52,7 @@ def _batch():
     # Old log-probs far from the random model's (~log 1/57): ratios spread well beyond 1.
     old_log_probs = -4.0 * torch.rand(BATCH_SIZE, RESPONSE_LENGTH, generator=generator)
     batch = to_verl_batch(prompts, responses, pad_token_id=0, old_log_probs=old_log_probs, advantages=advantages)
-    tu.assign_non_tensor(
-        batch,
-        calculate_entropy=False,
-        distillation_use_topk=False,
-        distillation_only=False,
-        global_batch_size=BATCH_SIZE,
-        mini_batch_size=BATCH_SIZE,
-        epochs=1,
-        seed=0,
-        dataloader_kwargs={"shuffle": False},
-        temperature=1.0,
-        compute_loss=True,
-    )
+    mark_for_update(batch, BATCH_SIZE)
     return batch
 
 

@@ -14,7 +14,14 @@ import tempfile
 
 import pytest
 import torch
-from conftest_cpu import build_actor_worker, cpu_platform, single_process_group, tiny_workdir, to_verl_batch  # noqa: F401
+from conftest_cpu import (  # noqa: F401  (pytest fixtures)
+    build_actor_worker,
+    cpu_platform,
+    mark_for_update,
+    single_process_group,
+    tiny_workdir,
+    to_verl_batch,
+)
 
 SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": True}
 GREEDY = {"temperature": 0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": True}
@@ -105,8 +112,6 @@ def _max_difference(worker, prompts, outputs) -> float:
 
 
 def _update_actor_once(worker, prompts, outputs) -> None:
-    from verl.utils import tensordict_utils as tu
-
     width = max(len(output.token_ids) for output in outputs)
     old_log_probs = torch.zeros(len(outputs), width)
     for row, output in enumerate(outputs):
@@ -115,19 +120,7 @@ def _update_actor_once(worker, prompts, outputs) -> None:
     batch = to_verl_batch(
         prompts, [output.token_ids for output in outputs], 0, old_log_probs=old_log_probs, advantages=advantages
     )
-    tu.assign_non_tensor(
-        batch,
-        calculate_entropy=False,
-        distillation_use_topk=False,
-        distillation_only=False,
-        global_batch_size=len(outputs),
-        mini_batch_size=len(outputs),
-        epochs=1,
-        seed=0,
-        dataloader_kwargs={"shuffle": False},
-        temperature=1.0,
-        compute_loss=True,
-    )
+    mark_for_update(batch, len(outputs))
     worker.update_actor(batch)
 
 
