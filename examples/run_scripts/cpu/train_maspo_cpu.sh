@@ -12,13 +12,18 @@
 set -euo pipefail
 
 PYTHON=${PYTHON:-python}
+REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+# Our Hydra configs: the checkout's configs/, else the installed package's (`python -m maspo_verl config-dir`).
+if [[ -z "${CONFIG_DIR:-}" ]]; then
+  if [[ -f "$REPO_DIR/configs/maspo.yaml" ]]; then CONFIG_DIR=$REPO_DIR/configs; else CONFIG_DIR=$("$PYTHON" -m maspo_verl config-dir); fi
+fi
+# The tiny task's reward function, found without importing maspo_verl (which imports verl: seconds).
+REWARD_FILE=${REWARD_FILE:-$("$PYTHON" -c 'import importlib.util as u, os; print(os.path.join(u.find_spec("maspo_verl").submodule_search_locations[0], "tiny", "reward.py"))')}
 WORK_DIR=${WORK_DIR:-$PWD/maspo_cpu_run}
-CONFIG_DIR=${CONFIG_DIR:-$("$PYTHON" -m maspo_verl config-dir)}
 MODEL_PATH=${MODEL_PATH:-$WORK_DIR/model}
 TRAIN_FILE=${TRAIN_FILE:-$WORK_DIR/data/train.parquet}
 VAL_FILE=${VAL_FILE:-$WORK_DIR/data/val.parquet}
 CKPT_DIR=${CKPT_DIR:-$WORK_DIR/checkpoints}
-REWARD_FILE=${REWARD_FILE:-$("$PYTHON" -c 'import maspo_verl.tiny as t; print(t.REWARD_FILE)')}
 
 TOTAL_STEPS=${TOTAL_STEPS:-3}
 TRAIN_BATCH_SIZE=${TRAIN_BATCH_SIZE:-8}        # prompts per step
