@@ -16,9 +16,9 @@ trainer stops at device setup. `apply_cpu_platform()` adds what is missing witho
 Enable it with `VERL_PLATFORM=cpu` (maspo_verl's `verl.plugins` entry point then calls
 `apply_cpu_platform()` in every process, before verl's engines are imported) or call it
 yourself before building verl workers. It refuses to run where a GPU/NPU is visible.
-Ray-side settings it cannot make from inside a process (a logical GPU for verl's resource
-check, logical CPUs for TransferQueue) are listed in `RAY_INIT_OVERRIDES` and passed by
-`examples/run_scripts/cpu/train_maspo_cpu.sh`. See patches/README.md and docs/cpu.md.
+Ray settings cannot be made from inside a process: `examples/run_scripts/cpu/train_maspo_cpu.sh`
+passes them as Hydra overrides (a logical GPU for verl's resource check, which counts only
+GPU/NPU resources; logical CPUs for TransferQueue). See patches/README.md and docs/cpu.md.
 """
 
 from __future__ import annotations
@@ -30,17 +30,17 @@ from contextlib import contextmanager
 from typing import Any, Optional
 
 import torch
+from torch.distributed.fsdp import CPUOffloadPolicy
 from verl.plugin.platform import PlatformBase
 
 from maspo_verl.patches import require_verl_version
 
 __all__ = [
-    "RAY_INIT_OVERRIDES",
     "SUPPORTED_VERL_VERSIONS",
     "CpuPlatformError",
     "PlatformCPU",
+    "UnpinnedCPUOffloadPolicy",
     "apply_cpu_platform",
-    "cpu_platform_enabled",
     "refuse_fsdp1_on_cpu",
 ]
 
@@ -48,26 +48,11 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_VERL_VERSIONS = ("0.9.1",)
 
-# Hydra overrides main_ppo needs on a CPU box (the patch cannot set them: ray.init runs in the
-# driver before any worker exists). verl's ResourcePoolManager counts only GPU/NPU resources, so
-# the cluster advertises one logical GPU that no worker asks for; TransferQueue's storage and
-# controller actors ask for more logical CPUs than 2 cores give.
-RAY_INIT_OVERRIDES = (
-    "++ray_kwargs.ray_init.num_gpus=1",
-    "ray_kwargs.ray_init.num_cpus=16",
-    "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
-)
-
 _applied = False
 
 
 class CpuPlatformError(RuntimeError):
     """Raised when the CPU platform is asked for something it cannot do (FSDP1, a visible GPU)."""
-
-
-def cpu_platform_enabled() -> bool:
-    """True when the user opted in with VERL_PLATFORM=cpu."""
-    return os.environ.get("VERL_PLATFORM", "").strip().lower() == "cpu"
 
 
 def _memory_stat_zero(*args, **kwargs) -> int:
@@ -219,24 +204,20 @@ def _accelerator_present() -> Optional[str]:
     return None
 
 
+# verl's own initialize_global_process_group_ray, kept when the patch rebinds the name.
+_VERL_INITIALIZE_PROCESS_GROUP = None
+
+
 def _initialize_gloo_process_group(timeout_second=None, backend=None):
     """verl's `initialize_global_process_group_ray` with the plain "gloo" backend on CPU."""
     return _VERL_INITIALIZE_PROCESS_GROUP(timeout_second=timeout_second, backend=backend or "gloo")
 
 
-def _unpinned_cpu_offload_policy_class():
-    from torch.distributed.fsdp import CPUOffloadPolicy
+class UnpinnedCPUOffloadPolicy(CPUOffloadPolicy):
+    """FSDP2's CPUOffloadPolicy with pin_memory forced off: pinning needs an accelerator."""
 
-    class UnpinnedCPUOffloadPolicy(CPUOffloadPolicy):
-        """FSDP2's CPUOffloadPolicy with pin_memory forced off: pinning needs an accelerator."""
-
-        def __init__(self, pin_memory: bool = False):
-            super().__init__(pin_memory=False)
-
-    return UnpinnedCPUOffloadPolicy
-
-
-_VERL_INITIALIZE_PROCESS_GROUP = None
+    def __init__(self, pin_memory: bool = False):
+        super().__init__(pin_memory=False)
 
 
 def _rebind_verl_internals() -> None:
@@ -251,14 +232,13 @@ def _rebind_verl_internals() -> None:
     global _VERL_INITIALIZE_PROCESS_GROUP
     import verl.utils.distributed as verl_distributed
     import verl.workers.engine.fsdp.transformer_impl as fsdp_engine_module
+    import verl.workers.engine_workers as engine_workers
 
     if _VERL_INITIALIZE_PROCESS_GROUP is None:
         _VERL_INITIALIZE_PROCESS_GROUP = verl_distributed.initialize_global_process_group_ray
     verl_distributed.initialize_global_process_group_ray = _initialize_gloo_process_group
-    import verl.workers.engine_workers as engine_workers
-
     engine_workers.initialize_global_process_group_ray = _initialize_gloo_process_group
-    fsdp_engine_module.CPUOffloadPolicy = _unpinned_cpu_offload_policy_class()
+    fsdp_engine_module.CPUOffloadPolicy = UnpinnedCPUOffloadPolicy
 
 
 def apply_cpu_platform() -> None:

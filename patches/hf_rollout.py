@@ -129,7 +129,8 @@ class HfCpuServer:
             key = _sampling_key(self._pending[0][1])
             batch = [request for request in self._pending if _sampling_key(request[1]) == key]
             batch = batch[: max(1, self.config.max_num_seqs)]
-            self._pending = [request for request in self._pending if all(request is not taken for taken in batch)]
+            taken = {id(request) for request in batch}
+            self._pending = [request for request in self._pending if id(request) not in taken]
             try:
                 async with self._model_lock:
                     outputs = await asyncio.to_thread(

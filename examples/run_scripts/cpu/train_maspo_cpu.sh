@@ -101,7 +101,8 @@ args=(
   trainer.project_name=maspo_verl_cpu
   trainer.experiment_name="$LOSS_MODE"
   'trainer.logger=[console,file]'
-  # Ray on a 2-core box (see maspo_verl.patches.cpu_platform.RAY_INIT_OVERRIDES).
+  # Ray on a 2-core box: verl's resource check counts GPUs only, so one logical GPU no worker asks
+  # for; TransferQueue asks for more logical CPUs than 2 cores give (patches/README.md).
   ++ray_kwargs.ray_init.num_gpus=1
   ray_kwargs.ray_init.num_cpus=16
   ++ray_kwargs.ray_init.include_dashboard=false
