@@ -151,7 +151,7 @@ def _verdict(summary: RunSummary, steps: int) -> str:
         f"e2e: PASS - verl main_ppo trained MASPO on CPU: {steps} steps "
         f"({sum(step_seconds) / len(step_seconds):.1f} s/step, {summary.seconds:.0f} s in all), "
         f"{accuracy_key} {first.get(accuracy_key, float('nan')):.2f} -> {last[accuracy_key]:.2f}, "
-        f"{len(summary.maspo_metric_keys())} actor/maspo/* metrics, checkpoint {summary.checkpoint}"
+        f"{len(summary.maspo_metric_keys())} actor/maspo/* metrics, checkpoint {summary.checkpoint.parent.name} written"
     )
 
 
