@@ -19,10 +19,19 @@ if [[ "$(cat "$STAMP" 2>/dev/null || true)" == "$WANT" ]] && "$VENV/bin/python" 
   exit 0
 fi
 
-echo "[setup] installing torch (CPU), verl and maspo-verl[test] into $VENV"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
+LOG="$VENV/install.log"
+echo "[setup] installing torch (CPU), verl and maspo-verl[test] into $VENV (log: $LOG)"
+install() {
+  if ! "$VENV/bin/python" -m pip install "$@" >>"$LOG" 2>&1; then
+    tail -n 40 "$LOG" >&2
+    echo "[setup] pip install $* failed; full log: $LOG" >&2
+    exit 1
+  fi
+}
+: > "$LOG"
+install --upgrade pip
 # torch first and pinned, so nothing later can pull a CUDA build.
-"$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-"$VENV/bin/python" -m pip install --quiet -c "$ROOT/requirements/cpu-constraints.txt" -e "$ROOT[test,cpu]"
+install "torch==2.13.0"
+install -c "$ROOT/requirements/cpu-constraints.txt" -e "${ROOT}[test,cpu]"
 echo "$WANT" > "$STAMP"
 echo "[setup] done: $("$VENV/bin/python" -c 'import torch, verl; print("torch", torch.__version__, "verl", verl.__version__)')"
