@@ -41,7 +41,7 @@ setup(
     },
     entry_points={
         "verl.plugins": ["maspo = maspo_verl.plugin"],
-        "console_scripts": ["maspo-verl = maspo_verl.cli:main"],
+        "console_scripts": ["maspo-verl = maspo_verl.cli:main", "maspo-compare = maspo_verl.compare:main"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",
