@@ -1,9 +1,13 @@
 """MASPO's gate math (arXiv 2602.17550): pure tensor functions, no verl, no config objects.
 
 Every tensor is padded (batch_size, response_length) and float32; the verl loss in
-`maspo_verl.loss` casts its inputs before calling these. Equation names follow the paper's
-method section: the soft Gaussian gate, the mass-adaptive limiter and the asymmetric risk
-controller.
+`maspo_verl.loss` casts its inputs before calling these. Names follow the paper's method
+section (soft Gaussian gating; the mass-adaptive limiter and the asymmetric risk controller,
+which the authors' README combines as the "dual-variable adaptive variance"
+sigma = sigma_base / p_old**alpha * (1 + beta*A)^(+-1)). Equation numbers are not cited: the
+paper's numbered equations were not available to us; the formulas were checked against the
+authors' README and their verl fork. The clamps sigma_high, adv_low and adv_high come from the
+authors' code and config (maspo_sigma_high etc.), not from the paper's formula.
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ def risk_factors(
     A confident positive signal (large A > 0) widens the region for ratios above 1; a strong
     negative signal (A << 0) narrows the region below 1. k_neg is only used where A < 0, where
     1 - beta_neg*A >= 1; elsewhere the denominator can reach 0 (A >= 1/beta_neg), so it is floored
-    at 1/adv_high, which returns the same clamped value (adv_high) without dividing by zero.
+    at 1/adv_high, which returns the same clamped value (adv_high) without dividing by zero. (The
+    authors' code divides there and its sign flip clamps to adv_low: the loss is the same, only
+    the sigma_neg_mean metric can differ, and only for A >= 1/beta_neg.)
 
     Args:
         advantages: A, shape (bs, response_length).
@@ -146,6 +152,7 @@ def hard_clip_bounds(
     lower = 1 - clip_ratio_low * sigma_neg / sigma_base, upper = 1 + clip_ratio_high * sigma_pos / sigma_base.
 
     With the limiter and risk controller off both scales are 1 and this is verl's vanilla clip.
+    This ablation is maspo-verl's design (the paper's ablation code is not public).
 
     Returns:
         (lower, upper): each shape (bs, response_length).
