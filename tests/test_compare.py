@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from maspo_verl.compare import RunSettings, _parse_methods, _parse_seeds, main
+from omegaconf import OmegaConf
+
+from maspo_verl.compare import METHODS, REPO_SCRIPT, RunSettings, _parse_methods, _parse_seeds, main
 from maspo_verl.tiny.warmup import WarmupSettings, cached_warmup
 
 
@@ -75,3 +77,36 @@ def test_minimal_comparison_end_to_end(tmp_path):
     assert "| MASPO | 1 |" in result.stdout and "| GRPO (clip 0.2) | 1 |" in result.stdout
     for method in ("maspo", "vanilla"):
         assert (output / "runs" / f"{method}-seed0" / "verl.log").stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def cpu_script_arguments():
+    """The main_ppo arguments our CPU script builds, as its DRY_RUN=1 prints them (one bash run)."""
+    import shlex
+
+    result = subprocess.run(
+        ["bash", str(REPO_SCRIPT)], capture_output=True, text=True, timeout=240,
+        env={**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    words = shlex.split(result.stdout.splitlines()[0])
+    return words[words.index("verl.trainer.main_ppo") + 1 :]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_composes_and_passes_verl_validation(method, cpu_script_arguments):
+    """Each selectable method's overrides exist in the config and pass verl's own checks."""
+    from maspo_verl.dry_run import compose_config, dry_run, split_main_ppo_args
+
+    config_path, config_name, overrides = split_main_ppo_args(cpu_script_arguments)
+    spec = METHODS[method]
+    config = compose_config(
+        config_path, config_name,
+        [*overrides, f"actor_rollout_ref.actor.policy_loss.loss_mode={spec.loss_mode}", *spec.overrides],
+    )
+    report = dry_run(config)
+    assert report.config.actor_rollout_ref.actor.policy_loss.loss_mode == spec.loss_mode
+    for override in spec.overrides:
+        key, value = override.split("=", 1)
+        assert str(OmegaConf.select(report.config, key)).lower() == value.lower(), override
