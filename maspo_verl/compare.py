@@ -256,8 +256,6 @@ def _run_one(method: str, seed: int, settings: RunSettings, data: dict, model_di
     }
     overrides = [
         *spec.overrides,
-        # one micro-batch per mini-batch: the whole mini-batch fits a tiny model's memory
-        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={settings.ppo_mini_batch_size * settings.rollout_n}",
         f"data.seed={seed}",
         f"actor_rollout_ref.rollout.seed={seed}",
         f"actor_rollout_ref.actor.data_loader_seed={seed}",

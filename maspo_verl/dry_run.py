@@ -156,6 +156,13 @@ def worker_constraint_errors(config: DictConfig, n_gpus: int) -> list[str]:
                 )
     elif actor.ppo_micro_batch_size_per_gpu is None:
         errors.append("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu must be set when use_dynamic_bsz=false")
+    elif (responses_per_mini_batch // data_parallel) % actor.ppo_micro_batch_size_per_gpu:
+        # verl's engine asserts this in prepare_micro_batches, at the first actor update
+        errors.append(
+            f"each rank's share of a mini-batch ({responses_per_mini_batch // data_parallel} responses = "
+            f"ppo_mini_batch_size x rollout.n / data-parallel size) must split into whole micro-batches of "
+            f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu ({actor.ppo_micro_batch_size_per_gpu})"
+        )
     return errors
 
 

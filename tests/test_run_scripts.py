@@ -143,6 +143,16 @@ def test_batch_sizes_that_do_not_fit_the_gpus_fail_naming_the_key():
     result = run_script(RUN_SCRIPTS / "14b/maspo.sh", GPUS_PER_NODE="3", MINI_BATCH_SIZE="3", TRAIN_BATCH_SIZE="3")
     with pytest.raises(DryRunError, match="tensor_model_parallel_size"):
         dry_run(composed(result.stdout))
+    # verl asserts this only at the first actor update, minutes into a run
+    result = run_script(
+        RUN_SCRIPTS / "1.5b/maspo.sh",
+        "actor_rollout_ref.actor.use_dynamic_bsz=false",
+        "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=false",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=7",
+    )
+    with pytest.raises(DryRunError, match="whole micro-batches of actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"):
+        dry_run(composed(result.stdout))
 
 
 def test_ray_cluster_roles_print_their_ray_start_commands():

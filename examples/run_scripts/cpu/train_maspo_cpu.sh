@@ -74,7 +74,8 @@ args=(
   actor_rollout_ref.actor.fsdp_config.use_torch_compile=false
   actor_rollout_ref.actor.optim.lr="$LEARNING_RATE"
   actor_rollout_ref.actor.ppo_mini_batch_size="$PPO_MINI_BATCH_SIZE"
-  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=$((TRAIN_BATCH_SIZE * ROLLOUT_N))
+  # one micro-batch per mini-batch (verl requires the mini-batch to split into whole micro-batches)
+  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=$((PPO_MINI_BATCH_SIZE * ROLLOUT_N))
   actor_rollout_ref.actor.ppo_epochs="$PPO_EPOCHS"
   actor_rollout_ref.actor.entropy_coeff=0
   actor_rollout_ref.actor.calculate_entropy=true
