@@ -93,9 +93,19 @@ def cpu_script_arguments():
     return words[words.index("verl.trainer.main_ppo") + 1 :]
 
 
+@pytest.fixture
+def verl_ppo_loss_restored():
+    """Building a config with entropy_advantage.enable=true applies that patch in this process
+    (its documented switch); undo it so later tests see verl's own ppo_loss."""
+    yield
+    from maspo_verl.patches.entropy_advantage import remove_entropy_advantage
+
+    remove_entropy_advantage()
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_composes_and_passes_verl_validation(method, cpu_script_arguments):
+def test_every_method_composes_and_passes_verl_validation(method, cpu_script_arguments, verl_ppo_loss_restored):
     """Each selectable method's overrides exist in the config and pass verl's own checks."""
     from maspo_verl.dry_run import compose_config, dry_run, split_main_ppo_args
 
