@@ -192,7 +192,7 @@ def compute_policy_loss_maspo(
 
     if num_valid == 0:
         # verl's token-mean divides by the valid-token count: 0/0. No valid token, no update.
-        pg_loss = pg_losses.sum() * 0.0
+        pg_loss = torch.where(response_mask, pg_losses, 0.0).sum()  # 0, and 0 gradient everywhere
         num_valid = 1.0  # metrics of an empty micro-batch: 0 fractions, no attenuation
     else:
         global_batch_info = getattr(config, "global_batch_info", None) or {}

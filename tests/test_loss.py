@@ -347,3 +347,12 @@ def test_gate_weight_metric_is_the_mean_over_gated_tokens_in_both_modes():
         (grad,) = torch.autograd.grad(loss, log_prob)
         weight = grad / (-inputs.advantages * ratio)
         assert metrics["actor/maspo/gate_weight_mean"] == pytest.approx(weight[outward].mean().item(), rel=1e-5), gate
+
+
+def test_empty_mask_with_nan_rollout_weights_in_padding_is_still_zero():
+    inputs = random_loss_inputs(seed=16, with_rollout_is_weights=True)
+    empty = torch.zeros_like(inputs.response_mask)
+    weights = torch.full_like(inputs.rollout_is_weights, float("nan"))
+    loss, _ = compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, empty, "token-mean", actor_config(), weights)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.count_nonzero(inputs.log_prob.grad) == 0

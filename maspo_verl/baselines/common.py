@@ -140,7 +140,7 @@ def aggregate_policy_loss(
     if rollout_is_weights is not None:
         per_token_losses = per_token_losses * rollout_is_weights
     if num_valid == 0:
-        return per_token_losses.sum() * 0.0
+        return torch.where(response_mask, per_token_losses, 0.0).sum()  # 0, and 0 gradient everywhere
     global_batch_info = getattr(config, "global_batch_info", None) or {}
     return agg_loss(loss_mat=per_token_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **global_batch_info)
 
