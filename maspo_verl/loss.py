@@ -161,8 +161,8 @@ def compute_policy_loss_maspo(
         with torch.no_grad():
             outward_weight_sum = (gradient_weight * outward).sum()
 
-    if rollout_is_weights is not None:
-        pg_losses = pg_losses * rollout_is_weights
+    if rollout_is_weights is not None:  # weights on padding are not verl's promise: zero them too
+        pg_losses = pg_losses * torch.where(response_mask, rollout_is_weights, 0.0)
 
     # One host sync for the input check, the empty-mask case and every metric. Sums of the
     # padding-zeroed inputs are finite exactly when no valid token holds NaN/inf (barring overflow,

@@ -138,7 +138,7 @@ def aggregate_policy_loss(
     token-mean would divide 0 by 0).
     """
     if rollout_is_weights is not None:
-        per_token_losses = per_token_losses * rollout_is_weights
+        per_token_losses = per_token_losses * torch.where(response_mask, rollout_is_weights, 0.0)
     if num_valid == 0:
         return torch.where(response_mask, per_token_losses, 0.0).sum()  # 0, and 0 gradient everywhere
     global_batch_info = getattr(config, "global_batch_info", None) or {}
