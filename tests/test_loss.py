@@ -356,3 +356,20 @@ def test_empty_mask_with_nan_rollout_weights_in_padding_is_still_zero():
     loss, _ = compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, empty, "token-mean", actor_config(), weights)
     loss.backward()
     assert loss.item() == 0.0 and torch.count_nonzero(inputs.log_prob.grad) == 0
+
+
+def test_legacy_dictconfig_actor_config_reads_the_maspo_block():
+    """verl's older workers pass the actor config as an OmegaConf DictConfig."""
+    from omegaconf import OmegaConf
+
+    inputs = random_loss_inputs(seed=17, ratio_spread=0.6)
+    legacy = OmegaConf.create(
+        {"clip_ratio": 0.2, "clip_ratio_c": 3.0, "policy_loss": {"loss_mode": "maspo", "maspo": {"sigma_base": 0.3, "gate": "gaussian"}}}
+    )
+    ours = _loss_and_grad(legacy, inputs)
+    reference = _loss_and_grad(actor_config(sigma_base=0.3), inputs)
+    torch.testing.assert_close(ours[0], reference[0])
+    torch.testing.assert_close(ours[1], reference[1])
+    bad = OmegaConf.create({"policy_loss": {"maspo": {"sigma_base": -1}}})
+    with pytest.raises(ValueError, match="sigma_base must be > 0"):
+        compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, "token-mean", bad)
