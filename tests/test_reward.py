@@ -106,3 +106,13 @@ def test_verl_turns_acc_into_mean_at_n_validation_metrics():
     assert metrics["aime24"]["acc"]["mean@4"] == pytest.approx(0.5)
     assert "maj@4/mean" in metrics["aime24"]["acc"]  # from `pred`
     assert "data_source" not in metrics["aime24"]  # strings are skipped by verl
+
+
+def test_missing_math_verify_is_an_error_not_a_silent_zero_reward(monkeypatch):
+    import sys
+
+    from maspo_verl.reward import compute_score
+
+    monkeypatch.setitem(sys.modules, "math_verify", None)  # import math_verify now raises ImportError
+    with pytest.raises(ImportError, match="math-verify"):
+        compute_score("aime24", "so the answer is \\boxed{27}", "27")
