@@ -21,6 +21,7 @@ from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss
 from maspo_verl.config import MaspoConfig
 from maspo_verl.config_blocks import resolve_config_block
 from maspo_verl.gate import (
+    LOG_RATIO_LIMIT,
     dual_clipped_surrogate,
     gaussian_gate_weight,
     hard_clip_bounds,
@@ -29,8 +30,6 @@ from maspo_verl.gate import (
 )
 
 __all__ = ["LOG_RATIO_LIMIT", "METRIC_KEYS", "compute_policy_loss_maspo", "resolve_maspo_config"]
-
-LOG_RATIO_LIMIT = 20.0  # verl's own clamp of log(pi_theta / pi_old) before exp
 
 METRIC_KEYS = (
     "actor/pg_clipfrac",
@@ -151,8 +150,9 @@ def compute_policy_loss_maspo(
         # Per-token loss -A * w.detach() * r: the gradient through r survives, attenuated.
         pg_losses = _SurrogateWithSavedGradient.apply(log_prob, ratio, ratio_in_range, coefficient)
         clipped_count = outward.sum()  # every outward token is attenuated by the gate
-        # sum of w over outward tokens, in one pass: w = 1 on every other position
-        outward_weight_sum = gradient_weight.sum() - (gradient_weight.numel() - clipped_count)
+        # sum of w over outward tokens, in one pass: 1 - w is 0 on every other position (and summing
+        # the small 1 - w keeps float32 exact where summing w over millions of tokens would not)
+        outward_weight_sum = clipped_count - (1.0 - gradient_weight).sum()
         dual_clipped_count = torch.zeros((), dtype=torch.long, device=ratio.device)  # no dual clip here
     else:
         pg_losses, gradient_weight, clipped_count, dual_clipped_count = _hard_clip_losses(
@@ -162,7 +162,8 @@ def compute_policy_loss_maspo(
             outward_weight_sum = (gradient_weight * outward).sum()
 
     if rollout_is_weights is not None:  # weights on padding are not verl's promise: zero them too
-        pg_losses = pg_losses * torch.where(response_mask, rollout_is_weights, 0.0)
+        rollout_is_weights = torch.where(response_mask, rollout_is_weights, 0.0)
+        pg_losses = pg_losses * rollout_is_weights
 
     # One host sync for the input check, the empty-mask case and every metric. Sums of the
     # padding-zeroed inputs are finite exactly when no valid token holds NaN/inf (barring overflow,
@@ -173,7 +174,8 @@ def compute_policy_loss_maspo(
         statistics = torch.stack(
             [
                 response_mask.sum().to(compute_dtype),
-                old_log_prob.sum() + advantages.sum() + raw_log_ratio.sum(),
+                old_log_prob.sum() + advantages.sum() + raw_log_ratio.sum()
+                + (rollout_is_weights.sum() if rollout_is_weights is not None else 0.0),
                 clipped_count.to(compute_dtype),
                 -log_ratio.sum(),
                 dual_clipped_count.to(compute_dtype),
@@ -188,7 +190,10 @@ def compute_policy_loss_maspo(
     (num_valid, input_sum, clipped, negative_log_ratio, dual_clipped, gated_pos, gated_neg,
      weight_sum, num_outward, sigma_pos_sum, sigma_neg_sum) = statistics
     if not math.isfinite(input_sum):
-        _raise_on_non_finite(response_mask, old_log_prob=old_log_prob, log_prob=log_prob.detach(), advantages=advantages)
+        checked = dict(old_log_prob=old_log_prob, log_prob=log_prob.detach(), advantages=advantages)
+        if rollout_is_weights is not None:
+            checked["rollout_is_weights"] = rollout_is_weights
+        _raise_on_non_finite(response_mask, **checked)
 
     if num_valid == 0:
         # verl's token-mean divides by the valid-token count: 0/0. No valid token, no update.
@@ -213,9 +218,21 @@ def compute_policy_loss_maspo(
     return pg_loss.to(log_prob.dtype), metrics
 
 
-def _hard_clip_losses(log_prob, old_log_prob, advantages, response_mask, sigma_pos, sigma_neg, maspo, config):
+def _hard_clip_losses(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    sigma_pos: torch.Tensor,
+    sigma_neg: torch.Tensor,
+    maspo: MaspoConfig,
+    config: Any,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """`gate=hard` ablation: verl's vanilla clipped surrogate (with dual clip) whose bounds are
     1 - clip_ratio_low * sigma_neg/sigma_base and 1 + clip_ratio_high * sigma_pos/sigma_base.
+
+    Tensors are (bs, response_length); old_log_prob and advantages already in the compute dtype
+    and zero on padding; log_prob carries the gradient.
 
     Returns per-token losses, the gradient weight per token (0 where a clip cuts the gradient,
     1 elsewhere), and the counts of valid tokens cut by the clip and by the dual clip.

@@ -373,3 +373,24 @@ def test_legacy_dictconfig_actor_config_reads_the_maspo_block():
     bad = OmegaConf.create({"policy_loss": {"maspo": {"sigma_base": -1}}})
     with pytest.raises(ValueError, match="sigma_base must be > 0"):
         compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, "token-mean", bad)
+
+
+def test_nan_rollout_weight_on_a_valid_token_raises_naming_it():
+    inputs = random_loss_inputs(seed=18, with_rollout_is_weights=True)
+    inputs.rollout_is_weights[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="rollout_is_weights"):
+        compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask,
+                                  "token-mean", actor_config(), inputs.rollout_is_weights)
+
+
+def test_gate_weight_metric_stays_exact_on_a_million_tokens():
+    """One gated token among 2^20: the mean gate weight must be that token's weight."""
+    size = 1 << 20
+    old = torch.full((1, size), math.log(0.5))
+    log_prob = old.clone()
+    log_prob[0, 0] += math.log(1.6)  # r = 1.6 on the first token only
+    advantages = torch.ones(1, size)
+    mask = torch.ones(1, size, dtype=torch.bool)
+    _, metrics = compute_policy_loss_maspo(old, log_prob, advantages, mask, "token-mean", actor_config(risk_control=False))
+    sigma = 0.5**-0.3
+    assert metrics["actor/maspo/gate_weight_mean"] == pytest.approx(math.exp(-(0.6**2) / (2 * sigma**2)), rel=1e-5)

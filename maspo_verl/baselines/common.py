@@ -25,7 +25,7 @@ from maspo_verl.config_blocks import (
     require_number,
     resolve_config_block,
 )
-from maspo_verl.gate import dual_clipped_surrogate
+from maspo_verl.gate import LOG_RATIO_LIMIT, dual_clipped_surrogate
 
 __all__ = [
     "LOG_RATIO_LIMIT",
@@ -44,9 +44,6 @@ __all__ = [
     "resolve_config_block",
 ]
 
-# verl's own clamp of log(pi_theta / pi_old) before exp. Not imported from maspo_verl.loss, which
-# imports maspo_verl.config: the baseline modules stay importable from maspo_verl.config.
-LOG_RATIO_LIMIT = 20.0
 
 def check_finite_on_valid_tokens(loss_mode: str, response_mask: torch.Tensor, **tensors: torch.Tensor) -> int:
     """Raise ValueError naming every tensor with NaN/inf on a valid token; return the valid-token count.
