@@ -72,10 +72,19 @@ def _check(args: argparse.Namespace) -> int:
     if registered_in_fresh_process():
         print(f"registry: 'maspo' is registered by `import verl` in a fresh process "
               f"(verl.plugins entry point, VERL_USE_EXTERNAL_PLUGINS={plugins_policy})")
+    elif os.environ.get("VERL_USE_EXTERNAL_MODULES", "") and registered_in_fresh_process(
+        {"VERL_USE_EXTERNAL_MODULES": os.environ["VERL_USE_EXTERNAL_MODULES"]}
+    ):
+        print("registry: 'maspo' is registered by VERL_USE_EXTERNAL_MODULES="
+              f"{os.environ['VERL_USE_EXTERNAL_MODULES']} (the verl.plugins entry point is off: "
+              f"VERL_USE_EXTERNAL_PLUGINS={plugins_policy})")
     elif registered_in_fresh_process({"VERL_USE_EXTERNAL_MODULES": "maspo_verl"}):
-        print("registry: 'maspo' is registered only with VERL_USE_EXTERNAL_MODULES=maspo_verl")
-        print("  export VERL_USE_EXTERNAL_MODULES=maspo_verl (before `ray start` on clusters), or allow the "
-              "entry point: VERL_USE_EXTERNAL_PLUGINS=auto or a list including 'maspo'")
+        failures.append(
+            f"'maspo' is not registered by `import verl` in this environment (VERL_USE_EXTERNAL_PLUGINS="
+            f"{plugins_policy} skips our entry point): export VERL_USE_EXTERNAL_MODULES=maspo_verl (before "
+            "`ray start` on clusters) or allow the entry point with VERL_USE_EXTERNAL_PLUGINS=auto or a list "
+            "including 'maspo'"
+        )
     else:
         failures.append(
             "'maspo' is not in verl's policy-loss registry in a fresh process, neither through the "

@@ -30,8 +30,14 @@ install() {
 }
 : > "$LOG"
 install --upgrade pip
-# torch first and pinned, so nothing later can pull a CUDA build.
-install "torch==2.13.0"
+# torch first and pinned, so nothing later can pull a CUDA build. Where the default index serves
+# the CUDA build of torch 2.13.0 (plain PyPI on Linux x86_64), point TORCH_INDEX_URL at a CPU index,
+# e.g. TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu.
+if [[ -n "${TORCH_INDEX_URL:-}" ]]; then
+  install "torch==2.13.0" --index-url "$TORCH_INDEX_URL"
+else
+  install "torch==2.13.0"
+fi
 install -c "$ROOT/requirements/cpu-constraints.txt" -e "${ROOT}[test,cpu]"
 echo "$WANT" > "$STAMP"
 echo "[setup] done: $("$VENV/bin/python" -c 'import torch, verl; print("torch", torch.__version__, "verl", verl.__version__)')"

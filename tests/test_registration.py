@@ -72,3 +72,20 @@ def test_check_command_fails_clearly_on_a_bad_value():
     assert result.returncode == 1
     assert "sigma_base must be > 0" in result.stderr
     assert "check: FAILED" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_check_command_fails_when_this_environment_would_not_register_maspo():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_USE_EXTERNAL")}
+    env["VERL_USE_EXTERNAL_PLUGINS"] = "none"
+    result = subprocess.run(
+        [sys.executable, "-m", "maspo_verl", "check"], capture_output=True, text=True, timeout=240, cwd="/", env=env
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "VERL_USE_EXTERNAL_MODULES=maspo_verl" in result.stderr
+    env["VERL_USE_EXTERNAL_MODULES"] = "maspo_verl"
+    result = subprocess.run(
+        [sys.executable, "-m", "maspo_verl", "check"], capture_output=True, text=True, timeout=240, cwd="/", env=env
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "registered by VERL_USE_EXTERNAL_MODULES=maspo_verl" in result.stdout
