@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import torch
 
-LOG_RATIO_LIMIT = 20.0  # verl's own clamp of log(pi_theta / pi_old) before exp
-
 __all__ = [
-    "LOG_RATIO_LIMIT",
     "dual_clipped_surrogate",
     "gaussian_gate_weight",
     "hard_clip_bounds",

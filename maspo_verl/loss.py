@@ -20,8 +20,8 @@ from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss
 
 from maspo_verl.config import MaspoConfig
 from maspo_verl.config_blocks import resolve_config_block
+from maspo_verl.conventions import LOG_RATIO_LIMIT, dual_clip_bound, raise_on_non_finite
 from maspo_verl.gate import (
-    LOG_RATIO_LIMIT,
     dual_clipped_surrogate,
     gaussian_gate_weight,
     hard_clip_bounds,
@@ -42,6 +42,7 @@ METRIC_KEYS = (
     "actor/maspo/sigma_neg_mean",
 )
 
+
 def resolve_maspo_config(config: Any) -> MaspoConfig:
     """The `MaspoConfig` of a verl actor config.
 
@@ -50,19 +51,6 @@ def resolve_maspo_config(config: Any) -> MaspoConfig:
     keys, so the paper's defaults are used and the log says so once per process.
     """
     return resolve_config_block(config, "maspo", MaspoConfig, "maspo")
-
-
-def _raise_on_non_finite(response_mask: torch.Tensor, **tensors: torch.Tensor) -> None:
-    """Raise ValueError naming each tensor with NaN/inf on a valid response token."""
-    bad = []
-    for name, tensor in tensors.items():
-        count = int((~torch.isfinite(tensor) & response_mask).sum())
-        if count:
-            bad.append(f"{name} ({count} token(s))")
-    raise ValueError(
-        "loss_mode=maspo got NaN/inf on valid response tokens in: " + ", ".join(bad or ["a product of them"])
-        + ". Check the rollout/old-policy log-probs and the advantage estimator."
-    )
 
 
 class _SurrogateWithSavedGradient(torch.autograd.Function):
@@ -193,7 +181,7 @@ def compute_policy_loss_maspo(
         checked = dict(old_log_prob=old_log_prob, log_prob=log_prob.detach(), advantages=advantages)
         if rollout_is_weights is not None:
             checked["rollout_is_weights"] = rollout_is_weights
-        _raise_on_non_finite(response_mask, **checked)
+        raise_on_non_finite("maspo", response_mask, **checked)
 
     if num_valid == 0:
         # verl's token-mean divides by the valid-token count: 0/0. No valid token, no update.
@@ -242,9 +230,7 @@ def _hard_clip_losses(
     clip_ratio_high = config.get("clip_ratio_high", None)
     clip_ratio_low = clip_ratio if clip_ratio_low is None else clip_ratio_low
     clip_ratio_high = clip_ratio if clip_ratio_high is None else clip_ratio_high
-    clip_ratio_c = config.get("clip_ratio_c", 3.0)
-    if not clip_ratio_c > 1.0:
-        raise ValueError(f"actor.clip_ratio_c (dual-clip bound) must be > 1.0 for maspo.gate=hard, got {clip_ratio_c}")
+    clip_ratio_c = dual_clip_bound(config, "maspo (gate=hard)")
 
     lower, upper = hard_clip_bounds(sigma_pos, sigma_neg, maspo.sigma_base, clip_ratio_low, clip_ratio_high)
     log_ratio = torch.where(response_mask, log_prob.to(old_log_prob.dtype) - old_log_prob, 0.0)
