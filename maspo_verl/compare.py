@@ -18,19 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from maspo_verl.e2e import CPU_SCRIPT, run_cpu_training
+
 __all__ = ["METHODS", "PRESETS", "Method", "RunSettings", "main", "summarize_run"]
 
-REPO_SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "run_scripts" / "cpu" / "train_maspo_cpu.sh"
 MASPO_KEY = "actor_rollout_ref.actor.policy_loss.maspo"
 
 
@@ -230,17 +229,11 @@ def _run_one(method: str, seed: int, settings: RunSettings, data: dict, model_di
              script: Path) -> RunResult:
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
     spec = METHODS[method]
-    ray_tmp = tempfile.mkdtemp(prefix="mv_ray_", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {
-        **os.environ,
-        "PYTHON": sys.executable,
-        "WORK_DIR": str(run_dir),
         "MODEL_PATH": str(model_dir),
         "TRAIN_FILE": str(data["train"]),
         "VAL_FILE": str(data["val"]),
-        "TOTAL_STEPS": str(settings.steps),
         "TRAIN_BATCH_SIZE": str(settings.train_batch_size),
         "ROLLOUT_N": str(settings.rollout_n),
         "PPO_MINI_BATCH_SIZE": str(settings.ppo_mini_batch_size),
@@ -251,8 +244,6 @@ def _run_one(method: str, seed: int, settings: RunSettings, data: dict, model_di
         "TEST_FREQ": str(settings.test_freq),
         "SAVE_FREQ": "-1",  # no checkpoints: the comparison reads logs only
         "LOSS_MODE": spec.loss_mode,
-        "RAY_TMPDIR": ray_tmp,
-        "VERL_FILE_LOGGER_PATH": str(run_dir / "metrics.jsonl"),
     }
     overrides = [
         *spec.overrides,
@@ -264,39 +255,17 @@ def _run_one(method: str, seed: int, settings: RunSettings, data: dict, model_di
         f"trainer.validation_data_dir={run_dir / 'val_generations'}",
         f"trainer.experiment_name={method}-seed{seed}",
     ]
-    start = time.monotonic()
-    log_path = run_dir / "verl.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            ["bash", str(script), *overrides], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=run_dir,
-            start_new_session=True,
-        )
-        try:
-            returncode = process.wait(timeout=settings.run_timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_session(process)
-            returncode = None
-        finally:
-            _kill_session(process)  # Ray processes the driver left behind
-            shutil.rmtree(ray_tmp, ignore_errors=True)
-    seconds = time.monotonic() - start
-    if returncode != 0:
-        reason = f"timed out after {settings.run_timeout_s}s" if returncode is None else f"exit code {returncode}"
-        return RunResult(method, seed, False, seconds, str(run_dir), f"{reason}; see {log_path}")
+    run = run_cpu_training(
+        run_dir, settings.steps, overrides, settings.run_timeout_s, env, script=script, log_name="verl.log"
+    )
+    if run.return_code != 0:
+        reason = f"timed out after {settings.run_timeout_s}s" if run.return_code == -1 else f"exit code {run.return_code}"
+        return RunResult(method, seed, False, run.seconds, str(run_dir), f"{reason}; see {run.log_path}")
     try:
         summary = summarize_run(run_dir, settings)
     except (OSError, ValueError) as error:
-        return RunResult(method, seed, False, seconds, str(run_dir), f"{error}; see {log_path}")
-    return RunResult(method, seed, True, seconds, str(run_dir), summary=summary)
-
-
-def _kill_session(process: subprocess.Popen) -> None:
-    import signal
-
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        return RunResult(method, seed, False, run.seconds, str(run_dir), f"{error}; see {run.log_path}")
+    return RunResult(method, seed, True, run.seconds, str(run_dir), summary=summary)
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -332,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help=f"(preset's by default; quick: {value})")
     parser.add_argument("--output-dir", default="runs/compare", help="where runs, JSON and PNG go (default: runs/compare)")
     parser.add_argument("--cache-dir", default=None, help="warm-up model cache (default: $MASPO_VERL_CACHE or ~/.cache/maspo_verl)")
-    parser.add_argument("--script", default=str(REPO_SCRIPT), help="the CPU training script (default: the repo's)")
+    parser.add_argument("--script", default=str(CPU_SCRIPT), help="the CPU training script (default: the repo's)")
     return parser
 
 

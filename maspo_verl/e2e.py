@@ -83,27 +83,36 @@ def _read_metrics(path: Path) -> dict[int, dict[str, float]]:
     return metrics
 
 
-def summarize_run(workdir: Path, return_code: int, seconds: float, expected_steps: int) -> RunSummary:
+def summarize_run(
+    workdir: Path, return_code: int, seconds: float, expected_steps: int, log_name: str = "train.log"
+) -> RunSummary:
     checkpoint = workdir / "checkpoints" / f"global_step_{expected_steps}" / "actor"
     return RunSummary(
         return_code=return_code,
         seconds=seconds,
-        log_path=workdir / "train.log",
+        log_path=workdir / log_name,
         metrics_by_step=_read_metrics(workdir / "metrics.jsonl"),
         checkpoint=checkpoint if checkpoint.is_dir() and any(checkpoint.iterdir()) else None,
     )
 
 
 def run_cpu_training(
-    workdir: Path, steps: int = 3, overrides: list[str] | None = None, timeout: float = 900, env: dict | None = None
+    workdir: Path,
+    steps: int = 3,
+    overrides: list[str] | None = None,
+    timeout: float = 900,
+    env: dict | None = None,
+    script: Path = CPU_SCRIPT,
+    log_name: str = "train.log",
 ) -> RunSummary:
-    """Run the CPU script in `workdir` (output to train.log) and summarize what verl wrote.
+    """Run the CPU script in `workdir` (output to `log_name`) and summarize what verl wrote.
 
-    The script runs in its own process group with its own Ray temp dir; on timeout the whole
-    group (driver, Ray, workers) is killed.
+    The script runs in its own process group with its own Ray temp dir; on timeout (return
+    code -1) and after every run the whole group (driver, Ray, workers) is killed. Used by
+    `check --e2e` and by each run of `maspo_verl.compare`.
     """
-    if not CPU_SCRIPT.is_file():
-        raise FileNotFoundError(f"{CPU_SCRIPT} not found: the end-to-end check needs a maspo-verl checkout")
+    if not script.is_file():
+        raise FileNotFoundError(f"{script} not found: CPU training needs a maspo-verl checkout")
     workdir.mkdir(parents=True, exist_ok=True)
     ray_temp_dir = tempfile.mkdtemp(prefix="ray_e2e_", dir="/tmp")  # short: Ray's socket paths have a length limit
     environment = {
@@ -116,9 +125,9 @@ def run_cpu_training(
         **(env or {}),
     }
     start = time.monotonic()
-    with open(workdir / "train.log", "wb") as log:
+    with open(workdir / log_name, "wb") as log:
         process = subprocess.Popen(
-            ["bash", str(CPU_SCRIPT), *(overrides or [])],
+            ["bash", str(script), *(overrides or [])],
             cwd=workdir,
             env=environment,
             stdout=log,
@@ -136,7 +145,7 @@ def run_cpu_training(
                 pass
             process.wait()
             shutil.rmtree(ray_temp_dir, ignore_errors=True)
-    return summarize_run(workdir, return_code, time.monotonic() - start, steps)
+    return summarize_run(workdir, return_code, time.monotonic() - start, steps, log_name)
 
 
 def _verdict(summary: RunSummary, steps: int) -> str:

@@ -10,7 +10,8 @@ import pytest
 
 from omegaconf import OmegaConf
 
-from maspo_verl.compare import METHODS, REPO_SCRIPT, RunSettings, _parse_methods, _parse_seeds, main
+from maspo_verl.compare import METHODS, RunSettings, _parse_methods, _parse_seeds, main
+from maspo_verl.e2e import CPU_SCRIPT
 from maspo_verl.tiny.warmup import WarmupSettings, cached_warmup
 
 
@@ -85,7 +86,7 @@ def cpu_script_arguments():
     import shlex
 
     result = subprocess.run(
-        ["bash", str(REPO_SCRIPT)], capture_output=True, text=True, timeout=240,
+        ["bash", str(CPU_SCRIPT)], capture_output=True, text=True, timeout=240,
         env={**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable},
     )
     assert result.returncode == 0, result.stdout + result.stderr
