@@ -10,12 +10,4 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 maspo_launch r1_distill_1p5b bapo-r1-distill-1.5b \
     actor_rollout_ref.actor.policy_loss.loss_mode=bapo \
-    actor_rollout_ref.actor.policy_loss.bapo.positive_share_target=0.5 \
-    actor_rollout_ref.actor.policy_loss.bapo.lower_bound_start=0.6 \
-    actor_rollout_ref.actor.policy_loss.bapo.lower_bound_max=0.9 \
-    actor_rollout_ref.actor.policy_loss.bapo.lower_bound_step=0.05 \
-    actor_rollout_ref.actor.policy_loss.bapo.upper_bound_start=1.2 \
-    actor_rollout_ref.actor.policy_loss.bapo.upper_bound_max=3.0 \
-    actor_rollout_ref.actor.policy_loss.bapo.upper_bound_step=0.1 \
-    actor_rollout_ref.actor.policy_loss.bapo.search_scope=data_parallel \
     -- "$@"

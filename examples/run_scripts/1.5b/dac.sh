@@ -9,8 +9,5 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 maspo_launch r1_distill_1p5b dac-r1-distill-1.5b \
     actor_rollout_ref.actor.policy_loss.loss_mode=dac \
-    actor_rollout_ref.actor.policy_loss.dac.eps_low=0.2 \
-    actor_rollout_ref.actor.policy_loss.dac.eps_high=0.28 \
-    actor_rollout_ref.actor.policy_loss.dac.upper_bound_cap=10.0 \
     actor_rollout_ref.actor.clip_ratio_c=10.0 \
     -- "$@"

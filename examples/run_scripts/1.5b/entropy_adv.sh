@@ -11,7 +11,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 maspo_launch r1_distill_1p5b entropy-adv-r1-distill-1.5b \
     actor_rollout_ref.actor.policy_loss.loss_mode=vanilla \
     actor_rollout_ref.actor.policy_loss.entropy_advantage.enable=true \
-    actor_rollout_ref.actor.policy_loss.entropy_advantage.alpha=0.4 \
-    actor_rollout_ref.actor.policy_loss.entropy_advantage.kappa=2.0 \
     actor_rollout_ref.actor.calculate_entropy=true \
     -- "$@"
