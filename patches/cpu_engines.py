@@ -14,24 +14,22 @@ from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead, FSDP
 __all__ = ["CpuFSDPEngineWithLMHead", "CpuFSDPEngineWithValueHead", "register_cpu_engines"]
 
 
-class CpuFSDPEngineWithLMHead(FSDPEngineWithLMHead):
+class _RefuseFsdp1:
+    """Checks the strategy before verl's engine __init__ runs (mixed in before the verl engine)."""
+
+    def __init__(self, model_config, engine_config, *args, **kwargs):
+        from maspo_verl.patches.cpu_platform import refuse_fsdp1_on_cpu
+
+        refuse_fsdp1_on_cpu(engine_config.strategy)
+        super().__init__(model_config, engine_config, *args, **kwargs)
+
+
+class CpuFSDPEngineWithLMHead(_RefuseFsdp1, FSDPEngineWithLMHead):
     """verl's FSDP engine with a language-model head (actor, reference), FSDP2 only."""
 
-    def __init__(self, model_config, engine_config, *args, **kwargs):
-        from maspo_verl.patches.cpu_platform import refuse_fsdp1_on_cpu
 
-        refuse_fsdp1_on_cpu(engine_config.strategy)
-        super().__init__(model_config, engine_config, *args, **kwargs)
-
-
-class CpuFSDPEngineWithValueHead(FSDPEngineWithValueHead):
+class CpuFSDPEngineWithValueHead(_RefuseFsdp1, FSDPEngineWithValueHead):
     """verl's FSDP engine with a value head (critic), FSDP2 only."""
-
-    def __init__(self, model_config, engine_config, *args, **kwargs):
-        from maspo_verl.patches.cpu_platform import refuse_fsdp1_on_cpu
-
-        refuse_fsdp1_on_cpu(engine_config.strategy)
-        super().__init__(model_config, engine_config, *args, **kwargs)
 
 
 _registered = False
