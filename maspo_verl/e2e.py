@@ -12,7 +12,6 @@ FAIL and why. Needs a checkout (the script lives in examples/, which pip does no
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -73,13 +72,13 @@ class RunSummary:
 
 def _read_metrics(path: Path) -> dict[int, dict[str, float]]:
     """verl's file logger: one JSON object {"step": int, "data": {metric: value}} per line."""
+    from maspo_verl.evaluation.jsonl import parse_jsonl
+
     metrics: dict[int, dict[str, float]] = {}
     if not path.is_file():
         return metrics
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            metrics.setdefault(int(record["step"]), {}).update(record["data"])
+    for step, data in parse_jsonl(str(path), lambda record: (int(record["step"]), dict(record["data"]))):
+        metrics.setdefault(step, {}).update(data)
     return metrics
 
 
