@@ -5,7 +5,7 @@
     python -m maspo_verl.compare --methods maspo,vanilla,clip_higher,sapo --seeds 0,1 --steps 12
 
 Every run is stock `python -m verl.trainer.main_ppo` through our CPU script
-(`examples/run_scripts/cpu/train_maspo_cpu.sh`, maspo-verl's opt-in CPU patches) on the embedded
+(`maspo_verl/tiny/train_cpu.sh`, maspo-verl's opt-in CPU patches) on the embedded
 arithmetic task, all from the same warmed-up tiny model (`maspo_verl.tiny.warmup`, cached) and
 the same data; a method only changes the policy-loss overrides, a seed the data order and the
 rollout sampling. Metrics come from verl's file logger (`metrics.jsonl`), Pass@k from verl's
@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help=f"(preset's by default; quick: {value})")
     parser.add_argument("--output-dir", default="runs/compare", help="where runs, JSON and PNG go (default: runs/compare)")
     parser.add_argument("--cache-dir", default=None, help="warm-up model cache (default: $MASPO_VERL_CACHE or ~/.cache/maspo_verl)")
-    parser.add_argument("--script", default=str(CPU_SCRIPT), help="the CPU training script (default: the repo's)")
+    parser.add_argument("--script", default=str(CPU_SCRIPT), help="the CPU training script (default: the packaged maspo_verl/tiny/train_cpu.sh)")
     return parser
 
 

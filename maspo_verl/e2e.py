@@ -3,10 +3,10 @@
     python -m maspo_verl.e2e [--steps N] [--workdir DIR] [--timeout SECONDS]
     python -m maspo_verl check --e2e          # the same, after the quick checks
 
-Runs examples/run_scripts/cpu/train_maspo_cpu.sh (stock `python -m verl.trainer.main_ppo` with
-maspo-verl's opt-in CPU patches) in a temp dir, its output in `<workdir>/train.log`, then reads
+Runs the packaged CPU script maspo_verl/tiny/train_cpu.sh (stock `python -m verl.trainer.main_ppo`
+with maspo-verl's opt-in CPU patches) in a temp dir, its output in `<workdir>/train.log`, then reads
 verl's file logger (`metrics.jsonl`) and checkpoint folder. The last line printed says PASS or
-FAIL and why. Needs a checkout (the script lives in examples/, which pip does not install).
+FAIL and why. Works from a wheel install as from a checkout.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from pathlib import Path
 
 __all__ = ["CPU_SCRIPT", "RunSummary", "main", "run_cpu_training", "summarize_run"]
 
-CPU_SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "run_scripts" / "cpu" / "train_maspo_cpu.sh"
+# Shipped with the package (a wheel has it too); examples/run_scripts/cpu/train_maspo_cpu.sh wraps it.
+CPU_SCRIPT = Path(__file__).resolve().parent / "tiny" / "train_cpu.sh"
 MASPO_METRIC_PREFIX = "actor/maspo/"
 VALIDATION_METRIC_PREFIX = "val-core/"
 
@@ -111,7 +112,7 @@ def run_cpu_training(
     `check --e2e` and by each run of `maspo_verl.compare`.
     """
     if not script.is_file():
-        raise FileNotFoundError(f"{script} not found: CPU training needs a maspo-verl checkout")
+        raise FileNotFoundError(f"{script} not found: the CPU training script ships with maspo_verl/tiny/")
     workdir.mkdir(parents=True, exist_ok=True)
     ray_temp_dir = tempfile.mkdtemp(prefix="ray_e2e_", dir="/tmp")  # short: Ray's socket paths have a length limit
     environment = {

@@ -1,4 +1,4 @@
-"""examples/run_scripts/cpu/train_maspo_cpu.sh without training: DRY_RUN=1 and shellcheck.
+"""The CPU training script (maspo_verl/tiny/train_cpu.sh) without training: DRY_RUN=1 and shellcheck.
 
 (tests/test_main_ppo_cpu.py runs it for real.)
 """
@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from maspo_verl.e2e import CPU_SCRIPT
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _dry_run(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -42,7 +44,16 @@ def test_dry_run_fails_on_a_misspelled_maspo_key_and_names_it(tmp_path):
     assert "sigma_bas" in result.stdout + result.stderr
 
 
-def test_cpu_script_is_shellcheck_clean():
+def test_cpu_scripts_are_shellcheck_clean():
     shellcheck = Path(sys.executable).with_name("shellcheck")
-    result = subprocess.run([str(shellcheck), str(CPU_SCRIPT)], capture_output=True, text=True, timeout=60)
+    scripts = [CPU_SCRIPT, CPU_SCRIPT.with_name("cpu_backend.sh"), REPO / "examples" / "run_scripts" / "cpu" / "train_maspo_cpu.sh"]
+    result = subprocess.run([str(shellcheck), "-x", *map(str, scripts)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
+
+
+def test_the_examples_entry_point_runs_the_packaged_script(tmp_path):
+    environment = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable, "WORK_DIR": str(tmp_path / "run")}
+    wrapper = REPO / "examples" / "run_scripts" / "cpu" / "train_maspo_cpu.sh"
+    result = subprocess.run(["bash", str(wrapper)], env=environment, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "trainer.v1.sampler.custom_sampler.name=FastPollReplayBuffer" in result.stdout.splitlines()[0]
