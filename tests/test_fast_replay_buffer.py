@@ -1,0 +1,106 @@
+"""patches/fast_replay_buffer.py against verl's own ReplayBuffer: same batch, shorter waits.
+
+verl's `ReplayBuffer.sample` runs for real; only TransferQueue (`tq` in verl's module) is replaced
+by a fake whose prompt finishes on the third poll, and `time.sleep` records the waits.
+"""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+from verl.trainer.ppo.v1 import replay_buffer as verl_replay_buffer
+from verl.utils.import_utils import load_extern_object
+
+from maspo_verl.patches import UnsupportedVerlVersion
+from maspo_verl.patches.fast_replay_buffer import POLL_INTERVAL_SECONDS, FastPollReplayBuffer
+
+# What the CPU backend passes (maspo_verl/tiny/cpu_backend.sh).
+CUSTOM_SAMPLER_PATH = "pkg://maspo_verl.patches.fast_replay_buffer"
+CUSTOM_SAMPLER_NAME = "FastPollReplayBuffer"
+
+
+class FakeTransferQueue:
+    """One GRPO group (prompt `p0`, two trajectories) that is running for two polls, then finished."""
+
+    def __init__(self, polls_until_finished: int = 2):
+        self.polls = 0
+        self.polls_until_finished = polls_until_finished
+        self.cleared: list[tuple[str, list[str]]] = []
+
+    def kv_list(self):
+        self.polls += 1
+        status = "finished" if self.polls > self.polls_until_finished else "running"
+        prompt = {"is_prompt": True, "status": status, "global_steps": 1}
+        trajectories = {f"p0_{session}_0": {"status": status, "global_steps": 1} for session in range(2)}
+        return {"train": {"p0": prompt, **(trajectories if status == "finished" else {})}}
+
+    def kv_clear(self, partition_id, keys):
+        self.cleared.append((partition_id, list(keys)))
+
+
+def _build(cls, **extra):
+    # The constructor arguments verl's trainer passes a custom sampler (trainer_base._build_replay_buffer).
+    return cls(
+        trainer_mode="sync",
+        trainer_config=OmegaConf.create({}),
+        max_off_policy_threshold=None,
+        max_off_policy_strategy="drop",
+        sampler_kwargs=OmegaConf.create(extra),
+        refill_fn=lambda count: None,
+    )
+
+
+def _sample_and_record_sleeps(buffer, monkeypatch):
+    fake = FakeTransferQueue()
+    sleeps: list[float] = []
+    monkeypatch.setattr(verl_replay_buffer, "tq", fake)
+    monkeypatch.setattr(verl_replay_buffer.time, "sleep", sleeps.append)
+    batch, metrics = buffer.sample(global_steps=1, partition_id="train", batch_size=1)
+    return batch, metrics, sleeps, fake
+
+
+def test_same_batch_as_verls_buffer_with_10_ms_instead_of_2_s_waits(monkeypatch):
+    verl_batch, verl_metrics, verl_sleeps, verl_tq = _sample_and_record_sleeps(
+        _build(verl_replay_buffer.ReplayBuffer), monkeypatch
+    )
+    fast_batch, fast_metrics, fast_sleeps, fast_tq = _sample_and_record_sleeps(_build(FastPollReplayBuffer), monkeypatch)
+
+    assert verl_sleeps == [2.0, 2.0], "verl's unpatched buffer sleeps 2 s per poll (the idle time this patch removes)"
+    assert fast_sleeps == [POLL_INTERVAL_SECONDS] * 2 == [0.01, 0.01]
+    assert (fast_batch.partition_id, list(fast_batch.keys), fast_batch.tags) == (
+        verl_batch.partition_id, list(verl_batch.keys), verl_batch.tags,
+    )
+    assert sorted(fast_batch.keys) == ["p0_0_0", "p0_1_0"]
+    assert fast_metrics == verl_metrics
+    assert fast_tq.cleared == verl_tq.cleared == [("train", ["p0"])]
+
+
+def test_poll_interval_from_sampler_kwargs(monkeypatch):
+    _, _, sleeps, _ = _sample_and_record_sleeps(_build(FastPollReplayBuffer, poll_interval_s=0.05), monkeypatch)
+    assert sleeps == [0.05, 0.05]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 3.0, "fast", float("nan")])
+def test_bad_poll_interval_names_the_key(bad):
+    with pytest.raises(ValueError, match=r"trainer\.v1\.sampler\.sampler_kwargs\.poll_interval_s"):
+        _build(FastPollReplayBuffer, poll_interval_s=bad)
+
+
+def test_refuses_the_async_trainers():
+    with pytest.raises(ValueError, match="trainer.v1.mode=sync"):
+        FastPollReplayBuffer(
+            trainer_mode="separate_async", trainer_config=OmegaConf.create({}), max_off_policy_threshold=None,
+            max_off_policy_strategy="drop", sampler_kwargs=OmegaConf.create({}),
+        )
+
+
+def test_refuses_other_verl_versions(monkeypatch):
+    monkeypatch.setattr("maspo_verl.patches.installed_verl_version", lambda: "0.8.0")
+    with pytest.raises(UnsupportedVerlVersion, match="0.9.1"):
+        _build(FastPollReplayBuffer)
+
+
+def test_verl_finds_it_through_its_custom_sampler_hook():
+    """verl's trainer resolves trainer.v1.sampler.custom_sampler.{path,name} with load_extern_object."""
+    assert load_extern_object(CUSTOM_SAMPLER_PATH, CUSTOM_SAMPLER_NAME) is FastPollReplayBuffer
+    assert issubclass(FastPollReplayBuffer, verl_replay_buffer.ReplayBuffer)
