@@ -7,10 +7,14 @@ CPU-only box. `apply_hf_cpu_rollout()` registers a backend named "hf_cpu"
 - `HfCpuReplica`, a verl `RolloutReplica` registered with the public
   `RolloutReplicaRegistry.register("hf_cpu", ...)`: in verl's hybrid (colocated) mode it starts
   one `HfCpuServer` Ray actor per replica, next to the replica's first training worker;
-- `HfCpuServer`, the server: `generate(prompt_ids, sampling_params, request_id)` returns verl's
-  `TokenOutput` (with log-probs when `rollout.calculate_log_probs`), batching the requests that
-  arrive together into one padded `generate` call; its lifecycle methods (sleep, wake_up,
-  abort, kv-cache) are no-ops: there is no GPU memory to free;
+- `HfCpuServer`, the server: `generate(prompt_ids, sampling_params, request_id, sample_index)`
+  returns verl's `TokenOutput` (with log-probs when `rollout.calculate_log_probs`). Requests that
+  arrive together share one batched sampling loop over the model's KV cache, yet each row draws
+  from its own `torch.Generator`, seeded from (rollout seed, weights version, prompt ids, sample
+  index): a response never depends on batching, timing or arrival order. verl's stock agent loop
+  sends no sample index; our `hf_cpu_single_turn_agent` (patches/hf_agent_loop.py) sends verl's
+  `session_id`. Its lifecycle methods (sleep, wake_up, abort, kv-cache) are no-ops: there is no
+  GPU memory to free;
 - `HfCpuServerAdapter`, the `BaseRollout` that verl's `ActorRolloutRefWorker` builds in each
   training worker: verl's "naive" checkpoint-engine path (the V1 sync trainer's, after every
   update) hands it the FSDP2 actor's full weights, which it sends to the server.
@@ -26,6 +30,7 @@ OpenAI-compatible HTTP serving, speed. See patches/README.md and docs/cpu.md.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from typing import Any, Generator, Optional
@@ -46,6 +51,8 @@ __all__ = [
     "HfCpuServer",
     "HfCpuServerAdapter",
     "apply_hf_cpu_rollout",
+    "row_seed",
+    "sample_token_ids",
     "server_actor_name",
     "start_hf_cpu_server",
 ]
@@ -73,6 +80,134 @@ def _sampling_key(sampling_params: dict[str, Any]) -> tuple:
     )
 
 
+def row_seed(rollout_seed: int, weights_version: Optional[int], prompt_ids: list[int], sample_index: int) -> int:
+    """Seed of one response's `torch.Generator`: a stable hash (sha256, not Python's salted `hash`) of
+    (rollout seed, weights version = global step of the last weights received or None, prompt token
+    ids, index of the sample among that prompt's samples). Returns an int in [0, 2**63)."""
+    key = f"{int(rollout_seed)}|{weights_version}|{int(sample_index)}|{','.join(str(int(t)) for t in prompt_ids)}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
+
+
+def _apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Hugging Face's RepetitionPenaltyLogitsProcessor on tokens `seen` (bool, rows x vocab) of each row's own
+    prompt and response (left padding excluded): negative logits x penalty, positive ones / penalty."""
+    penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
+    return torch.where(seen, penalised, logits)
+
+
+def _top_k_top_p(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Hugging Face's TopKLogitsWarper then TopPLogitsWarper on temperature-scaled logits (rows x vocab):
+    top_k <= 0 and top_p >= 1 are off; at least one token per row survives."""
+    if 0 < top_k < scores.shape[-1]:
+        kth_best = torch.topk(scores, top_k, dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth_best, float("-inf"))
+    if top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, dim=-1, descending=False)
+        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+        drop_sorted = cumulative <= 1.0 - top_p
+        drop_sorted[:, -1] = False
+        scores = scores.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
+    return scores
+
+
+def _inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Token per row whose CDF interval holds that row's uniform in [0, 1): probs (rows x vocab), uniforms (rows,).
+    Tokens of probability 0 are never chosen (side="right"; rounding at the top end falls back to the
+    row's last token of positive probability)."""
+    cdf = probs.cumsum(dim=-1)
+    chosen = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
+    vocab = torch.arange(probs.shape[-1])
+    last_positive = torch.where(probs > 0, vocab, 0).amax(dim=-1)
+    return torch.minimum(chosen, last_positive)
+
+
+@torch.no_grad()
+def sample_token_ids(
+    model,
+    prompts: list[list[int]],
+    generators: Optional[list[torch.Generator]],
+    *,
+    max_new_tokens: int,
+    eos_token_ids: list[int],
+    pad_token_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = -1,
+    repetition_penalty: float = 1.0,
+) -> tuple[list[list[int]], list[list[float]]]:
+    """Batched autoregressive sampling over a Hugging Face causal LM's KV cache, one RNG per row.
+
+    prompts: B token-id lists (left-padded here); generators: B `torch.Generator`s (None when
+    temperature == 0: greedy argmax). Row r draws its `max_new_tokens` uniforms from
+    `generators[r]` up front and takes token t by inverse CDF of the filtered distribution with
+    uniform t, so its response does not depend on which rows share its batch (up to float
+    rounding of batched matmuls, ~1e-7 in a logit). A row stops after its first token in
+    `eos_token_ids` (kept) or at `max_new_tokens`.
+    Returns (token ids, log-probs) per row, log-probs = log_softmax(logits / temperature) of the raw
+    logits at the chosen token (raw logits when greedy), as verl's actor computes them.
+    """
+    batch_size = len(prompts)
+    sampling = temperature > 0
+    if sampling and (generators is None or len(generators) != batch_size):
+        got = None if generators is None else len(generators)
+        raise ValueError(f"sample_token_ids: generators must hold one generator per prompt ({batch_size}), got {got}")
+    if sampling:
+        uniforms = torch.stack([torch.rand(max_new_tokens, generator=generator) for generator in generators])
+    longest = max(len(prompt) for prompt in prompts)
+    input_ids = torch.full((batch_size, longest), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((batch_size, longest), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, longest - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        attention_mask[row, longest - len(prompt) :] = 1
+    # Positions count real tokens only, as Hugging Face's generate does for left padding.
+    position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
+    seen = None
+    if repetition_penalty != 1.0:
+        seen = torch.zeros((batch_size, model.config.vocab_size), dtype=torch.bool)
+        seen.scatter_(1, input_ids, attention_mask.bool())
+
+    output = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1
+    )
+    eos = torch.tensor(eos_token_ids or [-1], dtype=torch.long)
+    finished = torch.zeros(batch_size, dtype=torch.bool)
+    lengths = torch.zeros(batch_size, dtype=torch.long)
+    steps_tokens, steps_log_probs = [], []
+    for step in range(max_new_tokens):
+        logits = output.logits[:, -1, :].float()
+        scaled = logits / temperature if sampling else logits
+        penalised = _apply_repetition_penalty(logits, seen, repetition_penalty) if seen is not None else logits
+        if sampling:
+            probs = _top_k_top_p(penalised / temperature, top_k, top_p).softmax(dim=-1)
+            next_tokens = _inverse_cdf_sample(probs, uniforms[:, step])
+        else:
+            next_tokens = penalised.argmax(dim=-1)
+        next_tokens = next_tokens.masked_fill(finished, pad_token_id)
+        steps_tokens.append(next_tokens)
+        steps_log_probs.append(torch.log_softmax(scaled, dim=-1).gather(-1, next_tokens.unsqueeze(-1)).squeeze(-1))
+        lengths += (~finished).long()
+        finished = finished | torch.isin(next_tokens, eos)
+        if bool(finished.all()) or step == max_new_tokens - 1:
+            break
+        if seen is not None:
+            seen[torch.arange(batch_size), next_tokens] |= ~finished
+        attention_mask = torch.cat([attention_mask, torch.ones((batch_size, 1), dtype=torch.long)], dim=-1)
+        position_ids = position_ids[:, -1:] + 1
+        output = model(
+            input_ids=next_tokens.unsqueeze(-1),
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=output.past_key_values,
+            use_cache=True,
+        )
+    token_matrix = torch.stack(steps_tokens, dim=1).tolist()
+    log_prob_matrix = torch.stack(steps_log_probs, dim=1).tolist()
+    return (
+        [token_matrix[row][:length] for row, length in enumerate(lengths.tolist())],
+        [log_prob_matrix[row][:length] for row, length in enumerate(lengths.tolist())],
+    )
+
+
 class HfCpuServer:
     """One rollout replica: a Hugging Face causal LM generating on CPU (a Ray actor)."""
 
@@ -94,10 +229,13 @@ class HfCpuServer:
             self.pad_token_id = self.eos_token_ids[0] if self.eos_token_ids else 0
         self.weights_version: Optional[int] = None  # global step of the last weights received
         self.num_weight_updates = 0
-        self._pending: list[tuple[list[int], dict[str, Any], asyncio.Future]] = []
+        # (prompt_ids, sampling_params, sample_index, future) of the requests waiting for the next batch
+        self._pending: list[tuple[list[int], dict[str, Any], int, asyncio.Future]] = []
         self._batcher: Optional[asyncio.Task] = None
         self._model_lock = asyncio.Lock()
-        torch.manual_seed(self.config.seed + replica_rank)
+        # Fallback sample indices by arrival, per prompt, for requests that bring none (reset on new weights).
+        self._arrivals: dict[tuple[int, ...], int] = {}
+        self._warned_no_sample_index = False
 
     @staticmethod
     def _as_list(token_ids) -> list[int]:
@@ -112,16 +250,44 @@ class HfCpuServer:
         request_id: str,
         image_data: Optional[list[Any]] = None,
         video_data: Optional[list[Any]] = None,
+        sample_index: Optional[int] = None,
         **kwargs: Any,
     ):
-        """verl's server `generate`: token ids in, `TokenOutput` out (log-probs if `sampling_params["logprobs"]`)."""
+        """verl's server `generate`: token ids in, `TokenOutput` out (log-probs if `sampling_params["logprobs"]`).
+
+        The response is a function of (rollout seed, weights, `prompt_ids`, `sample_index`, sampling
+        params) only. `sample_index` is the request's index among its prompt's samples at this step
+        (verl's `session_id`, sent by the `hf_cpu_single_turn_agent` agent loop). Without one, the
+        server numbers a prompt's requests in arrival order: the group's set of responses is then
+        reproducible, not which session gets which.
+        """
         if image_data or video_data:
             raise NotImplementedError("the hf_cpu rollout does not take images or videos")
+        prompt_ids = [int(token) for token in prompt_ids]
+        if sample_index is None:
+            sample_index = self._arrival_index(prompt_ids)
+        elif isinstance(sample_index, bool) or not hasattr(sample_index, "__index__") or sample_index < 0:
+            raise ValueError(f"hf_cpu generate: sample_index must be an int >= 0, got {sample_index!r}")
+        else:
+            sample_index = int(sample_index)  # numpy ints too
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((list(prompt_ids), dict(sampling_params), future))
+        self._pending.append((prompt_ids, dict(sampling_params), sample_index, future))
         if self._batcher is None or self._batcher.done():
             self._batcher = asyncio.create_task(self._run_batches())
         return await future
+
+    def _arrival_index(self, prompt_ids: list[int]) -> int:
+        if not self._warned_no_sample_index:
+            logger.warning(
+                "hf_cpu rollout: a request came without sample_index, so a prompt's samples are numbered in "
+                "arrival order; set actor_rollout_ref.rollout.agent.default_agent_loop=hf_cpu_single_turn_agent "
+                "for responses independent of arrival order"
+            )
+            self._warned_no_sample_index = True
+        key = tuple(prompt_ids)
+        index = self._arrivals.get(key, 0)
+        self._arrivals[key] = index + 1
+        return index
 
     async def _run_batches(self) -> None:
         await asyncio.sleep(BATCHING_WINDOW_SECONDS)
@@ -134,76 +300,56 @@ class HfCpuServer:
             try:
                 async with self._model_lock:
                     outputs = await asyncio.to_thread(
-                        self._generate_batch, [request[0] for request in batch], batch[0][1]
+                        self._generate_batch,
+                        [request[0] for request in batch],
+                        batch[0][1],
+                        [request[2] for request in batch],
                     )
             except Exception as error:  # every waiting request learns why
-                for _, _, future in batch:
+                for *_, future in batch:
                     if not future.done():
                         future.set_exception(error)
                 continue
-            for (_, _, future), output in zip(batch, outputs, strict=True):
+            for (*_, future), output in zip(batch, outputs, strict=True):
                 if not future.done():
                     future.set_result(output)
 
-    @torch.no_grad()
-    def _generate_batch(self, prompts: list[list[int]], sampling_params: dict[str, Any]) -> list:
-        """Left-padded batch through `model.generate`; per-token log-probs of logits / temperature."""
-        longest = max(len(prompt) for prompt in prompts)
-        input_ids = torch.full((len(prompts), longest), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), longest), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, longest - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            attention_mask[row, longest - len(prompt) :] = 1
-
+    def _generate_batch(
+        self, prompts: list[list[int]], sampling_params: dict[str, Any], sample_indices: list[int]
+    ) -> list:
+        """One batched sampling loop; row r draws from its own generator, seeded by `row_seed` (runs under
+        the model lock, so the weights version in the seed is the one that generates)."""
         max_new_tokens = sampling_params.get("max_tokens") or sampling_params.get("max_new_tokens")
         max_new_tokens = min(max_new_tokens or self.config.response_length, self.config.response_length)
         temperature = float(sampling_params.get("temperature", 1.0) or 0.0)
         top_k = sampling_params.get("top_k", -1)
-        generate_kwargs = dict(
+        generators = None
+        if temperature > 0:
+            generators = [
+                torch.Generator().manual_seed(row_seed(self.config.seed, self.weights_version, prompt, index))
+                for prompt, index in zip(prompts, sample_indices, strict=True)
+            ]
+        token_ids, log_probs = sample_token_ids(
+            self.model,
+            prompts,
+            generators,
             max_new_tokens=max_new_tokens,
-            eos_token_id=self.eos_token_ids or None,
+            eos_token_ids=self.eos_token_ids,
             pad_token_id=self.pad_token_id,
-            return_dict_in_generate=True,
-            output_logits=True,
+            temperature=temperature,
+            top_p=float(sampling_params.get("top_p", 1.0) or 1.0),
+            top_k=int(top_k) if top_k is not None else -1,
             repetition_penalty=float(sampling_params.get("repetition_penalty", 1.0) or 1.0),
         )
-        if temperature > 0:
-            generate_kwargs.update(
-                do_sample=True,
-                temperature=temperature,
-                top_p=float(sampling_params.get("top_p", 1.0) or 1.0),
-                top_k=int(top_k) if top_k is not None and int(top_k) > 0 else 0,
+        return [
+            TokenOutput(
+                token_ids=row_tokens,
+                log_probs=row_log_probs if sampling_params.get("logprobs") else None,
+                stop_reason="completed",
+                extra_fields={"global_steps": self.weights_version},
             )
-        else:
-            generate_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        generated = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
-        new_tokens = generated.sequences[:, longest:]
-
-        log_probs = None
-        if sampling_params.get("logprobs"):
-            # Like verl's actor: log-softmax of the raw logits divided by the sampling temperature.
-            logits = torch.stack(generated.logits, dim=1).float()
-            if temperature > 0:
-                logits = logits / temperature
-            log_probs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-
-        outputs = []
-        for row in range(len(prompts)):
-            token_ids = new_tokens[row].tolist()
-            length = len(token_ids)
-            for position, token in enumerate(token_ids):
-                if token in self.eos_token_ids:
-                    length = position + 1  # the response keeps its end-of-sequence token
-                    break
-            outputs.append(
-                TokenOutput(
-                    token_ids=token_ids[:length],
-                    log_probs=log_probs[row, :length].tolist() if log_probs is not None else None,
-                    stop_reason="completed",
-                    extra_fields={"global_steps": self.weights_version},
-                )
-            )
-        return outputs
+            for row_tokens, row_log_probs in zip(token_ids, log_probs, strict=True)
+        ]
 
     async def update_weights(self, named_tensors: dict[str, torch.Tensor], global_steps: Optional[int] = None) -> int:
         """Load the actor's full weights (HF names); refuse names the model does not have."""
@@ -220,6 +366,7 @@ class HfCpuServer:
                     model_state[name].copy_(tensor.to(model_state[name].dtype))
             self.weights_version = global_steps
             self.num_weight_updates += 1
+            self._arrivals.clear()
             return self.num_weight_updates
 
     def _tied_parameter_names(self) -> set[str]:
@@ -355,7 +502,8 @@ def apply_hf_cpu_rollout() -> None:
     """Register the `hf_cpu` rollout backend in this process (version-checked, idempotent).
 
     The `verl.plugins` entry point calls it in every process when VERL_PLATFORM=cpu; select the
-    backend with `actor_rollout_ref.rollout.name=hf_cpu`.
+    backend with `actor_rollout_ref.rollout.name=hf_cpu`, and sampling independent of arrival order
+    with `actor_rollout_ref.rollout.agent.default_agent_loop=hf_cpu_single_turn_agent`.
     """
     global _applied
     require_verl_version("apply_hf_cpu_rollout", SUPPORTED_VERL_VERSIONS)
@@ -363,4 +511,6 @@ def apply_hf_cpu_rollout() -> None:
         return
     RolloutReplicaRegistry.register(BACKEND_NAME, _load_replica_class)
     _register_server_adapter()
+    from maspo_verl.patches import hf_agent_loop  # noqa: F401  (registers hf_cpu_single_turn_agent)
+
     _applied = True
