@@ -183,6 +183,14 @@ def test_bad_config_names_the_key(keys, message, unpatched_afterwards):
         EntropyAdvantageConfig(**keys)
 
 
+@pytest.mark.parametrize("kappa", [1.0, 1, 0.999, 0.0, -2.0])
+def test_kappa_must_exceed_one_as_the_paper_requires(kappa, unpatched_afterwards):
+    """arXiv 2506.14758 requires kappa > 1: kappa = 1 is rejected too, naming the full key."""
+    with pytest.raises(ValueError, match=r"actor_rollout_ref\.actor\.policy_loss\.entropy_advantage\.kappa must be > 1"):
+        EntropyAdvantageConfig(kappa=kappa)
+    assert EntropyAdvantageConfig(kappa=1.0001).kappa == 1.0001
+
+
 def test_hydra_instantiation_of_the_block_is_the_switch(unpatched_afterwards):
     """verl's workers build their ActorConfig with Hydra before binding ppo_loss: instantiating an
     enabled block applies the patch in that process."""

@@ -3,9 +3,11 @@ arXiv 2506.14758): the advantage plus a clipped, gradient-free entropy bonus,
 
     A' = A + min(alpha * H.detach(), |A| / kappa)
 
-with H the per-token entropy of the current policy. The bonus never exceeds |A| / kappa, so for
-kappa >= 1 it cannot reverse the sign of A (it only softens negative advantages and boosts
-positive ones), and tokens with A = 0 get none.
+with H the per-token entropy of the current policy. The bonus never exceeds |A| / kappa with
+kappa > 1 (the paper's requirement), so it cannot reverse the sign of A (it only softens negative
+advantages and boosts positive ones), and tokens with A = 0 get none. No official code was found;
+the formula is the paper's (arXiv 2506.14758, the entropy-based advantage) as secondary sources
+quote it, and the defaults are unverified against the paper's text (docs/baselines.md).
 
 verl 0.9's policy-loss signature carries no entropy, so the shaping happens one level up, in
 verl's `ppo_loss`, through the opt-in patch `maspo_verl.patches.entropy_advantage`; it is switched
@@ -30,15 +32,16 @@ __all__ = ["EntropyAdvantageConfig", "entropy_shaped_advantages"]
 class EntropyAdvantageConfig(BaseConfig):
     """Settings of the entropy-based advantage (arXiv 2506.14758).
 
-    Defaults: kappa = 2 and alpha = 0.4, the paper's values for GRPO (0.1 is its PPO value); see
-    docs/baselines.md for how they were checked.
+    Defaults: kappa = 2 and alpha = 0.4, reported by secondary sources as the paper's values for
+    GRPO (0.1 for PPO). UNVERIFIED: the paper's hyper-parameter section could not be read here
+    and no official code was found (docs/baselines.md).
 
     Args:
         enable (bool): apply the shaping. Enabling it applies the `ppo_loss` patch in this process
             (`maspo_verl.patches.entropy_advantage.apply_entropy_advantage`, logged, checked
             against the installed verl version).
         alpha (float): entropy scale, >= 0 (0 leaves the advantages unchanged).
-        kappa (float): the bonus is at most |A| / kappa; >= 1 keeps the sign of A.
+        kappa (float): the bonus is at most |A| / kappa; must be > 1 (the paper's condition).
     """
 
     enable: bool = False
@@ -51,10 +54,10 @@ class EntropyAdvantageConfig(BaseConfig):
             require_number(f"policy_loss.entropy_advantage.{key}", getattr(self, key))
         if self.alpha < 0:
             raise ValueError(f"policy_loss.entropy_advantage.alpha must be >= 0, got {self.alpha}")
-        if self.kappa < 1:
+        if not self.kappa > 1:
             raise ValueError(
-                f"policy_loss.entropy_advantage.kappa must be >= 1 (the bonus |A|/kappa must not flip the sign "
-                f"of A), got {self.kappa}"
+                "actor_rollout_ref.actor.policy_loss.entropy_advantage.kappa must be > 1 (arXiv 2506.14758 "
+                f"requires kappa > 1, so the bonus |A|/kappa stays below |A|), got {self.kappa}"
             )
         if self.enable:
             # The config is built in every process that runs the actor loss (verl's workers build
