@@ -39,6 +39,15 @@
 #                        the matching keys (see MASPO_ENV_OVERRIDES below)
 #   PYTHON               interpreter with maspo-verl and verl installed [python3]
 #   CONFIG_DIR           folder holding maspo.yaml [this checkout's configs/, else the installed copy]
+#   REHEARSE=cpu         run this very script on a CPU box: its composed config with a printed,
+#                        allow-listed substitution (tiny model, hf_cpu rollout, tiny sizes, REHEARSE_STEPS
+#                        steps [2]), data prepared from tests/fixtures/datasets, then the Pass@k table and
+#                        the plot of the run (see maspo_rehearse below and maspo_verl/rehearse.py)
+#   REHEARSAL_DIR        where REHEARSE keeps the tiny model and data [$OUTPUT_DIR/rehearsal_inputs]
+#
+# A rerun of the same command resumes from the last checkpoint (trainer.resume_mode=auto). verl's
+# file logger truncates its file on start, so the metrics logged before are first moved aside as
+# metrics.part<N>.jsonl; maspo_verl.evaluation.plot reads the parts and metrics.jsonl together.
 
 MASPO_RUN_SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON="${PYTHON:-python3}"
@@ -116,6 +125,21 @@ maspo_build_command() {
         fi
     done
     MASPO_COMMAND+=("${method[@]}" "$@")
+    MASPO_USER_ARGS=("$@")
+}
+
+# verl's FileLogger opens VERL_FILE_LOGGER_PATH with "wb" (verl/utils/tracking.py): before a run
+# (or a resumed run) starts, a non-empty metrics file becomes the next metrics.part<N>.jsonl.
+maspo_keep_metrics_parts() {
+    local path="${VERL_FILE_LOGGER_PATH:-}" part=1
+    if [[ -z "$path" || ! -s "$path" ]]; then
+        return 0
+    fi
+    while [[ -e "${path%.jsonl}.part$part.jsonl" ]]; do
+        part=$((part + 1))
+    done
+    mv "$path" "${path%.jsonl}.part$part.jsonl"
+    echo "[maspo] kept the metrics logged so far as ${path%.jsonl}.part$part.jsonl"
 }
 
 # Prints a command so that it can be pasted back into a shell (with the logger paths it needs).
@@ -138,6 +162,7 @@ maspo_dry_run_or_exec() {
         0 | "" | false)
             if [[ -n "${MASPO_RUN_DIR:-}" ]]; then
                 mkdir -p "$MASPO_RUN_DIR"
+                maspo_keep_metrics_parts
             fi
             "$@"
             ;;
@@ -156,6 +181,86 @@ maspo_dry_run_or_exec() {
 
 # maspo_launch EXPERIMENT RUN_NAME [METHOD_OVERRIDES...] -- [USER_OVERRIDES...]: one single-node run.
 maspo_launch() {
+    if [[ -n "${REHEARSE:-}" ]]; then
+        maspo_rehearse "$@"
+        return
+    fi
     maspo_build_command "$@"
     maspo_dry_run_or_exec "${MASPO_COMMAND[@]}"
+}
+
+# The rehearsal's sizes: each key is of a kind maspo_verl/rehearse.py allows to change (sizes and
+# token budgets, lengths, steps, validation n/frequency, devices, CUDA-only options); the preflight
+# refuses any other change. Sets MASPO_REHEARSAL_ARGS (CPU_BACKEND_ARGS come first).
+maspo_rehearsal_args() {
+    local inputs="$1" steps="${REHEARSE_STEPS:-2}"
+    local backend="$MASPO_RUN_SCRIPTS_DIR/../../maspo_verl/tiny/cpu_backend.sh"
+    if [[ ! -f "$backend" ]]; then
+        backend="$("$PYTHON" -c 'import importlib.util as u, os; print(os.path.join(u.find_spec("maspo_verl").submodule_search_locations[0], "tiny", "cpu_backend.sh"))')"
+    fi
+    # shellcheck source=../../maspo_verl/tiny/cpu_backend.sh
+    source "$backend"
+    MASPO_REHEARSAL_ARGS=(
+        "${CPU_BACKEND_ARGS[@]}"
+        "actor_rollout_ref.model.path=$inputs/model"
+        # 4 prompts x 4 responses a step in 2 mini-batches (two PPO updates, so the ratio leaves 1).
+        data.train_batch_size=4
+        actor_rollout_ref.actor.ppo_mini_batch_size=2
+        actor_rollout_ref.rollout.n=4
+        # Fixture prompts are < 256 tiny-tokenizer tokens; budgets hold four whole sequences.
+        data.max_prompt_length=256
+        data.max_response_length=32
+        actor_rollout_ref.actor.ppo_max_token_len_per_gpu=1152
+        actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=1152
+        actor_rollout_ref.rollout.max_num_batched_tokens=1152
+        # FSDP offload (14B) moves GPU memory to the host: nothing to move on CPU.
+        actor_rollout_ref.actor.fsdp_config.param_offload=false
+        actor_rollout_ref.actor.fsdp_config.optimizer_offload=false
+        "trainer.total_training_steps=$steps"
+        "trainer.test_freq=$steps"
+        actor_rollout_ref.rollout.val_kwargs.n=2
+    )
+    if [[ -n "${RAY_TMPDIR:-}" ]]; then
+        MASPO_REHEARSAL_ARGS+=("++ray_kwargs.ray_init._temp_dir=$RAY_TMPDIR")
+    fi
+}
+
+# maspo_rehearse EXPERIMENT RUN_NAME [METHOD_OVERRIDES...] -- [USER_OVERRIDES...]: REHEARSE=cpu.
+# The script's real command with MASPO_REHEARSAL_ARGS inserted before the user's overrides; the
+# preflight prints the substitution (the composed configs' difference) and refuses keys outside
+# the allow-list; after training, the Pass@k table and the plot are made from the run's outputs.
+maspo_rehearse() {
+    if [[ "$REHEARSE" != cpu ]]; then
+        echo "REHEARSE=$REHEARSE: only REHEARSE=cpu exists" >&2
+        return 2
+    fi
+    local inputs="${REHEARSAL_DIR:-${OUTPUT_DIR:-$PWD/outputs}/rehearsal_inputs}"
+    DATA_DIR="${DATA_DIR:-$inputs/data}" maspo_build_command "$@"
+    local real=("${MASPO_COMMAND[@]}")
+    local head_length=$((${#MASPO_COMMAND[@]} - ${#MASPO_USER_ARGS[@]}))
+    maspo_rehearsal_args "$inputs"
+    MASPO_COMMAND=("${MASPO_COMMAND[@]:0:head_length}" "${MASPO_REHEARSAL_ARGS[@]}" "${MASPO_USER_ARGS[@]}")
+    local preflight=("$PYTHON" -m maspo_verl.rehearse preflight --inputs "$inputs")
+    case "${DRY_RUN:-0}" in
+        print)
+            maspo_print_command "${MASPO_COMMAND[@]}"
+            return
+            ;;
+        0 | "" | false) ;;
+        *)
+            maspo_print_command "${MASPO_COMMAND[@]}"
+            "${preflight[@]}" --no-prepare --real "${real[@]:3}" --rehearsal "${MASPO_COMMAND[@]:3}"
+            return
+            ;;
+    esac
+    "${preflight[@]}" --real "${real[@]:3}" --rehearsal "${MASPO_COMMAND[@]:3}"
+    maspo_print_command "${MASPO_COMMAND[@]}"
+    mkdir -p "$MASPO_RUN_DIR"
+    maspo_keep_metrics_parts
+    "${MASPO_COMMAND[@]}"
+    local label="${EXPERIMENT_NAME:-$2}"
+    "$PYTHON" -m maspo_verl.evaluation.pass_at_k "$MASPO_RUN_DIR/val_generations" --k 2 --label "$label" \
+        | tee "$MASPO_RUN_DIR/pass_at_k.md"
+    "$PYTHON" -m maspo_verl.evaluation.plot "$VERL_FILE_LOGGER_PATH" --label "$label" \
+        -o "$MASPO_RUN_DIR/training_dynamics.png"
 }

@@ -6,7 +6,8 @@ gate metrics) from its logs to one PNG; several runs overlay for comparison.
 
 A log is verl's file-logger JSONL (`{"step": N, "data": {metric: value}}` per line, written to
 $VERL_FILE_LOGGER_PATH, which the run scripts set to <run dir>/metrics.jsonl) or a TensorBoard
-folder (verl's `tensorboard` logger, $TENSORBOARD_DIR).
+folder (verl's `tensorboard` logger, $TENSORBOARD_DIR). The `metrics.part<N>.jsonl` files a resumed
+run keeps beside `metrics.jsonl` are read with it, oldest first.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import sys
 from collections import defaultdict
 
-from maspo_verl.evaluation.jsonl import parse_jsonl
+from maspo_verl.evaluation.jsonl import log_parts, parse_jsonl
 
 __all__ = ["DEFAULT_PANELS", "load_log", "panels_for", "plot_runs"]
 
@@ -35,12 +36,14 @@ Series = dict[str, list[tuple[int, float]]]
 
 
 def _load_jsonl(path: str) -> Series:
-    series: Series = defaultdict(list)
-    for step, data in parse_jsonl(path, lambda record: (int(record["step"]), dict(record["data"]))):
-        for key, value in data.items():
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                series[key].append((step, float(value)))
-    return series
+    """All parts of a (resumed) run's metrics; a step logged again by a later part keeps the later value."""
+    values: dict[str, dict[int, float]] = defaultdict(dict)
+    for part in log_parts(path):
+        for step, data in parse_jsonl(part, lambda record: (int(record["step"]), dict(record["data"]))):
+            for key, value in data.items():
+                if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                    values[key][step] = float(value)
+    return {key: sorted(by_step.items()) for key, by_step in values.items()}
 
 
 def _load_tensorboard(folder: str) -> Series:
@@ -55,7 +58,7 @@ def load_log(path: str) -> Series:
     """{metric: [(step, value), ...]} from a verl file-logger JSONL or a TensorBoard folder."""
     if os.path.isdir(path):
         series = _load_tensorboard(path)
-    elif os.path.isfile(path):
+    elif log_parts(path):
         series = _load_jsonl(path)
     else:
         raise FileNotFoundError(f"{path}: no such log file or TensorBoard folder")
