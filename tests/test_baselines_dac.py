@@ -1,6 +1,7 @@
 """loss_mode=dac (DCPO's dynamic adaptive clipping, arXiv 2509.02333): the bounds against the
 paper's closed form and the constraint they solve, the q = 1 identity with verl's vanilla loss,
-values and gradients against an element-by-element reference, verl's real ppo_loss, bad input."""
+values and gradients against an element-by-element reference, verl's real ppo_loss, the upper
+bound's cap against DCPO's own formula max(clip_ratio_c, 10) at clip_ratio_c = 20, bad input."""
 
 import dataclasses
 import math
@@ -8,12 +9,18 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
-from helpers import actor_config, random_loss_inputs, run_verl_ppo_loss
+from helpers import LossInputs, actor_config, random_loss_inputs, run_verl_ppo_loss
 from verl.trainer.ppo.core_algos import agg_loss, compute_policy_loss_vanilla, get_policy_loss_fn
 from verl.workers.config import PolicyLossConfig
 
 from maspo_verl.baselines.common import config_block_from
-from maspo_verl.baselines.dac import METRIC_KEYS, DacConfig, compute_policy_loss_dac, dac_ratio_bounds
+from maspo_verl.baselines.dac import (
+    METRIC_KEYS,
+    DacConfig,
+    compute_policy_loss_dac,
+    dac_ratio_bounds,
+    dcpo_upper_bound_cap,
+)
 
 AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 
@@ -204,3 +211,83 @@ def test_unknown_key_and_bad_dual_clip_and_nan_input_are_named():
     old_log_prob[0, 0] = float("nan")
     with pytest.raises(ValueError, match=r"old_log_prob \(1 token"):
         compute_policy_loss_dac(old_log_prob, *args[1:], config=dac_actor_config())
+
+
+def dcpo_get_clip_low_high(q, low_clip, high_clip, clip_ratio_c):
+    """DCPO's bounds as its released code computes them (lime-RL/DCPO verl/trainer/ppo/core_algos.py
+    `get_clip_low_high`, lines 978-991), rewritten per token in float64: the upper bound is
+    clamped at max(clip_ratio_c, 10)."""
+    low = (1 + math.sqrt(max(1 - 4 * low_clip / q, 0.0))) / 2
+    high = (1 + math.sqrt(1 + 4 * high_clip / q)) / 2
+    return low, min(high, max(clip_ratio_c, 10))
+
+
+def dcpo_reference_loss(old_log_prob, log_prob, advantages, response_mask, clip_ratio_c, bounds):
+    """DCPO's clip_type=dynamic loss (core_algos.py lines 1049-1075) with verl's log-ratio clamp,
+    token-mean; `bounds(q)` gives the (lower, upper) pair of a token."""
+    log_prob = log_prob.detach().double().requires_grad_(True)
+    losses = torch.zeros_like(log_prob)
+    for i, t in response_mask.nonzero().tolist():
+        a = float(advantages[i, t])
+        lower, upper = bounds(math.exp(float(old_log_prob[i, t])))
+        r = torch.exp(torch.clamp(log_prob[i, t] - float(old_log_prob[i, t]), -20.0, 20.0))
+        surrogate = torch.maximum(-a * r, -a * torch.clamp(r, lower, upper))
+        if a < 0:
+            surrogate = torch.minimum(surrogate, torch.tensor(-a * clip_ratio_c, dtype=torch.float64))
+        losses[i, t] = surrogate
+    loss = losses[response_mask].sum() / response_mask.sum()
+    (grad,) = torch.autograd.grad(loss, log_prob)
+    return loss, grad
+
+
+def tail_token_inputs():
+    """Tail tokens whose DCPO upper bound lies between 10 and 20 (q = 1e-3: 17.24) or above 20
+    (q = 1e-4: 53.4, capped), with ratios beyond 10, so the cap decides the loss."""
+    q = torch.tensor([[1e-3, 1e-3, 1e-4, 1e-4, 0.5, 0.9], [1e-3, 1e-4, 0.02, 0.3, 1.0, 1.0]], dtype=torch.float64)
+    ratio = torch.tensor([[15.0, 30.0, 25.0, 12.0, 1.5, 0.6], [18.0, 40.0, 3.0, 0.45, 1.1, 1.0]], dtype=torch.float64)
+    advantages = torch.tensor([[1.0] * 6, [-0.5] * 6])
+    old_log_prob = q.log().float()
+    log_prob = (q * ratio).log().float().requires_grad_(True)
+    mask = torch.tensor([[True] * 6, [True] * 5 + [False]])
+    return LossInputs(old_log_prob, log_prob, advantages, mask)
+
+
+def test_cap_follows_dcpo_at_clip_ratio_c_20_through_verls_ppo_loss():
+    """DCPO caps the upper bound at max(clip_ratio_c, 10): 20 here, where a fixed cap of 10 would
+    clip the ratios 15 and 18 (q = 1e-3, DCPO bound 17.2407) and cap the q = 1e-4 tokens at 10."""
+    inputs = tail_token_inputs()
+    config = dac_actor_config(clip_ratio_c=20.0)  # upper_bound_cap left at its default: DCPO's
+    loss, metrics = run_verl_ppo_loss(config, inputs)
+    (grad,) = torch.autograd.grad(loss, inputs.log_prob)
+
+    expected_loss, expected_grad = dcpo_reference_loss(
+        inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, 20.0,
+        lambda q: dcpo_get_clip_low_high(q, 0.2, 0.28, 20.0),
+    )
+    assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-5)
+    torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-4, atol=1e-7)
+    # 3 of the 11 valid tokens have q = 1e-4: their bound (53.4) is capped at 20.
+    assert metrics["actor/dac/upper_bound_capped_frac"].aggregate() == pytest.approx(3 / 11, abs=1e-6)
+    assert dcpo_get_clip_low_high(1e-3, 0.2, 0.28, 20.0)[1] == pytest.approx(17.2407, abs=1e-4)
+
+    # The explicit option: a fixed cap of 10 is not DCPO's at clip_ratio_c = 20, and says so in the loss.
+    fixed, _ = run_verl_ppo_loss(dac_actor_config(clip_ratio_c=20.0, upper_bound_cap=10.0), inputs)
+    fixed_reference, _ = dcpo_reference_loss(
+        inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, 20.0,
+        lambda q: (dcpo_get_clip_low_high(q, 0.2, 0.28, 20.0)[0], min(dcpo_get_clip_low_high(q, 0.2, 0.28, 20.0)[1], 10.0)),
+    )
+    assert fixed.item() == pytest.approx(fixed_reference.item(), rel=1e-5)
+    assert abs(fixed.item() - loss.item()) > 0.5
+
+
+@pytest.mark.parametrize("clip_ratio_c, cap", [(3.0, 10.0), (10.0, 10.0), (20.0, 20.0), (35.5, 35.5)])
+def test_default_cap_is_dcpos_max_of_clip_ratio_c_and_10(clip_ratio_c, cap):
+    old_log_prob = torch.full((1, 3), -20.0)  # q = e^-20: the uncapped bound is far above any cap here
+    log_prob = (old_log_prob + 1.0).requires_grad_(True)
+    _, metrics = compute_policy_loss_dac(
+        old_log_prob, log_prob, torch.ones(1, 3), torch.ones(1, 3, dtype=torch.bool),
+        config=dac_actor_config(clip_ratio_c=clip_ratio_c),
+    )
+    assert metrics["actor/dac/upper_bound_mean"] == pytest.approx(cap, rel=1e-6)
+    assert metrics["actor/dac/upper_bound_capped_frac"] == 1.0
+    assert dcpo_upper_bound_cap(None, clip_ratio_c) == cap and dcpo_upper_bound_cap(4.0, clip_ratio_c) == 4.0

@@ -5,10 +5,13 @@ old probability q of the token: bounding the probability-weighted ratio change
 |(r - 1) * r| * q <= eps (DCPO, section "Dynamic Adaptive Clipping") gives the closed form
 
     lower(q) = 0.5 + 0.5 * sqrt(max(1 - 4 eps_low / q, 0))
-    upper(q) = min(0.5 + 0.5 * sqrt(1 + 4 eps_high / q), upper_bound_cap)
+    upper(q) = min(0.5 + 0.5 * sqrt(1 + 4 eps_high / q), cap),  cap = max(clip_ratio_c, 10)
 
 so tail tokens (small q) may move much further than head tokens. The clipped surrogate with these
-bounds and verl's dual clip (`actor.clip_ratio_c`) is DCPO's `clip_type=dynamic` loss.
+bounds and verl's dual clip (`actor.clip_ratio_c`) is DCPO's `clip_type=dynamic` loss (github
+lime-RL/DCPO, verl/trainer/ppo/core_algos.py `get_clip_low_high`, lines 978-991, where the cap is
+`max(clip_ratio_c, 10)` at lines 990-991; called with the actor's clip_ratio_c at line 1049).
+`upper_bound_cap` set to a number replaces DCPO's cap by that fixed ceiling (our option, not DCPO's).
 
 Config: `actor_rollout_ref.actor.policy_loss.dac.{eps_low, eps_high, upper_bound_cap}`.
 """
@@ -34,7 +37,7 @@ from maspo_verl.baselines.common import (
     resolve_config_block,
 )
 
-__all__ = ["DacConfig", "METRIC_KEYS", "compute_policy_loss_dac", "dac_ratio_bounds"]
+__all__ = ["DacConfig", "METRIC_KEYS", "compute_policy_loss_dac", "dac_ratio_bounds", "dcpo_upper_bound_cap"]
 
 METRIC_KEYS = (
     "actor/pg_clipfrac",
@@ -54,35 +57,49 @@ _MIN_OLD_LOG_PROB = -80.0
 class DacConfig(BaseConfig):
     """Hyper-parameters of DCPO's dynamic adaptive clipping (arXiv 2509.02333).
 
-    Defaults are DCPO's public training scripts (recipe/dcpo/run_base.sh, run_dcpo.sh with
-    CLIP_TYPE=dynamic): clip_ratio_low 0.2, clip_ratio_high 0.28, dual clip c = 10 with the upper
-    bound capped at max(c, 10) = 10. The paper's illustration table uses eps_low 0.16,
-    eps_high 0.2; the scripts are what produced its results.
+    Defaults are DCPO's public training scripts (github lime-RL/DCPO): recipe/dcpo/run_base.sh
+    lines 86-87 (`clip_ratio_low` 0.2, `clip_ratio_high` 0.28, passed to the actor at lines
+    185-186), which recipe/dcpo/run_dcpo.sh lines 82-84 run with CLIP_RATIO_HIGH=0.28,
+    CLIP_RATIO_C=10 and CLIP_TYPE=dynamic. The paper's illustration table uses eps_low 0.16,
+    eps_high 0.2; the scripts are what produced its results. The cap defaults to DCPO's
+    max(clip_ratio_c, 10) (core_algos.py lines 990-991).
 
     Args:
         eps_low (float): lower-side budget, >= 0; the lower bound is 0.5 for q <= 4 eps_low.
         eps_high (float): upper-side budget, >= 0.
-        upper_bound_cap (float): ceiling of the upper ratio bound (DCPO: max(clip_ratio_c, 10)), > 1.
+        upper_bound_cap (float | None): ceiling of the upper ratio bound. None (default): DCPO's
+            max(actor.clip_ratio_c, 10); a number > 1: that fixed ceiling instead (not DCPO's).
     """
 
     eps_low: float = 0.2
     eps_high: float = 0.28
-    upper_bound_cap: float = 10.0
+    upper_bound_cap: Optional[float] = None
 
     def __post_init__(self):
-        for key in ("eps_low", "eps_high", "upper_bound_cap"):
-            require_number(f"policy_loss.dac.{key}", getattr(self, key))
         for key in ("eps_low", "eps_high"):
+            require_number(f"policy_loss.dac.{key}", getattr(self, key))
             if getattr(self, key) < 0:
                 raise ValueError(f"policy_loss.dac.{key} must be >= 0, got {getattr(self, key)}")
-        if not self.upper_bound_cap > 1.0:
-            raise ValueError(f"policy_loss.dac.upper_bound_cap must be > 1, got {self.upper_bound_cap}")
+        if self.upper_bound_cap is not None:
+            require_number("policy_loss.dac.upper_bound_cap", self.upper_bound_cap)
+            if not self.upper_bound_cap > 1.0:
+                raise ValueError(
+                    f"policy_loss.dac.upper_bound_cap must be > 1 (or null for DCPO's max(clip_ratio_c, 10)), "
+                    f"got {self.upper_bound_cap}"
+                )
+
+
+def dcpo_upper_bound_cap(upper_bound_cap: float | None, clip_ratio_c: float) -> float:
+    """The ceiling of DAC's upper bound: DCPO's max(clip_ratio_c, 10) (lime-RL/DCPO
+    verl/trainer/ppo/core_algos.py lines 990-991, at commit 01787b0) unless `policy_loss.dac.upper_bound_cap` fixes one."""
+    return max(clip_ratio_c, 10.0) if upper_bound_cap is None else float(upper_bound_cap)
 
 
 def dac_ratio_bounds(
     old_log_prob: torch.Tensor, eps_low: float, eps_high: float, upper_bound_cap: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """DCPO's dynamic adaptive clipping bounds (arXiv 2509.02333, DAC equation):
+    """DCPO's dynamic adaptive clipping bounds (arXiv 2509.02333, DAC equation; lime-RL/DCPO
+    core_algos.py `get_clip_low_high`, lines 978-991):
     lower = 0.5 + 0.5 sqrt(max(1 - 4 eps_low / q, 0)), upper = min(0.5 + 0.5 sqrt(1 + 4 eps_high / q), cap).
 
     Both solve q * r * |r - 1| = eps (the larger root): the probability-weighted ratio change a
@@ -130,8 +147,9 @@ def compute_policy_loss_dac(
     clip_ratio_c = dual_clip_bound(config, "dac")
     inputs = prepare_policy_loss_inputs("dac", old_log_prob, log_prob, advantages, response_mask)
     mask = inputs.response_mask
+    cap = dcpo_upper_bound_cap(dac.upper_bound_cap, clip_ratio_c)
     with torch.no_grad():
-        lower, upper = dac_ratio_bounds(inputs.old_log_prob, dac.eps_low, dac.eps_high, dac.upper_bound_cap)
+        lower, upper = dac_ratio_bounds(inputs.old_log_prob, dac.eps_low, dac.eps_high, cap)
 
     pg_losses, clip_active, dual_clip_active = dual_clipped_surrogate(
         inputs.ratio, inputs.advantages, lower, upper, clip_ratio_c
@@ -145,7 +163,7 @@ def compute_policy_loss_dac(
             + [
                 verl_F.masked_mean(lower, mask),
                 verl_F.masked_mean(upper, mask),
-                verl_F.masked_mean((upper >= dac.upper_bound_cap).float(), mask),
+                verl_F.masked_mean((upper >= cap).float(), mask),
             ],
             inputs.ratio.device,
         )
