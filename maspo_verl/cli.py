@@ -1,9 +1,11 @@
 """`python -m maspo_verl ...` (also the `maspo-verl` console script).
 
   check [--e2e] [--config-name NAME] [HYDRA_OVERRIDE ...]
-      Prove the plugin to the user: verl's version, whether `maspo` is in verl's policy-loss
-      registry in a fresh process (through the entry point, as verl's Ray workers load it),
-      and the MASPO config resolved from configs/<NAME>.yaml with the overrides.
+      Prove the plugin to the user: verl's version (a WARNING when it is not one of the tested
+      versions, a failure outside the supported range), whether `maspo` is in verl's policy-loss
+      registry in a fresh process (through the entry point, as verl's Ray workers load it; on verl
+      0.8 through VERL_USE_EXTERNAL_MODULES), and the MASPO config resolved from configs/<NAME>.yaml
+      with the overrides, its loss_mode looked up in verl's registry as verl's trainer does.
       `--e2e` then trains MASPO with verl's own trainer on CPU (slow: minutes).
   config-dir
       Print the folder of our Hydra configs, for `main_ppo --config-path`.
@@ -42,6 +44,19 @@ def registered_in_fresh_process(env_overrides: dict[str, str] | None = None, tim
     return result.returncode == 0
 
 
+def unregistered_loss_mode(loss_mode: str) -> str | None:
+    """verl's own error for a loss mode its policy-loss registry lacks ("Unsupported loss mode: ...
+    Supported modes are: [...]", as verl's trainer and DRY_RUN raise it), or None when registered."""
+    import maspo_verl  # noqa: F401  (our modes are in the registry of every process verl starts)
+    from verl.trainer.ppo.core_algos import get_policy_loss_fn
+
+    try:
+        get_policy_loss_fn(loss_mode)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 def resolve_policy_loss_config(config_name: str = "maspo", overrides: list[str] | None = None):
     """Compose configs/<config_name>.yaml over verl's ppo_trainer and build the policy-loss config
     through verl's `omega_conf_to_dataclass`, as verl's workers do. Returns (cfg, policy_loss)."""
@@ -57,34 +72,46 @@ def _check(args: argparse.Namespace) -> int:
     from importlib.metadata import version
 
     import maspo_verl
+    from maspo_verl.compat import has_plugin_entry_points, verl_support
 
     verl_version = version("verl")
-    print(f"maspo-verl {maspo_verl.__version__} (supports verl {maspo_verl.SUPPORTED_VERL})")
+    print(f"maspo-verl {maspo_verl.__version__} (supports verl{maspo_verl.SUPPORTED_VERL}; tested with "
+          f"{', '.join(maspo_verl.TESTED_VERL_VERSIONS)})")
     print(f"verl {verl_version}, torch {version('torch')}")
     failures = []
 
-    from packaging.specifiers import SpecifierSet
-
-    if verl_version not in SpecifierSet(maspo_verl.SUPPORTED_VERL):
-        failures.append(f"verl {verl_version} is outside the supported range {maspo_verl.SUPPORTED_VERL}")
+    support, support_message = verl_support(verl_version)
+    if support == "unsupported":
+        failures.append(support_message)
+    elif support == "untested":
+        print(f"WARNING: {support_message}", file=sys.stderr)
 
     plugins_policy = os.environ.get("VERL_USE_EXTERNAL_PLUGINS", "auto")
-    if registered_in_fresh_process():
+    entry_points = has_plugin_entry_points(verl_version)
+    if entry_points and registered_in_fresh_process():
         print(f"registry: 'maspo' is registered by `import verl` in a fresh process "
               f"(verl.plugins entry point, VERL_USE_EXTERNAL_PLUGINS={plugins_policy})")
     elif os.environ.get("VERL_USE_EXTERNAL_MODULES", "") and registered_in_fresh_process(
         {"VERL_USE_EXTERNAL_MODULES": os.environ["VERL_USE_EXTERNAL_MODULES"]}
     ):
-        print("registry: 'maspo' is registered by VERL_USE_EXTERNAL_MODULES="
-              f"{os.environ['VERL_USE_EXTERNAL_MODULES']} (the verl.plugins entry point is off: "
-              f"VERL_USE_EXTERNAL_PLUGINS={plugins_policy})")
+        reason = (f"the verl.plugins entry point is off: VERL_USE_EXTERNAL_PLUGINS={plugins_policy}" if entry_points
+                  else f"verl {verl_version} has no verl.plugins entry points")
+        print(f"registry: 'maspo' is registered by VERL_USE_EXTERNAL_MODULES="
+              f"{os.environ['VERL_USE_EXTERNAL_MODULES']} ({reason})")
     elif registered_in_fresh_process({"VERL_USE_EXTERNAL_MODULES": "maspo_verl"}):
-        failures.append(
-            f"'maspo' is not registered by `import verl` in this environment (VERL_USE_EXTERNAL_PLUGINS="
-            f"{plugins_policy} skips our entry point): export VERL_USE_EXTERNAL_MODULES=maspo_verl (before "
-            "`ray start` on clusters) or allow the entry point with VERL_USE_EXTERNAL_PLUGINS=auto or a list "
-            "including 'maspo'"
-        )
+        if entry_points:
+            failures.append(
+                f"'maspo' is not registered by `import verl` in this environment (VERL_USE_EXTERNAL_PLUGINS="
+                f"{plugins_policy} skips our entry point): export VERL_USE_EXTERNAL_MODULES=maspo_verl (before "
+                "`ray start` on clusters) or allow the entry point with VERL_USE_EXTERNAL_PLUGINS=auto or a list "
+                "including 'maspo'"
+            )
+        else:
+            failures.append(
+                f"verl {verl_version} loads no verl.plugins entry points (they exist from verl 0.9.0), so `import "
+                "verl` alone does not register 'maspo': export VERL_USE_EXTERNAL_MODULES=maspo_verl in every "
+                "process that imports verl (before `ray start` on clusters, or in the job's runtime_env)"
+            )
     else:
         failures.append(
             "'maspo' is not in verl's policy-loss registry in a fresh process, neither through the "
@@ -100,6 +127,9 @@ def _check(args: argparse.Namespace) -> int:
         print(f"config: {config_dir() / (args.config_name + '.yaml')} {' '.join(args.overrides)}")
         print(f"  policy_loss: {type(policy_loss).__module__}.{type(policy_loss).__qualname__}, "
               f"loss_mode={policy_loss.loss_mode}")
+        loss_mode_problem = unregistered_loss_mode(policy_loss.loss_mode)
+        if loss_mode_problem:
+            failures.append(f"actor_rollout_ref.actor.policy_loss.loss_mode={policy_loss.loss_mode!r}: {loss_mode_problem}")
         maspo = getattr(policy_loss, "maspo", None)
         if maspo is not None:
             for key in ("sigma_base", "alpha", "beta_pos", "beta_neg", "sigma_high", "adv_low", "adv_high",

@@ -1,4 +1,9 @@
-"""Registration in fresh processes (as verl's Ray workers start) and the `check` command."""
+"""Registration in fresh processes (as verl's Ray workers start) and the `check` command.
+
+Version-aware (scripts/test_verl_versions.sh runs this file on verl 0.8.0 .. main): verl >= 0.9
+registers maspo through the `verl.plugins` entry point, verl 0.8 only through
+VERL_USE_EXTERNAL_MODULES; each version is asserted to use exactly its own mechanism.
+"""
 
 import os
 import subprocess
@@ -6,11 +11,16 @@ import sys
 
 import pytest
 
+from maspo_verl.compat import has_plugin_entry_points, installed_verl_version
+
 PROBE = (
     "import verl\n"
     "from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY\n"
     "print('maspo' in POLICY_LOSS_REGISTRY)\n"
 )
+ENTRY_POINTS = has_plugin_entry_points(installed_verl_version())
+# What `check` needs in this environment to pass: nothing with entry points, else verl 0.8's mechanism.
+CHECK_ENV = {} if ENTRY_POINTS else {"VERL_USE_EXTERNAL_MODULES": "maspo_verl"}
 
 
 def _fresh_python(code, **env_overrides):
@@ -19,13 +29,23 @@ def _fresh_python(code, **env_overrides):
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180, cwd="/")
 
 
+def _check(*arguments, **env_overrides):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_USE_EXTERNAL")}
+    env.update(env_overrides)
+    return subprocess.run(
+        [sys.executable, "-m", "maspo_verl", "check", *arguments],
+        capture_output=True, text=True, timeout=240, cwd="/", env=env,
+    )
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     "env, registered",
     [
-        ({}, True),  # verl >= 0.9: the verl.plugins entry point
-        ({"VERL_USE_EXTERNAL_PLUGINS": "maspo"}, True),  # entry point selected by name
+        ({}, ENTRY_POINTS),  # verl >= 0.9: the verl.plugins entry point; verl 0.8 loads none
+        ({"VERL_USE_EXTERNAL_PLUGINS": "maspo"}, ENTRY_POINTS),  # entry point selected by name
         ({"VERL_USE_EXTERNAL_PLUGINS": "none", "VERL_USE_EXTERNAL_MODULES": "maspo_verl"}, True),  # verl 0.7/0.8 path
+        ({"VERL_USE_EXTERNAL_MODULES": "maspo_verl"}, True),  # verl 0.8 as documented (and harmless on >= 0.9)
         ({"VERL_USE_EXTERNAL_PLUGINS": "none"}, False),  # proves the probe can fail
     ],
 )
@@ -53,39 +73,44 @@ def test_selecting_our_config_class_as_target_imports_the_package():
 
 @pytest.mark.timeout(300)
 def test_check_command_reports_registration_and_resolved_config():
-    result = subprocess.run(
-        [sys.executable, "-m", "maspo_verl", "check", "actor_rollout_ref.actor.policy_loss.maspo.alpha=0.5"],
-        capture_output=True, text=True, timeout=240, cwd="/",
-    )
+    result = _check("actor_rollout_ref.actor.policy_loss.maspo.alpha=0.5", **CHECK_ENV)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "'maspo' is registered by `import verl` in a fresh process" in result.stdout
+    if ENTRY_POINTS:
+        assert "'maspo' is registered by `import verl` in a fresh process" in result.stdout
+    else:
+        assert "registered by VERL_USE_EXTERNAL_MODULES=maspo_verl (verl 0.8" in result.stdout
+    assert f"verl {installed_verl_version()}," in result.stdout
     assert "policy_loss.maspo.alpha = 0.5" in result.stdout
     assert result.stdout.strip().endswith("check: OK")
 
 
 @pytest.mark.timeout(300)
 def test_check_command_fails_clearly_on_a_bad_value():
-    result = subprocess.run(
-        [sys.executable, "-m", "maspo_verl", "check", "actor_rollout_ref.actor.policy_loss.maspo.sigma_base=-1"],
-        capture_output=True, text=True, timeout=240, cwd="/",
-    )
+    result = _check("actor_rollout_ref.actor.policy_loss.maspo.sigma_base=-1", **CHECK_ENV)
     assert result.returncode == 1
     assert "sigma_base must be > 0" in result.stderr
     assert "check: FAILED" in result.stdout
 
 
 @pytest.mark.timeout(300)
-def test_check_command_fails_when_this_environment_would_not_register_maspo():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VERL_USE_EXTERNAL")}
-    env["VERL_USE_EXTERNAL_PLUGINS"] = "none"
-    result = subprocess.run(
-        [sys.executable, "-m", "maspo_verl", "check"], capture_output=True, text=True, timeout=240, cwd="/", env=env
-    )
+def test_check_command_rejects_an_unregistered_loss_mode_naming_the_registered_ones():
+    result = _check("actor_rollout_ref.actor.policy_loss.loss_mode=masp", **CHECK_ENV)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "VERL_USE_EXTERNAL_MODULES=maspo_verl" in result.stderr
-    env["VERL_USE_EXTERNAL_MODULES"] = "maspo_verl"
-    result = subprocess.run(
-        [sys.executable, "-m", "maspo_verl", "check"], capture_output=True, text=True, timeout=240, cwd="/", env=env
-    )
+    assert "loss_mode='masp': Unsupported loss mode: masp. Supported modes are:" in result.stderr
+    registered = result.stderr.split("Supported modes are:", 1)[1]
+    for mode in ("'vanilla'", "'maspo'", "'dac'", "'bapo'"):  # verl's own and ours
+        assert mode in registered, registered
+    assert "check: FAILED" in result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_check_command_fails_when_this_environment_would_not_register_maspo():
+    env = {"VERL_USE_EXTERNAL_PLUGINS": "none"} if ENTRY_POINTS else {}
+    result = _check(**env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "export VERL_USE_EXTERNAL_MODULES=maspo_verl" in result.stderr
+    if not ENTRY_POINTS:
+        assert "loads no verl.plugins entry points (they exist from verl 0.9.0)" in result.stderr
+    result = _check(**env, VERL_USE_EXTERNAL_MODULES="maspo_verl")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "registered by VERL_USE_EXTERNAL_MODULES=maspo_verl" in result.stdout

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# The verl version matrix (issue 12): run before a release; CI keeps one verl (scripts/run_tests.sh).
+#
+#   bash scripts/test_verl_versions.sh [--no-e2e] [VERSION ...]    VERSION: 0.8.0 0.9.0 0.9.1 main (default: all)
+#
+# Per version, a cached venv under $MASPO_VERL_MATRIX_CACHE (default ~/.cache/maspo_verl/verl-matrix/<version>):
+# torch==2.13.0 first (CPU build), then that verl (PyPI, or for `main` the source snapshot
+# ../shared/verl-main-1dda039b9.tar.gz, which builds 0.10.0.dev0), then this checkout with
+# `pip install -c <torch+verl pins> -e .[test]`. It asserts that the plugin install left verl's version
+# alone and that an unconstrained `pip install --dry-run -e .[test]` would not touch verl either, then
+# runs the version-independent test groups and `check --e2e`, and prints a table of versions x groups.
+# A venv is reused while its stamp (setup.py + this script's install steps) is unchanged.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${MASPO_VERL_MATRIX_CACHE:-$HOME/.cache/maspo_verl/verl-matrix}"
+MAIN_SNAPSHOT="${MASPO_VERL_MAIN_SNAPSHOT:-$ROOT/../shared/verl-main-1dda039b9.tar.gz}"
+PYTHON_BIN="${PYTHON:-python3}"
+TORCH_PIN="torch==2.13.0"
+RUN_E2E=1
+VERSIONS=()
+for arg in "$@"; do
+  case "$arg" in
+    --no-e2e) RUN_E2E=0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    0.8.0|0.9.0|0.9.1|main) VERSIONS+=("$arg") ;;
+    *) echo "unknown verl version or option: $arg (known: 0.8.0 0.9.0 0.9.1 main, --no-e2e)" >&2; exit 2 ;;
+  esac
+done
+[[ ${#VERSIONS[@]} -eq 0 ]] && VERSIONS=(0.8.0 0.9.0 0.9.1 main)
+
+# Test groups: name, then pytest arguments (paths relative to the checkout). These are the tests that use
+# only the API every verl of the matrix shares (loss registry and signature, agg_loss, ppo_loss,
+# PolicyLossConfig/ActorConfig, the ppo_trainer yaml); the rest of tests/ exercises verl-0.9.1-only
+# internals (the CPU trainer patches) and runs in CI against the pinned verl.
+GROUPS=(
+  "loss|tests/test_loss.py tests/test_gate.py"
+  "registration|tests/test_registration.py"
+  "config+ActorConfig|tests/test_config.py -k 'not yaml'"
+  "ppo_loss call site|tests/test_verl_call_site.py"
+  "hydra maspo.yaml|tests/test_config.py -k yaml"
+)
+
+log() { echo "[matrix] $*" >&2; }
+
+install_venv() {  # version venv -> 0 when the venv is ready
+  local version="$1" venv="$2" verl_spec stamp want
+  if [[ "$version" == main ]]; then
+    [[ -f "$MAIN_SNAPSHOT" ]] || { log "main: snapshot $MAIN_SNAPSHOT not found"; return 1; }
+    verl_spec="$MAIN_SNAPSHOT"
+  else
+    verl_spec="verl==$version"
+  fi
+  stamp="$venv/.matrix-install"
+  want="$(cat "$ROOT/setup.py" | sha256sum | cut -d' ' -f1) $TORCH_PIN $verl_spec"
+  if [[ "$(cat "$stamp" 2>/dev/null)" == "$want" ]]; then
+    log "$version: cached venv $venv"
+    return 0
+  fi
+  local pip_log="$venv.install.log"
+  mkdir -p "$(dirname "$venv")"
+  : > "$pip_log"
+  pip() { "$venv/bin/python" -m pip "$@" >>"$pip_log" 2>&1 || { tail -n 30 "$pip_log" >&2; log "$version: pip $* failed (log: $pip_log)"; return 1; }; }
+  if [[ ! -x "$venv/bin/python" ]]; then
+    log "$version: creating $venv"
+    "$PYTHON_BIN" -m venv "$venv" || return 1
+  fi
+  log "$version: installing $TORCH_PIN, then $verl_spec, then maspo-verl[test] (log: $pip_log)"
+  pip install "$TORCH_PIN" || return 1
+  pip install -c <(echo "$TORCH_PIN") "$verl_spec" || return 1
+  local verl_before verl_after
+  verl_before="$("$venv/bin/python" -c 'from importlib.metadata import version; print(version("verl"))')" || return 1
+  pip install -c <(printf '%s\nverl==%s\n' "$TORCH_PIN" "$verl_before") -e "${ROOT}[test]" || return 1
+  verl_after="$("$venv/bin/python" -c 'import verl; print(verl.__version__)')" || return 1
+  if [[ "$verl_after" != "$verl_before" ]]; then
+    log "$version: installing maspo-verl changed verl $verl_before -> $verl_after"
+    return 1
+  fi
+  # Without any pin on verl, pip must find the installed verl good enough: nothing to install for it.
+  "$venv/bin/python" -m pip install --dry-run -c <(echo "$TORCH_PIN") -e "${ROOT}[test]" >"$venv.dry-run.log" 2>&1 \
+    || { cat "$venv.dry-run.log" >&2; log "$version: unconstrained dry-run install failed"; return 1; }
+  if grep -E '^Would install .*\bverl-' "$venv.dry-run.log" >&2; then
+    log "$version: an unconstrained install of maspo-verl would replace verl $verl_before"
+    return 1
+  fi
+  log "$version: verl $verl_before kept by the plugin install (constrained and unconstrained dry-run)"
+  echo "$want" > "$stamp"
+}
+
+run_group() {  # venv junit_xml pytest-args... -> prints "passed/total" (or "error")
+  local venv="$1" xml="$2"; shift 2
+  (cd "$ROOT" && env -u VERL_USE_EXTERNAL_MODULES -u VERL_USE_EXTERNAL_PLUGINS \
+     "$venv/bin/python" -m pytest -q -p no:cacheprovider --timeout 900 --junitxml "$xml" "$@") >"$xml.log" 2>&1
+  "$venv/bin/python" - "$xml" <<'EOF'
+import sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except (OSError, ET.ParseError):
+    print("error"); raise SystemExit
+suite = root if root.tag == "testsuite" else root.find("testsuite")
+total, failed = int(suite.get("tests")), int(suite.get("failures")) + int(suite.get("errors"))
+skipped = int(suite.get("skipped"))
+print(f"{total - failed - skipped}/{total}" + (f" ({skipped} skipped)" if skipped else ""))
+EOF
+}
+
+run_e2e() {  # version venv -> prints pass / FAIL / patches not supported
+  local version="$1" venv="$2" workdir env_extra=()
+  workdir="$(mktemp -d "${TMPDIR:-/tmp}/maspo-matrix-e2e-$version.XXXXXX")"
+  # verl 0.8 has no verl.plugins entry points: the documented mechanism is VERL_USE_EXTERNAL_MODULES.
+  [[ "$version" == 0.8.0 ]] && env_extra=(VERL_USE_EXTERNAL_MODULES=maspo_verl)
+  (cd "$workdir" && env "${env_extra[@]}" timeout 1500 "$venv/bin/python" -m maspo_verl check --e2e) \
+    >"$CACHE/results/$version.e2e.log" 2>&1
+  local rc=$?
+  rm -rf "$workdir"
+  if [[ $rc -eq 0 ]]; then
+    echo "pass"
+  elif grep -q "was written and tested for verl" "$CACHE/results/$version.e2e.log"; then
+    echo "patches not supported"
+  else
+    echo "FAIL (rc $rc)"
+  fi
+}
+
+mkdir -p "$CACHE/results"
+for version in "${VERSIONS[@]}"; do
+  venv="$CACHE/$version"
+  row="$CACHE/results/$version.tsv"
+  if ! install_venv "$version" "$venv"; then
+    printf '%s\t%s\t%s\n' "$version" "-" "install FAILED" > "$row"
+    continue
+  fi
+  verl_version="$("$venv/bin/python" -c 'import verl; print(verl.__version__)')"
+  cells=()
+  args=()
+  for group in "${GROUPS[@]}"; do
+    name="${group%%|*}"
+    eval "args=(${group#*|})"
+    log "$version: $name: pytest ${args[*]}"
+    cells+=("$(run_group "$venv" "$CACHE/results/$version.${name//[^a-zA-Z0-9]/_}.xml" "${args[@]}")")
+  done
+  if [[ $RUN_E2E -eq 1 ]]; then
+    log "$version: check --e2e"
+    cells+=("$(run_e2e "$version" "$venv")")
+  else
+    cells+=("not run")
+  fi
+  (IFS=$'\t'; echo "${version}"$'\t'"${verl_version}"$'\t'"${cells[*]}") > "$row"
+done
+
+# The table: every version with a result on disk (this run's and earlier runs'). A group passes when
+# passed == total; "patches not supported" in the e2e column is a statement, not a failure.
+"$PYTHON_BIN" - "$CACHE/results" "${GROUPS[@]%%|*}" <<'EOF'
+import re, sys
+from pathlib import Path
+
+results, groups = Path(sys.argv[1]), sys.argv[2:]
+print()
+print("| matrix | verl | " + " | ".join(groups) + " | check --e2e |")
+print("|---|---|" + "---|" * (len(groups) + 1))
+failed = False
+for version in ("0.8.0", "0.9.0", "0.9.1", "main"):
+    row = results / f"{version}.tsv"
+    if not row.is_file():
+        continue
+    cells = row.read_text().rstrip("\n").split("\t")
+    print("| " + " | ".join(cells) + " |")
+    for cell in cells[2:]:
+        counts = re.match(r"(\d+)/(\d+)", cell)
+        if "FAIL" in cell or cell == "error" or (counts and counts.group(1) != counts.group(2)):
+            failed = True
+print()
+print(f"(passed/total tests per group; logs and junit xml in {results})")
+sys.exit(1 if failed else 0)
+EOF
