@@ -4,11 +4,17 @@ A verl `ActorRolloutRefWorker(role="actor_rollout")` runs in this process (its r
 our `HfCpuServerAdapter`, built by verl from the backend name), the `HfCpuServer` in a local
 Ray actor. Rollout and actor log-probs must agree at the start, diverge once the actor is
 updated, and agree again after verl's own `update_weights` (the sync trainer's call).
+
+Deterministic sampling (issue 10) runs `HfCpuServer` in this process: a response depends on
+(rollout seed, weights version, prompt, sample index) only, never on the batching window, the
+batch size or the arrival order, and `hf_cpu_single_turn_agent` sends verl's `session_id` as
+the sample index.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 import tempfile
 
@@ -26,6 +32,9 @@ from conftest_cpu import (  # noqa: F401  (pytest fixtures)
 SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": True}
 GREEDY = {"temperature": 0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": True}
 AGREE, DIVERGED = 1e-4, 5e-2  # max |log-prob difference| per token
+# Batched matmuls round differently for other batch shapes (~1e-7 in a logit): log-probs agree to this,
+# token ids exactly.
+BATCH_ROUNDING = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +162,313 @@ def test_rollout_follows_the_actor_only_through_verls_weight_sync(actor_and_serv
     assert _max_difference(worker, prompts, synced) < AGREE, "rollout still differs from the actor after the sync"
     assert local_ray.get(server.get_weights_version.remote()) == (1, 1)
     assert all(output.extra_fields["global_steps"] == 1 for output in synced)
+
+
+# ---- deterministic sampling: HfCpuServer in this process ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def make_server(tiny_workdir):  # noqa: F811
+    """HfCpuServer(rollout seed, max_num_seqs) on the tiny model, built from our composed verl config."""
+    from conftest_cpu import compose_maspo_config
+
+    from maspo_verl.patches.hf_rollout import HfCpuServer
+
+    def make(seed: int = 0, max_num_seqs: int = 1024, backend: str = "hf_cpu"):
+        config = compose_maspo_config(
+            f"actor_rollout_ref.model.path={tiny_workdir['model']}",
+            f"actor_rollout_ref.rollout.name={backend}",
+            "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+            "actor_rollout_ref.rollout.response_length=8",
+            "actor_rollout_ref.rollout.prompt_length=20",
+            f"actor_rollout_ref.rollout.seed={seed}",
+            f"actor_rollout_ref.rollout.max_num_seqs={max_num_seqs}",
+        )
+        return HfCpuServer(config.actor_rollout_ref.rollout, config.actor_rollout_ref.model), config
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def mixed_prompts(prompts):
+    """The prompts cut to different lengths, so that batches are left-padded."""
+    return [prompt[index % 3 :] for index, prompt in enumerate(prompts)]
+
+
+def _requests(prompts, samples_per_prompt: int = 4):
+    return [(prompt, index) for prompt in prompts for index in range(samples_per_prompt)]
+
+
+def _record_batch_sizes(server) -> list[int]:
+    sizes: list[int] = []
+    generate_batch = server._generate_batch
+
+    def recording(prompts, *args):
+        sizes.append(len(prompts))
+        return generate_batch(prompts, *args)
+
+    server._generate_batch = recording
+    return sizes
+
+
+async def _concurrently(server, requests, sampling_params):
+    return await asyncio.gather(
+        *[
+            server.generate(prompt_ids=prompt, sampling_params=sampling_params, request_id=f"r{i}", sample_index=index)
+            for i, (prompt, index) in enumerate(requests)
+        ]
+    )
+
+
+async def _one_at_a_time(server, requests, sampling_params):
+    return [
+        await server.generate(prompt_ids=prompt, sampling_params=sampling_params, request_id=f"r{i}", sample_index=index)
+        for i, (prompt, index) in enumerate(requests)
+    ]
+
+
+def _assert_same_outputs(expected, actual) -> None:
+    for want, got in zip(expected, actual, strict=True):
+        assert got.token_ids == want.token_ids
+        torch.testing.assert_close(torch.tensor(got.log_probs), torch.tensor(want.log_probs), atol=BATCH_ROUNDING, rtol=0)
+
+
+@pytest.mark.timeout(120)
+def test_samples_do_not_depend_on_batching_window_batch_size_or_arrival_order(make_server, mixed_prompts, monkeypatch):
+    from maspo_verl.patches import hf_rollout
+
+    requests = _requests(mixed_prompts)
+    one_batch, _ = make_server()
+    one_batch_sizes = _record_batch_sizes(one_batch)
+    reference = asyncio.run(_concurrently(one_batch, requests, SAMPLING))
+
+    monkeypatch.setattr(hf_rollout, "BATCHING_WINDOW_SECONDS", 0.0)
+    small_batches, _ = make_server(max_num_seqs=5)
+    small_batch_sizes = _record_batch_sizes(small_batches)
+    order = list(range(len(requests)))
+    random.Random(0).shuffle(order)
+    shuffled = asyncio.run(_concurrently(small_batches, [requests[i] for i in order], SAMPLING))
+    unshuffled = [None] * len(requests)
+    for position, original in enumerate(order):
+        unshuffled[original] = shuffled[position]
+
+    alone, _ = make_server()
+    alone_sizes = _record_batch_sizes(alone)
+    one_by_one = asyncio.run(_one_at_a_time(alone, requests[::-1], SAMPLING))[::-1]
+
+    assert one_batch_sizes == [len(requests)] and max(small_batch_sizes) == 5 and set(alone_sizes) == {1}
+    _assert_same_outputs(reference, unshuffled)
+    _assert_same_outputs(reference, one_by_one)
+    # the same server asked again gives the same responses
+    _assert_same_outputs(reference, asyncio.run(_concurrently(one_batch, requests, SAMPLING)))
+
+
+@pytest.mark.timeout(120)
+def test_sampled_responses_vary_with_sample_index_seed_and_weights(make_server, mixed_prompts):
+    requests = _requests(mixed_prompts)
+    server, _ = make_server(seed=0)
+    outputs = asyncio.run(_concurrently(server, requests, SAMPLING))
+    responses = [tuple(output.token_ids) for output in outputs]
+    for start in range(0, len(requests), 4):  # the 4 samples of one prompt are not copies
+        assert len(set(responses[start : start + 4])) > 1, "samples of one prompt are identical"
+
+    other_seed, _ = make_server(seed=1)
+    reseeded = [tuple(output.token_ids) for output in asyncio.run(_concurrently(other_seed, requests, SAMPLING))]
+    assert sum(a != b for a, b in zip(responses, reseeded)) >= len(requests) * 3 // 4, "rollout.seed is ignored"
+
+    same_weights = {name: tensor.clone() for name, tensor in server.model.state_dict().items()}
+    asyncio.run(server.update_weights(same_weights, global_steps=1))  # new weights version, same values
+    next_step = asyncio.run(_concurrently(server, requests, SAMPLING))
+    assert sum(a != tuple(b.token_ids) for a, b in zip(responses, next_step)) >= len(requests) * 3 // 4, (
+        "a new weights version repeated the previous step's samples"
+    )
+    assert all(output.extra_fields["global_steps"] == 1 for output in next_step)
+
+
+def _first_token_frequencies(server, prompt, sampling_params, num_samples: int) -> torch.Tensor:
+    requests = [(prompt, index) for index in range(num_samples)]
+    outputs = asyncio.run(_concurrently(server, requests, {**sampling_params, "max_tokens": 1}))
+    assert all(len(output.token_ids) == 1 for output in outputs)
+    counts = torch.bincount(torch.tensor([output.token_ids[0] for output in outputs]), minlength=server.model.config.vocab_size)
+    return counts.double() / num_samples
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, -1, 1.0), (0.3, -1, 1.0), (1.0, 5, 1.0), (1.0, -1, 0.5)])
+def test_sampled_first_tokens_follow_the_filtered_model_distribution(make_server, prompts, temperature, top_k, top_p):
+    """4000 first tokens of one prompt (sample indices 0..3999) against softmax(filter(logits / T)): chi-square."""
+    from scipy.stats import chisquare
+
+    from maspo_verl.patches.hf_rollout import _top_k_top_p
+
+    server, _ = make_server()
+    with torch.no_grad():
+        logits = server.model(input_ids=torch.tensor([prompts[0]])).logits[:, -1, :].float()
+    expected = _top_k_top_p(logits / temperature, top_k, top_p).softmax(-1)[0].double()
+    params = {**SAMPLING, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+    num_samples = 4000
+    observed = _first_token_frequencies(server, prompts[0], params, num_samples) * num_samples
+    support = expected > 0
+    assert support.sum() > 2, "the test needs a distribution with several tokens"
+    assert observed[~support].sum() == 0, "sampled a token that top-k/top-p removed"
+    expected_counts = expected[support] / expected[support].sum() * num_samples
+    fit = chisquare(observed[support].numpy(), expected_counts.numpy())
+    assert fit.pvalue > 1e-3, f"first tokens do not follow the model's distribution (chi-square p={fit.pvalue:.2g})"
+    # the test has power: the same counts reject a uniform draw over the support
+    assert chisquare(observed[support].numpy()).pvalue < 1e-6
+
+
+def test_top_k_top_p_and_repetition_penalty_match_hugging_face():
+    from transformers.generation.logits_process import (
+        RepetitionPenaltyLogitsProcessor,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    from maspo_verl.patches.hf_rollout import _apply_repetition_penalty, _top_k_top_p
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 50, generator=generator) * 3
+    for top_k, top_p in [(5, 1.0), (-1, 0.7), (10, 0.3), (50, 0.95)]:
+        expected = scores
+        if top_k > 0:
+            expected = TopKLogitsWarper(top_k)(None, expected)
+        if top_p < 1:
+            expected = TopPLogitsWarper(top_p)(None, expected)
+        torch.testing.assert_close(_top_k_top_p(scores, top_k, top_p), expected, rtol=0, atol=0)
+
+    history = torch.randint(0, 50, (6, 7), generator=generator)
+    seen = torch.zeros(6, 50, dtype=torch.bool).scatter_(1, history, True)
+    expected = RepetitionPenaltyLogitsProcessor(1.3)(history, scores.clone())
+    torch.testing.assert_close(_apply_repetition_penalty(scores, seen, 1.3), expected, rtol=0, atol=0)
+
+
+@pytest.mark.timeout(120)
+def test_greedy_sampling_loop_equals_hugging_face_generate(make_server, mixed_prompts):
+    server, _ = make_server()
+    outputs = asyncio.run(_concurrently(server, _requests(mixed_prompts, 1), GREEDY))
+    longest = max(len(prompt) for prompt in mixed_prompts)
+    input_ids = torch.full((len(mixed_prompts), longest), server.pad_token_id)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, prompt in enumerate(mixed_prompts):
+        input_ids[row, longest - len(prompt) :] = torch.tensor(prompt)
+        attention_mask[row, longest - len(prompt) :] = 1
+    with torch.no_grad():
+        generated = server.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=8,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            eos_token_id=server.eos_token_ids,
+            pad_token_id=server.pad_token_id,
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+    log_probs = torch.log_softmax(torch.stack(generated.logits, dim=1).float(), dim=-1)
+    for row, output in enumerate(outputs):
+        length = len(output.token_ids)
+        assert output.token_ids == generated.sequences[row, longest : longest + length].tolist()
+        expected = log_probs[row, torch.arange(length), generated.sequences[row, longest : longest + length]]
+        torch.testing.assert_close(torch.tensor(output.log_probs), expected, atol=BATCH_ROUNDING, rtol=0)
+
+
+def test_bad_sample_index_is_refused(make_server, prompts):
+    server, _ = make_server()
+    for bad in (-1, "0", 1.5):
+        with pytest.raises(ValueError, match="sample_index"):
+            asyncio.run(server.generate(prompt_ids=prompts[0], sampling_params=SAMPLING, request_id="r", sample_index=bad))
+
+
+@pytest.mark.timeout(120)
+def test_without_sample_index_a_prompts_samples_are_numbered_by_arrival(make_server, prompts):
+    server, _ = make_server()
+
+    async def unnumbered(count):
+        return await asyncio.gather(
+            *[server.generate(prompt_ids=prompts[0], sampling_params=SAMPLING, request_id=f"r{i}") for i in range(count)]
+        )
+
+    without = asyncio.run(unnumbered(4))
+    numbered = asyncio.run(_concurrently(server, _requests(prompts[:1]), SAMPLING))
+    assert [o.token_ids for o in without] == [o.token_ids for o in numbered]
+
+
+class _ForwardingClient:
+    """Stands in for verl's LLMServerClient: forwards `generate` to the server as
+    verl/workers/rollout/llm_server.py does (drops `priority` and `mm_processor_output`, keeps other kwargs)."""
+
+    def __init__(self, server):
+        self.server = server
+        self.calls: list[dict] = []
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
+        kwargs.pop("priority", None)
+        kwargs.pop("mm_processor_output", None)
+        self.calls.append({"prompt_ids": list(prompt_ids), **kwargs})
+        return await self.server.generate(
+            request_id=request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, **kwargs
+        )
+
+
+def _instantiate_agent_loop(config, server, tokenizer):
+    """As verl's AgentLoopWorker._run_agent_loop does: hydra.instantiate of the registry entry."""
+    import hydra
+    from verl.experimental.agent_loop.agent_loop import DictConfigWrap, _agent_loop_registry
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    from maspo_verl.patches.hf_agent_loop import AGENT_LOOP_NAME
+
+    client = _ForwardingClient(server)
+    loop = hydra.utils.instantiate(
+        config=_agent_loop_registry[AGENT_LOOP_NAME],
+        trainer_config=DictConfigWrap(config=config),
+        server_manager=client,
+        tokenizer=tokenizer,
+        processor=None,
+        hf_model_type="qwen2",
+        dataset_cls=RLHFDataset,
+        data_config=DictConfigWrap(config.data),
+    )
+    return loop, client
+
+
+@pytest.mark.timeout(120)
+def test_agent_loop_sends_verls_session_id_as_the_sample_index(make_server, tiny_workdir):  # noqa: F811
+    from transformers import AutoTokenizer
+
+    from maspo_verl.patches.hf_agent_loop import HfCpuSingleTurnAgentLoop
+    from maspo_verl.patches.hf_rollout import apply_hf_cpu_rollout
+    from maspo_verl.tiny import make_problems
+
+    apply_hf_cpu_rollout()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_workdir["model"]))
+    server, config = make_server()
+    messages = [{"role": "user", "content": make_problems(num_train=1, num_val=1, seed=1)[0][0].prompt}]
+
+    async def run_sessions(session_ids):
+        outputs, clients = [], []
+        for session_id in session_ids:
+            loop, client = _instantiate_agent_loop(config, server, tokenizer)  # verl: one instance per sample
+            assert isinstance(loop, HfCpuSingleTurnAgentLoop)
+            outputs.append(await loop.run(dict(SAMPLING), raw_prompt=messages, session_id=session_id, uid="u"))
+            clients.append(client)
+        return outputs, clients
+
+    outputs, clients = asyncio.run(run_sessions([3, 0, 3]))
+    assert [client.calls[0]["sample_index"] for client in clients] == [3, 0, 3]
+    prompt_ids = clients[0].calls[0]["prompt_ids"]
+    direct = asyncio.run(_concurrently(server, [(prompt_ids, 3), (prompt_ids, 0)], SAMPLING))
+    assert outputs[0].response_ids == direct[0].token_ids == outputs[2].response_ids
+    assert outputs[1].response_ids == direct[1].token_ids
+
+    with pytest.raises(ValueError, match="session_id"):
+        loop, _ = _instantiate_agent_loop(config, server, tokenizer)
+        asyncio.run(loop.run(dict(SAMPLING), raw_prompt=messages, uid="u"))
+    from hydra.errors import InstantiationException
+
+    _, vllm_config = make_server(backend="vllm")
+    with pytest.raises(InstantiationException, match="rollout.name=hf_cpu"):  # verl builds loops with hydra
+        _instantiate_agent_loop(vllm_config, server, tokenizer)
