@@ -1,6 +1,6 @@
 """`python -m maspo_verl ...` (also the `maspo-verl` console script).
 
-  check [--e2e] [--config-name NAME] [HYDRA_OVERRIDE ...]
+  check [--e2e [--e2e-steps N]] [--config-name NAME] [HYDRA_OVERRIDE ...]
       Prove the plugin to the user: verl's version (a WARNING when it is not one of the tested
       versions, a failure outside the supported range), whether `maspo` is in verl's policy-loss
       registry in a fresh process (through the entry point, as verl's Ray workers load it; on verl
@@ -139,7 +139,7 @@ def _check(args: argparse.Namespace) -> int:
     if not failures and args.e2e:
         from maspo_verl import e2e
 
-        if e2e.main([]) != 0:
+        if e2e.main(["--steps", str(args.e2e_steps)]) != 0:
             failures.append("end-to-end CPU training run failed (see the log above)")
 
     for failure in failures:
@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="prove maspo is registered in verl and its config resolves")
     check.add_argument("--e2e", action="store_true", help="also train MASPO with verl's trainer on CPU")
+    check.add_argument("--e2e-steps", type=int, default=3, help="GRPO steps of the --e2e run (default 3)")
     check.add_argument("--config-name", default="maspo", help="config in our configs folder (default: maspo)")
     check.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. actor_rollout_ref.actor.policy_loss.maspo.alpha=0.5")
     commands.add_parser("config-dir", help="print the folder of our Hydra configs")

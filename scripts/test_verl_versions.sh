@@ -79,7 +79,7 @@ install_venv() {  # version venv -> 0 when the venv is ready
   # Without any pin on verl, pip must find the installed verl good enough: nothing to install for it.
   "$venv/bin/python" -m pip install --dry-run -c <(echo "$TORCH_PIN") -e "${ROOT}[test]" >"$venv.dry-run.log" 2>&1 \
     || { cat "$venv.dry-run.log" >&2; log "$version: unconstrained dry-run install failed"; return 1; }
-  if grep -E '^Would install .*\bverl-' "$venv.dry-run.log" >&2; then
+  if grep -E '^Would install( | .* )verl-[0-9]' "$venv.dry-run.log" >&2; then
     log "$version: an unconstrained install of maspo-verl would replace verl $verl_before"
     return 1
   fi

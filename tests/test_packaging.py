@@ -1,0 +1,127 @@
+"""The wheel, installed outside any checkout: metadata that leaves a researcher's torch and verl alone,
+the package data `check`, `config-dir` and `check --e2e` need, and those commands run from the wheel.
+
+The wheel is built from a copy of the checkout (no build/ or egg-info left in the repo) and installed
+with --no-deps into a fresh venv whose only link to the project's .venv is a .pth line adding that
+venv's site-packages (verl, torch, ...) after its own: maspo_verl itself comes from the wheel. The
+.pth path is not a site dir, so the editable install of the checkout in .venv is not processed there.
+"""
+
+from __future__ import annotations
+
+import email
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+from maspo_verl.compat import SUPPORTED_VERL, TESTED_VERL_VERSIONS
+
+ROOT = Path(__file__).resolve().parents[1]
+NOT_PACKAGED = shutil.ignore_patterns(".venv", ".git", "runs", "outputs", "build", "dist", "*.egg-info", "__pycache__")
+
+
+def _run(command, cwd, timeout=600, env=None):
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert result.returncode == 0, f"{command} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    source = tmp_path_factory.mktemp("source") / "maspo-verl"
+    shutil.copytree(ROOT, source, ignore=NOT_PACKAGED)
+    out = tmp_path_factory.mktemp("dist")
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(out),
+          str(source)], cwd=out)
+    (built,) = out.glob("maspo_verl-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(wheel, tmp_path_factory) -> Path:
+    """A fresh venv with only the wheel installed, seeing this environment's packages after its own."""
+    home = tmp_path_factory.mktemp("wheel-venv") / "venv"
+    venv.EnvBuilder(with_pip=False).create(home)
+    python = home / "bin" / "python"
+    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)],
+         cwd=home)
+    own_site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=home)
+                    .stdout.strip())
+    (own_site / "zz_project_env.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    return home
+
+
+def _clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VERL_USE_EXTERNAL", "PYTHONPATH"))}
+    env.update(extra)
+    return env
+
+
+def test_wheel_metadata_leaves_torch_to_verl_and_states_the_tested_verl_range(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata_name,) = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
+        metadata = email.message_from_bytes(archive.read(metadata_name))
+    requirements = [Requirement(line) for line in metadata.get_all("Requires-Dist")]
+    base = [r for r in requirements if r.marker is None]
+    by_extra = {}
+    for r in requirements:
+        if r.marker is not None:
+            extra = str(r.marker).split("==")[-1].strip().strip("\"'")
+            by_extra.setdefault(extra, []).append(r)
+
+    assert "torch" not in {r.name for r in base}, "install_requires must not bound torch"
+    (verl,) = [r for r in base if r.name == "verl"]
+    assert verl.specifier == SpecifierSet(SUPPORTED_VERL)
+    for tested in TESTED_VERL_VERSIONS:
+        assert verl.specifier.contains(tested, prereleases=True), tested
+    assert any(r.name == "scipy" and r.specifier.contains("1.10") for r in base)
+    assert [str(r.specifier) for r in by_extra["cpu"] if r.name == "torch"] == ["==2.13.0"]
+    (gpu_verl,) = [r for r in by_extra["gpu"] if r.name == "verl"]
+    assert gpu_verl.extras == {"vllm"} and gpu_verl.specifier == verl.specifier
+
+
+def test_wheel_ships_configs_patches_cpu_script_and_the_entry_point(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        (entry_points_name,) = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
+        entry_points = archive.read(entry_points_name).decode()
+    for path in ("maspo_verl/configs/maspo.yaml", "maspo_verl/configs/experiment/r1_distill_7b.yaml",
+                 "maspo_verl/patches/cpu_platform.py", "maspo_verl/patches/README.md",
+                 "maspo_verl/tiny/train_cpu.sh", "maspo_verl/compat.py"):
+        assert path in names, path
+    assert not any(name.startswith(("tests/", "examples/", "configs/", "patches/")) for name in names)
+    assert "[verl.plugins]\nmaspo = maspo_verl.plugin" in entry_points
+    assert "maspo-compare = maspo_verl.compare:main" in entry_points
+
+
+@pytest.mark.timeout(1800)
+def test_wheel_outside_a_checkout_runs_config_dir_check_and_a_one_step_e2e(wheel_venv, tmp_path):
+    python = str(wheel_venv / "bin" / "python")
+    site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=tmp_path)
+                .stdout.strip())
+    where = _run([python, "-c", "import maspo_verl; print(maspo_verl.__file__)"], cwd=tmp_path, env=_clean_env())
+    assert Path(where.stdout.strip()).is_relative_to(site), where.stdout
+
+    config_dir = Path(_run([python, "-m", "maspo_verl", "config-dir"], cwd=tmp_path, env=_clean_env()).stdout.strip())
+    assert config_dir == site / "maspo_verl" / "configs"
+    assert (config_dir / "maspo.yaml").is_file()
+
+    compare_help = _run([str(wheel_venv / "bin" / "maspo-compare"), "--help"], cwd=tmp_path, env=_clean_env())
+    assert "--preset" in compare_help.stdout
+
+    check = _run([python, "-m", "maspo_verl", "check", "--e2e", "--e2e-steps", "1"], cwd=tmp_path, timeout=1500,
+                 env=_clean_env(TMPDIR=str(tmp_path)))
+    assert "'maspo' is registered by `import verl` in a fresh process" in check.stdout
+    assert f"config: {config_dir / 'maspo.yaml'}" in check.stdout
+    assert "e2e: PASS" in check.stdout, check.stdout[-4000:]
+    assert check.stdout.strip().endswith("check: OK")
+    assert not any(ROOT.as_posix() in line for line in check.stdout.splitlines() if line.startswith("config:"))
