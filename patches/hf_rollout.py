@@ -61,7 +61,8 @@ logger = logging.getLogger(__name__)
 
 BACKEND_NAME = "hf_cpu"
 SUPPORTED_VERL_VERSIONS = ("0.9.1",)
-# Requests that arrive within this window share one `generate` call.
+# Requests that arrive within this window share one batched sampling loop (for speed only: each
+# response has its own RNG, so it does not depend on which requests share its batch).
 BATCHING_WINDOW_SECONDS = 0.02
 
 _applied = False
