@@ -1,6 +1,7 @@
 """Rehearse a GPU experiment script on CPU: the script's own config, a small explicit substitution.
 
     REHEARSE=cpu bash examples/run_scripts/1.5b/maspo.sh      # calls `python -m maspo_verl.rehearse preflight`
+    python -m maspo_verl.rehearse all [--output-dir DIR]      # every experiment script, one PASS/FAIL line each
 
 `REHEARSE=cpu` (examples/run_scripts/common.sh) builds the script's real main_ppo command, then the
 same command with the substitution layer (maspo_verl/tiny/cpu_backend.sh plus the rehearsal sizes
@@ -27,6 +28,8 @@ from typing import Any
 
 __all__ = [
     "ALLOWED_SUBSTITUTIONS",
+    "experiment_scripts",
+    "rehearse_all",
     "FIXTURES_DIR",
     "disallowed_keys",
     "flat_config",
@@ -42,7 +45,12 @@ ALLOWED_SUBSTITUTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("model path", ("actor_rollout_ref.model.path",)),
     (
         "rollout backend",
-        ("actor_rollout_ref.rollout.name", "actor_rollout_ref.rollout.agent.num_workers"),
+        (
+            "actor_rollout_ref.rollout.name",
+            "actor_rollout_ref.rollout.agent.num_workers",
+            # the hf_cpu backend's agent loop (sends verl's session id as the sample index)
+            "actor_rollout_ref.rollout.agent.default_agent_loop",
+        ),
     ),
     (
         "devices and GPU counts",
@@ -226,8 +234,49 @@ def _split_commands(words: list[str]) -> tuple[list[str], list[str]]:
     return words[1:split], words[split + 1 :]
 
 
+def experiment_scripts(run_scripts_dir: Path = REPO_DIR / "examples" / "run_scripts") -> list[Path]:
+    """Every single-node experiment script: 1.5b/, 7b/, 14b/, ablations/."""
+    return sorted(p for folder in ("1.5b", "7b", "14b", "ablations") for p in (run_scripts_dir / folder).glob("*.sh"))
+
+
+def rehearse_all(output_dir: str | Path, scripts: list[Path], python: str = sys.executable) -> int:
+    """`REHEARSE=cpu bash <script>` for each script, one after the other; one PASS/FAIL line each.
+
+    The tiny model and data are written once, to <output_dir>/rehearsal_inputs; each script's log is
+    <output_dir>/logs/<scale>_<method>.log. Returns the number of failures.
+    """
+    import subprocess
+    import time
+
+    output_dir = Path(output_dir).resolve()
+    (output_dir / "logs").mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, "REHEARSE": "cpu", "PYTHON": python, "OUTPUT_DIR": str(output_dir / "runs"), "REHEARSAL_DIR": str(output_dir / "rehearsal_inputs")}
+    failures, started_all = 0, time.monotonic()
+    for script in scripts:
+        name = f"{script.parent.name}_{script.stem}"
+        log = output_dir / "logs" / f"{name}.log"
+        started = time.monotonic()
+        with open(log, "w") as handle:
+            status = subprocess.run(["bash", str(script)], env=environment, stdout=handle, stderr=subprocess.STDOUT, check=False).returncode
+        failures += status != 0
+        print(f"{'PASS' if status == 0 else 'FAIL'} {script.parent.name}/{script.name} {time.monotonic() - started:.0f}s (log: {log})", flush=True)
+    print(f"{len(scripts) - failures}/{len(scripts)} scripts rehearsed in {(time.monotonic() - started_all) / 60:.1f} min")
+    return failures
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["all"]:
+        parser = argparse.ArgumentParser(prog="python -m maspo_verl.rehearse all", description="REHEARSE=cpu every experiment script (slow: minutes per script)")
+        parser.add_argument("--output-dir", default="rehearsal_all", help="runs/, logs/ and rehearsal_inputs/ go here")
+        parser.add_argument("--only", action="append", default=[], help="a script as <folder>/<name>.sh (repeatable; default: all)")
+        args = parser.parse_args(argv[1:])
+        scripts = experiment_scripts()
+        if args.only:
+            scripts = [p for p in scripts if f"{p.parent.name}/{p.name}" in args.only]
+            if len(scripts) != len(args.only):
+                parser.error(f"unknown script in --only {args.only}")
+        return 1 if rehearse_all(args.output_dir, scripts) else 0
     # The two commands come last and are not parsed by argparse (they hold --config-path etc.).
     commands = argv[argv.index("--real") :] if "--real" in argv else []
     argv = argv[: len(argv) - len(commands)]

@@ -1,0 +1,215 @@
+"""REHEARSE=cpu: an experiment script's own config runs in verl's trainer on CPU, changed only by
+an allow-listed, printed substitution; its outputs land where a real run's do and feed the Pass@k
+table and the plot; a killed rehearsal resumes from its checkpoint with its metrics kept.
+
+The substitution check runs for every experiment script (in process: Hydra only). Three scripts
+are rehearsed end to end (MASPO, verl's GRPO, our DAC; ~1.5 min each on 2 cores), the DAC one by
+killing it after its first checkpoint and rerunning the same command. Every script:
+`python -m maspo_verl.rehearse all` (docs/experiments.md, with its measured time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from maspo_verl import rehearse
+from maspo_verl.evaluation.plot import load_log
+from maspo_verl.evaluation.pass_at_k import BENCHMARK_ORDER
+from test_run_scripts import RUN_SCRIPTS, composed, experiment_scripts, printed_main_ppo_args, run_script
+
+SINGLE_NODE_SCRIPTS = [p for p in experiment_scripts() if p.parent.name != "multinode"]
+MUST_CHANGE = {
+    "actor_rollout_ref.model.path",
+    "actor_rollout_ref.rollout.name",
+    "trainer.device",
+    "data.train_batch_size",
+    "trainer.total_training_steps",
+    "actor_rollout_ref.rollout.val_kwargs.n",
+}
+
+
+def _script_id(path: Path) -> str:
+    return str(path.relative_to(RUN_SCRIPTS))
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("script", SINGLE_NODE_SCRIPTS, ids=_script_id)
+def test_the_substitution_touches_only_allow_listed_keys(script, tmp_path):
+    env = {"DATA_DIR": str(tmp_path / "data"), "OUTPUT_DIR": str(tmp_path / "out")}
+    real = run_script(script, **env)
+    rehearsal = run_script(script, REHEARSE="cpu", **env)
+    assert real.returncode == 0 and rehearsal.returncode == 0, real.stderr + rehearsal.stderr
+    diff = rehearse.substitution_diff(composed(real.stdout), composed(rehearsal.stdout))
+    assert rehearse.disallowed_keys(diff) == [], rehearse.format_diff(diff)
+    changed = {key for key, _, _ in diff}
+    assert MUST_CHANGE <= changed
+    for kept in ("actor_rollout_ref.actor.policy_loss", "algorithm.", "reward.custom_reward_function", "trainer.logger", "trainer.resume_mode", "trainer.save_freq"):
+        assert not [key for key in changed if key.startswith(kept)], kept
+
+
+def test_a_change_outside_the_allow_list_is_refused_and_named(tmp_path, capsys):
+    script = RUN_SCRIPTS / "1.5b" / "maspo.sh"
+    env = {"DATA_DIR": str(tmp_path / "data")}
+    real_args = printed_main_ppo_args(run_script(script, **env).stdout)
+    rehearsal_args = printed_main_ppo_args(run_script(script, REHEARSE="cpu", **env).stdout)
+    assert rehearse.main(["preflight", "--inputs", str(tmp_path), "--no-prepare", "--real", *real_args, "--rehearsal", *rehearsal_args]) == 0
+    capsys.readouterr()
+    sneaked = [*rehearsal_args, "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla", "actor_rollout_ref.actor.optim.lr=1e-3"]
+    status = rehearse.main(["preflight", "--inputs", str(tmp_path), "--no-prepare", "--real", *real_args, "--rehearsal", *sneaked])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "actor_rollout_ref.actor.policy_loss.loss_mode" in captured.err
+    assert "actor_rollout_ref.actor.optim.lr" in captured.err
+    assert "NOT ALLOWED" in captured.out
+
+
+def test_allow_list_kinds():
+    assert rehearse.substitution_kind("ray_kwargs.ray_init.num_cpus") == "devices and GPU counts"
+    assert rehearse.substitution_kind("actor_rollout_ref.rollout.val_kwargs.n") == "validation samples and frequency"
+    for key in ("actor_rollout_ref.rollout.val_kwargs.temperature", "trainer.save_freq", "actor_rollout_ref.actor.optim.lr", "data.prompt_key"):
+        assert rehearse.substitution_kind(key) is None, key
+
+
+def test_inputs_come_from_the_fixtures_through_the_data_pipeline(tmp_path):
+    paths = rehearse.prepare_inputs(tmp_path)
+    assert (paths["model"] / "config.json").is_file() and (paths["model"] / "tokenizer_config.json").is_file()
+    for name in ("dapo_math", *BENCHMARK_ORDER):
+        rows = pq.read_table(paths["data"] / f"{name}.parquet").to_pylist()
+        assert rows and {row["data_source"] for row in rows} == {name}
+        assert all(row["prompt"][0]["content"].endswith("within \\boxed{}.") for row in rows)
+    train = pq.read_table(paths["data"] / "dapo_math.parquet").to_pylist()
+    assert len(train) == 8, "DAPO-Math-17k repeats each problem: the pipeline keeps one copy"
+    assert "Answer:" not in train[0]["prompt"][0]["content"]
+    amc = pq.read_table(paths["data"] / "amc23.parquet").to_pylist()
+    assert amc[0]["reward_model"]["ground_truth"] == "27"
+    olympiad = pq.read_table(paths["data"] / "olympiadbench.parquet").to_pylist()
+    assert olympiad[0]["reward_model"]["ground_truth"] == "22"
+    with pytest.raises(FileNotFoundError, match="rehearsal fixtures missing"):
+        rehearse.prepare_inputs(tmp_path / "other", fixtures_dir=tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------- end-to-end rehearsals (slow)
+
+
+def _ray_processes(marker: str) -> list[int]:
+    """Pids of processes whose command line names this test's Ray temp dir (started by this test)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.fixture
+def rehearsal_env(tmp_path, tmp_path_factory):
+    ray_dir = tmp_path / "ray"
+    env = {
+        **os.environ,
+        "REHEARSE": "cpu",
+        "PYTHON": sys.executable,
+        "OUTPUT_DIR": str(tmp_path / "out"),
+        "REHEARSAL_DIR": str(tmp_path_factory.getbasetemp() / "rehearsal_inputs"),
+        "RAY_TMPDIR": str(ray_dir),
+    }
+    started: list[subprocess.Popen] = []
+    yield env, started
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    for pid in _ray_processes(str(ray_dir)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _start(script: str, env: dict, started: list, log: Path, *args: str) -> subprocess.Popen:
+    handle = open(log, "w")  # noqa: SIM115  (closed with the process)
+    process = subprocess.Popen(
+        ["bash", str(RUN_SCRIPTS / script), *args], env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    started.append(process)
+    return process
+
+
+def _run(script: str, env: dict, started: list, log: Path, timeout: float = 600) -> str:
+    process = _start(script, env, started, log)
+    process.wait(timeout=timeout)
+    output = log.read_text()
+    assert process.returncode == 0, output[-6000:]
+    return output
+
+
+def _check_outputs(run_dir: Path, output: str, loss_metric: str) -> list[dict]:
+    assert "[rehearse] substitution" in output and "actor_rollout_ref.rollout.name: vllm -> hf_cpu" in output
+    dumps = sorted(int(p.stem) for p in (run_dir / "val_generations").glob("*.jsonl"))
+    assert dumps and dumps[-1] == 2, dumps
+    records = [json.loads(line) for line in (run_dir / "val_generations" / "2.jsonl").read_text().splitlines()]
+    assert {record["data_source"] for record in records} == set(BENCHMARK_ORDER)
+    assert {"acc", "pred", "score"} <= set(records[0])
+    table = (run_dir / "pass_at_k.md").read_text()
+    assert "Avg@2 / Pass@2" in table
+    for title in ("AIME24", "AIME25", "AMC23", "MATH500", "Minerva", "Olympiad"):
+        assert title in table
+    assert (run_dir / "training_dynamics.png").stat().st_size > 1000
+    assert (run_dir / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+    series = load_log(str(run_dir / "metrics.jsonl"))
+    assert [step for step, _ in series["critic/score/mean"]] == [1, 2]
+    assert loss_metric in series
+    assert any(key.startswith("val-core/aime24/acc/mean@2") for key in series)
+    return records
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    ("script", "loss_metric"),
+    [("1.5b/maspo.sh", "actor/maspo/gate_weight_mean"), ("1.5b/grpo.sh", "actor/pg_clipfrac")],
+    ids=["maspo", "grpo"],
+)
+def test_rehearsal_runs_the_script_end_to_end(script, loss_metric, rehearsal_env, tmp_path):
+    env, started = rehearsal_env
+    output = _run(script, env, started, tmp_path / "log")
+    run_name = script.split("/")[1].removesuffix(".sh") + "-r1-distill-1.5b"
+    _check_outputs(tmp_path / "out" / "maspo" / run_name, output, loss_metric)
+
+
+@pytest.mark.timeout(1200)
+def test_a_killed_rehearsal_resumes_from_its_checkpoint_with_its_metrics(rehearsal_env, tmp_path):
+    env, started = rehearsal_env
+    env = {**env, "SAVE_FREQ": "1"}
+    run_dir = tmp_path / "out" / "maspo" / "dac-r1-distill-1.5b"
+    latest = run_dir / "checkpoints" / "latest_checkpointed_iteration.txt"
+    process = _start("1.5b/dac.sh", env, started, tmp_path / "log1")
+    deadline = time.monotonic() + 600
+    while not (latest.is_file() and latest.read_text().strip() == "1"):
+        assert process.poll() is None, (tmp_path / "log1").read_text()[-6000:]
+        assert time.monotonic() < deadline, "no checkpoint after 10 minutes"
+        time.sleep(1)
+    os.killpg(process.pid, signal.SIGKILL)  # as a preempted job: no clean shutdown
+    process.wait(timeout=60)
+    first = load_log(str(run_dir / "metrics.jsonl"))
+    assert [step for step, _ in first["critic/score/mean"]] == [1]
+
+    output = _run("1.5b/dac.sh", env, started, tmp_path / "log2")
+    assert "kept the metrics logged so far as" in output
+    assert (run_dir / "metrics.part1.jsonl").is_file()
+    assert "global_step_1" in output  # verl: "Load from checkpoint folder: .../global_step_1"
+    resumed = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert resumed["step"] == 2
+    # the new file holds only what the resumed run logged; the plot reads both parts
+    assert 1 not in [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if "critic/score/mean" in json.loads(line)["data"]]
+    _check_outputs(run_dir, output, "actor/pg_clipfrac")
