@@ -4,7 +4,9 @@ verl ships GRPO (`vanilla`), Clip Higher (`vanilla` with `clip_ratio_high`) and 
 this package (which `import maspo_verl` does) registers:
 
 - `loss_mode=dac`: DCPO's dynamic adaptive clipping (arXiv 2509.02333), `policy_loss.dac.*`;
-- `loss_mode=bapo`: BAPO's adaptive clipping (arXiv 2510.18927), `policy_loss.bapo.*`;
+- `loss_mode=bapo`: BAPO's adaptive clipping (arXiv 2510.18927), `policy_loss.bapo.*`, as the
+  authors' released code (`variant=recipe`, default) or their paper's Eq. 8 and Algorithm 1
+  (`variant=paper`);
 
 and provides the Entropy Advantage settings (arXiv 2506.14758), `policy_loss.entropy_advantage.*`,
 which shape the advantages of any loss mode through the opt-in patch

@@ -10,7 +10,7 @@ clipped loss with that pair. Both balance sums use the clipped surrogate's value
 Two variants, `policy_loss.bapo.variant`, each from one source (docs/baselines.md has the lines):
 
 - `recipe` (default): the authors' released verl code, github WooooDyy/BAPO
-  recipe/bapo/policy_loss.py (HEAD 7287044). w = 1 (lines 37-43); criterion P / (N + eps) >=
+  recipe/bapo/policy_loss.py (HEAD 7287044). w = 1 (lines 37-44); criterion P / (N + eps) >=
   target, infinite when N <= 0 (lines 57-60); raise c_low by its step up to its max first
   (lines 126-138), then c_high (lines 140-152), each step min(c + step, max); loss = PPO clip with
   verl's dual clip `actor.clip_ratio_c` (lines 163-176). Defaults: recipe/bapo/run_bapo_example.sh.
