@@ -60,7 +60,7 @@ def verl_support(verl_version: str | None) -> tuple[str, str]:
             f"verl {verl_version} is outside maspo-verl's supported range verl{SUPPORTED_VERL} (tested: {tested}). "
             "The policy-loss registry, ppo_loss or PolicyLossConfig may differ there: expect import or config errors."
         )
-    if verl_version in TESTED_VERL_VERSIONS:
+    if parsed in {Version(tested_version) for tested_version in TESTED_VERL_VERSIONS}:
         return "tested", ""
     return "untested", (
         f"verl {verl_version} is inside the supported range verl{SUPPORTED_VERL} but not one of the tested "

@@ -71,7 +71,8 @@ install_venv() {  # version venv -> 0 when the venv is ready
   local verl_before verl_after
   verl_before="$("$venv/bin/python" -c 'from importlib.metadata import version; print(version("verl"))')" || return 1
   pip install -c <(printf '%s\nverl==%s\n' "$TORCH_PIN" "$verl_before") -e "${ROOT}[test]" || return 1
-  verl_after="$("$venv/bin/python" -c 'import verl; print(verl.__version__)')" || return 1
+  # verl.__version__ as verl reports it, normalised (main says "0.10.0.dev", its metadata "0.10.0.dev0").
+  verl_after="$("$venv/bin/python" -c 'import verl; from packaging.version import Version; print(Version(verl.__version__))')" || return 1
   if [[ "$verl_after" != "$verl_before" ]]; then
     log "$version: installing maspo-verl changed verl $verl_before -> $verl_after"
     return 1
