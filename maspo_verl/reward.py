@@ -11,8 +11,10 @@ there is one, is compared symbolically with the ground truth. The result carries
 
 Never raises on model output: garbage, empty or non-string responses score 0. Each check is bounded
 in time: math-verify's own timeouts in the main thread; in the threads verl's reward loop uses
-(where math-verify's signal-based timeouts cannot work) the check runs in a helper process whose
-answer is awaited for at most `timeout_seconds`.
+(where math-verify's signal-based timeouts cannot work) the check runs in one of two helper
+processes, each serving one check at a time. The deadline starts when a helper takes the check
+(not while it waits for a free one), and a check that overruns kills only its own helper: the
+checks running in the other helper are unaffected.
 """
 
 from __future__ import annotations
@@ -20,11 +22,9 @@ from __future__ import annotations
 import atexit
 import logging
 import multiprocessing
+import queue
 import threading
-from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["compute_score", "extract_final_answer_text", "verify_answer"]
@@ -36,7 +36,7 @@ THINK_END = "</think>"
 MAX_ANSWER_CHARS = 4000
 DEFAULT_TIMEOUT_SECONDS = 10.0
 
-_pool: ProcessPoolExecutor | None = None
+_pool: _HelperPool | None = None
 _pool_lock = threading.Lock()
 
 
@@ -99,53 +99,136 @@ def verify_answer(answer_text: str, ground_truths: list[str], timeout_seconds: f
     return 0.0, prediction_text
 
 
-def _verify_in_worker(answer_text: str, ground_truths: list[str], timeout_seconds: float) -> tuple[float, str]:
-    # Runs in the helper process's main thread, where math-verify's own timeouts work.
-    return verify_answer(answer_text, ground_truths, timeout_seconds)
+class _Helper:
+    """One spawned process that answers checks one at a time over its own pipe.
+
+    It imports math-verify before it reports ready, so a check's deadline never pays for that.
+    """
+
+    def __init__(self, startup_seconds: float = 300.0):
+        context = multiprocessing.get_context("spawn")  # forking a threaded process can deadlock
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_helper_main, args=(child,), daemon=True, name="maspo-reward-check")
+        self.process.start()
+        child.close()
+        if not self.connection.poll(startup_seconds):
+            self.kill()
+            raise TimeoutError(f"the math-verify helper process did not start within {startup_seconds:.0f} s")
+        self.connection.recv()  # "ready"
+
+    def run(self, function: Callable, arguments: tuple, deadline_seconds: float):
+        self.connection.send((function, arguments))
+        if not self.connection.poll(deadline_seconds):
+            raise TimeoutError(f"answer check still running after {deadline_seconds:.0f} s")
+        status, value = self.connection.recv()  # EOFError if the helper died
+        if status == "error":
+            raise RuntimeError(value)
+        return value
+
+    def kill(self) -> None:
+        self.process.terminate()  # a check stuck in sympy ignores everything gentler
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        self.connection.close()
 
 
-def _worker_pool() -> ProcessPoolExecutor:
+def _helper_main(connection) -> None:
+    import math_verify  # noqa: F401  (imported once, before the first deadline starts)
+
+    connection.send("ready")
+    while True:
+        try:
+            function, arguments = connection.recv()
+        except EOFError:  # the parent went away
+            return
+        try:
+            connection.send(("ok", function(*arguments)))
+        except Exception as error:  # noqa: BLE001  (sent back and re-raised in the caller)
+            connection.send(("error", f"{type(error).__name__}: {error}"))
+
+
+class _HelperPool:
+    """Up to `size` helpers; a thread takes an idle one (waiting for one is not counted in its
+    deadline) and a helper whose check overruns is killed alone, so a stuck check costs only itself."""
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self._idle: queue.SimpleQueue[_Helper] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._live = 0
+
+    def run(self, function: Callable, arguments: tuple, deadline_seconds: float):
+        helper = self._acquire()
+        try:
+            result = helper.run(function, arguments, deadline_seconds)
+        except (TimeoutError, EOFError, OSError):
+            self._discard(helper)
+            raise
+        except BaseException:
+            self._idle.put(helper)  # the check raised; the helper itself is fine
+            raise
+        self._idle.put(helper)
+        return result
+
+    def _acquire(self) -> _Helper:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            start_one = self._live < self.size
+            if start_one:
+                self._live += 1
+        if start_one:
+            try:
+                return _Helper()
+            except BaseException:
+                with self._lock:
+                    self._live -= 1
+                raise
+        return self._idle.get()
+
+    def _discard(self, helper: _Helper) -> None:
+        helper.kill()
+        with self._lock:
+            self._live -= 1
+
+    def shutdown(self) -> None:
+        while True:
+            try:
+                helper = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            helper.kill()
+
+
+def _worker_pool() -> _HelperPool:
     global _pool
     with _pool_lock:
         if _pool is None:
-            # spawn: forking a process that runs threads (verl's reward loop) can deadlock.
-            _pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
+            _pool = _HelperPool(size=2)
         return _pool
-
-
-def _discard_pool(broken: ProcessPoolExecutor) -> None:
-    """Drop a pool whose worker hung or died; the next call starts a fresh one."""
-    global _pool
-    with _pool_lock:
-        if _pool is broken:
-            _pool = None
-    for process in list(getattr(broken, "_processes", {}).values()):
-        process.terminate()  # a worker stuck in sympy would otherwise outlive its timeout
-    broken.shutdown(wait=False, cancel_futures=True)
 
 
 @atexit.register
 def _shutdown_pool() -> None:
     if _pool is not None:
-        _pool.shutdown(wait=False, cancel_futures=True)
+        _pool.shutdown()
 
 
 def _worker_deadline(timeout_seconds: float) -> float:
-    """How long a thread waits for the helper: math-verify's own bounds (parse the response, parse and
-    compare each answer) plus the helper's start-up, which imports sympy."""
-    return 3 * timeout_seconds + 30
+    """How long a check may run in its helper: math-verify's own bounds (parse the response, parse
+    and compare each answer) and a margin; start-up and queueing are not counted."""
+    return 3 * timeout_seconds + 5
 
 
 def _checked(answer_text: str, ground_truths: list[str], timeout_seconds: float) -> tuple[float, str]:
     if threading.current_thread() is threading.main_thread():
         return verify_answer(answer_text, ground_truths, timeout_seconds)
-    pool = _worker_pool()
-    future = pool.submit(_verify_in_worker, answer_text, ground_truths, timeout_seconds)
-    try:
-        return future.result(timeout=_worker_deadline(timeout_seconds))
-    except (FutureTimeout, BrokenProcessPool):
-        _discard_pool(pool)
-        raise
+    # verl's reward loop calls from worker threads, where math-verify's signal timeouts cannot work.
+    return _worker_pool().run(verify_answer, (answer_text, ground_truths, timeout_seconds), _worker_deadline(timeout_seconds))
 
 
 def compute_score(

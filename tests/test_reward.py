@@ -80,11 +80,49 @@ def test_threads_use_a_helper_process_and_its_deadline(monkeypatch):
     assert scores == [1.0, 0.0, 1.0]
     assert reward._pool is not None
 
-    # A helper that does not answer in time: the response scores 0 and the pool is replaced.
+    # A helper that does not answer in time: the response scores 0 and only that helper is replaced.
     monkeypatch.setattr(reward, "_worker_deadline", lambda timeout_seconds: 0.0)
     with ThreadPoolExecutor(max_workers=1) as threads:
         assert threads.submit(compute_score, *RIGHT[0]).result()["score"] == 0.0
-    assert reward._pool is None
+    assert reward._pool is not None
+
+
+def hang_or_verify(answer_text, ground_truths, timeout_seconds, sleep_seconds=0.0):
+    """Runs in the helper process: "HANG" never returns, otherwise sleep, then math-verify's answer."""
+    if answer_text == "HANG":
+        time.sleep(3600)
+    time.sleep(sleep_seconds)
+    return reward.verify_answer(answer_text, ground_truths, timeout_seconds)
+
+
+@pytest.mark.timeout(400)
+def test_a_hanging_check_costs_only_itself_and_queueing_is_not_its_deadline():
+    pool = reward._HelperPool(size=2)
+    try:
+        with ThreadPoolExecutor(max_workers=4) as threads:
+            list(threads.map(lambda _: pool.run(hang_or_verify, ("\\boxed{1}", ["1"], 5), 120.0), range(2)))  # start both helpers
+            started = time.monotonic()
+            hanging = threads.submit(pool.run, hang_or_verify, ("HANG", ["1"], 5), 3.0)
+            time.sleep(0.5)
+            others = [threads.submit(pool.run, hang_or_verify, (f"\\boxed{{{k}}}", [str(k)], 5, 0.5), 20.0) for k in (2, 3, 4)]
+            assert [future.result(timeout=300) for future in others] == [(1.0, "2"), (1.0, "3"), (1.0, "4")]
+            with pytest.raises(TimeoutError):
+                hanging.result(timeout=300)
+            assert time.monotonic() - started < 60
+        # one helper, a 2 s check ahead in the queue: a 1.5 s deadline starts when the helper takes the check
+        single = reward._HelperPool(size=1)
+        try:
+            with ThreadPoolExecutor(max_workers=2) as threads:
+                single.run(hang_or_verify, ("\\boxed{1}", ["1"], 5), 120.0)
+                first = threads.submit(single.run, hang_or_verify, ("\\boxed{5}", ["5"], 5, 2.0), 10.0)
+                time.sleep(0.2)
+                second = threads.submit(single.run, hang_or_verify, ("\\boxed{6}", ["7"], 5), 1.5)
+                assert first.result(timeout=60) == (1.0, "5")
+                assert second.result(timeout=60) == (0.0, "6")
+        finally:
+            single.shutdown()
+    finally:
+        pool.shutdown()
 
 
 def test_verl_loads_it_as_the_configured_custom_reward_function():
