@@ -1,36 +1,58 @@
-"""MASPO vs its baselines, each trained by verl's own trainer on CPU, summarised like the paper.
+"""MASPO vs its baselines, each trained by verl's own trainer on CPU: paired runs, CIs, verdicts.
 
-    python -m maspo_verl.compare                      # quick: maspo vs vanilla (GRPO), 1 seed, minutes
-    python -m maspo_verl.compare --preset full        # 3 seeds, longer runs
-    python -m maspo_verl.compare --methods maspo,vanilla,clip_higher,sapo --seeds 0,1 --steps 12
+    python -m maspo_verl.compare                          # quick: MASPO vs GRPO, 1 seed, ~2 min
+    python -m maspo_verl.compare --preset full            # MASPO vs GRPO, powered (see PRESETS)
+    python -m maspo_verl.compare --preset paper           # the paper's Table 1 rows + MASPO's ablations
+    python -m maspo_verl.compare --preset off_policy      # across 1 / 4 / 16 updates per rollout batch
+    python -m maspo_verl.compare --preset sensitivity     # MASPO's alpha x beta grid vs GRPO
+    python -m maspo_verl.compare --methods maspo,vanilla,sapo --seeds 0,1 --steps 12 --jobs 2
 
-Every run is stock `python -m verl.trainer.main_ppo` through our CPU script
-(`maspo_verl/tiny/train_cpu.sh`, maspo-verl's opt-in CPU patches) on the embedded
-arithmetic task, all from the same warmed-up tiny model (`maspo_verl.tiny.warmup`, cached) and
-the same data; a method only changes the policy-loss overrides, a seed the data order and the
-rollout sampling. Metrics come from verl's file logger (`metrics.jsonl`), Pass@k from verl's
-validation dumps; verl's console output goes to `<run>/verl.log`. Written to --output-dir:
-`comparison.json`, `learning_curves.png` and, on the console, the table.
+Every run is stock `python -m verl.trainer.main_ppo` through the packaged CPU script
+(`maspo_verl/tiny/train_cpu.sh`, maspo-verl's opt-in CPU patches) on the embedded arithmetic task.
+Runs are paired: every arm of a seed starts from the same warmed-up tiny model
+(`maspo_verl.tiny.warmup`, cached), sees the same data in the same order, and samples
+deterministically (the hf_cpu rollout seeds each sample from the rollout seed, the weights' step,
+the prompt and the sample's index), so the arms of a seed share their step-0 validation and
+differ only by what the method does. An arm only changes the policy-loss overrides (and, in
+`off_policy`, the updates per rollout batch); a seed changes the data order, the sampling and
+the actor's initialisation of randomness.
+
+Statistics (maspo_verl.evaluation.statistics): per arm, the mean over seeds with a 95% t-interval;
+per arm against its baseline, the paired difference of final validation accuracy and pass@k with a
+95% bootstrap CI over seeds and problems, the verdict (better / worse / no detectable difference)
+and the minimum detectable difference at that size.
+
+A rerun of the same command skips runs already finished with identical settings (a fingerprint in
+`<run>/run.json`) and redoes unfinished ones; Ctrl-C kills the runs under way and keeps the
+finished ones. Written to --output-dir: `comparison.json`, `comparison.md` (the table),
+`learning_curves.png`, each run's verl log in `runs/<arm>-seed<k>/verl.log`.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import os
+import re
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from maspo_verl.e2e import CPU_SCRIPT, run_cpu_training
+from maspo_verl.e2e import CPU_SCRIPT, kill_live_runs, run_cpu_training
 
-__all__ = ["METHODS", "PRESETS", "Method", "RunSettings", "main", "summarize_run"]
+__all__ = ["ARMS_BY_PRESET", "METHODS", "PRESETS", "Arm", "Method", "Preset", "RunSettings", "main", "summarize_run"]
 
 MASPO_KEY = "actor_rollout_ref.actor.policy_loss.maspo"
+BASELINE_METHOD = "vanilla"
+RUN_RECORD = "run.json"
 
 
 @dataclass(frozen=True)
@@ -62,24 +84,33 @@ METHODS: dict[str, Method] = {
 
 @dataclass(frozen=True)
 class RunSettings:
-    """Shared by every run of a comparison. Several PPO updates per batch (mini-batches x epochs)
-    move the ratio away from 1, which is where the trust region (clip or gate) matters."""
+    """Shared by every run of a comparison (an arm may change some, e.g. the updates per batch).
+
+    Fixed before any method was compared. 2e-3 collapsed MASPO and GRPO alike within 3 steps (the
+    model stopped writing \\boxed{}); 3e-4 keeps both writing answers. Several PPO updates per
+    rollout batch (mini-batches x epochs) move the ratio away from 1, where a trust region matters.
+    """
 
     steps: int = 10
     train_batch_size: int = 8
     rollout_n: int = 8
     ppo_mini_batch_size: int = 4
     ppo_epochs: int = 2
-    # 2e-3 collapsed MASPO and GRPO alike within 3 steps (the model stopped writing \boxed{});
-    # 3e-4 keeps both writing answers. Chosen on that, before comparing the methods' accuracy.
     learning_rate: float = 3e-4
     val_n: int = 4
+    val_problems: int = 40
+    pass_k: int = 4
     test_freq: int = 5
     max_response_length: int = 8
     run_timeout_s: int = 1200
 
+    @property
+    def updates_per_batch(self) -> int:
+        return (self.train_batch_size // self.ppo_mini_batch_size) * self.ppo_epochs
+
     def validate(self) -> None:
-        for key in ("steps", "train_batch_size", "rollout_n", "ppo_mini_batch_size", "ppo_epochs", "val_n", "test_freq"):
+        for key in ("steps", "train_batch_size", "rollout_n", "ppo_mini_batch_size", "ppo_epochs", "val_n",
+                    "val_problems", "pass_k", "test_freq", "run_timeout_s"):
             if getattr(self, key) < 1:
                 raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(self, key)}")
         if self.train_batch_size % self.ppo_mini_batch_size:
@@ -89,24 +120,104 @@ class RunSettings:
             )
         if self.rollout_n < 2:
             raise ValueError("--rollout-n must be >= 2: GRPO normalises rewards within a group")
+        if self.pass_k > self.val_n:
+            raise ValueError(f"--pass-k ({self.pass_k}) must be <= --val-n ({self.val_n}): pass@k needs k samples")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"--learning-rate must be a positive number, got {self.learning_rate}")
 
 
-PRESETS = {
-    "quick": dict(methods="maspo,vanilla", seeds="0", settings=RunSettings()),
-    "full": dict(methods="maspo,vanilla", seeds="0,1,2", settings=RunSettings(steps=20, test_freq=5)),
+@dataclass(frozen=True)
+class Arm:
+    """One compared configuration: a method, optionally with its own settings or extra overrides.
+
+    `baseline` names the arm it is paired with (same seeds); None for a baseline itself.
+    """
+
+    name: str
+    method: str
+    label: str
+    baseline: str | None = None
+    settings: tuple[tuple[str, object], ...] = ()
+    overrides: tuple[str, ...] = ()
+
+    def run_settings(self, shared: RunSettings) -> RunSettings:
+        return replace(shared, **dict(self.settings))
+
+
+def _method_arm(method: str, baseline: str | None = BASELINE_METHOD) -> Arm:
+    return Arm(method, method, METHODS[method].label, None if method == baseline else baseline)
+
+
+@dataclass(frozen=True)
+class Preset:
+    arms: tuple[Arm, ...]
+    seeds: tuple[int, ...]
+    settings: RunSettings
+    reason: str
+
+
+def _off_policy_arms() -> tuple[Arm, ...]:
+    """GRPO, Clip Higher and MASPO at 1, 4 and 16 PPO updates per rollout batch (8 prompts)."""
+    arms = []
+    for updates, (mini_batch, epochs) in {1: (8, 1), 4: (4, 2), 16: (2, 4)}.items():
+        settings = (("ppo_mini_batch_size", mini_batch), ("ppo_epochs", epochs))
+        base = f"vanilla@{updates}"
+        arms.append(Arm(base, "vanilla", f"GRPO, {updates} upd/batch", None, settings))
+        for method in ("clip_higher", "maspo"):
+            arms.append(Arm(f"{method}@{updates}", method, f"{METHODS[method].label}, {updates} upd/batch", base, settings))
+    return tuple(arms)
+
+
+def _sensitivity_arms() -> tuple[Arm, ...]:
+    """MASPO over alpha x beta (beta_pos = beta_neg), like the paper's Fig. 4, each against GRPO."""
+    arms = [_method_arm("vanilla")]
+    for alpha in (0.0, 0.3, 0.5):
+        for beta in (0.0, 0.03, 0.1):
+            overrides = (f"{MASPO_KEY}.alpha={alpha}", f"{MASPO_KEY}.beta_pos={beta}", f"{MASPO_KEY}.beta_neg={beta}")
+            arms.append(Arm(f"maspo_a{alpha}_b{beta}", "maspo", f"MASPO alpha {alpha} beta {beta}", "vanilla", (), overrides))
+    return tuple(arms)
+
+
+PAPER_METHODS = ("vanilla", "clip_higher", "dac", "entropy_advantage", "bapo", "sapo", "maspo",
+                 "maspo_hard_gate", "maspo_no_mass_adaptive", "maspo_no_risk_control")
+# Validation for the powered presets: 45 held-out problems (all one-digit + and - problems the
+# warm-up did not train on) x 16 samples; pass@4 from those 16 with the unbiased estimator.
+POWERED = dict(val_n=16, val_problems=45, pass_k=4)
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(
+        (_method_arm("maspo"), _method_arm("vanilla")), (0,), RunSettings(),
+        "a couple of minutes: shows both methods train in verl's trainer; one seed cannot tell them apart",
+    ),
+    "full": Preset(
+        (_method_arm("maspo"), _method_arm("vanilla")), tuple(range(10)), RunSettings(steps=20, test_freq=10, **POWERED),
+        "powered for the paired accuracy difference: 10 seeds x 45 problems x 16 samples (docs/results/README.md)",
+    ),
+    "paper": Preset(
+        tuple(_method_arm(m) for m in PAPER_METHODS), (0, 1, 2), RunSettings(steps=30, test_freq=15, **POWERED),
+        "the paper's Table 1 rows and MASPO's three ablations at one shared setting, 3 seeds",
+    ),
+    "off_policy": Preset(
+        _off_policy_arms(), (0, 1, 2), RunSettings(steps=20, test_freq=10, **POWERED),
+        "the axis along which a trust region matters: PPO updates per rollout batch 1, 4, 16",
+    ),
+    "sensitivity": Preset(
+        _sensitivity_arms(), (0, 1), RunSettings(steps=20, test_freq=10, **POWERED),
+        "MASPO's alpha x beta grid (alpha 0 / 0.3 / 0.5, beta 0 / 0.03 / 0.1) against GRPO, like the paper's Fig. 4",
+    ),
 }
+ARMS_BY_PRESET = {name: preset.arms for name, preset in PRESETS.items()}
 
 
 @dataclass
 class RunResult:
-    method: str
+    arm: str
     seed: int
     ok: bool
     seconds: float
     run_dir: str
     error: str = ""
+    reused: bool = False
     summary: dict = field(default_factory=dict)
 
 
@@ -116,9 +227,27 @@ def _val_key(val_n: int) -> str:
     return f"val-core/{DATA_SOURCE}/acc/mean@{val_n}"
 
 
+def _validation_outcomes(dump: str) -> dict[str, list[bool]]:
+    """{problem: [correct per sample]} of one validation dump, problems sorted."""
+    from maspo_verl.evaluation.pass_at_k import load_generations
+
+    by_source = load_generations(dump)
+    outcomes = {problem: correct for source in sorted(by_source) for problem, correct in by_source[source].items()}
+    return dict(sorted(outcomes.items()))
+
+
+def _dump_digest(dump: str) -> str:
+    """Hash of the (prompt, response, score) triples of a validation dump, order-free: equal dumps, equal sampling."""
+    records = sorted(
+        json.dumps([record.get("input"), record.get("output"), record.get("score")])
+        for record in (json.loads(line) for line in Path(dump).read_text().splitlines() if line.strip())
+    )
+    return hashlib.sha256("\n".join(records).encode()).hexdigest()[:16]
+
+
 def summarize_run(run_dir: Path, settings: RunSettings) -> dict:
     """Numbers of one finished run, from verl's file logger and validation dumps."""
-    from maspo_verl.evaluation.pass_at_k import latest_dump, load_generations, summarize
+    from maspo_verl.evaluation.pass_at_k import latest_dump, pass_at_k
     from maspo_verl.evaluation.plot import load_log
 
     series = load_log(str(run_dir / "metrics.jsonl"))
@@ -132,105 +261,34 @@ def summarize_run(run_dir: Path, settings: RunSettings) -> dict:
     def mean(key):
         return statistics.fmean(v for _, v in series[key]) if series.get(key) else None
 
-    generations = load_generations(latest_dump(str(run_dir / "val_generations")))
-    (benchmark,) = summarize(generations, settings.val_n)
+    dumps = run_dir / "val_generations"
+    start_dump, final_dump = latest_dump(str(dumps), step=0), latest_dump(str(dumps))
+    start, final = _validation_outcomes(start_dump), _validation_outcomes(final_dump)
     summary = {
         "val_acc_start": val[0][1],
         "val_acc_final": val[-1][1],
         "val_acc_best": max(v for _, v in val),
-        f"val_pass@{settings.val_n}_final": benchmark.pass_k / 100.0,
+        f"val_pass@{settings.pass_k}_final": statistics.fmean(
+            pass_at_k(len(c), sum(c), settings.pass_k) for c in final.values()
+        ),
         "train_reward_mean": mean("critic/score/mean"),
         "train_reward_last": last("critic/score/mean"),
         "entropy_last": last("actor/entropy"),
         "pg_clipfrac_mean": mean("actor/pg_clipfrac"),
         "ppo_kl_mean": mean("actor/ppo_kl"),
+        "step_seconds_median": statistics.median(v for _, v in series["timing_s/step"]) if series.get("timing_s/step") else None,
         "steps_logged": len(series.get("critic/score/mean", [])),
+        "val_start_digest": _dump_digest(start_dump),
+        "val_correct_start": start,
+        "val_correct_final": final,
     }
     for key in sorted(k for k in series if k.startswith("actor/maspo/")):
         summary[key.replace("actor/", "") + "_mean"] = mean(key)
     return summary
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def aggregate(results: list[RunResult]) -> dict[str, dict]:
-    """Per method: mean and standard deviation over seeds of every summary number."""
-    by_method: dict[str, list[RunResult]] = {}
-    for result in results:
-        if result.ok:
-            by_method.setdefault(result.method, []).append(result)
-    aggregated = {}
-    for method, runs in by_method.items():
-        keys = sorted({k for run in runs for k, v in run.summary.items() if v is not None})
-        aggregated[method] = {"seeds": [run.seed for run in runs]}
-        for key in keys:
-            values = [run.summary[key] for run in runs if run.summary.get(key) is not None]
-            mean, std = _mean_std(values)
-            aggregated[method][key] = {"mean": mean, "std": std}
-    return aggregated
-
-
-def format_table(aggregated: dict[str, dict], settings: RunSettings) -> str:
-    k = settings.val_n
-    columns = [
-        ("val acc start", "val_acc_start"),
-        ("val acc final", "val_acc_final"),
-        (f"pass@{k} final", f"val_pass@{k}_final"),
-        ("train reward", "train_reward_mean"),
-        ("entropy", "entropy_last"),
-        ("clip/gate frac", "pg_clipfrac_mean"),
-        ("gate w", "maspo/gate_weight_mean_mean"),
-    ]
-    header = ["method", "seeds", *[title for title, _ in columns]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for method, numbers in aggregated.items():
-        cells = [METHODS[method].label, str(len(numbers["seeds"]))]
-        for _, key in columns:
-            value = numbers.get(key)
-            cells.append(f"{value['mean']:.3f} ± {value['std']:.3f}" if value else "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def plot(results: list[RunResult], output: Path) -> None:
-    """Learning curves, each method's series averaged over its seeds."""
-    from maspo_verl.evaluation.plot import load_log, plot_runs
-
-    per_method: dict[str, list[dict]] = {}
-    for result in results:
-        if result.ok:
-            per_method.setdefault(result.method, []).append(load_log(str(Path(result.run_dir) / "metrics.jsonl")))
-    averaged_runs, labels = [], []
-    for method, runs in per_method.items():
-        averaged = {}
-        for key in {k for run in runs for k in run}:
-            by_step: dict[int, list[float]] = {}
-            for run in runs:
-                for step, value in run.get(key, []):
-                    by_step.setdefault(step, []).append(value)
-            averaged[key] = [(step, statistics.fmean(values)) for step, values in sorted(by_step.items())]
-        averaged_runs.append(averaged)
-        labels.append(f"{METHODS[method].label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
-    plot_runs(averaged_runs, labels, str(output))
-
-
-def _check_output_dir(output_dir: Path) -> None:
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output_dir):
-            pass
-    except OSError as error:
-        raise ValueError(f"--output-dir {output_dir} is not writable: {error.strerror or error}") from error
-
-
-def _run_one(method: str, seed: int, settings: RunSettings, data: dict, model_dir: Path, run_dir: Path,
-             script: Path) -> RunResult:
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    spec = METHODS[method]
-    env = {
+def _run_environment(arm: Arm, settings: RunSettings, data: dict, model_dir: Path) -> dict[str, str]:
+    return {
         "MODEL_PATH": str(model_dir),
         "TRAIN_FILE": str(data["train"]),
         "VAL_FILE": str(data["val"]),
@@ -243,29 +301,252 @@ def _run_one(method: str, seed: int, settings: RunSettings, data: dict, model_di
         "VAL_N": str(settings.val_n),
         "TEST_FREQ": str(settings.test_freq),
         "SAVE_FREQ": "-1",  # no checkpoints: the comparison reads logs only
-        "LOSS_MODE": spec.loss_mode,
+        "LOSS_MODE": METHODS[arm.method].loss_mode,
     }
-    overrides = [
-        *spec.overrides,
+
+
+def _run_overrides(arm: Arm, seed: int, run_dir: Path) -> list[str]:
+    return [
+        *METHODS[arm.method].overrides,
+        *arm.overrides,
         f"data.seed={seed}",
         f"actor_rollout_ref.rollout.seed={seed}",
         f"actor_rollout_ref.actor.data_loader_seed={seed}",
         "actor_rollout_ref.rollout.val_kwargs.do_sample=true",  # n samples per problem for Pass@k
         "actor_rollout_ref.rollout.val_kwargs.temperature=1.0",
         f"trainer.validation_data_dir={run_dir / 'val_generations'}",
-        f"trainer.experiment_name={method}-seed{seed}",
+        f"trainer.experiment_name={arm.name}-seed{seed}",
     ]
+
+
+def run_fingerprint(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: Path) -> str:
+    """What a run's outcome depends on: a finished run with the same fingerprint is reused."""
+    content = {
+        "arm": asdict(arm),
+        "method": asdict(METHODS[arm.method]),
+        "seed": seed,
+        "settings": {k: v for k, v in asdict(settings).items() if k != "run_timeout_s"},
+        "model": model_dir.name,
+        "data": {name: hashlib.sha256(Path(path).read_bytes()).hexdigest() for name, path in sorted(data.items())},
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+class Progress:
+    """One bar over all training steps of the comparison, plus a line per validation and per finished run."""
+
+    STEP = re.compile(r"\bstep:(\d+) - ")
+    VALIDATION = re.compile(r"val-core/[^:\s]+/acc/mean@\d+:(?:np\.float64\()?([0-9.]+)")
+
+    def __init__(self, total_steps: int, enabled: bool = True):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total_steps, desc="steps", unit="step", file=sys.stderr, disable=not enabled, smoothing=0)
+        self.lock = threading.Lock()
+        self.active: dict[str, int] = {}
+
+    def watcher(self, run: str):
+        def on_line(_seconds: float, line: str) -> None:
+            match = self.STEP.search(line)
+            if not match:
+                return
+            step = int(match.group(1))
+            validation = self.VALIDATION.search(line)
+            with self.lock:
+                if step > self.active.get(run, 0):
+                    self.bar.update(step - self.active.get(run, 0))
+                    self.active[run] = step
+                self.bar.set_postfix_str(" ".join(f"{name}:{s}" for name, s in sorted(self.active.items())))
+                if validation:
+                    self.bar.write(f"[compare] {run} step {step}: val acc {float(validation.group(1)):.3f}")
+
+        return on_line
+
+    def finished(self, run: str, steps: int, message: str) -> None:
+        with self.lock:
+            done = self.active.pop(run, 0)
+            self.bar.update(max(0, steps - done))
+            self.bar.write(message)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _run_one(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: Path, run_dir: Path,
+             script: Path, progress: Progress, resume: bool) -> RunResult:
+    fingerprint = run_fingerprint(arm, seed, settings, data, model_dir)
+    record_path = run_dir / RUN_RECORD
+    if resume and record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("fingerprint") == fingerprint and record["result"]["ok"]:
+            result = RunResult(**{**record["result"], "reused": True})
+            progress.finished(f"{arm.name}-seed{seed}", settings.steps, f"[compare] {arm.name} seed {seed}: reused {run_dir}")
+            return result
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # unfinished or made with other settings: redo it whole
+    name = f"{arm.name}-seed{seed}"
     run = run_cpu_training(
-        run_dir, settings.steps, overrides, settings.run_timeout_s, env, script=script, log_name="verl.log"
+        run_dir, settings.steps, _run_overrides(arm, seed, run_dir), settings.run_timeout_s,
+        _run_environment(arm, settings, data, model_dir), script=script, log_name="verl.log",
+        on_line=progress.watcher(name),
     )
     if run.return_code != 0:
         reason = f"timed out after {settings.run_timeout_s}s" if run.return_code == -1 else f"exit code {run.return_code}"
-        return RunResult(method, seed, False, run.seconds, str(run_dir), f"{reason}; see {run.log_path}")
+        result = RunResult(arm.name, seed, False, run.seconds, str(run_dir), f"{reason}; see {run.log_path}")
+    else:
+        try:
+            result = RunResult(arm.name, seed, True, run.seconds, str(run_dir), summary=summarize_run(run_dir, settings))
+        except (OSError, ValueError) as error:
+            result = RunResult(arm.name, seed, False, run.seconds, str(run_dir), f"{error}; see {run.log_path}")
+    if result.ok:  # written last: its presence means the run finished
+        record_path.write_text(json.dumps({"fingerprint": fingerprint, "result": asdict(result)}))
+    line = (f"val acc {result.summary['val_acc_start']:.3f} -> {result.summary['val_acc_final']:.3f}"
+            if result.ok else f"FAILED: {result.error}")
+    progress.finished(name, settings.steps, f"[compare] {arm.name} seed {seed}: {line} ({result.seconds:.0f}s)")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# The report
+
+
+def _ok_runs(results: list[RunResult]) -> dict[str, dict[int, RunResult]]:
+    by_arm: dict[str, dict[int, RunResult]] = {}
+    for result in results:
+        if result.ok:
+            by_arm.setdefault(result.arm, {})[result.seed] = result
+    return by_arm
+
+
+def _correct_array(runs: list[RunResult], key: str):
+    """(seeds, problems, samples) 0/1 array of `key` ("val_correct_final"), problems in one order."""
+    import numpy as np
+
+    problems = sorted(runs[0].summary[key])
+    for run in runs[1:]:
+        if sorted(run.summary[key]) != problems:
+            raise ValueError(f"{run.run_dir}: validated other problems than {runs[0].run_dir}")
+    return np.array([[run.summary[key][problem] for problem in problems] for run in runs], dtype=float)
+
+
+def step0_check(results: list[RunResult]) -> dict[int, dict]:
+    """Per seed: do all arms share their step-0 validation (same samples, same scores)?"""
+    by_seed: dict[int, dict[str, str]] = {}
+    for result in results:
+        if result.ok:
+            by_seed.setdefault(result.seed, {})[result.arm] = result.summary["val_start_digest"]
+    return {seed: {"identical": len(set(digests.values())) == 1, "digests": digests} for seed, digests in sorted(by_seed.items())}
+
+
+def analyse(arms: list[Arm], results: list[RunResult], settings: RunSettings) -> dict:
+    """Per arm: means with 95% CIs over seeds; per arm vs its baseline: paired differences with CIs."""
+    from maspo_verl.evaluation import statistics as stats
+
+    by_arm = _ok_runs(results)
+    per_arm, paired = {}, {}
+    pass_key = f"val_pass@{settings.pass_k}_final"
+    for arm in arms:
+        runs = by_arm.get(arm.name, {})
+        if not runs:
+            continue
+        per_arm[arm.name] = {"seeds": sorted(runs)}
+        for key in ("val_acc_start", "val_acc_final", pass_key, "train_reward_mean", "entropy_last",
+                    "pg_clipfrac_mean", "ppo_kl_mean", "maspo/gate_weight_mean_mean", "step_seconds_median"):
+            values = [run.summary[key] for run in runs.values() if run.summary.get(key) is not None]
+            if values:
+                per_arm[arm.name][key] = stats.mean_ci(values).as_dict()
+    for arm in arms:
+        if arm.baseline is None or arm.name not in by_arm or arm.baseline not in by_arm:
+            continue
+        seeds = sorted(set(by_arm[arm.name]) & set(by_arm[arm.baseline]))
+        if not seeds:
+            continue
+        method = _correct_array([by_arm[arm.name][s] for s in seeds], "val_correct_final")
+        base = _correct_array([by_arm[arm.baseline][s] for s in seeds], "val_correct_final")
+        paired[arm.name] = {"baseline": arm.baseline, "seeds": seeds,
+                            **stats.paired_difference(method, base, k=settings.pass_k).as_dict()}
+    return {"per_arm": per_arm, "paired": paired}
+
+
+def _ci_cell(value: dict | None) -> str:
+    if not value:
+        return "-"
+    low, high = value.get("low"), value.get("high")
+    if low is None or high is None:
+        return f"{value['mean']:.3f}"
+    return f"{value['mean']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _difference_cell(difference: dict | None) -> str:
+    if not difference:
+        return "-"
+    return f"{difference['difference']:+.3f} [{difference['low']:+.3f}, {difference['high']:+.3f}]"
+
+
+def format_table(arms: list[Arm], analysis: dict, settings: RunSettings) -> str:
+    k = settings.pass_k
+    header = ["arm", "seeds", "val acc start", "val acc final [95% CI]", f"pass@{k} final [95% CI]",
+              "Δ acc vs baseline [95% CI]", f"Δ pass@{k} [95% CI]", "MDE (acc)", "verdict (acc)",
+              "clip/gate frac", "gate w"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for arm in arms:
+        numbers = analysis["per_arm"].get(arm.name)
+        if numbers is None:
+            lines.append(f"| {arm.label} | 0 | no finished run |" + " - |" * (len(header) - 3))
+            continue
+        pair = analysis["paired"].get(arm.name, {})
+        accuracy, pass_k = pair.get("accuracy"), pair.get("pass_at_k")
+        cells = [
+            arm.label + (f" (vs {arm.baseline})" if arm.baseline else " (baseline)"),
+            str(len(numbers["seeds"])),
+            _ci_cell(numbers.get("val_acc_start")).split(" [")[0],
+            _ci_cell(numbers.get("val_acc_final")),
+            _ci_cell(numbers.get(f"val_pass@{k}_final")),
+            _difference_cell(accuracy),
+            _difference_cell(pass_k),
+            f"{accuracy['minimum_detectable_difference']:.3f}" if accuracy else "-",
+            (accuracy["verdict"] + ("" if pair["covers_training_randomness"] else " (1 seed: evaluation noise only)"))
+            if accuracy else "-",
+            _ci_cell(numbers.get("pg_clipfrac_mean")).split(" [")[0],
+            _ci_cell(numbers.get("maspo/gate_weight_mean_mean")).split(" [")[0],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(arms: list[Arm], results: list[RunResult], output: Path) -> None:
+    """Learning curves, each arm's series averaged over its seeds."""
+    from maspo_verl.evaluation.plot import load_log, plot_runs
+
+    by_arm = _ok_runs(results)
+    averaged_runs, labels = [], []
+    for arm in arms:
+        runs = [load_log(str(Path(run.run_dir) / "metrics.jsonl")) for run in by_arm.get(arm.name, {}).values()]
+        if not runs:
+            continue
+        averaged = {}
+        for key in {k for run in runs for k in run}:
+            by_step: dict[int, list[float]] = {}
+            for run in runs:
+                for step, value in run.get(key, []):
+                    by_step.setdefault(step, []).append(value)
+            averaged[key] = [(step, statistics.fmean(values)) for step, values in sorted(by_step.items())]
+        averaged_runs.append(averaged)
+        labels.append(f"{arm.label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+    plot_runs(averaged_runs, labels, str(output))
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def _check_output_dir(output_dir: Path) -> None:
     try:
-        summary = summarize_run(run_dir, settings)
-    except (OSError, ValueError) as error:
-        return RunResult(method, seed, False, run.seconds, str(run_dir), f"{error}; see {run.log_path}")
-    return RunResult(method, seed, True, run.seconds, str(run_dir), summary=summary)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        raise ValueError(f"--output-dir {output_dir} is not writable: {error.strerror or error}") from error
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -278,14 +559,24 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _parse_methods(text: str) -> list[str]:
+def _parse_methods(text: str) -> list[Arm]:
     methods = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ValueError(f"unknown method(s) {unknown or [text]}; choose from {', '.join(METHODS)}")
     if len(set(methods)) != len(methods):
         raise ValueError(f"--methods lists a method twice: {text!r}")
-    return methods
+    baseline = BASELINE_METHOD if BASELINE_METHOD in methods else None
+    return [_method_arm(method, baseline) for method in methods]
+
+
+def default_jobs() -> int:
+    """Runs side by side: 2 on a machine with >= 2 cores and >= 12 GiB (measured faster than 1 on 2 cores)."""
+    try:
+        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        memory_gib = 0
+    return 2 if (os.cpu_count() or 1) >= 2 and memory_gib >= 12 else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,15 +584,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m maspo_verl.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    parser.add_argument("--methods", help=f"comma-separated, from: {', '.join(METHODS)} (preset's by default)")
+    parser.add_argument("--methods", help=f"comma-separated, from: {', '.join(METHODS)} (replaces the preset's arms)")
     parser.add_argument("--seeds", help="comma-separated integers (preset's by default)")
-    defaults = RunSettings()
-    for key, value in asdict(defaults).items():
-        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=None,
-                            help=f"(preset's by default; quick: {value})")
-    parser.add_argument("--output-dir", default="runs/compare", help="where runs, JSON and PNG go (default: runs/compare)")
+    for settings_field in fields(RunSettings):
+        default = getattr(RunSettings(), settings_field.name)
+        parser.add_argument(f"--{settings_field.name.replace('_', '-')}", type=type(default), default=None,
+                            help=f"(preset's by default; quick: {default})")
+    parser.add_argument("--jobs", type=int, default=None, help=f"runs side by side (default here: {default_jobs()})")
+    parser.add_argument("--fresh", action="store_true", help="redo finished runs instead of reusing them")
+    parser.add_argument("--output-dir", default=None, help="where runs, JSON and PNG go (default: runs/compare-<preset>)")
     parser.add_argument("--cache-dir", default=None, help="warm-up model cache (default: $MASPO_VERL_CACHE or ~/.cache/maspo_verl)")
     parser.add_argument("--script", default=str(CPU_SCRIPT), help="the CPU training script (default: the packaged maspo_verl/tiny/train_cpu.sh)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (lines per validation and run stay)")
     return parser
 
 
@@ -309,69 +603,99 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     preset = PRESETS[args.preset]
     try:
-        methods = _parse_methods(args.methods or preset["methods"])
-        seeds = _parse_seeds(args.seeds or preset["seeds"])
-        chosen = {key: getattr(args, key) for key in asdict(preset["settings"]) if getattr(args, key) is not None}
-        settings = RunSettings(**{**asdict(preset["settings"]), **chosen})
+        arms = _parse_methods(args.methods) if args.methods else list(preset.arms)
+        seeds = _parse_seeds(args.seeds) if args.seeds else list(preset.seeds)
+        chosen = {f.name: getattr(args, f.name) for f in fields(RunSettings) if getattr(args, f.name) is not None}
+        settings = replace(preset.settings, **chosen)
         settings.validate()
+        for arm in arms:
+            arm.run_settings(settings).validate()
+        jobs = args.jobs if args.jobs is not None else default_jobs()
+        if jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {jobs}")
         script = Path(args.script)
         if not script.is_file():
             raise ValueError(f"--script {script} does not exist")
-        output_dir = Path(args.output_dir).resolve()
+        output_dir = Path(args.output_dir or f"runs/compare-{args.preset}").resolve()
         _check_output_dir(output_dir)
     except ValueError as error:
         print(f"maspo_verl.compare: error: {error}", file=sys.stderr)
         return 2
 
-    from tqdm import tqdm
-
     from maspo_verl.tiny import write_parquet
     from maspo_verl.tiny.warmup import WarmupSettings, cached_warmup
 
     warmup_settings = WarmupSettings()
-    print(f"[compare] {len(methods)} method(s) x {len(seeds)} seed(s) = {len(methods) * len(seeds)} main_ppo runs; "
-          f"output {output_dir}")
+    runs_total = len(arms) * len(seeds)
+    print(f"[compare] preset {args.preset}: {len(arms)} arm(s) x {len(seeds)} seed(s) = {runs_total} main_ppo runs, "
+          f"{jobs} at a time; output {output_dir}")
+    print(f"[compare] why these settings: {preset.reason if not args.methods else 'chosen on the command line'}")
     started = time.monotonic()
     model_dir, warmup, reused = cached_warmup(warmup_settings, args.cache_dir)
     print(f"[compare] warm-up model {'reused from' if reused else 'trained into'} {model_dir} "
           f"(greedy val accuracy {warmup['val_greedy_accuracy']:.2f})")
+    # The training problems are the warm-up's (make_problems draws them first); the held-out ones
+    # the next `val_problems` drawn, of which the warm-up's own validation set is the start.
     train, val = write_parquet(
-        output_dir / "data", warmup_settings.task, warmup_settings.num_train, warmup_settings.num_val,
+        output_dir / "data", warmup_settings.task, warmup_settings.num_train, settings.val_problems,
         warmup_settings.data_seed,
     )
+    data = {"train": train, "val": val}
 
-    results = []
-    jobs = [(method, seed) for seed in seeds for method in methods]  # interleaved: drift hits all methods alike
-    with tqdm(total=len(jobs), desc="runs", unit="run", file=sys.stderr) as progress:
-        for method, seed in jobs:
-            result = _run_one(method, seed, settings, {"train": train, "val": val}, model_dir,
-                              output_dir / "runs" / f"{method}-seed{seed}", script)
-            results.append(result)
-            if result.ok:
-                line = (f"val acc {result.summary['val_acc_start']:.3f} -> {result.summary['val_acc_final']:.3f}, "
-                        f"train reward {result.summary['train_reward_mean']:.3f}")
-            else:
-                line = f"FAILED: {result.error}"
-            progress.write(f"[compare] {method} seed {seed}: {line} ({result.seconds:.0f}s)")
-            progress.update(1)
+    jobs_list = [(arm, seed) for seed in seeds for arm in arms]  # interleaved: drift hits all arms alike
+    progress = Progress(sum(arm.run_settings(settings).steps for arm, _ in jobs_list), enabled=not args.no_progress)
+    results: list[RunResult] = []
+    interrupted = False
+    executor = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = [
+            executor.submit(_run_one, arm, seed, arm.run_settings(settings), data, model_dir,
+                            output_dir / "runs" / f"{arm.name}-seed{seed}", script, progress, not args.fresh)
+            for arm, seed in jobs_list
+        ]
+        for future in futures:
+            results.append(future.result())
+    except KeyboardInterrupt:
+        interrupted = True
+        executor.shutdown(wait=False, cancel_futures=True)
+        killed = kill_live_runs()
+        print(f"\n[compare] interrupted: killed {killed} run(s) under way; finished runs are kept in {output_dir / 'runs'} "
+              "and reused by the same command", file=sys.stderr)
+    finally:
+        executor.shutdown(wait=not interrupted)
+        progress.close()
+    if interrupted:
+        return 130
 
-    aggregated = aggregate(results)
+    analysis = analyse(arms, results, settings)
+    pairing = step0_check(results)
     report = {
-        "methods": {m: asdict(METHODS[m]) for m in methods},
+        "preset": args.preset,
+        "reason": preset.reason if not args.methods else "chosen on the command line",
+        "arms": [asdict(arm) for arm in arms],
+        "methods": {arm.method: asdict(METHODS[arm.method]) for arm in arms},
         "seeds": seeds,
         "settings": asdict(settings),
+        "jobs": jobs,
         "warmup": warmup,
+        "step0_identical_within_seed": pairing,
         "runs": [asdict(r) for r in results],
-        "aggregated": aggregated,
+        "analysis": analysis,
         "wall_seconds": time.monotonic() - started,
     }
     (output_dir / "comparison.json").write_text(json.dumps(report, indent=2))
-    if aggregated:
-        plot(results, output_dir / "learning_curves.png")
-        print(format_table(aggregated, settings))
+    for seed, check in pairing.items():
+        if not check["identical"]:
+            print(f"[compare] WARNING: seed {seed}: the arms' step-0 validations differ ({check['digests']}): "
+                  "the runs are not paired; differences carry sampling noise", file=sys.stderr)
+    if analysis["per_arm"]:
+        table = format_table(arms, analysis, settings)
+        (output_dir / "comparison.md").write_text(table + "\n")
+        plot(arms, results, output_dir / "learning_curves.png")
+        print(table)
     failed = [r for r in results if not r.ok]
-    print(f"[compare] {len(results) - len(failed)}/{len(results)} runs ok in {report['wall_seconds'] / 60:.1f} min; "
-          f"wrote {output_dir / 'comparison.json'}" + (f" and {output_dir / 'learning_curves.png'}" if aggregated else ""))
+    print(f"[compare] {len(results) - len(failed)}/{len(results)} runs ok ({sum(r.reused for r in results)} reused) in "
+          f"{report['wall_seconds'] / 60:.1f} min; wrote {output_dir / 'comparison.json'}")
     return 1 if failed else 0
 
 

@@ -18,16 +18,33 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CPU_SCRIPT", "RunSummary", "main", "run_cpu_training", "summarize_run"]
+__all__ = ["CPU_SCRIPT", "RunSummary", "kill_live_runs", "main", "run_cpu_training", "summarize_run"]
 
 # Shipped with the package (a wheel has it too); examples/run_scripts/cpu/train_maspo_cpu.sh wraps it.
 CPU_SCRIPT = Path(__file__).resolve().parent / "tiny" / "train_cpu.sh"
 MASPO_METRIC_PREFIX = "actor/maspo/"
 VALIDATION_METRIC_PREFIX = "val-core/"
+# Process groups of the runs under way in this process (several when compare runs them side by side).
+_live_process_groups: set[int] = set()
+_live_lock = threading.Lock()
+
+
+def kill_live_runs() -> int:
+    """Kill every CPU run this process has started and not yet reaped (e.g. on Ctrl-C); return how many."""
+    with _live_lock:
+        groups = list(_live_process_groups)
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(groups)
 
 
 @dataclass
@@ -104,12 +121,15 @@ def run_cpu_training(
     env: dict | None = None,
     script: Path = CPU_SCRIPT,
     log_name: str = "train.log",
+    on_line: Callable[[float, str], None] | None = None,
 ) -> RunSummary:
     """Run the CPU script in `workdir` (output to `log_name`) and summarize what verl wrote.
 
-    The script runs in its own process group with its own Ray temp dir; on timeout (return
-    code -1) and after every run the whole group (driver, Ray, workers) is killed. Used by
-    `check --e2e` and by each run of `maspo_verl.compare`.
+    The script runs in its own process group with its own Ray temp dir (so runs can go side by
+    side); on timeout (return code -1) and after every run the whole group (driver, Ray,
+    workers) is killed. `on_line(seconds_since_start, line)`, when given, sees each line of
+    verl's output as it is written (progress, phase timestamps). Used by `check --e2e`, by each
+    run of `maspo_verl.compare` and by benchmarks/bench_cpu_run.py.
     """
     if not script.is_file():
         raise FileNotFoundError(f"{script} not found: the CPU training script ships with maspo_verl/tiny/")
@@ -130,10 +150,16 @@ def run_cpu_training(
             ["bash", str(script), *(overrides or [])],
             cwd=workdir,
             env=environment,
-            stdout=log,
+            stdout=subprocess.PIPE if on_line else log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        with _live_lock:
+            _live_process_groups.add(process.pid)
+        reader = None
+        if on_line:
+            reader = threading.Thread(target=_copy_lines, args=(process.stdout, log, on_line, start), daemon=True)
+            reader.start()
         try:
             return_code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -144,8 +170,23 @@ def run_cpu_training(
             except ProcessLookupError:
                 pass
             process.wait()
+            with _live_lock:
+                _live_process_groups.discard(process.pid)
+            if reader is not None:
+                reader.join(timeout=30)  # the pipe closes once the killed daemons are gone
             shutil.rmtree(ray_temp_dir, ignore_errors=True)
     return summarize_run(workdir, return_code, time.monotonic() - start, steps, log_name)
+
+
+def _copy_lines(pipe, log, on_line: Callable[[float, str], None], start: float) -> None:
+    for raw in iter(pipe.readline, b""):
+        log.write(raw)
+        log.flush()
+        try:
+            on_line(time.monotonic() - start, raw.decode("utf-8", errors="replace"))
+        except Exception:  # a progress display must never stop the copy of the log
+            pass
+    pipe.close()
 
 
 def _verdict(summary: RunSummary, steps: int) -> str:

@@ -1,5 +1,6 @@
-"""The main job, `python -m maspo_verl.compare`: bad input fails fast; a minimal comparison runs
-verl's real trainer for two methods and writes the JSON, the PNG and the table."""
+"""The main job, `python -m maspo_verl.compare`: bad input fails fast; presets are well formed; the
+report's statistics and pairing check on synthetic runs; a minimal comparison runs verl's real
+trainer for two methods side by side (--jobs 2), pairs them at step 0, and a rerun reuses them."""
 
 import json
 import os
@@ -10,7 +11,9 @@ import pytest
 
 from omegaconf import OmegaConf
 
-from maspo_verl.compare import METHODS, RunSettings, _parse_methods, _parse_seeds, main
+from maspo_verl.compare import (
+    METHODS, PRESETS, Arm, RunResult, RunSettings, _parse_methods, _parse_seeds, analyse, format_table, main, step0_check,
+)
 from maspo_verl.e2e import CPU_SCRIPT
 from maspo_verl.tiny.warmup import WarmupSettings, cached_warmup
 
@@ -25,6 +28,9 @@ from maspo_verl.tiny.warmup import WarmupSettings, cached_warmup
         (["--ppo-mini-batch-size", "3"], "must divide --train-batch-size"),
         (["--rollout-n", "1"], "--rollout-n must be >= 2"),
         (["--learning-rate", "-1"], "--learning-rate must be a positive number"),
+        (["--val-n", "2", "--pass-k", "4"], "--pass-k (4) must be <= --val-n (2)"),
+        (["--jobs", "0"], "--jobs must be >= 1"),
+        (["--preset", "off_policy", "--train-batch-size", "6"], "must divide --train-batch-size"),
         (["--output-dir", "/proc/maspo-compare"], "is not writable"),
     ],
 )
@@ -38,9 +44,84 @@ def test_bad_input_is_one_line_and_nonzero_before_any_run(argv, message, capsys,
 
 
 def test_parsers_accept_good_values():
-    assert _parse_methods("maspo, vanilla,sapo") == ["maspo", "vanilla", "sapo"]
+    arms = _parse_methods("maspo, vanilla,sapo")
+    assert [arm.method for arm in arms] == ["maspo", "vanilla", "sapo"]
+    assert [arm.baseline for arm in arms] == ["vanilla", None, "vanilla"], "GRPO is every method's baseline when listed"
+    assert [arm.baseline for arm in _parse_methods("maspo,sapo")] == [None, None]
     assert _parse_seeds("0,2") == [0, 2]
     RunSettings().validate()
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_are_well_formed(name):
+    preset = PRESETS[name]
+    names = [arm.name for arm in preset.arms]
+    assert len(set(names)) == len(names) and len(set(preset.seeds)) == len(preset.seeds)
+    assert preset.reason
+    for arm in preset.arms:
+        assert arm.method in METHODS
+        assert arm.baseline is None or arm.baseline in names, f"{arm.name}'s baseline {arm.baseline} is not an arm"
+        arm.run_settings(preset.settings).validate()
+    assert any(arm.baseline for arm in preset.arms), "a preset compares something against a baseline"
+
+
+def test_presets_hold_what_the_issue_asks_for():
+    assert {a.method for a in PRESETS["quick"].arms} == {a.method for a in PRESETS["full"].arms} == {"maspo", "vanilla"}
+    assert {a.method for a in PRESETS["paper"].arms} == set(METHODS), "the paper's rows plus the three ablations"
+    updates = {a.run_settings(PRESETS["off_policy"].settings).updates_per_batch for a in PRESETS["off_policy"].arms}
+    assert updates == {1, 4, 16}
+    for arm in PRESETS["off_policy"].arms:  # paired with GRPO at the same number of updates
+        if arm.baseline:
+            assert arm.baseline == f"vanilla@{arm.name.split('@')[1]}"
+    grid = {o for a in PRESETS["sensitivity"].arms for o in a.overrides if ".alpha=" in o}
+    assert len(grid) == 3 and len(PRESETS["sensitivity"].arms) == 10
+
+
+def _synthetic_run(arm, seed, accuracy_by_problem, digest="same", samples=8):
+    """A finished run whose final validation has `round(p * samples)` correct samples for each problem."""
+    final = {f"{i}+1=": [s < round(p * samples) for s in range(samples)] for i, p in enumerate(accuracy_by_problem)}
+    mean = sum(map(sum, final.values())) / (samples * len(final))
+    summary = {"val_acc_start": 0.2, "val_acc_final": mean, "val_pass@4_final": mean, "val_start_digest": digest,
+               "val_correct_final": final, "train_reward_mean": 0.3, "pg_clipfrac_mean": 0.1}
+    return RunResult(arm, seed, True, 1.0, f"/runs/{arm}-seed{seed}", summary=summary)
+
+
+def test_analysis_pairs_each_arm_with_its_baseline_and_gives_a_verdict():
+    arms = [Arm("maspo", "maspo", "MASPO", "vanilla"), Arm("vanilla", "vanilla", "GRPO")]
+    difficulty = [0.1, 0.3, 0.5, 0.7, 0.9] * 8
+    results = []
+    for seed in range(4):
+        results.append(_synthetic_run("vanilla", seed, difficulty))
+        results.append(_synthetic_run("maspo", seed, [min(1.0, p + 0.25) for p in difficulty]))
+    analysis = analyse(arms, results, RunSettings(val_n=8, pass_k=4))
+    pair = analysis["paired"]["maspo"]
+    assert pair["baseline"] == "vanilla" and pair["seeds"] == [0, 1, 2, 3]
+    assert pair["accuracy"]["difference"] > 0.15 and pair["accuracy"]["low"] > 0
+    assert pair["accuracy"]["verdict"] == "better"
+    assert "vanilla" not in analysis["paired"], "a baseline is not compared with itself"
+    assert analysis["per_arm"]["maspo"]["val_acc_final"]["count"] == 4
+    table = format_table(arms, analysis, RunSettings(val_n=8, pass_k=4))
+    assert "| MASPO (vs vanilla) | 4 |" in table and "better" in table
+
+    same = [_synthetic_run(arm, seed, difficulty) for seed in range(3) for arm in ("maspo", "vanilla")]
+    assert analyse(arms, same, RunSettings(val_n=8, pass_k=4))["paired"]["maspo"]["accuracy"]["verdict"] == (
+        "no detectable difference"
+    )
+
+
+def test_one_seed_is_marked_as_evaluation_noise_only():
+    arms = [Arm("maspo", "maspo", "MASPO", "vanilla"), Arm("vanilla", "vanilla", "GRPO")]
+    results = [_synthetic_run("vanilla", 0, [0.2] * 20), _synthetic_run("maspo", 0, [0.9] * 20)]
+    analysis = analyse(arms, results, RunSettings(val_n=8, pass_k=4))
+    assert analysis["paired"]["maspo"]["covers_training_randomness"] is False
+    assert "1 seed: evaluation noise only" in format_table(arms, analysis, RunSettings(val_n=8, pass_k=4))
+
+
+def test_step0_check_flags_a_seed_whose_arms_sampled_differently():
+    results = [_synthetic_run("maspo", 0, [0.5]), _synthetic_run("vanilla", 0, [0.5]),
+               _synthetic_run("maspo", 1, [0.5], digest="a"), _synthetic_run("vanilla", 1, [0.5], digest="b")]
+    check = step0_check(results)
+    assert check[0]["identical"] is True and check[1]["identical"] is False
 
 
 def test_warmup_is_cached_by_its_inputs(tmp_path):
@@ -54,30 +135,40 @@ def test_warmup_is_cached_by_its_inputs(tmp_path):
 
 
 @pytest.mark.timeout(900)
-def test_minimal_comparison_end_to_end(tmp_path):
+def test_minimal_comparison_side_by_side_is_paired_and_a_rerun_reuses_it(tmp_path):
     cache = tmp_path / "cache"
     cached_warmup(WarmupSettings(), cache)  # the comparison must reuse it, not train again
     output = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "maspo_verl.compare", "--methods", "maspo,vanilla", "--seeds", "0",
-         "--steps", "2", "--test-freq", "2", "--val-n", "2", "--output-dir", str(output), "--cache-dir", str(cache)],
-        capture_output=True, text=True, timeout=840, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    command = [sys.executable, "-m", "maspo_verl.compare", "--methods", "maspo,vanilla", "--seeds", "0",
+               "--steps", "2", "--test-freq", "2", "--val-n", "2", "--pass-k", "2", "--jobs", "2",
+               "--output-dir", str(output), "--cache-dir", str(cache)]
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=840, env=environment)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "warm-up model reused from" in result.stdout
+    assert "warm-up model reused from" in result.stdout and "2 at a time" in result.stdout
     report = json.loads((output / "comparison.json").read_text())
-    assert set(report["aggregated"]) == {"maspo", "vanilla"}
-    for method in ("maspo", "vanilla"):
-        numbers = report["aggregated"][method]
+    per_arm = report["analysis"]["per_arm"]
+    assert set(per_arm) == {"maspo", "vanilla"}
+    for arm in ("maspo", "vanilla"):
         for key in ("val_acc_start", "val_acc_final", "val_pass@2_final", "train_reward_mean", "entropy_last"):
-            assert 0.0 <= numbers[key]["mean"] <= (1.0 if key != "entropy_last" else 50.0), (method, key)
-    assert "maspo/gate_weight_mean_mean" in report["aggregated"]["maspo"]  # MASPO's metrics came back from verl
-    assert "maspo/gate_weight_mean_mean" not in report["aggregated"]["vanilla"]
+            assert 0.0 <= per_arm[arm][key]["mean"] <= (1.0 if key != "entropy_last" else 50.0), (arm, key)
+    assert "maspo/gate_weight_mean_mean" in per_arm["maspo"]  # MASPO's metrics came back from verl
+    assert "maspo/gate_weight_mean_mean" not in per_arm["vanilla"]
+    assert report["analysis"]["paired"]["maspo"]["baseline"] == "vanilla"
+    # Paired: both methods' step-0 validations are the same samples (deterministic hf_cpu sampling).
+    assert report["step0_identical_within_seed"]["0"]["identical"], report["step0_identical_within_seed"]
     assert all(run["summary"]["steps_logged"] == 2 for run in report["runs"])
     assert (output / "learning_curves.png").stat().st_size > 10_000
-    assert "| MASPO | 1 |" in result.stdout and "| GRPO (clip 0.2) | 1 |" in result.stdout
-    for method in ("maspo", "vanilla"):
-        assert (output / "runs" / f"{method}-seed0" / "verl.log").stat().st_size > 0
+    assert "| MASPO (vs vanilla) | 1 |" in result.stdout and "| GRPO (clip 0.2) (baseline) | 1 |" in result.stdout
+    assert "val acc" in result.stderr, "progress shows validations while runs are under way"
+    for arm in ("maspo", "vanilla"):
+        assert (output / "runs" / f"{arm}-seed0" / "verl.log").stat().st_size > 0
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "(2 reused)" in again.stdout
+    rerun = json.loads((output / "comparison.json").read_text())
+    assert rerun["analysis"]["per_arm"] == report["analysis"]["per_arm"]
 
 
 @pytest.fixture(scope="module")
@@ -104,20 +195,25 @@ def verl_ppo_loss_restored():
     remove_entropy_advantage()
 
 
+ALL_ARMS = sorted({(arm.method, arm.overrides) for preset in PRESETS.values() for arm in preset.arms}
+                  | {(method, ()) for method in METHODS})
+
+
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_composes_and_passes_verl_validation(method, cpu_script_arguments, verl_ppo_loss_restored):
-    """Each selectable method's overrides exist in the config and pass verl's own checks."""
+@pytest.mark.parametrize("method, arm_overrides", ALL_ARMS, ids=[f"{m}{'-' + '-'.join(o) if o else ''}" for m, o in ALL_ARMS])
+def test_every_method_and_arm_composes_and_passes_verl_validation(method, arm_overrides, cpu_script_arguments,
+                                                                  verl_ppo_loss_restored):
+    """Each selectable method's and each preset arm's overrides exist in the config and pass verl's own checks."""
     from maspo_verl.dry_run import compose_config, dry_run, split_main_ppo_args
 
     config_path, config_name, overrides = split_main_ppo_args(cpu_script_arguments)
     spec = METHODS[method]
     config = compose_config(
         config_path, config_name,
-        [*overrides, f"actor_rollout_ref.actor.policy_loss.loss_mode={spec.loss_mode}", *spec.overrides],
+        [*overrides, f"actor_rollout_ref.actor.policy_loss.loss_mode={spec.loss_mode}", *spec.overrides, *arm_overrides],
     )
     report = dry_run(config)
     assert report.config.actor_rollout_ref.actor.policy_loss.loss_mode == spec.loss_mode
-    for override in spec.overrides:
+    for override in (*spec.overrides, *arm_overrides):
         key, value = override.split("=", 1)
         assert str(OmegaConf.select(report.config, key)).lower() == value.lower(), override

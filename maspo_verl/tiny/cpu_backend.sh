@@ -5,6 +5,14 @@
 
 export VERL_PLATFORM=cpu             # opt in: maspo-verl's CPU platform + hf_cpu rollout (patches/README.md)
 export TOKENIZERS_PARALLELISM=false
+# Threads per process: a CPU run is half a dozen Python processes (driver, TaskRunner, actor worker,
+# rollout server, reward and agent workers, TransferQueue) taking turns on the cores, and the tiny
+# model's kernels are too small to split (benchmarks/bench_cpu_run.py --variants ours,threads2).
+export OMP_NUM_THREADS=${MASPO_CPU_THREADS:-1}
+export MKL_NUM_THREADS=$OMP_NUM_THREADS
+# Ray starts idle Python workers for a new driver ahead of demand; verl starts its actors with their
+# own runtime environments, so on 2 cores those idle workers only take CPU from the run.
+export RAY_prestart_worker_first_driver=${RAY_prestart_worker_first_driver:-0}
 
 # shellcheck disable=SC2034  # used by the scripts that source this file
 CPU_BACKEND_ARGS=(
@@ -22,6 +30,9 @@ CPU_BACKEND_ARGS=(
   actor_rollout_ref.rollout.name=hf_cpu
   actor_rollout_ref.rollout.tensor_model_parallel_size=1
   actor_rollout_ref.rollout.agent.num_workers=1
+  # verl's single-turn agent loop, also telling the server which of a prompt's samples it asks for,
+  # so each sample is seeded on its own: batching and arrival order never change it (patches/hf_agent_loop.py).
+  actor_rollout_ref.rollout.agent.default_agent_loop=hf_cpu_single_turn_agent
   # One "device" (a CPU process); no extra processes for data loading or reward on 2 cores.
   trainer.device=cpu
   trainer.nnodes=1
