@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 from maspo_verl.compare import METHODS, PRESETS, Arm, _run_environment, _run_overrides
-from maspo_verl.e2e import run_cpu_training
+from maspo_verl.e2e import kill_live_runs, run_cpu_training
 
 PHASES = (
     ("start", re.compile(r"Started a local Ray instance")),
@@ -106,9 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     model_dir, _, _ = cached_warmup(warmup)
     train, val = write_parquet(workdir / "data", warmup.task, warmup.num_train, PRESETS["quick"].settings.val_problems, warmup.data_seed)
     results = {}
-    for name in variants:
-        print(f"[bench] {name}: {VARIANTS[name][0]} ...", file=sys.stderr, flush=True)
-        results[name] = run_variant(name, workdir, args.steps, model_dir, {"train": train, "val": val})
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    try:
+        for name in variants:
+            print(f"[bench] {name}: {VARIANTS[name][0]} ...", file=sys.stderr, flush=True)
+            results[name] = run_variant(name, workdir, args.steps, model_dir, {"train": train, "val": val})
+    except (KeyboardInterrupt, SystemExit):
+        kill_live_runs()
+        raise
 
     reference = variants[0]
     rows = list(results[reference])

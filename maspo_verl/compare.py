@@ -37,6 +37,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -599,6 +600,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler, `kill`) stops the comparison like Ctrl-C: runs under way are killed, finished ones kept."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     preset = PRESETS[args.preset]
@@ -646,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress(sum(arm.run_settings(settings).steps for arm, _ in jobs_list), enabled=not args.no_progress)
     results: list[RunResult] = []
     interrupted = False
+    _interrupt_on_sigterm()
     executor = ThreadPoolExecutor(max_workers=jobs)
     try:
         futures = [

@@ -217,3 +217,68 @@ def test_every_method_and_arm_composes_and_passes_verl_validation(method, arm_ov
     for override in (*spec.overrides, *arm_overrides):
         key, value = override.split("=", 1)
         assert str(OmegaConf.select(report.config, key)).lower() == value.lower(), override
+
+
+def _fake_finished_training(calls):
+    """A stand-in for run_cpu_training that records its call and leaves what a finished run leaves."""
+    from maspo_verl.e2e import RunSummary
+
+    def fake(run_dir, steps, overrides, timeout, env, script, log_name, on_line):
+        calls.append(run_dir.name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / log_name).write_text("step:1 - \n")
+        return RunSummary(0, 0.1, run_dir / log_name)
+
+    return fake
+
+
+def test_a_finished_run_is_reused_only_with_the_same_fingerprint(tmp_path, monkeypatch):
+    import maspo_verl.compare as compare
+
+    calls = []
+    monkeypatch.setattr(compare, "run_cpu_training", _fake_finished_training(calls))
+    monkeypatch.setattr(compare, "summarize_run", lambda run_dir, settings: {"val_acc_start": 0.1, "val_acc_final": 0.2})
+    (tmp_path / "train.parquet").write_bytes(b"train")
+    (tmp_path / "val.parquet").write_bytes(b"val")
+    data = {"train": tmp_path / "train.parquet", "val": tmp_path / "val.parquet"}
+    arm, settings, progress = Arm("maspo", "maspo", "MASPO"), RunSettings(steps=2), compare.Progress(2, enabled=False)
+    run_dir = tmp_path / "runs" / "maspo-seed0"
+
+    def run(settings=settings, resume=True):
+        return compare._run_one(arm, 0, settings, data, tmp_path / "model", run_dir, CPU_SCRIPT, progress, resume)
+
+    first = run()
+    assert first.ok and not first.reused and calls == ["maspo-seed0"]
+    assert run().reused and calls == ["maspo-seed0"], "same settings: reused, not run again"
+    assert not run(resume=False).reused and len(calls) == 2, "--fresh redoes it"
+    assert not run(settings=RunSettings(steps=3)).reused and len(calls) == 3, "other settings: redone"
+    (tmp_path / "val.parquet").write_bytes(b"other validation set")
+    assert not run(settings=RunSettings(steps=3)).reused and len(calls) == 4, "other data: redone"
+    (run_dir / "run.json").unlink()  # an unfinished run has no record
+    (run_dir / "leftover").write_text("half a run")
+    assert not run(settings=RunSettings(steps=3)).reused and not (run_dir / "leftover").exists()
+
+
+def test_ctrl_c_kills_the_runs_under_way_and_keeps_the_finished_ones(tmp_path, monkeypatch, capsys):
+    import maspo_verl.compare as compare
+    import maspo_verl.tiny.warmup as warmup
+
+    monkeypatch.setattr(warmup, "cached_warmup", lambda settings, cache_dir: (tmp_path / "model", {"val_greedy_accuracy": 0.1}, True))
+    killed = []
+    monkeypatch.setattr(compare, "kill_live_runs", lambda: killed.append(True) or 1)
+    finished = []
+
+    def run_one(arm, seed, settings, data, model_dir, run_dir, script, progress, resume):
+        if finished:
+            raise KeyboardInterrupt
+        run_dir.mkdir(parents=True)
+        (run_dir / "run.json").write_text("{}")
+        finished.append(run_dir)
+        return RunResult(arm.name, seed, True, 1.0, str(run_dir))
+
+    monkeypatch.setattr(compare, "_run_one", run_one)
+    code = main(["--methods", "maspo,vanilla", "--jobs", "1", "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    assert code == 130 and killed == [True]
+    assert (finished[0] / "run.json").is_file(), "a finished run survives the interrupt"
+    assert "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "comparison.json").exists(), "no report from a partial comparison"
