@@ -188,9 +188,9 @@ def _variance_terms(grid: np.ndarray) -> list[tuple[float, float]]:
     - seed term MS_seeds / (S P) = (std over seeds of the seed means)^2 / S, with S - 1 degrees of freedom:
       exactly the paired t-test over seeds. It holds training randomness and, through each seed's mean over
       problems, the sampling noise and the seed x problem interaction;
-    - problem term max(0, MS_problems - MS_residual) / (S P), unbiased for problem_variance / P, with P - 1
-      degrees of freedom: what a t-test over seeds misses, since all seeds share the P problems and a
-      method effect that differs by problem moves every seed's mean alike.
+    - problem term max(0, MS_problems - MS_residual) / (S P) (before truncation unbiased for
+      problem_variance / P), with P - 1 degrees of freedom: what a t-test over seeds misses, since all seeds
+      share the P problems and a method effect that differs by problem moves every seed's mean alike.
     With one seed only the spread over problems is left: MS_problems / P with P - 1 degrees of freedom, an
     interval for that training run (evaluation randomness), not for another seed.
     """
@@ -249,9 +249,9 @@ def minimum_detectable_difference(
     """Smallest true difference a two-sided level-`alpha` test detects with probability `power`.
 
     (z_{1-alpha/2} + z_{power}) * SE (2.80 SE at the defaults, scipy.stats.norm); with finite
-    `degrees_of_freedom` Student-t quantiles replace the normal ones (t with 2 degrees of freedom gives 5.36 SE): a difference this
-    large puts the estimate `power` of the time beyond the critical value. A paper-sized effect (e.g. 3 points)
-    below it could not reliably have been seen by the experiment.
+    `degrees_of_freedom` Student-t quantiles replace the normal ones (5.36 SE with 2 degrees of freedom). A true
+    difference this large lands the estimate beyond the critical value `power` of the time; a paper-sized
+    effect (e.g. 3 points) below it could not reliably have been seen by the experiment.
     """
     standard_error = _check_non_negative(standard_error, "standard_error")
     _check_probability(alpha, "alpha")
@@ -304,7 +304,9 @@ class PairedComparison:
         return _json_safe(asdict(self))
 
 
-def _estimate(metric: str, method_grid: np.ndarray, baseline_grid: np.ndarray, confidence: float, paired: bool) -> PairedEstimate:
+def _estimate(
+    metric: str, method_grid: np.ndarray, baseline_grid: np.ndarray, confidence: float, paired: bool
+) -> PairedEstimate:
     if paired:
         terms = _variance_terms(method_grid - baseline_grid)
     else:
@@ -358,10 +360,10 @@ def paired_difference(
     truth in 91-96% of them on average (single runs 87-97%) in regimes dominated by sampling noise, by
     training randomness (S = 3, 5), by problem effects, and with one seed. Two bootstraps measured alongside
     did worse: resampling seeds and problems (the problems shared by the drawn seeds: Owen 2007, Ann. Appl.
-    Stat. 1(1):246) covered 99-100% where sampling noise dominates (it counts that noise up to three times)
-    and only 82-88% with 3 seeds where training randomness dominates (a bootstrap over 3 values has no
-    t-tails; commit 0b2b18c has it); resampling problems independently within each seed covered 76-79% where problem effects
-    dominate. The price of honesty with few seeds is width: the seed term's t quantile is 12.7 with 2 seeds,
+    Stat. 1(1):246; commit 0b2b18c has it) covered 99-100% where sampling noise dominates (it counts that noise
+    up to three times) and only 82-88% with 3 seeds where training randomness dominates (a bootstrap over 3
+    values has no t-tails); resampling problems independently within each seed covered 76-79% where problem
+    effects dominate. The price of honesty with few seeds is width: the seed term's t quantile is 12.7 with 2 seeds,
     4.30 with 3, 2.78 with 5, 2.26 with 10 (`smallest_design` sizes for it).
     """
     method, baseline = _check_pair(method_correct, baseline_correct)
@@ -498,7 +500,8 @@ def expected_standard_error(
         )
     seed_variance = _check_non_negative(seed_variance, "seed_variance")
     problem_variance = _check_non_negative(problem_variance, "problem_variance")
-    residual = _check_non_negative(interaction_variance, "interaction_variance") + 2.0 * max(bernoulli, 0.0) / samples_per_problem
+    noise = 2.0 * max(bernoulli, 0.0) / samples_per_problem
+    residual = _check_non_negative(interaction_variance, "interaction_variance") + noise
     if num_seeds == 1:
         terms = [((problem_variance + residual) / num_problems, num_problems - 1.0)]
     else:
