@@ -10,7 +10,10 @@ Runs, in order, what a real launch hits in its first minutes on a GPU cluster:
      with `omega_conf_to_dataclass`) for the run's GPU count;
   4. the rollout and algorithm dataclasses the workers build;
   5. the registries: policy-loss mode, advantage estimator, custom reward function, reward manager;
-  6. the batch-size and parallelism constraints verl only asserts inside its workers.
+  6. the batch-size and parallelism constraints verl only asserts inside its workers;
+  7. what a long cluster run hits that no verl check shows (`cluster_run_findings`): TransferQueue
+     storage vs. validation/training batch x n, checkpoint retention, the metrics path on several
+     nodes, flash-attn, val_only without a checkpoint.
 Missing local data/model paths are reported as warnings (a dry run may happen before the data exists).
 The examples/run_scripts/*.sh call this module when DRY_RUN=1.
 """
@@ -31,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 __all__ = [
     "DryRunError",
     "DryRunReport",
+    "cluster_run_findings",
     "compose_config",
     "dry_run",
     "main",
@@ -166,6 +170,90 @@ def worker_constraint_errors(config: DictConfig, n_gpus: int) -> list[str]:
     return errors
 
 
+def _parquet_rows(files) -> int | None:
+    """Total rows of local parquet files (from their footers), or None when one cannot be read."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for path in [files] if isinstance(files, str) else list(files or []):
+        try:
+            total += pq.ParquetFile(os.path.expanduser(path)).metadata.num_rows
+        except Exception:  # missing or remote file: the size is unknown here
+            return None
+    return total
+
+
+def cluster_run_findings(config: DictConfig) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about what a long cluster run hits and verl's config checks do not show.
+
+    - TransferQueue: verl's V1 trainer (trainer.use_v1) puts one validation batch x val n samples
+      (trainer/ppo/v1/trainer_base.py, _validate) or one training batch x n into a SimpleStorage of
+      transfer_queue.backend.SimpleStorage.total_storage_size samples; more fails mid-run;
+    - checkpoints: with trainer.max_actor_ckpt_to_keep unset verl keeps every checkpoint;
+    - metrics: verl's file logger runs in the TaskRunner actor, which takes its environment from
+      Ray, not from the launching shell: on several nodes VERL_FILE_LOGGER_PATH must be in
+      ray_kwargs.ray_init.runtime_env.env_vars (the run scripts put it there);
+    - flash-attn: verl's default attention (workers/config/model.py) is flash_attention_2;
+    - val_only with resume_mode=disable evaluates the base model, not a checkpoint.
+    """
+    errors: list[str] = []
+    warnings: list[str] = []
+    trainer = config.trainer
+    rollout = config.actor_rollout_ref.rollout
+    if _select(config, "trainer.use_v1") in (True, None):
+        storage = _select(config, "transfer_queue.backend.SimpleStorage.total_storage_size")
+        val_n = rollout.val_kwargs.n
+        val_batch = _select(config, "data.val_batch_size")
+        if val_batch is None:
+            val_batch = _parquet_rows(_select(config, "data.val_files"))
+            source = "the whole validation set (data.val_batch_size unset)"
+        else:
+            source = "data.val_batch_size"
+        if storage is not None and val_batch is not None and val_batch * val_n > storage:
+            errors.append(
+                f"{source} ({val_batch}) x actor_rollout_ref.rollout.val_kwargs.n ({val_n}) = {val_batch * val_n} "
+                f"validation samples exceed transfer_queue.backend.SimpleStorage.total_storage_size ({storage}): "
+                "lower data.val_batch_size or raise the storage size"
+            )
+        elif storage is not None and val_batch is None:
+            warnings.append(
+                "data.val_batch_size is unset and the validation files are not readable here: verl sends the whole "
+                f"validation set x val n ({val_n}) at once into a TransferQueue of {storage} samples"
+            )
+        train_samples = config.data.train_batch_size * rollout.n
+        if storage is not None and train_samples > storage:
+            errors.append(
+                f"data.train_batch_size ({config.data.train_batch_size}) x actor_rollout_ref.rollout.n ({rollout.n}) = "
+                f"{train_samples} exceed transfer_queue.backend.SimpleStorage.total_storage_size ({storage})"
+            )
+    if (trainer.get("save_freq") or 0) > 0 and _select(config, "trainer.max_actor_ckpt_to_keep") is None:
+        warnings.append(
+            "trainer.max_actor_ckpt_to_keep is unset: verl keeps every checkpoint (a 14B actor with optimizer "
+            "state is ~177 GB each)"
+        )
+    loggers = trainer.get("logger") or []
+    loggers = [loggers] if isinstance(loggers, str) else list(loggers)
+    runtime_vars = _select(config, "ray_kwargs.ray_init.runtime_env.env_vars") or {}
+    if "file" in loggers and trainer.nnodes > 1 and "VERL_FILE_LOGGER_PATH" not in runtime_vars:
+        warnings.append(
+            "trainer.logger has 'file' on several nodes but ray_kwargs.ray_init.runtime_env.env_vars has no "
+            "VERL_FILE_LOGGER_PATH: the TaskRunner actor writes metrics wherever its node's environment says"
+        )
+    attention = _select(config, "actor_rollout_ref.model.override_config.attn_implementation") or "flash_attention_2"
+    if attention == "flash_attention_2" and trainer.get("device", "cuda") == "cuda":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None:
+            warnings.append(
+                "verl loads the model with attn_implementation=flash_attention_2 (its default) and flash_attn is "
+                "not importable here: install it on the training nodes (docs/experiments.md, Install) or set "
+                "++actor_rollout_ref.model.override_config.attn_implementation=sdpa"
+            )
+    if trainer.get("val_only") and trainer.get("resume_mode") == "disable":
+        warnings.append("trainer.val_only=true with trainer.resume_mode=disable evaluates actor_rollout_ref.model.path, not a checkpoint")
+    return errors, warnings
+
+
 def _path_warnings(config: DictConfig) -> list[str]:
     warnings = []
     for key in ("data.train_files", "data.val_files"):
@@ -248,9 +336,11 @@ def dry_run(config: DictConfig, n_gpus: int | None = None) -> DryRunReport:
         raise DryRunError(f"reward.reward_manager does not resolve: {error}") from error
 
     errors = worker_constraint_errors(config, total_gpus)
+    cluster_errors, cluster_warnings = cluster_run_findings(config)
+    errors += cluster_errors
     if errors:
         raise DryRunError("; ".join(errors))
-    return DryRunReport(config=config, n_gpus=total_gpus, warnings=_path_warnings(config))
+    return DryRunReport(config=config, n_gpus=total_gpus, warnings=_path_warnings(config) + cluster_warnings)
 
 
 def _summary(report: DryRunReport) -> str:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,9 +26,9 @@ import pytest
 from maspo_verl import rehearse
 from maspo_verl.evaluation.plot import load_log
 from maspo_verl.evaluation.pass_at_k import BENCHMARK_ORDER
-from test_run_scripts import RUN_SCRIPTS, composed, experiment_scripts, printed_main_ppo_args, run_script
+from test_run_scripts import RUN_SCRIPTS, composed, printed_main_ppo_args, run_script
 
-SINGLE_NODE_SCRIPTS = [p for p in experiment_scripts() if p.parent.name != "multinode"]
+SINGLE_NODE_SCRIPTS = rehearse.experiment_scripts()
 MUST_CHANGE = {
     "actor_rollout_ref.model.path",
     "actor_rollout_ref.rollout.name",
@@ -115,7 +117,7 @@ def _ray_processes(marker: str) -> list[int]:
 
 @pytest.fixture
 def rehearsal_env(tmp_path, tmp_path_factory):
-    ray_dir = tmp_path / "ray"
+    ray_dir = Path(tempfile.mkdtemp(prefix="mr", dir="/tmp"))  # Ray's socket paths must stay < 108 bytes
     env = {
         **os.environ,
         "REHEARSE": "cpu",
@@ -135,6 +137,7 @@ def rehearsal_env(tmp_path, tmp_path_factory):
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 def _start(script: str, env: dict, started: list, log: Path, *args: str) -> subprocess.Popen:

@@ -161,9 +161,45 @@ def test_ray_cluster_roles_print_their_ray_start_commands():
     assert "ray start --head --port=7000" in head.stdout
     worker = run_script(RUN_SCRIPTS / "multinode/ray_cluster.sh", "worker", HEAD_IP="10.1.2.3", RAY_PORT="7000")
     assert "ray start --address=10.1.2.3:7000" in worker.stdout
-    submit = run_script(RUN_SCRIPTS / "multinode/ray_cluster.sh", NNODES="4")
+    submit = run_script(RUN_SCRIPTS / "multinode/ray_cluster.sh", NNODES="4", OUTPUT_DIR="/shared/runs")
     assert "ray job submit" in submit.stdout and "--runtime-env-json=" in submit.stdout
-    assert dry_run(composed(submit.stdout)).n_gpus == 32
+    config = dry_run(composed(submit.stdout)).config
+    assert config.trainer.nnodes * config.trainer.n_gpus_per_node == 32
+    run_dir = "/shared/runs/maspo/maspo-r1_distill_7b-4nodes"
+    assert config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH == f"{run_dir}/metrics.jsonl"
+    # the job makes its run directory (and keeps earlier metrics) where it runs, not on this machine
+    words = shlex.split(submit.stdout.splitlines()[-1])
+    entrypoint = words[words.index("--") + 1 :]
+    assert entrypoint[:2] == ["sh", "-c"] and "mkdir -p" in entrypoint[2] and entrypoint[2].endswith('exec "$@"')
+    assert "--num-gpus=8" in head.stdout
+    refused = run_script(RUN_SCRIPTS / "multinode/ray_cluster.sh", "submit", dry_run_mode="0", NNODES="4", OUTPUT_DIR="relative/runs")
+    assert refused.returncode == 2 and "absolute path on a file system all nodes share" in refused.stderr
+
+
+def test_ray_cluster_job_makes_its_run_directory_and_keeps_earlier_metrics(tmp_path):
+    """The job entrypoint `ray job submit` gets, run as Ray would run it (fake `ray` records it)."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "ray").write_text('#!/usr/bin/env bash\nwhile [[ "$1" != "--" ]]; do shift; done; shift; exec "$@"\n')
+    (fake_bin / "fakepython").write_text('#!/usr/bin/env bash\necho "MAIN_PPO $*" > "$RECORD"\n')
+    for tool in ("ray", "fakepython"):
+        (fake_bin / tool).chmod(0o755)
+    run_dir = tmp_path / "shared" / "maspo" / "maspo-r1_distill_7b-2nodes"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text('{"step": 1, "data": {}}\n')
+    environment = {
+        **os.environ,
+        "PATH": f"{fake_bin}:{os.environ['PATH']}",
+        "OUTPUT_DIR": str(tmp_path / "shared"),
+        "JOB_PYTHON": "fakepython",
+        "RECORD": str(tmp_path / "record"),
+    }
+    environment.pop("DRY_RUN", None)
+    result = subprocess.run(["bash", str(RUN_SCRIPTS / "multinode/ray_cluster.sh"), "submit"], env=environment, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "-m verl.trainer.main_ppo" in (tmp_path / "record").read_text()
+    assert (run_dir / "metrics.part1.jsonl").read_text() == '{"step": 1, "data": {}}\n'
+    assert not (run_dir / "metrics.jsonl").exists()
 
 
 def test_slurm_template_starts_one_ray_worker_per_extra_node():
@@ -171,7 +207,99 @@ def test_slurm_template_starts_one_ray_worker_per_extra_node():
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("ray start --head") == 1
     assert result.stdout.count("ray start --address=") == 2
+    assert result.stdout.count("--num-cpus=64 --num-gpus=8") == 3
     assert composed(result.stdout).trainer.nnodes == 3
+
+
+def test_slurm_ray_nodes_start_with_the_runs_logger_paths_and_resources(tmp_path):
+    """Inside a (faked) allocation: every `ray start` sees VERL_FILE_LOGGER_PATH, which Ray gives its workers."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "scontrol").write_text("#!/usr/bin/env bash\nprintf 'gpu01\\ngpu02\\n'\n")
+    (fake_bin / "srun").write_text(
+        '#!/usr/bin/env bash\nif [[ " $* " == *" hostname "* ]]; then echo 10.0.0.1; exit 0; fi\n'
+        'echo "SRUN $* LOGGER=$VERL_FILE_LOGGER_PATH" >> "$RECORD"\n'
+    )
+    (fake_bin / "fakepython").write_text('#!/usr/bin/env bash\necho "PYTHON RAY_ADDRESS=$RAY_ADDRESS $*" >> "$RECORD"\n')
+    for tool in ("scontrol", "srun", "fakepython"):
+        (fake_bin / tool).chmod(0o755)
+    environment = {
+        **os.environ,
+        "PATH": f"{fake_bin}:{os.environ['PATH']}",
+        "SLURM_JOB_ID": "42",
+        "SLURM_JOB_NODELIST": "gpu[01-02]",
+        "SLURM_SUBMIT_DIR": str(REPO),
+        "SLURM_CPUS_PER_TASK": "96",
+        "OUTPUT_DIR": str(tmp_path / "shared"),
+        "PYTHON": "fakepython",
+        "RAY_START_WAIT_SECONDS": "1",
+        "RECORD": str(tmp_path / "record"),
+    }
+    environment.pop("DRY_RUN", None)
+    result = subprocess.run(["bash", str(RUN_SCRIPTS / "multinode/slurm.sh")], env=environment, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    record = (tmp_path / "record").read_text().splitlines()
+    starts = [line for line in record if line.startswith("SRUN") and "ray start" in line]
+    logger_path = f"{tmp_path}/shared/maspo/maspo-r1_distill_7b-2nodes/metrics.jsonl"
+    assert len(starts) == 2 and all(f"LOGGER={logger_path}" in line and "--num-cpus=96 --num-gpus=8" in line for line in starts)
+    training = [line for line in record if line.startswith("PYTHON")]
+    assert len(training) == 1 and "RAY_ADDRESS=10.0.0.1:6379" in training[0]
+    assert f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={logger_path}" in training[0]
+
+
+def test_metrics_of_an_earlier_run_are_kept_as_numbered_parts(tmp_path):
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    script = f'source {shlex.quote(str(RUN_SCRIPTS / "common.sh"))}; maspo_keep_metrics_parts'
+    environment = {**os.environ, "VERL_FILE_LOGGER_PATH": str(metrics)}
+    for attempt in range(3):
+        result = subprocess.run(["bash", "-c", script], env=environment, capture_output=True, text=True, timeout=30, check=True)
+        assert metrics.parent.is_dir()
+        metrics.write_text(f'{{"step": {attempt + 1}, "data": {{}}}}\n')
+    assert "metrics.part2.jsonl" in result.stdout
+    assert [(tmp_path / "run" / f"metrics.part{n}.jsonl").read_text() for n in (1, 2)] == ['{"step": 1, "data": {}}\n', '{"step": 2, "data": {}}\n']
+    metrics.write_text("")
+    subprocess.run(["bash", "-c", script], env=environment, check=True, timeout=30)
+    assert not (tmp_path / "run" / "metrics.part3.jsonl").exists(), "an empty file is not a part"
+
+
+@pytest.mark.parametrize("val_n", [4, 32, 64, 128, 256])
+def test_every_documented_val_n_fits_transfer_queue(val_n):
+    result = run_script(RUN_SCRIPTS / "7b/maspo.sh", VAL_N=str(val_n))
+    assert dry_run(composed(result.stdout)).config.actor_rollout_ref.rollout.val_kwargs.n == val_n
+
+
+def test_dry_run_shows_what_a_long_cluster_run_would_hit():
+    result = run_script(RUN_SCRIPTS / "7b/maspo.sh", VAL_N="512")
+    with pytest.raises(DryRunError, match=r"data.val_batch_size \(256\) x actor_rollout_ref.rollout.val_kwargs.n \(512\).*total_storage_size"):
+        dry_run(composed(result.stdout))
+    result = run_script(RUN_SCRIPTS / "7b/maspo.sh", "data.val_batch_size=null", "transfer_queue.backend.SimpleStorage.total_storage_size=10000")
+    config = composed(result.stdout)
+    from maspo_verl.dry_run import cluster_run_findings
+
+    errors, warnings = cluster_run_findings(config)
+    assert errors == [] and any("data.val_batch_size is unset" in w for w in warnings)  # the files do not exist here
+    report = dry_run(composed(run_script(RUN_SCRIPTS / "7b/maspo.sh", "trainer.max_actor_ckpt_to_keep=null").stdout))
+    assert any("keeps every checkpoint" in warning for warning in report.warnings)
+    report = dry_run(composed(run_script(RUN_SCRIPTS / "7b/maspo.sh").stdout))
+    assert not any("checkpoint" in warning for warning in report.warnings)
+    report = dry_run(composed(run_script(RUN_SCRIPTS / "7b/maspo.sh", "trainer.val_only=true", "trainer.resume_mode=disable").stdout))
+    assert any("evaluates actor_rollout_ref.model.path" in warning for warning in report.warnings)
+
+
+def test_evaluation_script_loads_the_chosen_checkpoint_of_the_training_run(tmp_path):
+    env = {"TRAIN_SCRIPT": "7b/grpo.sh", "STEPS": "120", "OUTPUT_DIR": str(tmp_path)}
+    result = run_script(RUN_SCRIPTS / "eval/evaluate_checkpoint.sh", **env)
+    assert result.returncode == 0, result.stderr
+    config = dry_run(composed(result.stdout)).config
+    run_dir = f"{tmp_path}/maspo/grpo-r1-distill-7b"
+    assert config.actor_rollout_ref.actor.policy_loss.loss_mode == "vanilla"
+    assert (config.trainer.val_only, config.trainer.resume_mode) == (True, "resume_path")
+    assert config.trainer.resume_from_path == f"{run_dir}/checkpoints/global_step_120"
+    assert config.trainer.validation_data_dir == f"{run_dir}/eval/global_step_120/val_generations"
+    assert f"VERL_FILE_LOGGER_PATH={run_dir}/eval/global_step_120/metrics.jsonl" in result.stdout
+    assert config.actor_rollout_ref.rollout.val_kwargs.n == 32
+    bad = run_script(RUN_SCRIPTS / "eval/evaluate_checkpoint.sh", STEPS="latest")
+    assert bad.returncode == 2 and "checkpoint step numbers" in bad.stderr
 
 
 @pytest.mark.timeout(120)

@@ -44,6 +44,9 @@
 #                        steps [2]), data prepared from tests/fixtures/datasets, then the Pass@k table and
 #                        the plot of the run (see maspo_rehearse below and maspo_verl/rehearse.py)
 #   REHEARSAL_DIR        where REHEARSE keeps the tiny model and data [$OUTPUT_DIR/rehearsal_inputs]
+#   EVAL_STEP=N          evaluate this run's checkpoints/global_step_N (trainer.val_only, EVAL_N [32]
+#                        samples per problem) into <run dir>/eval/global_step_N/ instead of training;
+#                        eval/evaluate_checkpoint.sh loops over steps and makes the Pass@k table
 #
 # A rerun of the same command resumes from the last checkpoint (trainer.resume_mode=auto). verl's
 # file logger truncates its file on start, so the metrics logged before are first moved aside as
@@ -98,9 +101,24 @@ maspo_build_command() {
     local project="${PROJECT_NAME:-maspo}"
     local name="${EXPERIMENT_NAME:-$run_name}"
     MASPO_RUN_DIR="${OUTPUT_DIR:-$PWD/outputs}/$project/$name"
+    # EVAL_STEP=N: evaluate this run's checkpoint global_step_N instead of training (trainer.val_only;
+    # verl's V1 trainer loads the checkpoint before its validation, trainer/ppo/v1/trainer_base.py).
+    local logs_dir="$MASPO_RUN_DIR" evaluation=()
+    if [[ -n "${EVAL_STEP:-}" ]]; then
+        logs_dir="$MASPO_RUN_DIR/eval/global_step_$EVAL_STEP"
+        evaluation=(
+            trainer.val_only=true
+            trainer.val_before_train=true
+            trainer.resume_mode=resume_path
+            "trainer.resume_from_path=$MASPO_RUN_DIR/checkpoints/global_step_$EVAL_STEP"
+            "trainer.validation_data_dir=$logs_dir/val_generations"
+            # [paper] Avg@32 / Pass@32: 32 samples per problem (the training config validates with fewer).
+            "actor_rollout_ref.rollout.val_kwargs.n=${EVAL_N:-32}"
+        )
+    fi
     # verl's file logger and TensorBoard writer read these; maspo_verl.evaluation.plot reads their files.
-    export VERL_FILE_LOGGER_PATH="${VERL_FILE_LOGGER_PATH:-$MASPO_RUN_DIR/metrics.jsonl}"
-    export TENSORBOARD_DIR="${TENSORBOARD_DIR:-$MASPO_RUN_DIR/tensorboard}"
+    export VERL_FILE_LOGGER_PATH="${VERL_FILE_LOGGER_PATH:-$logs_dir/metrics.jsonl}"
+    export TENSORBOARD_DIR="${TENSORBOARD_DIR:-$logs_dir/tensorboard}"
 
     local eval_sets=(aime24 aime25 amc23 math500 minerva olympiadbench) val_list="" set_name
     for set_name in "${eval_sets[@]}"; do
@@ -116,6 +134,10 @@ maspo_build_command() {
         "trainer.experiment_name=$name"
         "trainer.default_local_dir=$MASPO_RUN_DIR/checkpoints"
         "trainer.validation_data_dir=$MASPO_RUN_DIR/val_generations"
+        # Ray actors (the TaskRunner holds the file logger) take their environment from their
+        # node's `ray start`, plus this runtime_env, which verl merges into ray.init's (main_ppo.py).
+        "++ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH=$VERL_FILE_LOGGER_PATH"
+        "++ray_kwargs.ray_init.runtime_env.env_vars.TENSORBOARD_DIR=$TENSORBOARD_DIR"
     )
     local pair variable
     for pair in "${MASPO_ENV_OVERRIDES[@]}"; do
@@ -124,22 +146,19 @@ maspo_build_command() {
             MASPO_COMMAND+=("${pair#*=}=${!variable}")
         fi
     done
-    MASPO_COMMAND+=("${method[@]}" "$@")
+    MASPO_COMMAND+=("${evaluation[@]}" "${method[@]}" "$@")
     MASPO_USER_ARGS=("$@")
 }
 
 # verl's FileLogger opens VERL_FILE_LOGGER_PATH with "wb" (verl/utils/tracking.py): before a run
-# (or a resumed run) starts, a non-empty metrics file becomes the next metrics.part<N>.jsonl.
+# (or a resumed run) starts, its folder is made and a non-empty metrics file becomes the next
+# metrics.part<N>.jsonl. One sh snippet, run here or inside a Ray job (multinode/ray_cluster.sh).
+# shellcheck disable=SC2016  # expanded by the sh that runs it
+MASPO_KEEP_METRICS_PARTS='p="$VERL_FILE_LOGGER_PATH"; mkdir -p "$(dirname "$p")" || exit 1; if [ -s "$p" ]; then n=1; while [ -e "${p%.jsonl}.part$n.jsonl" ]; do n=$((n + 1)); done; mv "$p" "${p%.jsonl}.part$n.jsonl" && echo "[maspo] kept the metrics logged so far as ${p%.jsonl}.part$n.jsonl"; fi'
 maspo_keep_metrics_parts() {
-    local path="${VERL_FILE_LOGGER_PATH:-}" part=1
-    if [[ -z "$path" || ! -s "$path" ]]; then
-        return 0
+    if [[ -n "${VERL_FILE_LOGGER_PATH:-}" ]]; then
+        sh -c "$MASPO_KEEP_METRICS_PARTS"
     fi
-    while [[ -e "${path%.jsonl}.part$part.jsonl" ]]; do
-        part=$((part + 1))
-    done
-    mv "$path" "${path%.jsonl}.part$part.jsonl"
-    echo "[maspo] kept the metrics logged so far as ${path%.jsonl}.part$part.jsonl"
 }
 
 # Prints a command so that it can be pasted back into a shell (with the logger paths it needs).
@@ -160,7 +179,8 @@ maspo_print_command() {
 maspo_dry_run_or_exec() {
     case "${DRY_RUN:-0}" in
         0 | "" | false)
-            if [[ -n "${MASPO_RUN_DIR:-}" ]]; then
+            # MASPO_RUN_DIR_IN_JOB=1: the command itself makes the run directory where it runs.
+            if [[ -n "${MASPO_RUN_DIR:-}" && "${MASPO_RUN_DIR_IN_JOB:-0}" != 1 ]]; then
                 mkdir -p "$MASPO_RUN_DIR"
                 maspo_keep_metrics_parts
             fi
