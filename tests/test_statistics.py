@@ -21,6 +21,7 @@ from maspo_verl.evaluation.statistics import (
     per_problem_pass_at_k,
     pilot_estimates,
     smallest_design,
+    stack_runs,
 )
 
 SHARED_SEED_SD = 0.02  # a seed moves both methods alike: a lucky start, which pairing cancels
@@ -335,3 +336,27 @@ def test_one_seed_ignores_training_randomness_and_more_data_narrows():
     assert expected_half_width(200, 4, 3, **base) < expected_half_width(100, 4, 3, **base)
     assert expected_half_width(100, 8, 3, **base) < expected_half_width(100, 4, 3, **base)
     assert expected_half_width(100, 4, 6, **base) < expected_half_width(100, 4, 3, **base)
+
+
+# ---------------------------------------------------------------------------------------------- stack_runs
+
+
+def test_stack_runs_aligns_problems_by_key_whatever_their_order():
+    seed0 = {"1+2=": [1, 0], "3-1=": [0, 0], "2+2=": [1, 1]}
+    seed1 = {"2+2=": [0, 1], "1+2=": [1, 1], "3-1=": [1, 0]}
+    method, order = stack_runs([seed0, seed1])
+    assert order == ["1+2=", "2+2=", "3-1="]
+    assert method.tolist() == [[[1, 0], [1, 1], [0, 0]], [[1, 1], [0, 1], [1, 0]]]
+    baseline, same_order = stack_runs([dict(reversed(list(seed1.items())))], problems=order)
+    assert same_order == order and baseline[0].tolist() == method[1].tolist()
+
+
+def test_stack_runs_names_the_run_that_does_not_line_up():
+    with pytest.raises(ValueError, match=r"vanilla\[1\] does not hold the same problems: missing \['b'\]"):
+        stack_runs([{"a": [1], "b": [0]}, {"a": [1], "c": [0]}], name="vanilla")
+    with pytest.raises(ValueError, match=r"maspo\[1\] has 3 samples of problem 'b'"):
+        stack_runs([{"a": [1, 0], "b": [0, 0]}, {"a": [1, 1], "b": [0, 1, 1]}], name="maspo")
+    with pytest.raises(ValueError, match="0/1"):
+        stack_runs([{"a": [1, 0.5]}])
+    with pytest.raises(ValueError, match="at least one run"):
+        stack_runs([])

@@ -5,6 +5,7 @@ same model, see the same data and the same validation prompts. A run's final val
 `correct[problem, sample]` of 0/1 scores over a fixed held-out set of P problems with n samples each, problems
 in the same order in every run. Stacking the S runs of one method gives `(seeds, problems, samples)`.
 
+- `stack_runs`: the (seeds, problems, samples) array of one method from its runs' {problem: [score, ...]}.
 - `mean_ci`: mean over seeds with a Student-t interval.
 - `paired_difference`: method minus baseline in Avg@n (mean accuracy) and unbiased Pass@k, each with a
   confidence interval from the paired seeds x problems design, its standard error, the minimum detectable
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -55,6 +56,7 @@ __all__ = [
     "per_problem_pass_at_k",
     "pilot_estimates",
     "smallest_design",
+    "stack_runs",
     "verdict",
 ]
 
@@ -116,6 +118,46 @@ def _check_pair(method_correct, baseline_correct) -> tuple[np.ndarray, np.ndarra
 
 def _t_quantile(probability: float, degrees_of_freedom: float) -> float:
     return float(stats.t.ppf(probability, degrees_of_freedom))
+
+
+def stack_runs(
+    runs: Sequence[Mapping[str, Sequence[float]]], problems: Sequence[str] | None = None, name: str = "runs"
+) -> tuple[np.ndarray, list[str]]:
+    """One method's runs as a 0/1 array (seeds, problems, samples), problems aligned by key, and that key order.
+
+    Args:
+        runs: one {problem: [score per sample]} per seed, in seed order. Key problems by something every run
+            shares, e.g. the prompt text: verl's validation `uid`s are fresh per run.
+        problems: the problem order to use (pass the order returned for the baseline so both methods line up);
+            default: the first run's keys, sorted.
+        name: how errors refer to `runs`.
+
+    Raises ValueError naming the run (`name[i]`) whose problems or sample counts differ.
+    """
+    if not runs:
+        raise ValueError(f"{name} must hold at least one run")
+    order = sorted(runs[0]) if problems is None else list(problems)
+    if not order:
+        raise ValueError(f"{name}[0] has no problems")
+    expected = set(order)
+    rows = []
+    for index, run in enumerate(runs):
+        if set(run) != expected:
+            missing, extra = sorted(expected - set(run)), sorted(set(run) - expected)
+            raise ValueError(
+                f"{name}[{index}] does not hold the same problems: missing {missing[:3]} ({len(missing)}), "
+                f"extra {extra[:3]} ({len(extra)})"
+            )
+        rows.append([list(run[problem]) for problem in order])
+    samples = len(rows[0][0])
+    for index, row in enumerate(rows):
+        for problem, scores in zip(order, row):
+            if len(scores) != samples:
+                raise ValueError(
+                    f"{name}[{index}] has {len(scores)} samples of problem {problem!r}, {name}[0] has {samples} of "
+                    f"{order[0]!r}: every run needs the same number of samples per problem"
+                )
+    return _check_correct(name, np.array(rows, dtype=float)), order
 
 
 # ----------------------------------------------------------------------------------------------------------
