@@ -153,3 +153,24 @@ def test_plot_errors_name_the_problem(tmp_path, capsys):
     (tmp_path / "other.jsonl").write_text(json.dumps({"step": 1, "data": {"timing_s/step": 1.0}}) + "\n")
     assert plot_main([str(tmp_path / "other.jsonl"), "-o", str(tmp_path / "x.png")]) == 1
     assert "none of the plotted metrics" in capsys.readouterr().err
+
+
+def test_a_resumed_runs_metrics_parts_are_read_together(tmp_path):
+    """verl's FileLogger restarts metrics.jsonl on resume; the scripts keep the old file as metrics.part<N>.jsonl."""
+
+    def write(name, records):
+        (tmp_path / name).write_text("".join(json.dumps({"step": step, "data": data}) + "\n" for step, data in records))
+
+    write("metrics.part1.jsonl", [(0, {"val-core/aime24/acc/mean@4": 0.1}), (1, {"critic/score/mean": 0.2})])
+    write("metrics.part2.jsonl", [(2, {"critic/score/mean": 0.3})])  # killed again after step 2
+    # the resumed run validates again at its resumed step, then trains on
+    write("metrics.jsonl", [(2, {"val-core/aime24/acc/mean@4": 0.4}), (3, {"critic/score/mean": 0.5})])
+    write("metrics.part10.jsonl", [])  # numeric order, not text order: part10 after part2
+    write("other.part1.jsonl", [(9, {"critic/score/mean": 9.0})])  # another log's part
+    series = load_log(str(tmp_path / "metrics.jsonl"))
+    assert series["critic/score/mean"] == [(1, 0.2), (2, 0.3), (3, 0.5)]
+    assert series["val-core/aime24/acc/mean@4"] == [(0, 0.1), (2, 0.4)]
+    (tmp_path / "metrics.jsonl").unlink()  # killed before the resumed run logged anything
+    assert load_log(str(tmp_path / "metrics.jsonl"))["critic/score/mean"] == [(1, 0.2), (2, 0.3)]
+    write("metrics.part2.jsonl", [(2, {"critic/score/mean": 0.7})])
+    assert load_log(str(tmp_path / "metrics.jsonl"))["critic/score/mean"][-1] == (2, 0.7)
