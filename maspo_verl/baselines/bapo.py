@@ -110,9 +110,6 @@ VARIANT_DEFAULTS: dict[str, dict[str, float]] = {
         upper_bound_step=0.05,  # delta_1
     ),
 }
-_BOUND_KEYS = (
-    "lower_bound_start", "lower_bound_max", "lower_bound_step", "upper_bound_start", "upper_bound_max", "upper_bound_step"
-)
 _VARIANT_ONLY_KEYS = {"recipe": ("positive_to_negative_target", "eps"), "paper": ("positive_share_target",)}
 
 METRIC_KEYS = (
@@ -175,11 +172,14 @@ class BapoConfig(BaseConfig):
                     f"remove it or set policy_loss.bapo.variant={other}"
                 )
         for key, default in VARIANT_DEFAULTS[self.variant].items():
-            value = default if getattr(self, key) is None else require_number(f"policy_loss.bapo.{key}", getattr(self, key))
+            value = getattr(self, key)
+            value = default if value is None else require_number(f"policy_loss.bapo.{key}", value)
             object.__setattr__(self, key, float(value))  # BaseConfig freezes fields after __init__
 
         if self.variant == "paper" and not 0.0 <= self.positive_share_target <= 1.0:
-            raise ValueError(f"policy_loss.bapo.positive_share_target must be in [0, 1], got {self.positive_share_target}")
+            raise ValueError(
+                f"policy_loss.bapo.positive_share_target must be in [0, 1], got {self.positive_share_target}"
+            )
         if self.variant == "recipe":
             for key in ("positive_to_negative_target", "eps"):
                 if getattr(self, key) < 0:

@@ -91,7 +91,8 @@ class DacConfig(BaseConfig):
 
 def dcpo_upper_bound_cap(upper_bound_cap: float | None, clip_ratio_c: float) -> float:
     """The ceiling of DAC's upper bound: DCPO's max(clip_ratio_c, 10) (lime-RL/DCPO
-    verl/trainer/ppo/core_algos.py lines 990-991, at commit 01787b0) unless `policy_loss.dac.upper_bound_cap` fixes one."""
+    verl/trainer/ppo/core_algos.py lines 990-991, at commit 01787b0) unless
+    `policy_loss.dac.upper_bound_cap` fixes one."""
     return max(clip_ratio_c, 10.0) if upper_bound_cap is None else float(upper_bound_cap)
 
 
