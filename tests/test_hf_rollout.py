@@ -396,32 +396,55 @@ def test_without_sample_index_a_prompts_samples_are_numbered_by_arrival(make_ser
     assert [o.token_ids for o in without] == [o.token_ids for o in numbered]
 
 
-class _ForwardingClient:
-    """Stands in for verl's LLMServerClient: forwards `generate` to the server as
-    verl/workers/rollout/llm_server.py does (drops `priority` and `mm_processor_output`, keeps other kwargs)."""
+class _RayMethod:
+    """`handle.method.remote(...)` of a Ray actor, run in this process."""
+
+    def __init__(self, function):
+        self.remote = function
+
+
+class _LocalServerHandle:
+    """The server's Ray handle as verl's LLMServerClient uses it; records what reaches `generate`."""
 
     def __init__(self, server):
-        self.server = server
         self.calls: list[dict] = []
 
-    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
-        kwargs.pop("priority", None)
-        kwargs.pop("mm_processor_output", None)
-        self.calls.append({"prompt_ids": list(prompt_ids), **kwargs})
-        return await self.server.generate(
-            request_id=request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, **kwargs
-        )
+        async def generate(**kwargs):
+            self.calls.append(kwargs)
+            return await server.generate(**kwargs)
+
+        self.generate = _RayMethod(generate)
+
+
+class _OneServerBalancer:
+    """verl's GlobalRequestLoadBalancer actor reduced to one server (verl/workers/rollout/router.py)."""
+
+    def __init__(self, handle):
+        async def no_fields():
+            return []
+
+        async def acquire_server(request_id, **fields):
+            return "server-0", handle
+
+        self.require_acquire_fields = _RayMethod(no_fields)
+        self.require_release_fields = _RayMethod(no_fields)
+        self.acquire_server = _RayMethod(acquire_server)
+        self.release_server = _RayMethod(lambda **fields: None)
 
 
 def _instantiate_agent_loop(config, server, tokenizer):
-    """As verl's AgentLoopWorker._run_agent_loop does: hydra.instantiate of the registry entry."""
+    """As verl's AgentLoopWorker._run_agent_loop does: hydra.instantiate of the registry entry, talking to
+    `server` through verl's LLMServerClient (which forwards extra kwargs of `generate` to the server)."""
     import hydra
     from verl.experimental.agent_loop.agent_loop import DictConfigWrap, _agent_loop_registry
     from verl.utils.dataset.rl_dataset import RLHFDataset
 
     from maspo_verl.patches.hf_agent_loop import AGENT_LOOP_NAME
 
-    client = _ForwardingClient(server)
+    from verl.workers.rollout.llm_server import LLMServerClient
+
+    handle = _LocalServerHandle(server)
+    client = LLMServerClient(config, load_balancer_handle=_OneServerBalancer(handle))  # verl's own client
     loop = hydra.utils.instantiate(
         config=_agent_loop_registry[AGENT_LOOP_NAME],
         trainer_config=DictConfigWrap(config=config),
@@ -432,7 +455,7 @@ def _instantiate_agent_loop(config, server, tokenizer):
         dataset_cls=RLHFDataset,
         data_config=DictConfigWrap(config.data),
     )
-    return loop, client
+    return loop, handle
 
 
 @pytest.mark.timeout(120)
@@ -449,17 +472,17 @@ def test_agent_loop_sends_verls_session_id_as_the_sample_index(make_server, tiny
     messages = [{"role": "user", "content": make_problems(num_train=1, num_val=1, seed=1)[0][0].prompt}]
 
     async def run_sessions(session_ids):
-        outputs, clients = [], []
+        outputs, handles = [], []
         for session_id in session_ids:
-            loop, client = _instantiate_agent_loop(config, server, tokenizer)  # verl: one instance per sample
+            loop, handle = _instantiate_agent_loop(config, server, tokenizer)  # verl: one instance per sample
             assert isinstance(loop, HfCpuSingleTurnAgentLoop)
             outputs.append(await loop.run(dict(SAMPLING), raw_prompt=messages, session_id=session_id, uid="u"))
-            clients.append(client)
-        return outputs, clients
+            handles.append(handle)
+        return outputs, handles
 
-    outputs, clients = asyncio.run(run_sessions([3, 0, 3]))
-    assert [client.calls[0]["sample_index"] for client in clients] == [3, 0, 3]
-    prompt_ids = clients[0].calls[0]["prompt_ids"]
+    outputs, handles = asyncio.run(run_sessions([3, 0, 3]))
+    assert [handle.calls[0]["sample_index"] for handle in handles] == [3, 0, 3]
+    prompt_ids = handles[0].calls[0]["prompt_ids"]
     direct = asyncio.run(_concurrently(server, [(prompt_ids, 3), (prompt_ids, 0)], SAMPLING))
     assert outputs[0].response_ids == direct[0].token_ids == outputs[2].response_ids
     assert outputs[1].response_ids == direct[1].token_ids
