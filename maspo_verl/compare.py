@@ -19,8 +19,9 @@ the actor's initialisation of randomness.
 
 Statistics (maspo_verl.evaluation.statistics): per arm, the mean over seeds with a 95% t-interval;
 per arm against its baseline, the paired difference of final validation accuracy and pass@k with a
-95% bootstrap CI over seeds and problems, the verdict (better / worse / no detectable difference)
-and the minimum detectable difference at that size.
+95% interval for the crossed seeds x problems design (paired t over seeds plus the problem term,
+Welch-Satterthwaite), the verdict (better / worse / no detectable difference) and the minimum
+detectable difference at that size.
 
 A rerun of the same command skips runs already finished with identical settings (a fingerprint in
 `<run>/run.json`) and redoes unfinished ones; Ctrl-C kills the runs under way and keeps the
@@ -229,12 +230,24 @@ def _val_key(val_n: int) -> str:
 
 
 def _validation_outcomes(dump: str) -> dict[str, list[bool]]:
-    """{problem: [correct per sample]} of one validation dump, problems sorted."""
-    from maspo_verl.evaluation.pass_at_k import load_generations
+    """{data_source/prompt: [correct per sample]} of one validation dump.
 
-    by_source = load_generations(dump)
-    outcomes = {problem: correct for source in sorted(by_source) for problem, correct in by_source[source].items()}
+    Keyed by the prompt text, which every run shares (verl's validation uids are fresh per run).
+    """
+    from maspo_verl.evaluation.jsonl import parse_jsonl
+    from maspo_verl.evaluation.pass_at_k import _correct
+
+    outcomes: dict[str, list[bool]] = {}
+    for problem, correct in parse_jsonl(dump, lambda r: (f"{r.get('data_source', 'unknown')}/{r['input']}", _correct(r))):
+        outcomes.setdefault(problem, []).append(correct)
     return dict(sorted(outcomes.items()))
+
+
+def final_outcomes(run: "RunResult") -> dict[str, list[bool]]:
+    """The run's last validation, read from its dump (so an analysis never relies on an older record's keys)."""
+    from maspo_verl.evaluation.pass_at_k import latest_dump
+
+    return _validation_outcomes(latest_dump(str(Path(run.run_dir) / "val_generations")))
 
 
 def _dump_digest(dump: str) -> str:
@@ -264,7 +277,7 @@ def summarize_run(run_dir: Path, settings: RunSettings) -> dict:
 
     dumps = run_dir / "val_generations"
     start_dump, final_dump = latest_dump(str(dumps), step=0), latest_dump(str(dumps))
-    start, final = _validation_outcomes(start_dump), _validation_outcomes(final_dump)
+    final = _validation_outcomes(final_dump)
     summary = {
         "val_acc_start": val[0][1],
         "val_acc_final": val[-1][1],
@@ -280,8 +293,6 @@ def summarize_run(run_dir: Path, settings: RunSettings) -> dict:
         "step_seconds_median": statistics.median(v for _, v in series["timing_s/step"]) if series.get("timing_s/step") else None,
         "steps_logged": len(series.get("critic/score/mean", [])),
         "val_start_digest": _dump_digest(start_dump),
-        "val_correct_start": start,
-        "val_correct_final": final,
     }
     for key in sorted(k for k in series if k.startswith("actor/maspo/")):
         summary[key.replace("actor/", "") + "_mean"] = mean(key)
@@ -419,17 +430,6 @@ def _ok_runs(results: list[RunResult]) -> dict[str, dict[int, RunResult]]:
     return by_arm
 
 
-def _correct_array(runs: list[RunResult], key: str):
-    """(seeds, problems, samples) 0/1 array of `key` ("val_correct_final"), problems in one order."""
-    import numpy as np
-
-    problems = sorted(runs[0].summary[key])
-    for run in runs[1:]:
-        if sorted(run.summary[key]) != problems:
-            raise ValueError(f"{run.run_dir}: validated other problems than {runs[0].run_dir}")
-    return np.array([[run.summary[key][problem] for problem in problems] for run in runs], dtype=float)
-
-
 def step0_check(results: list[RunResult]) -> dict[int, dict]:
     """Per seed: do all arms share their step-0 validation (same samples, same scores)?"""
     by_seed: dict[int, dict[str, str]] = {}
@@ -439,8 +439,12 @@ def step0_check(results: list[RunResult]) -> dict[int, dict]:
     return {seed: {"identical": len(set(digests.values())) == 1, "digests": digests} for seed, digests in sorted(by_seed.items())}
 
 
-def analyse(arms: list[Arm], results: list[RunResult], settings: RunSettings) -> dict:
-    """Per arm: means with 95% CIs over seeds; per arm vs its baseline: paired differences with CIs."""
+def analyse(arms: list[Arm], results: list[RunResult], settings: RunSettings, outcomes=final_outcomes) -> dict:
+    """Per arm: means with 95% CIs over seeds; per arm vs its baseline: paired differences with CIs.
+
+    `outcomes(run)` gives a run's final {problem: [correct per sample]}; the problems of both arms
+    are aligned by key (`statistics.stack_runs`), the seeds by number.
+    """
     from maspo_verl.evaluation import statistics as stats
 
     by_arm = _ok_runs(results)
@@ -462,8 +466,8 @@ def analyse(arms: list[Arm], results: list[RunResult], settings: RunSettings) ->
         seeds = sorted(set(by_arm[arm.name]) & set(by_arm[arm.baseline]))
         if not seeds:
             continue
-        method = _correct_array([by_arm[arm.name][s] for s in seeds], "val_correct_final")
-        base = _correct_array([by_arm[arm.baseline][s] for s in seeds], "val_correct_final")
+        base, problems = stats.stack_runs([outcomes(by_arm[arm.baseline][s]) for s in seeds], name=arm.baseline)
+        method, _ = stats.stack_runs([outcomes(by_arm[arm.name][s]) for s in seeds], problems=problems, name=arm.name)
         paired[arm.name] = {"baseline": arm.baseline, "seeds": seeds,
                             **stats.paired_difference(method, base, k=settings.pass_k).as_dict()}
     return {"per_arm": per_arm, "paired": paired}

@@ -82,8 +82,16 @@ def _synthetic_run(arm, seed, accuracy_by_problem, digest="same", samples=8):
     final = {f"{i}+1=": [s < round(p * samples) for s in range(samples)] for i, p in enumerate(accuracy_by_problem)}
     mean = sum(map(sum, final.values())) / (samples * len(final))
     summary = {"val_acc_start": 0.2, "val_acc_final": mean, "val_pass@4_final": mean, "val_start_digest": digest,
-               "val_correct_final": final, "train_reward_mean": 0.3, "pg_clipfrac_mean": 0.1}
+               "train_reward_mean": 0.3, "pg_clipfrac_mean": 0.1}
+    SYNTHETIC_OUTCOMES[(arm, seed)] = final
     return RunResult(arm, seed, True, 1.0, f"/runs/{arm}-seed{seed}", summary=summary)
+
+
+SYNTHETIC_OUTCOMES: dict = {}
+
+
+def _outcomes(run):
+    return SYNTHETIC_OUTCOMES[(run.arm, run.seed)]
 
 
 def test_analysis_pairs_each_arm_with_its_baseline_and_gives_a_verdict():
@@ -93,7 +101,7 @@ def test_analysis_pairs_each_arm_with_its_baseline_and_gives_a_verdict():
     for seed in range(4):
         results.append(_synthetic_run("vanilla", seed, difficulty))
         results.append(_synthetic_run("maspo", seed, [min(1.0, p + 0.25) for p in difficulty]))
-    analysis = analyse(arms, results, RunSettings(val_n=8, pass_k=4))
+    analysis = analyse(arms, results, RunSettings(val_n=8, pass_k=4), _outcomes)
     pair = analysis["paired"]["maspo"]
     assert pair["baseline"] == "vanilla" and pair["seeds"] == [0, 1, 2, 3]
     assert pair["accuracy"]["difference"] > 0.15 and pair["accuracy"]["low"] > 0
@@ -104,7 +112,7 @@ def test_analysis_pairs_each_arm_with_its_baseline_and_gives_a_verdict():
     assert "| MASPO (vs vanilla) | 4 |" in table and "better" in table
 
     same = [_synthetic_run(arm, seed, difficulty) for seed in range(3) for arm in ("maspo", "vanilla")]
-    assert analyse(arms, same, RunSettings(val_n=8, pass_k=4))["paired"]["maspo"]["accuracy"]["verdict"] == (
+    assert analyse(arms, same, RunSettings(val_n=8, pass_k=4), _outcomes)["paired"]["maspo"]["accuracy"]["verdict"] == (
         "no detectable difference"
     )
 
@@ -112,7 +120,7 @@ def test_analysis_pairs_each_arm_with_its_baseline_and_gives_a_verdict():
 def test_one_seed_is_marked_as_evaluation_noise_only():
     arms = [Arm("maspo", "maspo", "MASPO", "vanilla"), Arm("vanilla", "vanilla", "GRPO")]
     results = [_synthetic_run("vanilla", 0, [0.2] * 20), _synthetic_run("maspo", 0, [0.9] * 20)]
-    analysis = analyse(arms, results, RunSettings(val_n=8, pass_k=4))
+    analysis = analyse(arms, results, RunSettings(val_n=8, pass_k=4), _outcomes)
     assert analysis["paired"]["maspo"]["covers_training_randomness"] is False
     assert "1 seed: evaluation noise only" in format_table(arms, analysis, RunSettings(val_n=8, pass_k=4))
 
@@ -282,3 +290,22 @@ def test_ctrl_c_kills_the_runs_under_way_and_keeps_the_finished_ones(tmp_path, m
     assert (finished[0] / "run.json").is_file(), "a finished run survives the interrupt"
     assert "interrupted" in capsys.readouterr().err
     assert not (tmp_path / "out" / "comparison.json").exists(), "no report from a partial comparison"
+
+
+def test_problems_line_up_across_runs_by_prompt_not_by_verls_per_run_uid(tmp_path):
+    """verl's validation uids are fresh in every run: two runs' dumps pair only by prompt text."""
+    from maspo_verl.compare import _validation_outcomes
+
+    def dump(name, uid_prefix, rows):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("\n".join(
+            json.dumps({"uid": f"{uid_prefix}{i}_{session}_0", "input": prompt, "output": "x", "score": score,
+                        "data_source": "tiny_arithmetic"})
+            for i, (prompt, session, score) in enumerate(rows)
+        ))
+        return str(path)
+
+    first = _validation_outcomes(dump("a", "u", [("1+1=", 0, 1.0), ("2+2=", 0, 0.0), ("1+1=", 1, 0.0)]))
+    second = _validation_outcomes(dump("b", "other", [("2+2=", 0, 1.0), ("1+1=", 0, 1.0), ("1+1=", 1, 1.0)]))
+    assert list(first) == list(second) == ["tiny_arithmetic/1+1=", "tiny_arithmetic/2+2="]
+    assert first["tiny_arithmetic/2+2="] == [False] and second["tiny_arithmetic/2+2="] == [True]
