@@ -50,6 +50,8 @@ ALLOWED_SUBSTITUTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "actor_rollout_ref.rollout.agent.num_workers",
             # the hf_cpu backend's agent loop (sends verl's session id as the sample index)
             "actor_rollout_ref.rollout.agent.default_agent_loop",
+            # REHEARSE=gpu: vLLM without CUDA-graph capture (a minute saved on a 2-step run)
+            "actor_rollout_ref.rollout.enforce_eager",
         ),
     ),
     (
@@ -61,6 +63,7 @@ ALLOWED_SUBSTITUTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "actor_rollout_ref.rollout.tensor_model_parallel_size",
             "actor_rollout_ref.rollout.data_parallel_size",
             "actor_rollout_ref.rollout.pipeline_model_parallel_size",
+            "actor_rollout_ref.rollout.gpu_memory_utilization",
             "ray_kwargs.ray_init.*",
             "transfer_queue.backend.SimpleStorage.num_data_storage_units",
             "data.dataloader_num_workers",
@@ -122,6 +125,8 @@ FIXTURE_FILES = {
 }
 # Prompt (<= 256 tokens of the tiny tokenizer) + response must fit the tiny model's position table.
 TINY_MAX_POSITIONS = 512
+# REHEARSE=gpu: vLLM's attention kernels need a head size of 32 or more (the CPU model's is 16).
+GPU_TINY_SIZE = {"hidden_size": 128, "intermediate_size": 384, "num_attention_heads": 2, "num_key_value_heads": 1}
 
 
 def substitution_kind(key: str) -> str | None:
@@ -180,10 +185,11 @@ def disallowed_keys(diff: list[tuple[str, Any, Any]]) -> list[str]:
     return [key for key, _, _ in diff if substitution_kind(key) is None]
 
 
-def prepare_inputs(directory: str | Path, fixtures_dir: str | Path = FIXTURES_DIR) -> dict[str, Path]:
+def prepare_inputs(directory: str | Path, fixtures_dir: str | Path = FIXTURES_DIR, backend: str = "cpu") -> dict[str, Path]:
     """Write `<directory>/model` (tiny Qwen2) and `<directory>/data/<dataset>.parquet` once; return their paths.
 
     The data go through the real pipeline, `maspo_verl.data.prepare.prepare`, on the fixture files.
+    `backend="gpu"` writes a tiny model vLLM can serve (head size 64).
     """
     from maspo_verl.data.prepare import prepare
     from maspo_verl.tiny import TinyModelSize, write_tiny_model
@@ -200,7 +206,8 @@ def prepare_inputs(directory: str | Path, fixtures_dir: str | Path = FIXTURES_DI
         if not (data_dir / f"{name}.parquet").is_file():
             prepare(name, str(fixtures_dir / relative), str(data_dir))
     if not (paths["model"] / "config.json").is_file():
-        write_tiny_model(paths["model"], TinyModelSize(max_position_embeddings=TINY_MAX_POSITIONS), seed=0)
+        size = TinyModelSize(max_position_embeddings=TINY_MAX_POSITIONS, **(GPU_TINY_SIZE if backend == "gpu" else {}))
+        write_tiny_model(paths["model"], size, seed=0)
     return paths
 
 
@@ -264,8 +271,34 @@ def rehearse_all(output_dir: str | Path, scripts: list[Path], python: str = sys.
     return failures
 
 
+def report(run_dir: str, metrics: str, label: str, k: str) -> int:
+    """`python -m maspo_verl.evaluation.pass_at_k` (into <run_dir>/pass_at_k.md) and `... .plot`
+    (into <run_dir>/training_dynamics.png) on a run's outputs, as a user would run them."""
+    import contextlib
+    import io
+
+    from maspo_verl.evaluation import pass_at_k, plot
+
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table):
+        status = pass_at_k.main([os.path.join(run_dir, "val_generations"), "--k", k, "--label", label])
+    print(table.getvalue(), end="")
+    if status:
+        return status
+    Path(run_dir, "pass_at_k.md").write_text(table.getvalue())
+    return plot.main([metrics, "--label", label, "-o", os.path.join(run_dir, "training_dynamics.png")])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["report"]:
+        parser = argparse.ArgumentParser(prog="python -m maspo_verl.rehearse report", description="the Pass@k table and the plot of one run (one interpreter for both)")
+        parser.add_argument("--run-dir", required=True)
+        parser.add_argument("--metrics", required=True, help="the run's VERL_FILE_LOGGER_PATH")
+        parser.add_argument("--label", required=True)
+        parser.add_argument("--k", default="2")
+        args = parser.parse_args(argv[1:])
+        return report(args.run_dir, args.metrics, args.label, args.k)
     if argv[:1] == ["all"]:
         parser = argparse.ArgumentParser(prog="python -m maspo_verl.rehearse all", description="REHEARSE=cpu every experiment script (slow: minutes per script)")
         parser.add_argument("--output-dir", default="rehearsal_all", help="runs/, logs/ and rehearsal_inputs/ go here")
@@ -285,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inputs", required=True, help="folder for the tiny model and the prepared data")
     parser.add_argument("--fixtures", default=str(FIXTURES_DIR), help="fixture datasets (default: the checkout's tests/fixtures/datasets)")
     parser.add_argument("--no-prepare", action="store_true", help="preflight only checks the substitution (DRY_RUN)")
+    parser.add_argument("--backend", choices=["cpu", "gpu"], default="cpu", help="REHEARSE=cpu (hf_cpu) or gpu (vLLM: a tiny model with head size 64)")
     parser.epilog = "preflight takes: --real <main_ppo args...> --rehearsal <main_ppo args...>"
     args = parser.parse_args(argv)
     try:
@@ -293,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         elif commands:
             parser.error("prepare takes no commands")
         if not args.no_prepare:
-            paths = prepare_inputs(args.inputs, args.fixtures)
+            paths = prepare_inputs(args.inputs, args.fixtures, args.backend)
             print(f"[rehearse] inputs: model {paths['model']}, data {paths['data']} (from {args.fixtures})")
         if args.command == "preflight":
             diff = substitution_diff(_compose(real_args), _compose(rehearsal_args))

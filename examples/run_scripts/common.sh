@@ -43,7 +43,8 @@
 #                        allow-listed substitution (tiny model, hf_cpu rollout, tiny sizes, REHEARSE_STEPS
 #                        steps [2]), data prepared from tests/fixtures/datasets, then the Pass@k table and
 #                        the plot of the run (see maspo_rehearse below and maspo_verl/rehearse.py)
-#   REHEARSAL_DIR        where REHEARSE keeps the tiny model and data [$OUTPUT_DIR/rehearsal_inputs]
+#   REHEARSE=gpu         the same on one CUDA GPU with verl's vLLM rollout (scripts/gpu_smoke.sh)
+#   REHEARSAL_DIR        where REHEARSE keeps the tiny model and data [$OUTPUT_DIR/rehearsal_inputs_<cpu|gpu>]
 #   EVAL_STEP=N          evaluate this run's checkpoints/global_step_N (trainer.val_only, EVAL_N [32]
 #                        samples per problem) into <run dir>/eval/global_step_N/ instead of training;
 #                        eval/evaluate_checkpoint.sh loops over steps and makes the Pass@k table
@@ -213,15 +214,34 @@ maspo_launch() {
 # token budgets, lengths, steps, validation n/frequency, devices, CUDA-only options); the preflight
 # refuses any other change. Sets MASPO_REHEARSAL_ARGS (CPU_BACKEND_ARGS come first).
 maspo_rehearsal_args() {
-    local inputs="$1" steps="${REHEARSE_STEPS:-2}"
-    local backend="$MASPO_RUN_SCRIPTS_DIR/../../maspo_verl/tiny/cpu_backend.sh"
-    if [[ ! -f "$backend" ]]; then
-        backend="$("$PYTHON" -c 'import importlib.util as u, os; print(os.path.join(u.find_spec("maspo_verl").submodule_search_locations[0], "tiny", "cpu_backend.sh"))')"
+    local inputs="$1" steps="${REHEARSE_STEPS:-2}" backend_args=()
+    if [[ "$REHEARSE" == gpu ]]; then
+        # One CUDA GPU, verl's own vLLM rollout (scripts/gpu_smoke.sh): one device, torch's sdpa
+        # attention and padded inputs (no flash-attn needed), a small vLLM memory share, eager vLLM.
+        backend_args=(
+            trainer.nnodes=1
+            trainer.n_gpus_per_node=1
+            actor_rollout_ref.rollout.tensor_model_parallel_size=1
+            actor_rollout_ref.rollout.agent.num_workers=1
+            actor_rollout_ref.rollout.gpu_memory_utilization=0.3
+            actor_rollout_ref.rollout.enforce_eager=true
+            actor_rollout_ref.model.use_remove_padding=false
+            ++actor_rollout_ref.model.override_config.attn_implementation=sdpa
+            data.dataloader_num_workers=0
+            reward.num_workers=1
+            transfer_queue.backend.SimpleStorage.num_data_storage_units=1
+        )
+    else
+        local backend="$MASPO_RUN_SCRIPTS_DIR/../../maspo_verl/tiny/cpu_backend.sh"
+        if [[ ! -f "$backend" ]]; then
+            backend="$("$PYTHON" -c 'import importlib.util as u, os; print(os.path.join(u.find_spec("maspo_verl").submodule_search_locations[0], "tiny", "cpu_backend.sh"))')"
+        fi
+        # shellcheck source=../../maspo_verl/tiny/cpu_backend.sh
+        source "$backend"
+        backend_args=("${CPU_BACKEND_ARGS[@]}")
     fi
-    # shellcheck source=../../maspo_verl/tiny/cpu_backend.sh
-    source "$backend"
     MASPO_REHEARSAL_ARGS=(
-        "${CPU_BACKEND_ARGS[@]}"
+        "${backend_args[@]}"
         "actor_rollout_ref.model.path=$inputs/model"
         # 4 prompts x 4 responses a step in 2 mini-batches (two PPO updates, so the ratio leaves 1).
         data.train_batch_size=4
@@ -250,17 +270,17 @@ maspo_rehearsal_args() {
 # preflight prints the substitution (the composed configs' difference) and refuses keys outside
 # the allow-list; after training, the Pass@k table and the plot are made from the run's outputs.
 maspo_rehearse() {
-    if [[ "$REHEARSE" != cpu ]]; then
-        echo "REHEARSE=$REHEARSE: only REHEARSE=cpu exists" >&2
+    if [[ "$REHEARSE" != cpu && "$REHEARSE" != gpu ]]; then
+        echo "REHEARSE=$REHEARSE: use REHEARSE=cpu (a CPU box) or REHEARSE=gpu (one CUDA GPU, vLLM)" >&2
         return 2
     fi
-    local inputs="${REHEARSAL_DIR:-${OUTPUT_DIR:-$PWD/outputs}/rehearsal_inputs}"
+    local inputs="${REHEARSAL_DIR:-${OUTPUT_DIR:-$PWD/outputs}/rehearsal_inputs_$REHEARSE}"
     DATA_DIR="${DATA_DIR:-$inputs/data}" maspo_build_command "$@"
     local real=("${MASPO_COMMAND[@]}")
     local head_length=$((${#MASPO_COMMAND[@]} - ${#MASPO_USER_ARGS[@]}))
     maspo_rehearsal_args "$inputs"
     MASPO_COMMAND=("${MASPO_COMMAND[@]:0:head_length}" "${MASPO_REHEARSAL_ARGS[@]}" "${MASPO_USER_ARGS[@]}")
-    local preflight=("$PYTHON" -m maspo_verl.rehearse preflight --inputs "$inputs")
+    local preflight=("$PYTHON" -m maspo_verl.rehearse preflight --inputs "$inputs" --backend "$REHEARSE")
     case "${DRY_RUN:-0}" in
         print)
             maspo_print_command "${MASPO_COMMAND[@]}"
@@ -278,9 +298,8 @@ maspo_rehearse() {
     mkdir -p "$MASPO_RUN_DIR"
     maspo_keep_metrics_parts
     "${MASPO_COMMAND[@]}"
-    local label="${EXPERIMENT_NAME:-$2}"
-    "$PYTHON" -m maspo_verl.evaluation.pass_at_k "$MASPO_RUN_DIR/val_generations" --k 2 --label "$label" \
-        | tee "$MASPO_RUN_DIR/pass_at_k.md"
-    "$PYTHON" -m maspo_verl.evaluation.plot "$VERL_FILE_LOGGER_PATH" --label "$label" \
-        -o "$MASPO_RUN_DIR/training_dynamics.png"
+    # = python -m maspo_verl.evaluation.pass_at_k <run>/val_generations --k 2 > <run>/pass_at_k.md and
+    #   python -m maspo_verl.evaluation.plot <metrics> -o <run>/training_dynamics.png, in one interpreter.
+    "$PYTHON" -m maspo_verl.rehearse report --run-dir "$MASPO_RUN_DIR" --metrics "$VERL_FILE_LOGGER_PATH" \
+        --label "${EXPERIMENT_NAME:-$2}" --k 2
 }
