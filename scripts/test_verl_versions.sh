@@ -51,8 +51,12 @@ install_venv() {  # version venv -> 0 when the venv is ready
   else
     verl_spec="verl==$version"
   fi
+  # verl 0.8.0 requires numpy<2 but leaves pyarrow open, and today's pyarrow (and the datasets that needs it)
+  # require numpy 2: pin the newest pair that still imports with numpy 1.
+  local extra_pins=""
+  [[ "$version" == 0.8.0 ]] && extra_pins=$'pyarrow==19.0.1\ndatasets==3.6.0'
   stamp="$venv/.matrix-install"
-  want="$(cat "$ROOT/setup.py" | sha256sum | cut -d' ' -f1) $TORCH_PIN $verl_spec"
+  want="$(sha256sum < "$ROOT/setup.py" | cut -d' ' -f1) $TORCH_PIN $verl_spec ${extra_pins//$'\n'/ }"
   if [[ "$(cat "$stamp" 2>/dev/null)" == "$want" ]]; then
     log "$version: cached venv $venv"
     return 0
@@ -67,10 +71,10 @@ install_venv() {  # version venv -> 0 when the venv is ready
   fi
   log "$version: installing $TORCH_PIN, then $verl_spec, then maspo-verl[test] (log: $pip_log)"
   pip install "$TORCH_PIN" || return 1
-  pip install -c <(echo "$TORCH_PIN") "$verl_spec" || return 1
+  pip install -c <(printf '%s\n%s\n' "$TORCH_PIN" "$extra_pins") "$verl_spec" || return 1
   local verl_before verl_after
   verl_before="$("$venv/bin/python" -c 'from importlib.metadata import version; print(version("verl"))')" || return 1
-  pip install -c <(printf '%s\nverl==%s\n' "$TORCH_PIN" "$verl_before") -e "${ROOT}[test]" || return 1
+  pip install -c <(printf '%s\nverl==%s\n%s\n' "$TORCH_PIN" "$verl_before" "$extra_pins") -e "${ROOT}[test]" || return 1
   # verl.__version__ as verl reports it, normalised (main says "0.10.0.dev", its metadata "0.10.0.dev0").
   verl_after="$("$venv/bin/python" -c 'import verl; from packaging.version import Version; print(Version(verl.__version__))')" || return 1
   if [[ "$verl_after" != "$verl_before" ]]; then
@@ -78,7 +82,7 @@ install_venv() {  # version venv -> 0 when the venv is ready
     return 1
   fi
   # Without any pin on verl, pip must find the installed verl good enough: nothing to install for it.
-  "$venv/bin/python" -m pip install --dry-run -c <(echo "$TORCH_PIN") -e "${ROOT}[test]" >"$venv.dry-run.log" 2>&1 \
+  "$venv/bin/python" -m pip install --dry-run -c <(printf '%s\n%s\n' "$TORCH_PIN" "$extra_pins") -e "${ROOT}[test]" >"$venv.dry-run.log" 2>&1 \
     || { cat "$venv.dry-run.log" >&2; log "$version: unconstrained dry-run install failed"; return 1; }
   if grep -E '^Would install( | .* )verl-[0-9]' "$venv.dry-run.log" >&2; then
     log "$version: an unconstrained install of maspo-verl would replace verl $verl_before"
@@ -123,34 +127,9 @@ run_e2e() {  # version venv -> prints pass / FAIL / patches not supported
   fi
 }
 
-mkdir -p "$CACHE/results"
-for version in "${VERSIONS[@]}"; do
-  venv="$CACHE/$version"
-  row="$CACHE/results/$version.tsv"
-  if ! install_venv "$version" "$venv"; then
-    printf '%s\t%s\t%s\n' "$version" "-" "install FAILED" > "$row"
-    continue
-  fi
-  verl_version="$("$venv/bin/python" -c 'import verl; print(verl.__version__)')"
-  cells=()
-  args=()
-  for group in "${GROUPS[@]}"; do
-    name="${group%%|*}"
-    eval "args=(${group#*|})"
-    log "$version: $name: pytest ${args[*]}"
-    cells+=("$(run_group "$venv" "$CACHE/results/$version.${name//[^a-zA-Z0-9]/_}.xml" "${args[@]}")")
-  done
-  if [[ $RUN_E2E -eq 1 ]]; then
-    log "$version: check --e2e"
-    cells+=("$(run_e2e "$version" "$venv")")
-  else
-    cells+=("not run")
-  fi
-  (IFS=$'\t'; echo "${version}"$'\t'"${verl_version}"$'\t'"${cells[*]}") > "$row"
-done
-
 # The table: every version with a result on disk (this run's and earlier runs'). A group passes when
 # passed == total; "patches not supported" in the e2e column is a statement, not a failure.
+print_table() {  # -> exit status 1 when any group of any version failed
 "$PYTHON_BIN" - "$CACHE/results" "${GROUPS[@]%%|*}" <<'EOF'
 import re, sys
 from pathlib import Path
@@ -174,3 +153,37 @@ print()
 print(f"(passed/total tests per group; logs and junit xml in {results})")
 sys.exit(1 if failed else 0)
 EOF
+}
+
+# Everything runs from one function, parsed whole before it starts: editing this file while a matrix
+# run is under way cannot change that run.
+main() {
+  mkdir -p "$CACHE/results"
+  for version in "${VERSIONS[@]}"; do
+    venv="$CACHE/$version"
+    row="$CACHE/results/$version.tsv"
+    if ! install_venv "$version" "$venv"; then
+      printf '%s\t%s\t%s\n' "$version" "-" "install FAILED" > "$row"
+      continue
+    fi
+    verl_version="$("$venv/bin/python" -c 'from importlib.metadata import version; print(version("verl"))')"
+    cells=()
+    args=()
+    for group in "${GROUPS[@]}"; do
+      name="${group%%|*}"
+      eval "args=(${group#*|})"
+      log "$version: $name: pytest ${args[*]}"
+      cells+=("$(run_group "$venv" "$CACHE/results/$version.${name//[^a-zA-Z0-9]/_}.xml" "${args[@]}")")
+    done
+    if [[ $RUN_E2E -eq 1 ]]; then
+      log "$version: check --e2e"
+      cells+=("$(run_e2e "$version" "$venv")")
+    else
+      cells+=("not run")
+    fi
+    (IFS=$'\t'; echo "${version}"$'\t'"${verl_version}"$'\t'"${cells[*]}") > "$row"
+  done
+  print_table
+}
+
+main; exit $?
