@@ -1,4 +1,4 @@
-"""Opt-in patch: the `hf_cpu` rollout backend, Hugging Face `generate` behind verl's rollout API.
+"""Opt-in patch: the `hf_cpu` rollout backend, a Hugging Face causal LM behind verl's rollout API.
 
 verl 0.9 generates through vLLM, SGLang or TensorRT-LLM servers, none of which runs on a
 CPU-only box. `apply_hf_cpu_rollout()` registers a backend named "hf_cpu"
@@ -9,7 +9,8 @@ CPU-only box. `apply_hf_cpu_rollout()` registers a backend named "hf_cpu"
   one `HfCpuServer` Ray actor per replica, next to the replica's first training worker;
 - `HfCpuServer`, the server: `generate(prompt_ids, sampling_params, request_id, sample_index)`
   returns verl's `TokenOutput` (with log-probs when `rollout.calculate_log_probs`). Requests that
-  arrive together share one batched sampling loop over the model's KV cache, yet each row draws
+  arrive together share one batched sampling loop over the model's KV cache (`sample_token_ids`:
+  Hugging Face `generate`'s logits processing, greedy tested equal to it), yet each row draws
   from its own `torch.Generator`, seeded from (rollout seed, weights version, prompt ids, sample
   index): a response never depends on batching, timing or arrival order. verl's stock agent loop
   sends no sample index; our `hf_cpu_single_turn_agent` (patches/hf_agent_loop.py) sends verl's
