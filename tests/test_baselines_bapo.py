@@ -439,3 +439,24 @@ def test_data_parallel_search_sees_every_ranks_micro_batch(tmp_path):
         assert alone[0] != alone[1], variant
     for result in ranks:
         assert "search_scope=micro_batch" in result["pipeline_error"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("variant", ["recipe", "paper"])
+def test_our_yaml_leaves_the_defaults_to_the_variant(variant):
+    """configs/maspo.yaml holds nulls, so `bapo.variant=paper` alone gives the paper's values once
+    verl builds the actor config."""
+    from pathlib import Path
+
+    from verl.utils.config import omega_conf_to_dataclass
+
+    from maspo_verl.dry_run import compose_config
+
+    config = compose_config(
+        str(Path(__file__).resolve().parents[1] / "configs"), "maspo",
+        ["+experiment=r1_distill_7b", "actor_rollout_ref.actor.policy_loss.loss_mode=bapo",
+         f"actor_rollout_ref.actor.policy_loss.bapo.variant={variant}"],
+    )
+    bapo = omega_conf_to_dataclass(config.actor_rollout_ref.actor).policy_loss.bapo
+    assert bapo == BapoConfig(variant=variant)
+    assert bapo.upper_bound_max == VARIANT_DEFAULTS[variant]["upper_bound_max"]
