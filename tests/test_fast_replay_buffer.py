@@ -12,7 +12,7 @@ from verl.trainer.ppo.v1 import replay_buffer as verl_replay_buffer
 from verl.utils.import_utils import load_extern_object
 
 from maspo_verl.patches import UnsupportedVerlVersion
-from maspo_verl.patches.fast_replay_buffer import POLL_INTERVAL_SECONDS, FastPollReplayBuffer
+from maspo_verl.patches.fast_replay_buffer import POLL_INTERVAL_SECONDS, FastPollReplayBuffer, canonical_order
 
 # What the CPU backend passes (maspo_verl/tiny/cpu_backend.sh).
 CUSTOM_SAMPLER_PATH = "pkg://maspo_verl.patches.fast_replay_buffer"
@@ -67,10 +67,9 @@ def test_same_batch_as_verls_buffer_with_10_ms_instead_of_2_s_waits(monkeypatch)
 
     assert verl_sleeps == [2.0, 2.0], "verl's unpatched buffer sleeps 2 s per poll (the idle time this patch removes)"
     assert fast_sleeps == [POLL_INTERVAL_SECONDS] * 2 == [0.01, 0.01]
-    assert (fast_batch.partition_id, list(fast_batch.keys), fast_batch.tags) == (
-        verl_batch.partition_id, list(verl_batch.keys), verl_batch.tags,
-    )
-    assert sorted(fast_batch.keys) == ["p0_0_0", "p0_1_0"]
+    assert fast_batch.partition_id == verl_batch.partition_id
+    assert sorted(zip(fast_batch.keys, map(str, fast_batch.tags))) == sorted(zip(verl_batch.keys, map(str, verl_batch.tags)))
+    assert fast_batch.keys == ["p0_0_0", "p0_1_0"]
     assert fast_metrics == verl_metrics
     assert fast_tq.cleared == verl_tq.cleared == [("train", ["p0"])]
 
@@ -104,3 +103,21 @@ def test_verl_finds_it_through_its_custom_sampler_hook():
     """verl's trainer resolves trainer.v1.sampler.custom_sampler.{path,name} with load_extern_object."""
     assert load_extern_object(CUSTOM_SAMPLER_PATH, CUSTOM_SAMPLER_NAME) is FastPollReplayBuffer
     assert issubclass(FastPollReplayBuffer, verl_replay_buffer.ReplayBuffer)
+
+
+def test_batches_come_in_prompt_submission_order_whatever_order_the_trajectories_finished_in():
+    submitted = ["zz", "aa", "mm"]
+    finished = ["mm_1_0", "aa_0_0", "zz_1_0", "mm_0_0", "zz_0_0", "aa_1_0"]
+    for trajectories in (finished, list(reversed(finished)), sorted(finished)):
+        order = canonical_order(trajectories, submitted)
+        assert [trajectories[i] for i in order] == ["zz_0_0", "zz_1_0", "aa_0_0", "aa_1_0", "mm_0_0", "mm_1_0"]
+
+
+def test_the_buffer_reorders_what_verl_materializes(monkeypatch):
+    buffer = _build(FastPollReplayBuffer)
+    buffer.prompt_global_steps["train"] = {"p1": 1, "p0": 1}  # as the last poll listed them: p1 put first
+    snapshot = {"p0_1_0": {"s": 1}, "p1_0_0": {"s": 2}, "p0_0_0": {"s": 3}, "p1_1_0": {"s": 4}}
+    monkeypatch.setattr(verl_replay_buffer, "tq", FakeTransferQueue())
+    batch = buffer._materialize_batch("train", ["p0", "p1"], snapshot)
+    assert batch.keys == ["p1_0_0", "p1_1_0", "p0_0_0", "p0_1_0"]
+    assert [tag["s"] for tag in batch.tags] == [2, 4, 3, 1], "tags move with their keys"
