@@ -1,7 +1,8 @@
 """Rehearse a GPU experiment script on CPU: the script's own config, a small explicit substitution.
 
-    REHEARSE=cpu bash examples/run_scripts/1.5b/maspo.sh      # calls `python -m maspo_verl.rehearse preflight`
+    REHEARSE=cpu bash examples/run_scripts/1.5b/maspo.sh      # calls `preflight`, then main_ppo, then `report`
     python -m maspo_verl.rehearse all [--output-dir DIR]      # every experiment script, one PASS/FAIL line each
+    python -m maspo_verl.rehearse report --run-dir D --metrics M --label L   # Pass@k table + plot of a run
 
 `REHEARSE=cpu` (examples/run_scripts/common.sh) builds the script's real main_ppo command, then the
 same command with the substitution layer (maspo_verl/tiny/cpu_backend.sh plus the rehearsal sizes
@@ -15,6 +16,7 @@ in common.sh) inserted before the user's overrides. `preflight` then
      budgets, lengths, steps, validation n and frequency, CUDA/flash-attn-only options).
 Everything else (loss mode and its block, advantage estimator, reward function, data keys,
 validation protocol, logger, checkpointing, resume mode) reaches verl's trainer as the script set it.
+REHEARSE=gpu (scripts/gpu_smoke.sh) is the same on one CUDA GPU with verl's vLLM rollout.
 """
 
 from __future__ import annotations
