@@ -77,7 +77,9 @@ METHODS: dict[str, Method] = {
     "maspo_no_risk_control": Method("MASPO w/o risk control", "maspo", (f"{MASPO_KEY}.risk_control=false",)),
     # DCPO's scripts pair DAC with a dual-clip bound of 10 (docs/baselines.md).
     "dac": Method("DAC", "dac", ("actor_rollout_ref.actor.clip_ratio_c=10",)),
-    "bapo": Method("BAPO", "bapo"),
+    # BAPO as its authors released it (bapo.variant=recipe, the default) and as its paper writes it.
+    "bapo": Method("BAPO (recipe)", "bapo"),
+    "bapo_paper": Method("BAPO (paper: Eq. 8, Alg. 1)", "bapo", ("actor_rollout_ref.actor.policy_loss.bapo.variant=paper",)),
     "entropy_advantage": Method(
         "Entropy Advantage (GRPO)", "vanilla", ("actor_rollout_ref.actor.policy_loss.entropy_advantage.enable=true",)
     ),
