@@ -30,8 +30,10 @@ def require_verl_version(patch_name: str, supported: tuple[str, ...]) -> str:
     """
     installed = installed_verl_version()
     if not any(installed == spec or (spec.endswith(".") and installed.startswith(spec)) for spec in supported):
+        versions = [f"verl {spec}" for spec in supported]
+        listed = versions[0] if len(versions) == 1 else ", for ".join(versions[:-1]) + f" and for {versions[-1]}"
         raise UnsupportedVerlVersion(
-            f"{patch_name} was written and tested for verl {', '.join(supported)}; the installed verl is "
+            f"{patch_name} was written and tested for {listed}; the installed verl is "
             f"{installed}. Install a supported verl or leave this patch disabled."
         )
     return installed

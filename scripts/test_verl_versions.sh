@@ -114,17 +114,19 @@ run_e2e() {  # version venv -> prints pass / FAIL / patches not supported
   workdir="$(mktemp -d "${TMPDIR:-/tmp}/maspo-matrix-e2e-$version.XXXXXX")"
   # verl 0.8 has no verl.plugins entry points: the documented mechanism is VERL_USE_EXTERNAL_MODULES.
   [[ "$version" == 0.8.0 ]] && env_extra=(VERL_USE_EXTERNAL_MODULES=maspo_verl)
-  (cd "$workdir" && env "${env_extra[@]}" timeout 1500 "$venv/bin/python" -m maspo_verl check --e2e) \
-    >"$CACHE/results/$version.e2e.log" 2>&1
+  # TMPDIR: e2e's run folder (kept when it fails, with verl's train.log) lands inside $workdir.
+  (cd "$workdir" && env "${env_extra[@]}" TMPDIR="$workdir" timeout 1500 \
+     "$venv/bin/python" -m maspo_verl check --e2e --e2e-steps 1) >"$CACHE/results/$version.e2e.log" 2>&1
   local rc=$?
-  rm -rf "$workdir"
+  find "$workdir" -name train.log -exec cp {} "$CACHE/results/$version.e2e.train.log" \;
   if [[ $rc -eq 0 ]]; then
     echo "pass"
-  elif grep -q "was written and tested for verl" "$CACHE/results/$version.e2e.log"; then
+  elif grep -rqs "was written and tested for verl" "$CACHE/results/$version.e2e.log" "$workdir"; then
     echo "patches not supported"
   else
     echo "FAIL (rc $rc)"
   fi
+  rm -rf "$workdir"
 }
 
 # The table: every version with a result on disk (this run's and earlier runs'). A group passes when
