@@ -70,5 +70,7 @@ def test_two_loss_modes_of_one_seed_sample_identically_before_their_first_update
     assert maspo.validation[0] and maspo.validation[0] == vanilla.validation[0]
     for key in ("critic/score/mean", "response_length/mean"):
         assert maspo.metrics_by_step[1][key] == vanilla.metrics_by_step[1][key], f"step-1 rollouts differ in {key}"
+    for summary in (maspo, vanilla):  # the server's one-time warning when a request brings no sample index
+        assert "without sample_index" not in summary.log_path.read_text(errors="replace")
     # the loss modes did differ: the update is not the same
     assert maspo.maspo_metric_keys() and not vanilla.maspo_metric_keys()
