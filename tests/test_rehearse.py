@@ -198,7 +198,15 @@ def test_a_killed_rehearsal_resumes_from_its_checkpoint_with_its_metrics(rehears
     latest = run_dir / "checkpoints" / "latest_checkpointed_iteration.txt"
     process = _start("1.5b/dac.sh", env, started, tmp_path / "log1")
     deadline = time.monotonic() + 1500
-    while not (latest.is_file() and latest.read_text().strip() == "1"):
+    metrics = run_dir / "metrics.jsonl"
+
+    def step_one_logged() -> bool:
+        # verl saves step N's checkpoint before it logs step N's metrics: wait for both
+        if not (latest.is_file() and latest.read_text().strip() == "1" and metrics.is_file()):
+            return False
+        return any(json.loads(line)["step"] == 1 and "critic/score/mean" in json.loads(line)["data"] for line in metrics.read_text().splitlines() if line.strip())
+
+    while not step_one_logged():
         assert process.poll() is None, (tmp_path / "log1").read_text()[-6000:]
         assert time.monotonic() < deadline, "no checkpoint after 25 minutes"
         time.sleep(1)
