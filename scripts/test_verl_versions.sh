@@ -29,11 +29,11 @@ for arg in "$@"; do
 done
 [[ ${#VERSIONS[@]} -eq 0 ]] && VERSIONS=(0.8.0 0.9.0 0.9.1 main)
 
-# Test groups: name, then pytest arguments (paths relative to the checkout). These are the tests that use
+# Test groups (not GROUPS: bash owns that name): name, then pytest arguments (paths relative to the checkout). These are the tests that use
 # only the API every verl of the matrix shares (loss registry and signature, agg_loss, ppo_loss,
 # PolicyLossConfig/ActorConfig, the ppo_trainer yaml); the rest of tests/ exercises verl-0.9.1-only
 # internals (the CPU trainer patches) and runs in CI against the pinned verl.
-GROUPS=(
+TEST_GROUPS=(
   "loss|tests/test_loss.py tests/test_gate.py"
   "registration|tests/test_registration.py"
   "config+ActorConfig|tests/test_config.py -k 'not yaml'"
@@ -132,7 +132,7 @@ run_e2e() {  # version venv -> prints pass / FAIL / patches not supported
 # The table: every version with a result on disk (this run's and earlier runs'). A group passes when
 # passed == total; "patches not supported" in the e2e column is a statement, not a failure.
 print_table() {  # -> exit status 1 when any group of any version failed
-"$PYTHON_BIN" - "$CACHE/results" "${GROUPS[@]%%|*}" <<'EOF'
+"$PYTHON_BIN" - "$CACHE/results" "${TEST_GROUPS[@]%%|*}" <<'EOF'
 import re, sys
 from pathlib import Path
 
@@ -149,7 +149,7 @@ for version in ("0.8.0", "0.9.0", "0.9.1", "main"):
     print("| " + " | ".join(cells) + " |")
     for cell in cells[2:]:
         counts = re.match(r"(\d+)/(\d+)", cell)
-        if "FAIL" in cell or cell == "error" or (counts and counts.group(1) != counts.group(2)):
+        if "FAIL" in cell or cell == "error" or (counts and (counts.group(1) != counts.group(2) or counts.group(2) == "0")):
             failed = True
 print()
 print(f"(passed/total tests per group; logs and junit xml in {results})")
@@ -171,7 +171,7 @@ main() {
     verl_version="$("$venv/bin/python" -c 'from importlib.metadata import version; print(version("verl"))')"
     cells=()
     args=()
-    for group in "${GROUPS[@]}"; do
+    for group in "${TEST_GROUPS[@]}"; do
       name="${group%%|*}"
       eval "args=(${group#*|})"
       log "$version: $name: pytest ${args[*]}"
