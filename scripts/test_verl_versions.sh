@@ -41,6 +41,18 @@ TEST_GROUPS=(
   "hydra maspo.yaml|tests/test_config.py -k yaml"
 )
 
+# Tests that use what a verl version lacks, deselected there by name (and counted in the table):
+# verl 0.8's agg_loss has no loss_agg_mode "token-sum" (it raises "Invalid loss_agg_mode: token-sum").
+deselected_for() {  # version -> pytest --deselect arguments
+  [[ "$1" == 0.8.0 ]] || return 0
+  local test
+  for test in "test_hard_gate_without_limiter_and_risk_control_is_verl_vanilla[False-token-sum]" \
+              "test_hard_gate_without_limiter_and_risk_control_is_verl_vanilla[True-token-sum]" \
+              "test_gate_weight_metric_is_the_mean_over_gated_tokens_in_both_modes"; do
+    echo "--deselect=tests/test_loss.py::$test"
+  done
+}
+
 log() { echo "[matrix] $*" >&2; }
 
 install_venv() {  # version venv -> 0 when the venv is ready
@@ -96,7 +108,7 @@ run_group() {  # venv junit_xml pytest-args... -> prints "passed/total" (or "err
   local venv="$1" xml="$2"; shift 2
   (cd "$ROOT" && env -u VERL_USE_EXTERNAL_MODULES -u VERL_USE_EXTERNAL_PLUGINS \
      "$venv/bin/python" -m pytest -q -p no:cacheprovider --timeout 900 --junitxml "$xml" "$@") >"$xml.log" 2>&1
-  "$venv/bin/python" - "$xml" <<'EOF'
+  "$venv/bin/python" - "$xml" "$@" <<'EOF'
 import sys, xml.etree.ElementTree as ET
 try:
     root = ET.parse(sys.argv[1]).getroot()
@@ -105,7 +117,11 @@ except (OSError, ET.ParseError):
 suite = root if root.tag == "testsuite" else root.find("testsuite")
 total, failed = int(suite.get("tests")), int(suite.get("failures")) + int(suite.get("errors"))
 skipped = int(suite.get("skipped"))
-print(f"{total - failed - skipped}/{total}" + (f" ({skipped} skipped)" if skipped else ""))
+paths = {arg for arg in sys.argv[2:] if arg.startswith("tests/")}
+deselected = sum(arg.startswith("--deselect=") and arg[len("--deselect="):].split("::")[0] in paths
+                 for arg in sys.argv[2:])
+notes = [f"{skipped} skipped"] * bool(skipped) + [f"{deselected} deselected"] * bool(deselected)
+print(f"{total - failed - skipped}/{total}" + (f" ({', '.join(notes)})" if notes else ""))
 EOF
 }
 
@@ -174,6 +190,7 @@ main() {
     for group in "${TEST_GROUPS[@]}"; do
       name="${group%%|*}"
       eval "args=(${group#*|})"
+      mapfile -t -O "${#args[@]}" args < <(deselected_for "$version")
       log "$version: $name: pytest ${args[*]}"
       cells+=("$(run_group "$venv" "$CACHE/results/$version.${name//[^a-zA-Z0-9]/_}.xml" "${args[@]}")")
     done
