@@ -12,6 +12,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from maspo_verl.data.prepare import R1_INSTRUCTION, benchmark_of, main, normalize_answer
+from maspo_verl.rehearse import FIXTURE_FILES
+from maspo_verl.rehearse import FIXTURES_DIR as FIXTURES
 
 DAPO_PROMPT = (
     "Solve the following math problem step by step. The last line of your response should be of the form "
@@ -168,18 +170,6 @@ def test_answer_normalization():
     assert normalize_answer("$\\frac{1}{2}$") == "\\frac{1}{2}"
     assert normalize_answer(["$1$", "$-1$"]) == "1, -1"
     assert normalize_answer(float("nan")) is None and normalize_answer("  ") is None and normalize_answer(None) is None
-
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "datasets"
-FIXTURE_FILES = {
-    "dapo_math": "dapo_math/dapo-math-17k.parquet",
-    "aime24": "aime24/train.parquet",
-    "aime25": "aime25/test.jsonl",
-    "amc23": "amc23/test.jsonl",
-    "math500": "math500/test.jsonl",
-    "minerva": "minerva/test.jsonl",
-    "olympiadbench": "olympiadbench/test.jsonl",
-}
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURE_FILES))
