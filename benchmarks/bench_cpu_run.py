@@ -1,18 +1,19 @@
 """Where one CPU training of verl's trainer spends its time, phase by phase, variants side by side.
 
     python benchmarks/bench_cpu_run.py                          # quick preset's run: ours vs verl's 2 s polling
-    python benchmarks/bench_cpu_run.py --variants ours,threads2 --steps 10
+    python benchmarks/bench_cpu_run.py --variants ours,threads1,no_prestart --steps 10
 
 Each variant is one stock `main_ppo` run of the comparison's quick-preset settings (MASPO, seed 0,
 the cached warm-up model) through the packaged CPU script, run one after another in this process.
 Phases come from the moments verl's own output lines appear (each line is stamped as it arrives;
 verl's console lines carry no clock of their own):
 
-  start       process start -> "Started a local Ray instance"        (Python + verl imports, Ray start)
-  workers     -> "Training Progress"                                 (TaskRunner, actor/rollout/reward workers, models)
-  validation  -> "Initial validation metrics"                        (step-0 validation)
-  steps       -> the last "step:N -" line                            (training steps, periodic validations)
-  teardown    -> the driver process exits                            (final logging, Ray shutdown)
+  start        process start -> "Started a local Ray instance"       (Python + verl imports, Ray start)
+  workers+val0 -> "Initial validation metrics"                        (TaskRunner, actor/rollout/reward workers,
+                                                                      models, step-0 validation; Ray forwards
+                                                                      their output in chunks, so one phase)
+  steps        -> the last "step:N -" line                            (training steps, periodic validations)
+  teardown     -> the driver process exits                            (final logging, Ray shutdown)
 
 plus verl's own medians of timing_s/step, timing_s/gen and timing_s/update_actor from the run's
 metrics.jsonl, and each figure's ratio to the first variant. Timings on a shared machine vary;
@@ -32,10 +33,11 @@ from pathlib import Path
 from maspo_verl.compare import METHODS, PRESETS, Arm, _run_environment, _run_overrides
 from maspo_verl.e2e import kill_live_runs, run_cpu_training
 
+# Ray forwards a worker's output in chunks, so the lines of worker start-up and of the step-0
+# validation arrive together: they are one phase here.
 PHASES = (
     ("start", re.compile(r"Started a local Ray instance")),
-    ("workers", re.compile(r"Training Progress")),
-    ("validation", re.compile(r"Initial validation metrics")),
+    ("workers+val0", re.compile(r"Initial validation metrics")),
 )
 STEP_LINE = re.compile(r"\bstep:(\d+) - ")
 
@@ -47,8 +49,8 @@ VARIANTS = {
         ("trainer.v1.sampler.custom_sampler.path=null", "trainer.v1.sampler.custom_sampler.name=null"),
         {},
     ),
-    "threads2": ("2 torch/OpenMP threads per process instead of 1", (), {"MASPO_CPU_THREADS": "2"}),
-    "ray_prestart": ("Ray's idle-worker prestart left on", (), {"RAY_prestart_worker_first_driver": "1"}),
+    "threads1": ("1 torch/OpenMP thread per process instead of 2", (), {"MASPO_CPU_THREADS": "1"}),
+    "no_prestart": ("Ray's idle-worker prestart off", (), {"RAY_prestart_worker_first_driver": "0"}),
 }
 
 
@@ -61,7 +63,7 @@ def phase_times(events: list[tuple[float, str]], exit_seconds: float) -> dict[st
     marks["steps"] = step_times[-1] if step_times else float("nan")
     marks["teardown"] = exit_seconds
     phases, previous = {}, 0.0
-    for name in ("start", "workers", "validation", "steps", "teardown"):
+    for name in ("start", "workers+val0", "steps", "teardown"):
         phases[name] = marks[name] - previous
         previous = marks[name]
     phases["total"] = exit_seconds

@@ -5,14 +5,10 @@
 
 export VERL_PLATFORM=cpu             # opt in: maspo-verl's CPU platform + hf_cpu rollout (patches/README.md)
 export TOKENIZERS_PARALLELISM=false
-# Threads per process: a CPU run is half a dozen Python processes (driver, TaskRunner, actor worker,
-# rollout server, reward and agent workers, TransferQueue) taking turns on the cores, and the tiny
-# model's kernels are too small to split (benchmarks/bench_cpu_run.py --variants ours,threads2).
-export OMP_NUM_THREADS=${MASPO_CPU_THREADS:-1}
+# Threads per process (torch/OpenMP): 2 measured faster than 1 on a 2-core box for one run
+# (benchmarks/bench_cpu_run.py --variants ours,threads1: median step 0.91x of 1 thread's).
+export OMP_NUM_THREADS=${MASPO_CPU_THREADS:-2}
 export MKL_NUM_THREADS=$OMP_NUM_THREADS
-# Ray starts idle Python workers for a new driver ahead of demand; verl starts its actors with their
-# own runtime environments, so on 2 cores those idle workers only take CPU from the run.
-export RAY_prestart_worker_first_driver=${RAY_prestart_worker_first_driver:-0}
 
 # shellcheck disable=SC2034  # used by the scripts that source this file
 CPU_BACKEND_ARGS=(
