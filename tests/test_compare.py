@@ -170,7 +170,9 @@ def test_minimal_comparison_side_by_side_is_paired_and_a_rerun_reuses_it(tmp_pat
     assert all(run["summary"]["steps_logged"] == 2 for run in report["runs"])
     assert (output / "learning_curves.png").stat().st_size > 10_000
     assert "| MASPO (vs vanilla) | 1 |" in result.stdout and "| GRPO (clip 0.2) (baseline) | 1 |" in result.stdout
-    assert "val acc" in result.stderr, "progress shows validations while runs are under way"
+    progress = result.stdout + result.stderr  # the bar on stderr, its lines (tqdm.write) on stdout
+    assert "maspo-seed0 step 2: val acc" in progress, "progress shows validations while runs are under way"
+    assert "steps: 100%" in result.stderr and "4/4" in result.stderr, "the bar counts training steps"
     for arm in ("maspo", "vanilla"):
         assert (output / "runs" / f"{arm}-seed0" / "verl.log").stat().st_size > 0
 
