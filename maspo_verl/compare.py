@@ -50,7 +50,7 @@ from pathlib import Path
 
 from maspo_verl.e2e import CPU_SCRIPT, kill_live_runs, run_cpu_training
 
-__all__ = ["ARMS_BY_PRESET", "METHODS", "PRESETS", "Arm", "Method", "Preset", "RunSettings", "main", "summarize_run"]
+__all__ = ["METHODS", "PRESETS", "Arm", "Method", "Preset", "RunSettings", "main", "summarize_run"]
 
 MASPO_KEY = "actor_rollout_ref.actor.policy_loss.maspo"
 BASELINE_METHOD = "vanilla"
@@ -210,7 +210,6 @@ PRESETS: dict[str, Preset] = {
         "MASPO's alpha x beta grid (alpha 0 / 0.3 / 0.5, beta 0 / 0.03 / 0.1) against GRPO, like the paper's Fig. 4",
     ),
 }
-ARMS_BY_PRESET = {name: preset.arms for name, preset in PRESETS.items()}
 
 
 @dataclass
