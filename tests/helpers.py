@@ -4,6 +4,11 @@
 calls per micro-batch) with a TensorDict built by verl's own helpers (DataProto,
 `left_right_2_no_padding`, `tu.assign_non_tensor`), the model's log-probs given as the jagged
 nested tensor the engine produces.
+
+verl 0.8 and 0.9.0 unpad through flash-attn's `unpad_input` only (0.9.1 added a pure-torch
+fallback), so on a CPU install of those versions `left_right_2_no_padding` cannot run.
+`to_no_padding` then builds the same layout in plain torch; tests/test_verl_call_site.py checks
+it against verl's helper wherever that runs.
 """
 
 from __future__ import annotations
@@ -73,6 +78,34 @@ def random_loss_inputs(
     )
 
 
+def torch_no_padding(data):
+    """verl's no-padding layout of a left/right-padded TensorDict, in plain torch: the tokens and
+    position ids of each sequence as jagged nested tensors, `loss_mask` = `response_mask`, and the
+    non-tensor `max_seq_len`, `max_response_len` and `indices` (flat positions of the kept tokens)."""
+    attention_mask = data["attention_mask"].bool()
+    input_ids = data.pop("input_ids")
+    position_ids = data["position_ids"]
+    tu.assign_non_tensor_data(data, "max_seq_len", input_ids.shape[1])
+    tu.assign_non_tensor_data(data, "max_response_len", data["response_mask"].shape[1])
+    tu.assign_non_tensor_data(data, "indices", torch.nonzero(attention_mask.flatten()).flatten())
+    data["input_ids"] = torch.nested.as_nested_tensor(
+        [ids[mask] for ids, mask in zip(input_ids, attention_mask)], layout=torch.jagged
+    )
+    data["position_ids"] = torch.nested.as_nested_tensor(
+        [positions[mask] for positions, mask in zip(position_ids, attention_mask)], layout=torch.jagged
+    )
+    data["loss_mask"] = data["response_mask"]
+    return data
+
+
+def to_no_padding(data):
+    """verl's `left_right_2_no_padding`, or `torch_no_padding` where that needs flash-attn (verl < 0.9.1)."""
+    try:
+        return left_right_2_no_padding(data.clone())
+    except ImportError:
+        return torch_no_padding(data)
+
+
 def run_verl_ppo_loss(
     config: ActorConfig,
     inputs: LossInputs,
@@ -115,7 +148,7 @@ def run_verl_ppo_loss(
     if inputs.rollout_is_weights is not None:
         tensors["rollout_is_weights"] = inputs.rollout_is_weights[rows]
     data = DataProto.from_dict(tensors=tensors).batch
-    data = left_right_2_no_padding(data)
+    data = to_no_padding(data)
     tu.assign_non_tensor(
         data, dp_size=dp_size, batch_num_tokens=batch_num_tokens, global_batch_size=global_batch_size
     )

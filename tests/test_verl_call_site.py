@@ -3,7 +3,7 @@ calls it per micro-batch, including gradient-accumulation invariance with verl's
 
 import pytest
 import torch
-from helpers import actor_config, random_loss_inputs, run_verl_ppo_loss
+from helpers import actor_config, random_loss_inputs, run_verl_ppo_loss, torch_no_padding
 
 from maspo_verl.loss import METRIC_KEYS, compute_policy_loss_maspo
 
@@ -52,3 +52,31 @@ def test_gradient_accumulation_invariance(mode, gate):
         assert results[n][0] == pytest.approx(results[1][0], abs=1e-6)
         torch.testing.assert_close(results[n][1], results[1][1], rtol=0, atol=1e-6)
     assert results[1][1].abs().sum() > 0
+
+
+def test_torch_no_padding_matches_verls_helper_where_that_runs():
+    """The plain-torch layout the call-site tests use on verl < 0.9.1 equals verl's own."""
+    from verl import DataProto
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    attention_mask = torch.tensor([[0, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 0, 0]])
+    tensors = {
+        "input_ids": torch.arange(18).reshape(3, 6),
+        "attention_mask": attention_mask,
+        "position_ids": (attention_mask.cumsum(-1) - 1).clamp(min=0),
+        "response_mask": attention_mask[:, 3:],
+    }
+    try:
+        expected = left_right_2_no_padding(DataProto.from_dict(tensors=dict(tensors)).batch)
+    except ImportError:
+        pytest.skip("this verl's left_right_2_no_padding needs flash-attn: nothing to compare against")
+    actual = torch_no_padding(DataProto.from_dict(tensors=dict(tensors)).batch)
+    for key in ("input_ids", "position_ids"):
+        assert actual[key].is_nested and expected[key].is_nested, key
+        torch.testing.assert_close(actual[key].values(), expected[key].values(), msg=key)
+        assert actual[key].offsets().tolist() == expected[key].offsets().tolist(), key
+    torch.testing.assert_close(actual["loss_mask"], expected["loss_mask"])
+    for key in ("max_seq_len", "max_response_len"):
+        assert actual[key] == expected[key], key
+    torch.testing.assert_close(actual["indices"], expected["indices"])
+    assert actual["input_ids"].values().tolist() == [1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 14, 15]
