@@ -106,6 +106,10 @@ class RunSettings:
     pass_k: int = 4
     test_freq: int = 5
     max_response_length: int = 8
+    # Torch threads per run, the same whatever --jobs is, so a run's numbers do not depend on how
+    # many ran beside it. One: two runs side by side with 2 threads each ran 4-5x slower a step
+    # than alone on 2 cores (spinning OpenMP threads), with 1 thread each ~2x (README, measured).
+    cpu_threads: int = 1
     run_timeout_s: int = 1200
 
     @property
@@ -114,7 +118,7 @@ class RunSettings:
 
     def validate(self) -> None:
         for key in ("steps", "train_batch_size", "rollout_n", "ppo_mini_batch_size", "ppo_epochs", "val_n",
-                    "val_problems", "pass_k", "test_freq", "run_timeout_s"):
+                    "val_problems", "pass_k", "test_freq", "cpu_threads", "run_timeout_s"):
             if getattr(self, key) < 1:
                 raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(self, key)}")
         if self.train_batch_size % self.ppo_mini_batch_size:
@@ -315,6 +319,7 @@ def _run_environment(arm: Arm, settings: RunSettings, data: dict, model_dir: Pat
         "TEST_FREQ": str(settings.test_freq),
         "SAVE_FREQ": "-1",  # no checkpoints: the comparison reads logs only
         "LOSS_MODE": METHODS[arm.method].loss_mode,
+        "MASPO_CPU_THREADS": str(settings.cpu_threads),
     }
 
 

@@ -264,8 +264,9 @@ def test_a_finished_run_is_reused_only_with_the_same_fingerprint(tmp_path, monke
     assert run().reused and calls == ["maspo-seed0"], "same settings: reused, not run again"
     assert not run(resume=False).reused and len(calls) == 2, "--fresh redoes it"
     assert not run(settings=RunSettings(steps=3)).reused and len(calls) == 3, "other settings: redone"
+    assert not run(settings=RunSettings(steps=3, cpu_threads=2)).reused and len(calls) == 4, "other threads: redone"
     (tmp_path / "val.parquet").write_bytes(b"other validation set")
-    assert not run(settings=RunSettings(steps=3)).reused and len(calls) == 4, "other data: redone"
+    assert not run(settings=RunSettings(steps=3)).reused and len(calls) == 5, "other threads and data: redone"
     (run_dir / "run.json").unlink()  # an unfinished run has no record
     (run_dir / "leftover").write_text("half a run")
     assert not run(settings=RunSettings(steps=3)).reused and not (run_dir / "leftover").exists()
@@ -313,3 +314,15 @@ def test_problems_line_up_across_runs_by_prompt_not_by_verls_per_run_uid(tmp_pat
     second = _validation_outcomes(dump("b", "other", [("2+2=", 0, 1.0), ("1+1=", 0, 1.0), ("1+1=", 1, 1.0)]))
     assert list(first) == list(second) == ["tiny_arithmetic/1+1=", "tiny_arithmetic/2+2="]
     assert first["tiny_arithmetic/2+2="] == [False] and second["tiny_arithmetic/2+2="] == [True]
+
+
+def test_a_runs_torch_threads_come_from_its_settings_not_from_jobs_or_the_callers_environment(tmp_path, monkeypatch):
+    import maspo_verl.compare as compare
+
+    monkeypatch.setenv("MASPO_CPU_THREADS", "7")
+    data = {"train": tmp_path / "train.parquet", "val": tmp_path / "val.parquet"}
+    arm = Arm("maspo", "maspo", "MASPO")
+    assert compare._run_environment(arm, RunSettings(), data, tmp_path)["MASPO_CPU_THREADS"] == "1"
+    assert compare._run_environment(arm, RunSettings(cpu_threads=2), data, tmp_path)["MASPO_CPU_THREADS"] == "2"
+    with pytest.raises(ValueError, match="--cpu-threads"):
+        RunSettings(cpu_threads=0).validate()
