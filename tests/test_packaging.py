@@ -125,3 +125,13 @@ def test_wheel_outside_a_checkout_runs_config_dir_check_and_a_one_step_e2e(wheel
     assert "e2e: PASS" in check.stdout, check.stdout[-4000:]
     assert check.stdout.strip().endswith("check: OK")
     assert not any(ROOT.as_posix() in line for line in check.stdout.splitlines() if line.startswith("config:"))
+
+
+def test_the_wheel_smoke_script_is_shellcheck_clean_and_rejects_unknown_arguments(tmp_path):
+    """scripts/wheel_smoke.sh (the wheel with its dependencies and the main job, run by hand) without installing."""
+    script = ROOT / "scripts" / "wheel_smoke.sh"
+    shellcheck = Path(sys.executable).with_name("shellcheck")
+    result = subprocess.run([str(shellcheck), "-x", str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
+    result = subprocess.run(["bash", str(script), "--stpes", "2"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 2 and "--stpes" in result.stderr
