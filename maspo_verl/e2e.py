@@ -113,6 +113,20 @@ def summarize_run(
     )
 
 
+# What Ray's `ray.init` raises when its own node (GCS, raylet) did not come up in time, e.g. on an
+# overloaded 2-core box; nothing of verl has run then, so the run can simply start again.
+RAY_NODE_START_TIMEOUT = "The current node timed out during startup"
+RAY_START_ATTEMPTS = 3
+
+
+def ray_node_did_not_start(log_path: Path) -> bool:
+    """Did this run fail in `ray.init` because Ray's node timed out during start-up?"""
+    try:
+        return RAY_NODE_START_TIMEOUT in log_path.read_text(errors="replace")
+    except OSError:
+        return False
+
+
 def run_cpu_training(
     workdir: Path,
     steps: int = 3,
@@ -122,18 +136,35 @@ def run_cpu_training(
     script: Path = CPU_SCRIPT,
     log_name: str = "train.log",
     on_line: Callable[[float, str], None] | None = None,
+    ray_start_attempts: int = RAY_START_ATTEMPTS,
 ) -> RunSummary:
     """Run the CPU script in `workdir` (output to `log_name`) and summarize what verl wrote.
 
     The script runs in its own process group with its own Ray temp dir (so runs can go side by
     side); on timeout (return code -1) and after every run the whole group (driver, Ray,
     workers) is killed. `on_line(seconds_since_start, line)`, when given, sees each line of
-    verl's output as it is written (progress, phase timestamps). Used by `check --e2e`, by each
-    run of `maspo_verl.compare` and by benchmarks/bench_cpu_run.py.
+    verl's output as it is written (progress, phase timestamps). A run whose Ray node timed out
+    during start-up (before verl did anything) is started again, up to `ray_start_attempts` in
+    all; each failed attempt's log is kept beside the run's as `<log_name>.ray-start-<k>`. Used by
+    `check --e2e`, by each run of `maspo_verl.compare` and by benchmarks/bench_cpu_run.py.
     """
     if not script.is_file():
         raise FileNotFoundError(f"{script} not found: the CPU training script ships with maspo_verl/tiny/")
     workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / log_name
+    for attempt in range(1, max(1, ray_start_attempts) + 1):
+        summary = _run_cpu_training_once(workdir, steps, overrides, timeout, env, script, log_name, on_line)
+        if summary.return_code == 0 or attempt >= ray_start_attempts or not ray_node_did_not_start(log_path):
+            return summary
+        kept = log_path.with_name(f"{log_name}.ray-start-{attempt}")
+        log_path.replace(kept)
+        print(f"[e2e] Ray's node timed out during start-up in {workdir} (an overloaded machine?); "
+              f"starting the run again ({attempt + 1}/{ray_start_attempts}); that attempt's log: {kept}",
+              file=sys.stderr, flush=True)
+    return summary
+
+
+def _run_cpu_training_once(workdir, steps, overrides, timeout, env, script, log_name, on_line) -> RunSummary:
     ray_temp_dir = tempfile.mkdtemp(prefix="ray_e2e_", dir="/tmp")  # short: Ray's socket paths have a length limit
     environment = {
         **os.environ,

@@ -1,0 +1,59 @@
+"""maspo_verl.e2e.run_cpu_training without verl: a stand-in script shows the retry of a run whose Ray
+node timed out during start-up, and that every other failure is reported as it is, once."""
+
+from pathlib import Path
+
+import pytest
+
+from maspo_verl.e2e import RAY_NODE_START_TIMEOUT, run_cpu_training
+
+FLAKY_SCRIPT = """#!/usr/bin/env bash
+# Fails like ray.init on an overloaded box for the first $FAIL_TIMES calls, then "trains".
+count_file="$WORK_DIR/calls"
+calls=$(( $(cat "$count_file" 2>/dev/null || echo 0) + 1 ))
+echo "$calls" > "$count_file"
+if (( calls <= FAIL_TIMES )); then
+  echo "Exception: {message}. This could happen because some of the raylet failed to startup"
+  exit 1
+fi
+if [[ -n "${{OTHER_FAILURE:-}}" ]]; then echo "ValueError: a bad config"; exit 3; fi
+echo '{{"step": 1, "data": {{"timing_s/step": 1.0}}}}' > "$VERL_FILE_LOGGER_PATH"
+echo "step:1 - done"
+"""
+
+
+@pytest.fixture
+def flaky_script(tmp_path) -> Path:
+    script = tmp_path / "flaky.sh"
+    script.write_text(FLAKY_SCRIPT.format(message=RAY_NODE_START_TIMEOUT))
+    return script
+
+
+def _calls(workdir: Path) -> int:
+    return int((workdir / "calls").read_text())
+
+
+def test_a_run_whose_ray_node_did_not_start_is_started_again_and_its_log_kept(tmp_path, flaky_script, capsys):
+    workdir = tmp_path / "run"
+    summary = run_cpu_training(workdir, steps=1, timeout=60, env={"FAIL_TIMES": "2"}, script=flaky_script)
+    assert summary.return_code == 0 and summary.training_steps == [1]
+    assert _calls(workdir) == 3
+    assert "step:1 - done" in (workdir / "train.log").read_text()
+    for attempt in (1, 2):
+        assert RAY_NODE_START_TIMEOUT in (workdir / f"train.log.ray-start-{attempt}").read_text()
+    assert "starting the run again (2/3)" in capsys.readouterr().err
+
+
+def test_the_retries_are_bounded_and_the_last_failure_is_returned(tmp_path, flaky_script):
+    workdir = tmp_path / "run"
+    summary = run_cpu_training(workdir, steps=1, timeout=60, env={"FAIL_TIMES": "9"}, script=flaky_script)
+    assert summary.return_code == 1 and _calls(workdir) == 3
+    assert RAY_NODE_START_TIMEOUT in summary.log_path.read_text()
+
+
+def test_any_other_failure_is_not_retried(tmp_path, flaky_script):
+    workdir = tmp_path / "run"
+    summary = run_cpu_training(workdir, steps=1, timeout=60, env={"FAIL_TIMES": "0", "OTHER_FAILURE": "1"},
+                               script=flaky_script)
+    assert summary.return_code == 3 and _calls(workdir) == 1
+    assert not list(workdir.glob("train.log.ray-start-*"))
