@@ -397,7 +397,8 @@ def _run_one(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: 
     if resume and record_path.is_file():
         record = json.loads(record_path.read_text())
         if record.get("fingerprint") == fingerprint and record["result"]["ok"]:
-            result = RunResult(**{**record["result"], "reused": True})
+            # run_dir as it is now: an output folder moved or unpacked elsewhere is still read from where it is
+            result = RunResult(**{**record["result"], "reused": True, "run_dir": str(run_dir)})
             progress.finished(f"{arm.name}-seed{seed}", settings.steps, f"[compare] {arm.name} seed {seed}: reused {run_dir}")
             return result
     if run_dir.exists():

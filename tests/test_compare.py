@@ -4,6 +4,7 @@ trainer for two methods side by side (--jobs 2), pairs them at step 0, and a rer
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -262,6 +263,10 @@ def test_a_finished_run_is_reused_only_with_the_same_fingerprint(tmp_path, monke
     first = run()
     assert first.ok and not first.reused and calls == ["maspo-seed0"]
     assert run().reused and calls == ["maspo-seed0"], "same settings: reused, not run again"
+    moved = tmp_path / "elsewhere" / "maspo-seed0"
+    shutil.copytree(run_dir, moved)
+    reused = compare._run_one(arm, 0, settings, data, tmp_path / "model", moved, CPU_SCRIPT, progress, True)
+    assert reused.reused and reused.run_dir == str(moved), "a moved output folder is read where it is now"
     assert not run(resume=False).reused and len(calls) == 2, "--fresh redoes it"
     assert not run(settings=RunSettings(steps=3)).reused and len(calls) == 3, "other settings: redone"
     assert not run(settings=RunSettings(steps=3, cpu_threads=2)).reused and len(calls) == 4, "other threads: redone"
