@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -713,8 +714,12 @@ def main(argv: list[str] | None = None) -> int:
     if analysis["per_arm"]:
         table = format_table(arms, analysis, settings)
         (output_dir / "comparison.md").write_text(table + "\n")
-        plot(arms, results, output_dir / "learning_curves.png")
         print(table)
+        if importlib.util.find_spec("matplotlib") is None:  # the `plot` extra: the runs and the table need none of it
+            print("[compare] learning_curves.png not drawn: matplotlib is not installed (pip install 'maspo-verl[plot]')",
+                  file=sys.stderr)
+        else:
+            plot(arms, results, output_dir / "learning_curves.png")
     failed = [r for r in results if not r.ok]
     print(f"[compare] {len(results) - len(failed)}/{len(results)} runs ok ({sum(r.reused for r in results)} reused) in "
           f"{report['wall_seconds'] / 60:.1f} min; wrote {output_dir / 'comparison.json'}")

@@ -331,3 +331,25 @@ def test_a_runs_torch_threads_come_from_its_settings_not_from_jobs_or_the_caller
     assert compare._run_environment(arm, RunSettings(cpu_threads=2), data, tmp_path)["MASPO_CPU_THREADS"] == "2"
     with pytest.raises(ValueError, match="--cpu-threads"):
         RunSettings(cpu_threads=0).validate()
+
+
+def test_without_matplotlib_the_report_is_written_and_only_the_plot_is_left_out(tmp_path, monkeypatch, capsys):
+    """A wheel installed without the `plot` extra: the comparison still ends with its table, exit 0."""
+    import importlib.util
+
+    import maspo_verl.compare as compare
+    import maspo_verl.tiny.warmup as warmup
+
+    monkeypatch.setattr(warmup, "cached_warmup", lambda settings, cache_dir: (tmp_path / "model", {"val_greedy_accuracy": 0.1}, True))
+    monkeypatch.setattr(compare, "_run_one", lambda arm, seed, *rest: RunResult(arm.name, seed, True, 1.0, str(tmp_path)))
+    monkeypatch.setattr(compare, "analyse", lambda arms, results, settings: {"per_arm": {"maspo": {}}})
+    monkeypatch.setattr(compare, "step0_check", lambda results: {})
+    monkeypatch.setattr(compare, "format_table", lambda arms, analysis, settings: "| the table |")
+    monkeypatch.setattr(compare, "plot", lambda *args: pytest.fail("plot called without matplotlib"))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    code = main(["--methods", "maspo,vanilla", "--jobs", "1", "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "| the table |" in captured.out and (tmp_path / "out" / "comparison.md").read_text().startswith("| the table |")
+    assert "maspo-verl[plot]" in captured.err and not (tmp_path / "out" / "learning_curves.png").exists()
