@@ -108,8 +108,9 @@ class RunSettings:
     test_freq: int = 5
     max_response_length: int = 8
     # Torch threads per run, the same whatever --jobs is, so a run's numbers do not depend on how
-    # many ran beside it. One: two runs side by side with 2 threads each ran 4-5x slower a step
-    # than alone on 2 cores (spinning OpenMP threads), with 1 thread each ~2x (README, measured).
+    # many ran beside it. One: on 2 cores, two runs side by side took 8-10 s a step with 2 threads
+    # each (spinning OpenMP threads) and 6.6-7.9 s with 1 each, against 4.1-4.6 s for one run
+    # alone (README, "Speed of a CPU run").
     cpu_threads: int = 1
     run_timeout_s: int = 1200
 
