@@ -603,6 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--methods", help=f"comma-separated, from: {', '.join(METHODS)} (replaces the preset's arms)")
     parser.add_argument("--seeds", help="comma-separated integers (preset's by default)")
+    parser.add_argument("--arms", help="comma-separated arm names: run or report only these of the preset's arms "
+                                       "(with their baselines), e.g. vanilla@16,maspo@16")
     for settings_field in fields(RunSettings):
         default = getattr(RunSettings(), settings_field.name)
         parser.add_argument(f"--{settings_field.name.replace('_', '-')}", type=type(default), default=None,
@@ -625,11 +627,26 @@ def _interrupt_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, interrupt)
 
 
+def _select_arms(arms: list[Arm], text: str) -> list[Arm]:
+    """The arms named in `text` (comma-separated), in the preset's order; each keeps its baseline."""
+    by_name = {arm.name: arm for arm in arms}
+    wanted = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in by_name]
+    if unknown or not wanted:
+        raise ValueError(f"--arms {text!r}: unknown arm(s) {unknown}; this preset's arms: {', '.join(by_name)}")
+    missing = sorted({by_name[name].baseline for name in wanted} - set(wanted) - {None})
+    if missing:
+        raise ValueError(f"--arms {text!r} leaves out the baseline(s) {missing} the chosen arms are compared with")
+    return [arm for arm in arms if arm.name in wanted]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     preset = PRESETS[args.preset]
     try:
         arms = _parse_methods(args.methods) if args.methods else list(preset.arms)
+        if args.arms:
+            arms = _select_arms(arms, args.arms)
         seeds = _parse_seeds(args.seeds) if args.seeds else list(preset.seeds)
         chosen = {f.name: getattr(args, f.name) for f in fields(RunSettings) if getattr(args, f.name) is not None}
         settings = replace(preset.settings, **chosen)

@@ -33,6 +33,8 @@ from maspo_verl.tiny.warmup import WarmupSettings, cached_warmup
         (["--jobs", "0"], "--jobs must be >= 1"),
         (["--preset", "off_policy", "--train-batch-size", "6"], "must divide --train-batch-size"),
         (["--output-dir", "/proc/maspo-compare"], "is not writable"),
+        (["--preset", "off_policy", "--arms", "maspo@16,maspo@64"], "unknown arm(s) ['maspo@64']"),
+        (["--preset", "off_policy", "--arms", "maspo@16"], "leaves out the baseline(s) ['vanilla@16']"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero_before_any_run(argv, message, capsys, tmp_path):
@@ -353,3 +355,12 @@ def test_without_matplotlib_the_report_is_written_and_only_the_plot_is_left_out(
     assert code == 0
     assert "| the table |" in captured.out and (tmp_path / "out" / "comparison.md").read_text().startswith("| the table |")
     assert "maspo-verl[plot]" in captured.err and not (tmp_path / "out" / "learning_curves.png").exists()
+
+
+def test_arms_selects_part_of_a_preset_in_its_order_with_its_settings():
+    from maspo_verl.compare import PRESETS, _select_arms
+
+    arms = list(PRESETS["off_policy"].arms)
+    chosen = _select_arms(arms, "maspo@16, vanilla@4,vanilla@16")
+    assert [arm.name for arm in chosen] == ["vanilla@16", "maspo@16", "vanilla@4"]
+    assert chosen[1] is next(arm for arm in arms if arm.name == "maspo@16"), "the preset's own arm, settings and all"
