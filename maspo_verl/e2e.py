@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -113,18 +114,23 @@ def summarize_run(
     )
 
 
-# What Ray's `ray.init` raises when its own node (GCS, raylet) did not come up in time, e.g. on an
-# overloaded 2-core box; nothing of verl has run then, so the run can simply start again.
+# Start-up failures of the machinery around verl, before any training step, worth a fresh start:
+# Ray's node (GCS, raylet) not up in time on an overloaded 2-core box, and torch.distributed's
+# rendezvous port taken by a run beside this one between verl choosing it and binding it.
 RAY_NODE_START_TIMEOUT = "The current node timed out during startup"
+RENDEZVOUS_PORT_TAKEN = "EADDRINUSE"
+START_UP_FAILURES = (RAY_NODE_START_TIMEOUT, RENDEZVOUS_PORT_TAKEN)
 RAY_START_ATTEMPTS = 3
+TRAINING_STEP = re.compile(r"\bstep:\d+ - ")
 
 
 def ray_node_did_not_start(log_path: Path) -> bool:
-    """Did this run fail in `ray.init` because Ray's node timed out during start-up?"""
+    """Did this run fail while starting up (Ray's node, the rendezvous port), before any training step?"""
     try:
-        return RAY_NODE_START_TIMEOUT in log_path.read_text(errors="replace")
+        text = log_path.read_text(errors="replace")
     except OSError:
         return False
+    return any(failure in text for failure in START_UP_FAILURES) and not TRAINING_STEP.search(text)
 
 
 def run_cpu_training(
@@ -158,7 +164,7 @@ def run_cpu_training(
             return summary
         kept = log_path.with_name(f"{log_name}.ray-start-{attempt}")
         log_path.replace(kept)
-        print(f"[e2e] Ray's node timed out during start-up in {workdir} (an overloaded machine?); "
+        print(f"[e2e] Ray or torch.distributed failed to start up in {workdir} (an overloaded machine, a taken port?); "
               f"starting the run again ({attempt + 1}/{ray_start_attempts}); that attempt's log: {kept}",
               file=sys.stderr, flush=True)
     return summary

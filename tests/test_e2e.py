@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from maspo_verl.e2e import RAY_NODE_START_TIMEOUT, run_cpu_training
+from maspo_verl.e2e import RAY_NODE_START_TIMEOUT, RENDEZVOUS_PORT_TAKEN, run_cpu_training
 
 FLAKY_SCRIPT = """#!/usr/bin/env bash
 # Fails like ray.init on an overloaded box for the first $FAIL_TIMES calls, then "trains".
@@ -22,10 +22,10 @@ echo "step:1 - done"
 """
 
 
-@pytest.fixture
-def flaky_script(tmp_path) -> Path:
+@pytest.fixture(params=[RAY_NODE_START_TIMEOUT, f"DistNetworkError: port: 39839, code: -98, name: {RENDEZVOUS_PORT_TAKEN}"])
+def flaky_script(tmp_path, request) -> Path:
     script = tmp_path / "flaky.sh"
-    script.write_text(FLAKY_SCRIPT.format(message=RAY_NODE_START_TIMEOUT))
+    script.write_text(FLAKY_SCRIPT.format(message=request.param))
     return script
 
 
@@ -40,15 +40,27 @@ def test_a_run_whose_ray_node_did_not_start_is_started_again_and_its_log_kept(tm
     assert _calls(workdir) == 3
     assert "step:1 - done" in (workdir / "train.log").read_text()
     for attempt in (1, 2):
-        assert RAY_NODE_START_TIMEOUT in (workdir / f"train.log.ray-start-{attempt}").read_text()
+        assert "This could happen" in (workdir / f"train.log.ray-start-{attempt}").read_text()
     assert "starting the run again (2/3)" in capsys.readouterr().err
+
+
+def test_a_start_up_message_after_training_began_is_not_retried(tmp_path):
+    script = tmp_path / "late.sh"
+    script.write_text(f"""#!/usr/bin/env bash
+echo x >> "$WORK_DIR/calls"
+echo "step:1 - training"
+echo "{RENDEZVOUS_PORT_TAKEN}"
+exit 1
+""")
+    summary = run_cpu_training(tmp_path / "run", steps=1, timeout=60, script=script)
+    assert summary.return_code == 1 and (tmp_path / "run" / "calls").read_text().count("x") == 1
 
 
 def test_the_retries_are_bounded_and_the_last_failure_is_returned(tmp_path, flaky_script):
     workdir = tmp_path / "run"
     summary = run_cpu_training(workdir, steps=1, timeout=60, env={"FAIL_TIMES": "9"}, script=flaky_script)
     assert summary.return_code == 1 and _calls(workdir) == 3
-    assert RAY_NODE_START_TIMEOUT in summary.log_path.read_text()
+    assert "This could happen" in summary.log_path.read_text()
 
 
 def test_any_other_failure_is_not_retried(tmp_path, flaky_script):
