@@ -120,11 +120,11 @@ def summarize_run(
 RAY_NODE_START_TIMEOUT = "The current node timed out during startup"
 RENDEZVOUS_PORT_TAKEN = "EADDRINUSE"
 START_UP_FAILURES = (RAY_NODE_START_TIMEOUT, RENDEZVOUS_PORT_TAKEN)
-RAY_START_ATTEMPTS = 3
+START_UP_ATTEMPTS = 3
 TRAINING_STEP = re.compile(r"\bstep:\d+ - ")
 
 
-def ray_node_did_not_start(log_path: Path) -> bool:
+def failed_while_starting_up(log_path: Path) -> bool:
     """Did this run fail while starting up (Ray's node, the rendezvous port), before any training step?"""
     try:
         text = log_path.read_text(errors="replace")
@@ -142,30 +142,30 @@ def run_cpu_training(
     script: Path = CPU_SCRIPT,
     log_name: str = "train.log",
     on_line: Callable[[float, str], None] | None = None,
-    ray_start_attempts: int = RAY_START_ATTEMPTS,
+    start_up_attempts: int = START_UP_ATTEMPTS,
 ) -> RunSummary:
     """Run the CPU script in `workdir` (output to `log_name`) and summarize what verl wrote.
 
     The script runs in its own process group with its own Ray temp dir (so runs can go side by
     side); on timeout (return code -1) and after every run the whole group (driver, Ray,
     workers) is killed. `on_line(seconds_since_start, line)`, when given, sees each line of
-    verl's output as it is written (progress, phase timestamps). A run whose Ray node timed out
-    during start-up (before verl did anything) is started again, up to `ray_start_attempts` in
-    all; each failed attempt's log is kept beside the run's as `<log_name>.ray-start-<k>`. Used by
+    verl's output as it is written (progress, phase timestamps). A run that failed while starting
+    up (`START_UP_FAILURES`, before any training step) is started again, up to `start_up_attempts`
+    in all; each failed attempt's log is kept beside the run's as `<log_name>.ray-start-<k>`. Used by
     `check --e2e`, by each run of `maspo_verl.compare` and by benchmarks/bench_cpu_run.py.
     """
     if not script.is_file():
         raise FileNotFoundError(f"{script} not found: the CPU training script ships with maspo_verl/tiny/")
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / log_name
-    for attempt in range(1, max(1, ray_start_attempts) + 1):
+    for attempt in range(1, max(1, start_up_attempts) + 1):
         summary = _run_cpu_training_once(workdir, steps, overrides, timeout, env, script, log_name, on_line)
-        if summary.return_code == 0 or attempt >= ray_start_attempts or not ray_node_did_not_start(log_path):
+        if summary.return_code == 0 or attempt >= start_up_attempts or not failed_while_starting_up(log_path):
             return summary
         kept = log_path.with_name(f"{log_name}.ray-start-{attempt}")
         log_path.replace(kept)
         print(f"[e2e] Ray or torch.distributed failed to start up in {workdir} (an overloaded machine, a taken port?); "
-              f"starting the run again ({attempt + 1}/{ray_start_attempts}); that attempt's log: {kept}",
+              f"starting the run again ({attempt + 1}/{start_up_attempts}); that attempt's log: {kept}",
               file=sys.stderr, flush=True)
     return summary
 
