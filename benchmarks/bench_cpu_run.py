@@ -18,16 +18,27 @@ verl's console lines carry no clock of their own):
 plus verl's own medians of timing_s/step, timing_s/gen and timing_s/update_actor from the run's
 metrics.jsonl, and each figure's ratio to the first variant. Timings on a shared machine vary;
 the variants run in one invocation so that they see the same machine.
+
+    python benchmarks/bench_cpu_run.py --variants ours --steps 12 --profile 15
+
+`--profile SECONDS` (needs `pip install py-spy`) also samples every Ray worker process of each run
+with py-spy for that long, from the third training step on, and prints per process how busy it
+was (share of the window it was on a CPU) and the functions it spent that time in: where a
+step's CPU goes when verl's own timings only say "gen".
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import re
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 from maspo_verl.compare import METHODS, PRESETS, Arm, _run_environment, _run_overrides
@@ -51,6 +62,7 @@ VARIANTS = {
     ),
     "threads1": ("1 torch/OpenMP thread per process instead of 2", (), {"MASPO_CPU_THREADS": "1"}),
     "no_prestart": ("Ray's idle-worker prestart off", (), {"RAY_prestart_worker_first_driver": "0"}),
+    "agent_workers2": ("2 agent-loop workers instead of 1", ("actor_rollout_ref.rollout.agent.num_workers=2",), {}),
 }
 
 
@@ -70,16 +82,102 @@ def phase_times(events: list[tuple[float, str]], exit_seconds: float) -> dict[st
     return phases
 
 
-def run_variant(name: str, workdir: Path, steps: int, model_dir: Path, data: dict) -> dict[str, float]:
+# Frames that only say "a thread / the event loop / Ray's worker loop is running something".
+GENERIC_FRAME = re.compile(r"\((threading|asyncio/[a-z_]+|concurrent/futures/[a-z_]+|selectors|contextlib)\.py:\d+\)$"
+                           r"|^<module> \(ray/_private/workers/default_worker\.py|^Worker\.main_loop |_resume_span|_start_span"
+                           r"|^context_decorator|^Module\._(wrapped_)?call_impl ")
+PROFILE_FROM_STEP = 3
+PROFILE_RATE_HZ = 100
+
+
+def run_worker_processes(marker: str) -> dict[str, list[int]]:
+    """Ray worker processes ("ray::Name" command lines) whose environment holds `marker`: name -> pids."""
+    found: dict[str, list[int]] = collections.defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if not command.startswith("ray::") or marker.encode() not in (entry / "environ").read_bytes():
+                continue
+        except OSError:  # gone, or not ours to read
+            continue
+        name = command[len("ray::"):].split(".")[0].split()[0]
+        if name and name != "IDLE":
+            found[name].append(int(entry.name))
+    return dict(found)
+
+
+def summarize_profile(collapsed_stacks: str, window_samples: int, top: int = 6) -> tuple[float, list[tuple[str, float]]]:
+    """(busy share of the window, [(function, share of the window)] for the `top` functions by inclusive time)
+    from py-spy's raw output ("frame;frame;... count" lines, outermost first). Generic frames (threads,
+    the event loop, Ray's worker loop) are left out of the ranking; a function counts once per stack."""
+    inclusive: collections.Counter = collections.Counter()
+    total = 0
+    for line in collapsed_stacks.splitlines():
+        stack, _, count = line.rstrip().rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        for frame in set(stack.split(";")):
+            if frame and not GENERIC_FRAME.search(frame):
+                inclusive[frame] += int(count)
+    window = max(window_samples, total, 1)
+    return total / window, [(frame, samples / window) for frame, samples in inclusive.most_common(top)]
+
+
+class Profiler:
+    """py-spy on every Ray worker of one run (found by an environment marker), started at one step line."""
+
+    def __init__(self, seconds: float, out_dir: Path):
+        self.seconds, self.out_dir, self.marker = seconds, out_dir, f"bench-{uuid.uuid4().hex}"
+        self.processes: list[tuple[str, int, subprocess.Popen, Path]] = []
+
+    def on_line(self, line: str) -> None:
+        match = STEP_LINE.search(line)
+        if self.processes or not match or int(match.group(1)) < PROFILE_FROM_STEP:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for name, pids in sorted(run_worker_processes(self.marker).items()):
+            for pid in pids:
+                output = self.out_dir / f"{name}-{pid}.txt"
+                command = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(self.seconds)), "--rate",
+                           str(PROFILE_RATE_HZ), "--format", "raw", "--nonblocking", "--output", str(output)]
+                self.processes.append((name, pid, subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                                                   stderr=subprocess.DEVNULL), output))
+
+    def report(self) -> list[str]:
+        if not self.processes:
+            return [f"  (no profile: the run never reached step {PROFILE_FROM_STEP})"]
+        lines = []
+        for name, pid, process, output in self.processes:
+            process.wait(timeout=self.seconds + 60)
+            text = output.read_text() if output.is_file() else ""
+            busy, functions = summarize_profile(text, int(self.seconds * PROFILE_RATE_HZ))
+            lines.append(f"  {name} (pid {pid}): on a CPU {100 * busy:.0f}% of the {self.seconds:.0f} s window")
+            lines.extend(f"      {100 * share:5.1f}%  {frame}" for frame, share in functions)
+        return lines
+
+
+def run_variant(name: str, workdir: Path, steps: int, model_dir: Path, data: dict,
+                profile_seconds: float = 0.0) -> tuple[dict[str, float], list[str]]:
     _, overrides, environment = VARIANTS[name]
     settings = PRESETS["quick"].settings
     arm = Arm("maspo", "maspo", METHODS["maspo"].label)
     events: list[tuple[float, str]] = []
     run_dir = workdir / name
+    profiler = Profiler(profile_seconds, run_dir / "py-spy") if profile_seconds > 0 else None
+
+    def on_line(seconds: float, line: str) -> None:
+        events.append((seconds, line))
+        if profiler is not None:
+            profiler.on_line(line)
+
+    marker = {"MASPO_BENCH_RUN": profiler.marker} if profiler is not None else {}
     summary = run_cpu_training(
         run_dir, steps, [*_run_overrides(arm, 0, run_dir), *overrides], 1800,
-        {**_run_environment(arm, settings, data, model_dir), **environment},
-        log_name="verl.log", on_line=lambda seconds, line: events.append((seconds, line)),
+        {**_run_environment(arm, settings, data, model_dir), **environment, **marker},
+        log_name="verl.log", on_line=on_line,
     )
     if summary.problems(steps) and summary.return_code != 0:
         raise RuntimeError(f"variant {name} failed: see {summary.log_path}")
@@ -87,7 +185,7 @@ def run_variant(name: str, workdir: Path, steps: int, model_dir: Path, data: dic
     for key in ("step", "gen", "update_actor"):
         values = [metrics[f"timing_s/{key}"] for metrics in summary.metrics_by_step.values() if f"timing_s/{key}" in metrics]
         figures[f"median timing_s/{key}"] = statistics.median(values) if values else float("nan")
-    return figures
+    return figures, profiler.report() if profiler is not None else []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,11 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="ours,verl_poll", help=f"comma-separated, first is the reference: {', '.join(VARIANTS)}")
     parser.add_argument("--steps", type=int, default=PRESETS["quick"].settings.steps)
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temp dir)")
+    parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
+                        help=f"py-spy every Ray worker for SECONDS from step {PROFILE_FROM_STEP} on (needs py-spy)")
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         parser.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    if args.profile > 0 and shutil.which("py-spy") is None:
+        parser.error("--profile needs py-spy on PATH: pip install py-spy")
+    if args.profile > 0 and args.steps <= PROFILE_FROM_STEP:
+        parser.error(f"--profile starts at step {PROFILE_FROM_STEP}: give --steps > {PROFILE_FROM_STEP}")
 
     from maspo_verl.tiny import write_parquet
     from maspo_verl.tiny.warmup import WarmupSettings, cached_warmup
@@ -108,12 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     warmup = WarmupSettings()
     model_dir, _, _ = cached_warmup(warmup)
     train, val = write_parquet(workdir / "data", warmup.task, warmup.num_train, PRESETS["quick"].settings.val_problems, warmup.data_seed)
-    results = {}
+    results, profiles = {}, {}
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     try:
         for name in variants:
             print(f"[bench] {name}: {VARIANTS[name][0]} ...", file=sys.stderr, flush=True)
-            results[name] = run_variant(name, workdir, args.steps, model_dir, {"train": train, "val": val})
+            results[name], profiles[name] = run_variant(name, workdir, args.steps, model_dir,
+                                                        {"train": train, "val": val}, args.profile)
     except (KeyboardInterrupt, SystemExit):
         kill_live_runs()
         raise
@@ -127,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         ratios = "".join(f"{results[name][row] / results[reference][row]:22.2f}x" if results[reference][row] else f"{'-':>22s}"
                          for name in variants[1:])
         print(f"{row:28s}{cells}{ratios}")
+    for name in variants:
+        if profiles[name]:
+            print(f"where {name}'s Ray workers spent the profile window (inclusive time, generic frames left out):")
+            print("\n".join(profiles[name]))
     return 0
 
 

@@ -1,0 +1,87 @@
+"""benchmarks/bench_cpu_run.py's pure parts: phases from stamped lines, finding a run's Ray workers,
+summarizing py-spy's raw stacks. (The benchmark itself trains; it is run by hand, not in the suite.)"""
+
+import importlib.util
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cpu_run.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_cpu_run", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_phase_times_split_the_run_at_verls_lines(bench):
+    events = [
+        (2.0, "2026-12-02 INFO worker.py:2038 -- Started a local Ray instance."),
+        (30.0, "(TaskRunnerV1 pid=1) Initial validation metrics: {...}"),
+        (33.0, "(TaskRunnerV1 pid=1) step:1 - actor/entropy:0.4"),
+        (36.0, "(TaskRunnerV1 pid=1) step:2 - actor/entropy:0.4"),
+    ]
+    phases = bench.phase_times(events, exit_seconds=40.0)
+    assert phases == {"start": 2.0, "workers+val0": 28.0, "steps": 6.0, "teardown": 4.0, "total": 40.0}
+
+
+def test_phase_times_mark_a_missing_phase_as_nan(bench):
+    phases = bench.phase_times([(1.0, "Started a local Ray instance")], exit_seconds=5.0)
+    assert phases["start"] == 1.0 and math.isnan(phases["workers+val0"]) and math.isnan(phases["steps"])
+
+
+def test_summarize_profile_ranks_functions_by_inclusive_share_of_the_window(bench):
+    raw = "\n".join([
+        "Thread.run (threading.py:982);AgentLoopWorker._run_agent_loop (verl/agent_loop.py:683);instantiate (hydra/x.py:1) 30",
+        "Thread.run (threading.py:982);AgentLoopWorker._run_agent_loop (verl/agent_loop.py:683) 10",
+        "Thread.run (threading.py:982);_compute_score (verl/agent_loop.py:1026) 20",
+        "",
+    ])
+    busy, functions = bench.summarize_profile(raw, window_samples=100, top=3)
+    assert busy == pytest.approx(0.6)
+    assert functions[0] == ("AgentLoopWorker._run_agent_loop (verl/agent_loop.py:683)", pytest.approx(0.4))
+    assert [name for name, _ in functions[1:]] == ["instantiate (hydra/x.py:1)", "_compute_score (verl/agent_loop.py:1026)"]
+    assert all("threading.py" not in name for name, _ in functions)  # generic frames are not ranked
+
+
+def test_summarize_profile_of_nothing_is_idle(bench):
+    assert bench.summarize_profile("", window_samples=500) == (0.0, [])
+
+
+def test_run_worker_processes_finds_only_the_marked_runs_workers(bench, tmp_path):
+    marker = "bench-test-marker"
+    env_marked = {**os.environ, "MASPO_BENCH_RUN": marker}
+    env_other = {**os.environ, "MASPO_BENCH_RUN": "another-run"}
+    # bash's `exec -a` sets the command line a Ray worker shows ("ray::ActorName")
+    marked = subprocess.Popen(["bash", "-c", "exec -a ray::AgentLoopWorkerTQ sleep 30"], env=env_marked)
+    other = subprocess.Popen(["bash", "-c", "exec -a ray::HfCpuServer sleep 30"], env=env_other)
+    idle = subprocess.Popen(["bash", "-c", "exec -a ray::IDLE sleep 30"], env=env_marked)
+    try:
+        deadline = time.time() + 10
+        found = {}
+        while time.time() < deadline and "AgentLoopWorkerTQ" not in found:
+            found = bench.run_worker_processes(marker)
+            time.sleep(0.1)
+        assert found == {"AgentLoopWorkerTQ": [marked.pid]}
+    finally:
+        for process in (marked, other, idle):
+            process.kill()
+            process.wait()
+
+
+def test_profile_flag_needs_more_steps_than_its_start(bench, capsys):
+    if bench.shutil.which("py-spy") is None:
+        with pytest.raises(SystemExit):
+            bench.main(["--profile", "5", "--steps", "10"])
+        assert "needs py-spy" in capsys.readouterr().err
+    else:
+        with pytest.raises(SystemExit):
+            bench.main(["--profile", "5", "--steps", "2"])
+        assert "give --steps > 3" in capsys.readouterr().err
