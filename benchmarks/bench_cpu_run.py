@@ -82,10 +82,10 @@ def phase_times(events: list[tuple[float, str]], exit_seconds: float) -> dict[st
     return phases
 
 
-# Frames that only say "a thread / the event loop / Ray's worker loop is running something".
+# Frames that only say "a thread / the event loop / Ray is running something": Ray's own frames
+# (remote calls, serialization, its worker loop) count towards the caller that made them.
 GENERIC_FRAME = re.compile(r"\((threading|asyncio/[a-z_]+|concurrent/futures/[a-z_]+|selectors|contextlib)\.py:\d+\)$"
-                           r"|^<module> \(ray/_private/workers/default_worker\.py|^Worker\.main_loop |_resume_span|_start_span"
-                           r"|^context_decorator|^Module\._(wrapped_)?call_impl ")
+                           r"|\(ray/|^context_decorator|^Module\._(wrapped_)?call_impl ")
 PROFILE_FROM_STEP = 3
 PROFILE_RATE_HZ = 100
 
