@@ -134,6 +134,27 @@ def test_plot_writes_a_png_with_the_dynamics_panels(tmp_path):
     assert_png(tmp_path / "out" / "dynamics.png")
 
 
+def test_a_run_keeps_its_legend_colour_in_panels_other_runs_lack(tmp_path, monkeypatch):
+    """GRPO has no MASPO metrics: MASPO's line in a MASPO panel must still be MASPO's colour, not
+    the colour the legend gives GRPO."""
+    import matplotlib.pyplot as plt
+
+    grpo_log = tmp_path / "grpo.jsonl"
+    with open(grpo_log, "w") as handle:
+        for step in range(1, 6):
+            handle.write(json.dumps({"step": step, "data": {"critic/score/mean": 0.1 * step}}) + "\n")
+    runs = [load_log(str(grpo_log)), load_log(synthetic_log(tmp_path / "maspo.jsonl"))]
+    figures = []
+    monkeypatch.setattr(plt, "close", lambda figure=None: figures.append(figure))
+    titles = plot_runs(runs, ["GRPO", "MASPO"], str(tmp_path / "colours.png"))
+    axes = figures[0].axes
+    reward = axes[titles.index("Training reward")]
+    legend_colour = {line.get_label(): line.get_color() for line in reward.get_lines()}
+    assert legend_colour["GRPO"] != legend_colour["MASPO"]
+    maspo_panel = axes[titles.index("MASPO: sigma_pos_mean")]
+    assert [(line.get_label(), line.get_color()) for line in maspo_panel.get_lines()] == [("MASPO", legend_colour["MASPO"])]
+
+
 def test_plot_reads_a_tensorboard_folder(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 

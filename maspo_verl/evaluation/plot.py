@@ -124,12 +124,15 @@ def plot_runs(runs: list[Series], labels: list[str], output: str, panels=DEFAULT
     columns = min(3, len(chosen))
     rows = math.ceil(len(chosen) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.4 * rows), squeeze=False)
+    # One colour per run in every panel (the legend is drawn once), also in panels some runs lack.
+    palette = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
+    colors = [palette(index % palette.N) for index in range(len(runs))]
     for axis, (title, keys, average) in zip(axes.flat, chosen, strict=False):
-        for run, label in zip(runs, labels, strict=True):
+        for run, label, color in zip(runs, labels, colors, strict=True):
             points = _averaged(run, keys) if average else run.get(keys[0], [])
             if points:
                 steps, values = zip(*points, strict=True)
-                axis.plot(steps, values, label=label, marker="o" if len(points) < 20 else None, markersize=3)
+                axis.plot(steps, values, label=label, color=color, marker="o" if len(points) < 20 else None, markersize=3)
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
