@@ -81,10 +81,18 @@ def test_threads_use_a_helper_process_and_its_deadline(monkeypatch):
     assert reward._pool is not None
 
     # A helper that does not answer in time: the response scores 0 and only that helper is replaced.
-    monkeypatch.setattr(reward, "_worker_deadline", lambda timeout_seconds: 0.0)
+    # The check itself is slow (3 s against a 0.5 s deadline): a deadline of 0 raced a fast helper
+    # on a loaded box (the answer could arrive before the first poll).
+    monkeypatch.setattr(reward, "verify_answer", slow_verify)
+    monkeypatch.setattr(reward, "_worker_deadline", lambda timeout_seconds: 0.5)
     with ThreadPoolExecutor(max_workers=1) as threads:
         assert threads.submit(compute_score, *RIGHT[0]).result()["score"] == 0.0
     assert reward._pool is not None
+
+
+def slow_verify(answer_text, ground_truths, timeout_seconds):
+    """Runs in the helper process: math-verify's answer, 3 s late."""
+    return hang_or_verify(answer_text, ground_truths, timeout_seconds, sleep_seconds=3.0)
 
 
 def hang_or_verify(answer_text, ground_truths, timeout_seconds, sleep_seconds=0.0):
