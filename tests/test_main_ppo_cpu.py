@@ -1,19 +1,33 @@
-"""ONE end-to-end run of stock `python -m verl.trainer.main_ppo` training MASPO on CPU (~1.5 min).
+"""Stock `python -m verl.trainer.main_ppo` on CPU, end to end: it trains MASPO, runs of one seed are paired, a rerun repeats.
 
-The run goes through examples/run_scripts/cpu/train_maspo_cpu.sh (own work dir, own Ray temp
-dir, Ray-chosen free ports, the whole process group killed at the end) and is judged from what
-verl itself wrote: its file logger's metrics and its checkpoint folder.
+Three real runs through the packaged CPU script (maspo_verl.e2e.run_cpu_training: own work dir,
+own Ray temp dir, Ray-chosen free ports, the whole process group killed at the end; 2 steps each,
+two side by side, ~1.5 min a run on an idle 2-core box), judged from what verl itself wrote (its
+file logger's metrics, validation dumps and checkpoint folder):
+
+- `maspo`: MASPO with non-default keys whose effect is exact, loaded into the workers through
+  verl's `verl.plugins` entry point (not the legacy env var); it must train, log MASPO's metrics
+  from verl's Ray workers and save a checkpoint.
+- `vanilla`: verl's GRPO clip. Validation happens before any update and the step-1 rollout uses
+  the same initial weights, so every response there must be the same as the maspo run's: same
+  (prompt, session, response, score) in the step-0 validation dumps, same validation accuracy,
+  same step-1 reward and response length.
+- `maspo_again` repeats `maspo`: every training metric of every step must be the same (the
+  rollout server's own log-prob diagnostics, computed in batches whose make-up follows arrival,
+  may differ at float rounding: docs/results/README.md).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from maspo_verl.e2e import run_cpu_training
-
-STEPS = 2
+AGENT_LOOP_OVERRIDE = "actor_rollout_ref.rollout.agent.default_agent_loop=hf_cpu_single_turn_agent"
+VAL_N = 4
 # Non-default MASPO keys whose effect is exact: with alpha = 0 and beta_pos = beta_neg = 0 both
 # trust-region widths equal sigma_base on every token, so the workers' metrics show the config
 # crossed from Hydra into the loss running in verl's Ray workers.
@@ -24,36 +38,107 @@ MASPO_OVERRIDES = [
     "actor_rollout_ref.actor.policy_loss.maspo.beta_pos=0.0",
     "actor_rollout_ref.actor.policy_loss.maspo.beta_neg=0.0",
 ]
+# The workers must get maspo through verl's `verl.plugins` entry point, not the legacy env var.
+PLUGIN_ENVIRONMENT = {"VERL_USE_EXTERNAL_MODULES": "", "VERL_USE_EXTERNAL_PLUGINS": "auto"}
+
+
+def _validation_records(dump: Path) -> list[tuple]:
+    """(prompt, session id, response, score) of every validation sample, sorted (verl's dump order is arrival order)."""
+    records = []
+    for line in dump.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            session = str(record["uid"]).rsplit("_", 2)[1]  # verl's key: {uid}_{session_id}_{index}
+            records.append((record["input"], session, record["output"], record["score"]))
+    return sorted(records)
+
+
+STEPS = 2
+# Not outcomes of the training: wall-clock figures, verl's bootstrap estimates (unseeded), and the
+# rollout-vs-actor log-prob diagnostics, whose rollout side is computed in arrival-made batches.
+NOT_REPRODUCED = ("timing_s/", "timing_per_token_ms/", "perf/", "best@", "worst@", "rollout_corr/", "training/rollout_")
 
 
 @pytest.fixture(scope="module")
-def cpu_run(tmp_path_factory):
-    # The workers must get maspo through verl's `verl.plugins` entry point, not the legacy env var.
-    environment = {"VERL_USE_EXTERNAL_MODULES": "", "VERL_USE_EXTERNAL_PLUGINS": "auto"}
-    summary = run_cpu_training(
-        tmp_path_factory.mktemp("main_ppo_cpu"), steps=STEPS, overrides=MASPO_OVERRIDES, timeout=480, env=environment
-    )
-    if summary.return_code != 0:
-        log_tail = summary.log_path.read_text(errors="replace")[-4000:] if summary.log_path.is_file() else ""
-        pytest.fail(f"main_ppo exited with {summary.return_code}; end of {summary.log_path}:\n{log_tail}")
-    return summary
+def paired_runs(tmp_path_factory):
+    from maspo_verl.e2e import run_cpu_training
+
+    def run(name, loss_mode):
+        workdir = tmp_path_factory.mktemp(f"paired_{name}")
+        summary = run_cpu_training(
+            workdir,
+            steps=STEPS,
+            timeout=1500,
+            env={**PLUGIN_ENVIRONMENT, "LOSS_MODE": loss_mode, "VAL_N": str(VAL_N), "PPO_MINI_BATCH_SIZE": "4",
+                 "SAVE_FREQ": str(STEPS) if loss_mode == "maspo" else "-1"},
+            overrides=[
+                *(MASPO_OVERRIDES if loss_mode == "maspo" else []),
+                AGENT_LOOP_OVERRIDE,
+                "actor_rollout_ref.rollout.val_kwargs.do_sample=true",
+                "actor_rollout_ref.rollout.val_kwargs.temperature=1.0",
+                f"trainer.validation_data_dir={workdir / 'val_generations'}",
+            ],
+        )
+        if summary.return_code != 0:
+            log_tail = summary.log_path.read_text(errors="replace")[-4000:] if summary.log_path.is_file() else ""
+            pytest.fail(f"{name}: main_ppo exited with {summary.return_code}; end of {summary.log_path}:\n{log_tail}")
+        return name, (workdir, summary)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: the suite may run another training beside it
+        return dict(pool.map(lambda args: run(*args), [("maspo", "maspo"), ("vanilla", "vanilla"), ("maspo_again", "maspo")]))
 
 
-@pytest.mark.timeout(600)
-def test_main_ppo_trains_maspo_on_cpu_end_to_end(cpu_run):
-    assert cpu_run.problems(STEPS) == []
-    assert cpu_run.training_steps == [1, 2]
+@pytest.mark.timeout(2400)
+def test_main_ppo_trains_maspo_on_cpu_end_to_end(paired_runs):
+    _, run = paired_runs["maspo"]
+    assert run.problems(STEPS) == []
+    assert run.training_steps == [1, 2]
 
-    validation = cpu_run.validation
-    assert min(validation) == 0 and max(validation) == STEPS, "validation before and after training"
-    assert all("val-core/tiny_arithmetic/acc/mean@1" in metrics for metrics in validation.values())
+    assert min(run.validation) == 0 and max(run.validation) == STEPS, "validation before and after training"
+    assert all(f"val-core/tiny_arithmetic/acc/mean@{VAL_N}" in metrics for metrics in run.validation.values())
 
-    for step in cpu_run.training_steps:
-        metrics = cpu_run.metrics_by_step[step]
+    for step in run.training_steps:
+        metrics = run.metrics_by_step[step]
         assert metrics["actor/maspo/sigma_pos_mean"] == pytest.approx(SIGMA_BASE, abs=1e-6)
         assert metrics["actor/maspo/sigma_neg_mean"] == pytest.approx(SIGMA_BASE, abs=1e-6)
         # hf_cpu got the actor's weights after every update: its log-probs match the actor's.
         assert metrics["training/rollout_probs_diff_max"] < 1e-4
 
-    checkpoint_files = os.listdir(cpu_run.checkpoint)
+    checkpoint_files = os.listdir(run.checkpoint)
     assert any(name.startswith("model_world_size_1") for name in checkpoint_files), checkpoint_files
+
+
+@pytest.mark.timeout(2400)
+def test_two_loss_modes_of_one_seed_sample_identically_before_their_first_update(paired_runs):
+    (maspo_dir, maspo), (vanilla_dir, vanilla) = paired_runs["maspo"], paired_runs["vanilla"]
+
+    maspo_val = _validation_records(maspo_dir / "val_generations" / "0.jsonl")
+    vanilla_val = _validation_records(vanilla_dir / "val_generations" / "0.jsonl")
+    assert len(maspo_val) == len(vanilla_val) > 0 and len({record[1] for record in maspo_val}) == VAL_N
+    assert maspo_val == vanilla_val, "step-0 validation responses differ between loss modes"
+    responses_per_prompt: dict[str, set] = {}
+    for prompt, _, response, _ in maspo_val:
+        responses_per_prompt.setdefault(prompt, set()).add(response)
+    assert any(len(responses) > 1 for responses in responses_per_prompt.values()), "validation did not sample"
+
+    assert maspo.validation[0] and maspo.validation[0] == vanilla.validation[0]
+    for key in ("critic/score/mean", "response_length/mean"):
+        assert maspo.metrics_by_step[1][key] == vanilla.metrics_by_step[1][key], f"step-1 rollouts differ in {key}"
+    for summary in (maspo, vanilla):  # the server's one-time warning when a request brings no sample index
+        assert "without sample_index" not in summary.log_path.read_text(errors="replace")
+    # the loss modes did differ: the update is not the same
+    assert maspo.maspo_metric_keys() and not vanilla.maspo_metric_keys()
+
+
+@pytest.mark.timeout(2400)
+def test_a_rerun_of_one_seed_repeats_every_training_metric(paired_runs):
+    (_, first), (_, again) = paired_runs["maspo"], paired_runs["maspo_again"]
+    assert first.training_steps == again.training_steps == list(range(1, STEPS + 1))
+    compared = 0
+    for step in sorted(first.metrics_by_step):
+        for key, value in first.metrics_by_step[step].items():
+            if any(part in key for part in NOT_REPRODUCED):
+                continue
+            assert again.metrics_by_step[step].get(key) == value, f"step {step} {key}: {value} vs {again.metrics_by_step[step].get(key)}"
+            compared += 1
+    assert compared > 100, "the comparison covered the losses, MASPO's gate metrics, rewards and validation"
