@@ -27,7 +27,11 @@ from pathlib import Path
 import pytest
 
 AGENT_LOOP_OVERRIDE = "actor_rollout_ref.rollout.agent.default_agent_loop=hf_cpu_single_turn_agent"
+STEPS = 2
 VAL_N = 4
+# Not outcomes of the training: wall-clock figures, verl's bootstrap estimates (unseeded), and the
+# rollout-vs-actor log-prob diagnostics, whose rollout side is computed in arrival-made batches.
+NOT_REPRODUCED = ("timing_s/", "timing_per_token_ms/", "perf/", "best@", "worst@", "rollout_corr/", "training/rollout_")
 # Non-default MASPO keys whose effect is exact: with alpha = 0 and beta_pos = beta_neg = 0 both
 # trust-region widths equal sigma_base on every token, so the workers' metrics show the config
 # crossed from Hydra into the loss running in verl's Ray workers.
@@ -51,12 +55,6 @@ def _validation_records(dump: Path) -> list[tuple]:
             session = str(record["uid"]).rsplit("_", 2)[1]  # verl's key: {uid}_{session_id}_{index}
             records.append((record["input"], session, record["output"], record["score"]))
     return sorted(records)
-
-
-STEPS = 2
-# Not outcomes of the training: wall-clock figures, verl's bootstrap estimates (unseeded), and the
-# rollout-vs-actor log-prob diagnostics, whose rollout side is computed in arrival-made batches.
-NOT_REPRODUCED = ("timing_s/", "timing_per_token_ms/", "perf/", "best@", "worst@", "rollout_corr/", "training/rollout_")
 
 
 @pytest.fixture(scope="module")
