@@ -13,7 +13,9 @@ it against verl's helper wherever that runs.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from verl import DataProto
@@ -163,3 +165,15 @@ def run_verl_ppo_loss(
     values = torch.cat(per_sequence)
     nested_log_probs = torch.nested.nested_tensor_from_jagged(values, offsets=data["input_ids"].offsets())
     return ppo_loss(config, {"log_probs": nested_log_probs}, data)
+
+
+def validation_records(dump: Path) -> list[tuple]:
+    """(prompt, session id, response, score) of every sample in one of verl's validation dumps, sorted
+    (verl's dump order is arrival order)."""
+    records = []
+    for line in dump.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            session = str(record["uid"]).rsplit("_", 2)[1]  # verl's key: {uid}_{session_id}_{index}
+            records.append((record["input"], session, record["output"], record["score"]))
+    return sorted(records)

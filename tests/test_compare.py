@@ -1,6 +1,7 @@
 """The main job, `python -m maspo_verl.compare`: bad input fails fast; presets are well formed; the
 report's statistics and pairing check on synthetic runs; a minimal comparison runs verl's real
-trainer for two methods side by side (--jobs 2), pairs them at step 0, and a rerun reuses them."""
+trainer for two methods side by side (--jobs 2), pairs them at step 0 (the same validation
+responses and step-1 rollouts in both runs of the seed), and a rerun reuses them."""
 
 import json
 import os
@@ -9,13 +10,14 @@ import subprocess
 import sys
 
 import pytest
-
+from helpers import validation_records
 from omegaconf import OmegaConf
 
 from maspo_verl.compare import (
     METHODS, PRESETS, Arm, RunResult, RunSettings, _parse_methods, _parse_seeds, analyse, format_table, main, step0_check,
 )
 from maspo_verl.e2e import CPU_SCRIPT
+from maspo_verl.e2e import summarize_run as summarize_training
 from maspo_verl.tiny.warmup import WarmupSettings, cached_warmup
 
 
@@ -147,6 +149,29 @@ def test_warmup_is_cached_by_its_inputs(tmp_path):
     assert other != first and not reused_other
 
 
+def _assert_paired_before_the_first_update(maspo_dir, vanilla_dir, val_n):
+    """Validation happens before any update and the step-1 rollout uses the same initial weights, so
+    every response there must be the same in both runs of a seed: same (prompt, session, response,
+    score) in the step-0 validation dumps, same validation accuracy, same step-1 reward and length."""
+    maspo, vanilla = (summarize_training(run_dir, 0, 0.0, 2, log_name="verl.log") for run_dir in (maspo_dir, vanilla_dir))
+    maspo_val = validation_records(maspo_dir / "val_generations" / "0.jsonl")
+    vanilla_val = validation_records(vanilla_dir / "val_generations" / "0.jsonl")
+    assert len(maspo_val) == len(vanilla_val) > 0 and len({record[1] for record in maspo_val}) == val_n
+    assert maspo_val == vanilla_val, "step-0 validation responses differ between loss modes"
+    responses_per_prompt: dict[str, set] = {}
+    for prompt, _, response, _ in maspo_val:
+        responses_per_prompt.setdefault(prompt, set()).add(response)
+    assert any(len(responses) > 1 for responses in responses_per_prompt.values()), "validation did not sample"
+
+    assert maspo.validation[0] and maspo.validation[0] == vanilla.validation[0]
+    for key in ("critic/score/mean", "response_length/mean"):
+        assert maspo.metrics_by_step[1][key] == vanilla.metrics_by_step[1][key], f"step-1 rollouts differ in {key}"
+    for summary in (maspo, vanilla):  # the server's one-time warning when a request brings no sample index
+        assert "without sample_index" not in summary.log_path.read_text(errors="replace")
+    # the loss modes did differ: the update is not the same
+    assert maspo.maspo_metric_keys() and not vanilla.maspo_metric_keys()
+
+
 @pytest.mark.timeout(900)
 def test_minimal_comparison_side_by_side_is_paired_and_a_rerun_reuses_it(tmp_path):
     cache = tmp_path / "cache"
@@ -178,6 +203,7 @@ def test_minimal_comparison_side_by_side_is_paired_and_a_rerun_reuses_it(tmp_pat
     assert "steps: 100%" in result.stderr and "4/4" in result.stderr, "the bar counts training steps"
     for arm in ("maspo", "vanilla"):
         assert (output / "runs" / f"{arm}-seed0" / "verl.log").stat().st_size > 0
+    _assert_paired_before_the_first_update(output / "runs" / "maspo-seed0", output / "runs" / "vanilla-seed0", val_n=2)
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

@@ -38,6 +38,21 @@ def _check(*arguments, **env_overrides):
     )
 
 
+def _check_in_process(monkeypatch, capsys, *arguments, **env_overrides):
+    """`python -m maspo_verl check` run through its main() here, with this environment; its registry
+    probes are still fresh processes. Returns (exit code, stdout, stderr)."""
+    from maspo_verl.cli import main
+
+    for name in [name for name in os.environ if name.startswith("VERL_USE_EXTERNAL")]:
+        monkeypatch.delenv(name)
+    for name, value in env_overrides.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    code = main(["check", *arguments])
+    output = capsys.readouterr()
+    return code, output.out, output.err
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     "env, registered",
@@ -85,32 +100,32 @@ def test_check_command_reports_registration_and_resolved_config():
 
 
 @pytest.mark.timeout(300)
-def test_check_command_fails_clearly_on_a_bad_value():
-    result = _check("actor_rollout_ref.actor.policy_loss.maspo.sigma_base=-1", **CHECK_ENV)
-    assert result.returncode == 1
-    assert "sigma_base must be > 0" in result.stderr
-    assert "check: FAILED" in result.stdout
+def test_check_command_fails_clearly_on_a_bad_value(monkeypatch, capsys):
+    code, out, err = _check_in_process(monkeypatch, capsys, "actor_rollout_ref.actor.policy_loss.maspo.sigma_base=-1", **CHECK_ENV)
+    assert code == 1
+    assert "sigma_base must be > 0" in err
+    assert "check: FAILED" in out
 
 
 @pytest.mark.timeout(300)
-def test_check_command_rejects_an_unregistered_loss_mode_naming_the_registered_ones():
-    result = _check("actor_rollout_ref.actor.policy_loss.loss_mode=masp", **CHECK_ENV)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "loss_mode='masp': Unsupported loss mode: masp. Supported modes are:" in result.stderr
-    registered = result.stderr.split("Supported modes are:", 1)[1]
+def test_check_command_rejects_an_unregistered_loss_mode_naming_the_registered_ones(monkeypatch, capsys):
+    code, out, err = _check_in_process(monkeypatch, capsys, "actor_rollout_ref.actor.policy_loss.loss_mode=masp", **CHECK_ENV)
+    assert code == 1, out + err
+    assert "loss_mode='masp': Unsupported loss mode: masp. Supported modes are:" in err
+    registered = err.split("Supported modes are:", 1)[1]
     for mode in ("'vanilla'", "'maspo'", "'dac'", "'bapo'"):  # verl's own and ours
         assert mode in registered, registered
-    assert "check: FAILED" in result.stdout
+    assert "check: FAILED" in out
 
 
 @pytest.mark.timeout(300)
-def test_check_command_fails_when_this_environment_would_not_register_maspo():
+def test_check_command_fails_when_this_environment_would_not_register_maspo(monkeypatch, capsys):
     env = {"VERL_USE_EXTERNAL_PLUGINS": "none"} if ENTRY_POINTS else {}
-    result = _check(**env)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "export VERL_USE_EXTERNAL_MODULES=maspo_verl" in result.stderr
+    code, out, err = _check_in_process(monkeypatch, capsys, **env)
+    assert code == 1, out + err
+    assert "export VERL_USE_EXTERNAL_MODULES=maspo_verl" in err
     if not ENTRY_POINTS:
-        assert "loads no verl.plugins entry points (they exist from verl 0.9.0)" in result.stderr
-    result = _check(**env, VERL_USE_EXTERNAL_MODULES="maspo_verl")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "registered by VERL_USE_EXTERNAL_MODULES=maspo_verl" in result.stdout
+        assert "loads no verl.plugins entry points (they exist from verl 0.9.0)" in err
+    code, out, err = _check_in_process(monkeypatch, capsys, **env, VERL_USE_EXTERNAL_MODULES="maspo_verl")
+    assert code == 0, out + err
+    assert "registered by VERL_USE_EXTERNAL_MODULES=maspo_verl" in out

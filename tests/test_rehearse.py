@@ -2,11 +2,11 @@
 an allow-listed, printed substitution; its outputs land where a real run's do and feed the Pass@k
 table and the plot; a killed rehearsal resumes from its checkpoint with its metrics kept.
 
-The substitution check runs for every experiment script (in process: Hydra only). Two scripts
-are rehearsed end to end (MASPO, and our DAC baseline killed after its first checkpoint and
-rerun with the same command; ~1.5 min a run on 2 cores). verl's own losses run end to end in
-tests/test_main_ppo_cpu.py and tests/test_compare.py. Every script:
-`python -m maspo_verl.rehearse all` (docs/experiments.md, with its measured time).
+The substitution check runs for every experiment script (in process: Hydra only). The MASPO
+script is rehearsed end to end, killed after its first checkpoint and rerun with the same command
+(~1.5 min a run on 2 cores). verl's vanilla loss runs end to end in tests/test_compare.py; each
+of our losses (MASPO, DAC, BAPO) runs through verl's actor update in tests/test_cpu_actor.py. Every script: `python -m maspo_verl.rehearse all` (docs/experiments.md,
+with its measured time).
 """
 
 from __future__ import annotations
@@ -178,20 +178,15 @@ def _check_outputs(run_dir: Path, output: str, loss_metric: str) -> list[dict]:
     return records
 
 
-@pytest.mark.timeout(1800)
-def test_rehearsal_of_the_maspo_script_runs_it_end_to_end(rehearsal_env, tmp_path):
-    env, started = rehearsal_env
-    output = _run("1.5b/maspo.sh", env, started, tmp_path / "log")
-    _check_outputs(tmp_path / "out" / "maspo" / "maspo-r1-distill-1.5b", output, "actor/maspo/gate_weight_mean")
-
-
 @pytest.mark.timeout(2400)
-def test_a_killed_rehearsal_resumes_from_its_checkpoint_with_its_metrics(rehearsal_env, tmp_path):
+def test_rehearsal_of_the_maspo_script_runs_it_end_to_end_and_resumes_when_killed(rehearsal_env, tmp_path):
+    """1.5b/maspo.sh rehearsed on CPU, killed (SIGKILL, as a preempted job) after its step-1 checkpoint,
+    then rerun with the same command: it resumes at step 2 and leaves a real run's outputs."""
     env, started = rehearsal_env
     env = {**env, "SAVE_FREQ": "1"}
-    run_dir = tmp_path / "out" / "maspo" / "dac-r1-distill-1.5b"
+    run_dir = tmp_path / "out" / "maspo" / "maspo-r1-distill-1.5b"
     latest = run_dir / "checkpoints" / "latest_checkpointed_iteration.txt"
-    process = _start("1.5b/dac.sh", env, started, tmp_path / "log1")
+    process = _start("1.5b/maspo.sh", env, started, tmp_path / "log1")
     deadline = time.monotonic() + 1500
     metrics = run_dir / "metrics.jsonl"
 
@@ -217,7 +212,7 @@ def test_a_killed_rehearsal_resumes_from_its_checkpoint_with_its_metrics(rehears
     first = load_log(str(run_dir / "metrics.jsonl"))
     assert [step for step, _ in first["critic/score/mean"]] == [1]
 
-    output = _run("1.5b/dac.sh", env, started, tmp_path / "log2")
+    output = _run("1.5b/maspo.sh", env, started, tmp_path / "log2")
     assert "kept the metrics logged so far as" in output
     assert (run_dir / "metrics.part1.jsonl").is_file()
     assert "global_step_1" in output  # verl: "Load from checkpoint folder: .../global_step_1"
@@ -225,4 +220,4 @@ def test_a_killed_rehearsal_resumes_from_its_checkpoint_with_its_metrics(rehears
     assert resumed["step"] == 2
     # the new file holds only what the resumed run logged; the plot reads both parts
     assert 1 not in [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if "critic/score/mean" in json.loads(line)["data"]]
-    _check_outputs(run_dir, output, "actor/pg_clipfrac")
+    _check_outputs(run_dir, output, "actor/maspo/gate_weight_mean")
