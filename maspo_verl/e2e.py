@@ -251,6 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1:
         print(f"e2e: FAIL - --steps must be >= 1, got {args.steps}")
         return 2
+    # Before any process starts: on another verl the CPU script's own config would fail first
+    # (verl 0.8 has no trainer.v1), with Hydra's message instead of ours.
+    from maspo_verl.patches import CPU_BACKEND_VERL_VERSIONS, UnsupportedVerlVersion, require_verl_version
+
+    try:
+        require_verl_version("the CPU backend (maspo_verl.patches)", CPU_BACKEND_VERL_VERSIONS)
+    except UnsupportedVerlVersion as error:
+        print(f"e2e: FAIL - {error}")
+        return 1
 
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="maspo_e2e_"))
     print(f"e2e: training MASPO with verl's main_ppo on CPU in {workdir} (log: {workdir / 'train.log'}) ...", flush=True)

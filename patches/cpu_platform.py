@@ -33,7 +33,7 @@ import torch
 from torch.distributed.fsdp import CPUOffloadPolicy
 from verl.plugin.platform import PlatformBase
 
-from maspo_verl.patches import require_verl_version
+from maspo_verl.patches import CPU_BACKEND_VERL_VERSIONS, require_verl_version
 
 __all__ = [
     "SUPPORTED_VERL_VERSIONS",
@@ -46,7 +46,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_VERL_VERSIONS = ("0.9.1",)
+SUPPORTED_VERL_VERSIONS = CPU_BACKEND_VERL_VERSIONS
 
 _applied = False
 
@@ -244,7 +244,7 @@ def _rebind_verl_internals() -> None:
 def apply_cpu_platform() -> None:
     """Make verl run on CPU in this process (and, through VERL_PLATFORM, in its Ray workers).
 
-    Version-checked (verl 0.9.1), idempotent, refused where a GPU/NPU is visible. Must run
+    Version-checked (verl 0.9.0, 0.9.1, main), idempotent, refused where a GPU/NPU is visible. Must run
     before verl builds any worker; the `verl.plugins` entry point does it at `import verl`.
     """
     global _applied

@@ -33,11 +33,11 @@ import math
 
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
-from maspo_verl.patches import require_verl_version
+from maspo_verl.patches import CPU_BACKEND_VERL_VERSIONS, require_verl_version
 
 __all__ = ["POLL_INTERVAL_SECONDS", "SUPPORTED_VERL_VERSIONS", "FastPollReplayBuffer", "canonical_order", "poll_interval_from"]
 
-SUPPORTED_VERL_VERSIONS = ("0.9.1",)
+SUPPORTED_VERL_VERSIONS = CPU_BACKEND_VERL_VERSIONS
 # Each poll is one TransferQueue `kv_list` call (~1 ms for a few hundred keys here): 10 ms keeps the
 # driver's polling under a tenth of a core while a step waits at most 10 ms past its last rollout.
 POLL_INTERVAL_SECONDS = 0.01

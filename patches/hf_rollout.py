@@ -43,7 +43,7 @@ from verl.workers.rollout import base as rollout_base
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
 
-from maspo_verl.patches import require_verl_version
+from maspo_verl.patches import CPU_BACKEND_VERL_VERSIONS, require_verl_version
 
 __all__ = [
     "BACKEND_NAME",
@@ -61,7 +61,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BACKEND_NAME = "hf_cpu"
-SUPPORTED_VERL_VERSIONS = ("0.9.1",)
+SUPPORTED_VERL_VERSIONS = CPU_BACKEND_VERL_VERSIONS
 # Requests that arrive within this window share one batched sampling loop (for speed only: each
 # response has its own RNG, so it does not depend on which requests share its batch).
 BATCHING_WINDOW_SECONDS = 0.02

@@ -69,3 +69,17 @@ def test_any_other_failure_is_not_retried(tmp_path, flaky_script):
                                script=flaky_script)
     assert summary.return_code == 3 and _calls(workdir) == 1
     assert not list(workdir.glob("train.log.ray-start-*"))
+
+
+def test_on_a_verl_the_cpu_backend_does_not_support_it_fails_naming_the_versions_before_starting(
+    tmp_path, monkeypatch, capsys
+):
+    import maspo_verl.e2e as e2e
+
+    monkeypatch.setattr("maspo_verl.patches.installed_verl_version", lambda: "0.8.0")
+    monkeypatch.setattr(e2e, "run_cpu_training", lambda *args, **kwargs: pytest.fail("a run was started"))
+    assert e2e.main(["--steps", "1", "--workdir", str(tmp_path / "run")]) == 1
+    out = capsys.readouterr().out
+    assert "e2e: FAIL - the CPU backend (maspo_verl.patches) was written and tested for verl 0.9.0" in out
+    assert "the installed verl is 0.8.0" in out
+    assert not (tmp_path / "run").exists()
