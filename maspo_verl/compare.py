@@ -49,7 +49,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from maspo_verl.e2e import CPU_SCRIPT, kill_live_runs, run_cpu_training
+from maspo_verl.e2e import CPU_SCRIPT, kill_live_runs, require_cpu_backend_verl, run_cpu_training
+from maspo_verl.patches import UnsupportedVerlVersion
 
 __all__ = ["METHODS", "PRESETS", "Arm", "Method", "Preset", "RunSettings", "main", "summarize_run"]
 
@@ -661,7 +662,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--script {script} does not exist")
         output_dir = Path(args.output_dir or f"runs/compare-{args.preset}").resolve()
         _check_output_dir(output_dir)
-    except ValueError as error:
+        require_cpu_backend_verl()
+    except (ValueError, UnsupportedVerlVersion) as error:
         print(f"maspo_verl.compare: error: {error}", file=sys.stderr)
         return 2
 

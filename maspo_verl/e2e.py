@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from maspo_verl.patches import CPU_BACKEND_VERL_VERSIONS, UnsupportedVerlVersion, require_verl_version
+
 __all__ = ["CPU_SCRIPT", "RunSummary", "kill_live_runs", "main", "run_cpu_training", "summarize_run"]
 
 # Shipped with the package (a wheel has it too); examples/run_scripts/cpu/train_maspo_cpu.sh wraps it.
@@ -133,6 +135,13 @@ def failed_while_starting_up(log_path: Path) -> bool:
     return any(failure in text for failure in START_UP_FAILURES) and not TRAINING_STEP.search(text)
 
 
+def require_cpu_backend_verl() -> None:
+    """Raise UnsupportedVerlVersion, naming the verls the CPU backend supports, when the installed one is
+    not among them. Checked before any process starts: on another verl the CPU script's own config fails
+    first (verl 0.8 has no trainer.v1), with Hydra's message instead of this one."""
+    require_verl_version("the CPU backend (maspo_verl.patches)", CPU_BACKEND_VERL_VERSIONS)
+
+
 def run_cpu_training(
     workdir: Path,
     steps: int = 3,
@@ -156,6 +165,7 @@ def run_cpu_training(
     """
     if not script.is_file():
         raise FileNotFoundError(f"{script} not found: the CPU training script ships with maspo_verl/tiny/")
+    require_cpu_backend_verl()
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / log_name
     for attempt in range(1, max(1, start_up_attempts) + 1):
@@ -251,21 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1:
         print(f"e2e: FAIL - --steps must be >= 1, got {args.steps}")
         return 2
-    # Before any process starts: on another verl the CPU script's own config would fail first
-    # (verl 0.8 has no trainer.v1), with Hydra's message instead of ours.
-    from maspo_verl.patches import CPU_BACKEND_VERL_VERSIONS, UnsupportedVerlVersion, require_verl_version
-
-    try:
-        require_verl_version("the CPU backend (maspo_verl.patches)", CPU_BACKEND_VERL_VERSIONS)
-    except UnsupportedVerlVersion as error:
-        print(f"e2e: FAIL - {error}")
-        return 1
 
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="maspo_e2e_"))
     print(f"e2e: training MASPO with verl's main_ppo on CPU in {workdir} (log: {workdir / 'train.log'}) ...", flush=True)
     try:
         summary = run_cpu_training(workdir, steps=args.steps, timeout=args.timeout)
-    except (FileNotFoundError, OSError) as error:
+    except (OSError, UnsupportedVerlVersion) as error:
         print(f"e2e: FAIL - {error}")
         return 1
     verdict = _verdict(summary, args.steps)

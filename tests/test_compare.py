@@ -48,6 +48,15 @@ def test_bad_input_is_one_line_and_nonzero_before_any_run(argv, message, capsys,
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_verl_the_cpu_backend_does_not_support_is_one_line_and_nonzero_before_any_run(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("maspo_verl.patches.installed_verl_version", lambda: "0.8.0")
+    assert main(["--output-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "the CPU backend (maspo_verl.patches) was written and tested for verl 0.9.0" in error
+    assert "the installed verl is 0.8.0" in error and error.count("\n") == 0
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
 def test_parsers_accept_good_values():
     arms = _parse_methods("maspo, vanilla,sapo")
     assert [arm.method for arm in arms] == ["maspo", "vanilla", "sapo"]

@@ -77,7 +77,7 @@ def test_on_a_verl_the_cpu_backend_does_not_support_it_fails_naming_the_versions
     import maspo_verl.e2e as e2e
 
     monkeypatch.setattr("maspo_verl.patches.installed_verl_version", lambda: "0.8.0")
-    monkeypatch.setattr(e2e, "run_cpu_training", lambda *args, **kwargs: pytest.fail("a run was started"))
+    monkeypatch.setattr(e2e, "_run_cpu_training_once", lambda *args, **kwargs: pytest.fail("a run was started"))
     assert e2e.main(["--steps", "1", "--workdir", str(tmp_path / "run")]) == 1
     out = capsys.readouterr().out
     assert "e2e: FAIL - the CPU backend (maspo_verl.patches) was written and tested for verl 0.9.0" in out
