@@ -174,8 +174,9 @@ def make_server(tiny_workdir):  # noqa: F811
 
     from maspo_verl.patches.hf_rollout import HfCpuServer
 
-    def make(seed: int = 0, max_num_seqs: int = 1024, backend: str = "hf_cpu"):
+    def make(seed: int = 0, max_num_seqs: int = 1024, backend: str = "hf_cpu", extra: tuple = ()):
         config = compose_maspo_config(
+            *extra,
             f"actor_rollout_ref.model.path={tiny_workdir['model']}",
             f"actor_rollout_ref.rollout.name={backend}",
             "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
@@ -432,7 +433,7 @@ class _OneServerBalancer:
         self.release_server = _RayMethod(lambda **fields: None)
 
 
-def _instantiate_agent_loop(config, server, tokenizer):
+def _instantiate_agent_loop(config, server, tokenizer, name=None):
     """As verl's AgentLoopWorker._run_agent_loop does: hydra.instantiate of the registry entry, talking to
     `server` through verl's LLMServerClient (which forwards extra kwargs of `generate` to the server)."""
     import hydra
@@ -446,7 +447,7 @@ def _instantiate_agent_loop(config, server, tokenizer):
     handle = _LocalServerHandle(server)
     client = LLMServerClient(config, load_balancer_handle=_OneServerBalancer(handle))  # verl's own client
     loop = hydra.utils.instantiate(
-        config=_agent_loop_registry[AGENT_LOOP_NAME],
+        config=_agent_loop_registry[name or AGENT_LOOP_NAME],
         trainer_config=DictConfigWrap(config=config),
         server_manager=client,
         tokenizer=tokenizer,
@@ -495,3 +496,50 @@ def test_agent_loop_sends_verls_session_id_as_the_sample_index(make_server, tiny
     _, vllm_config = make_server(backend="vllm")
     with pytest.raises(InstantiationException, match="rollout.name=hf_cpu"):  # verl builds loops with hydra
         _instantiate_agent_loop(vllm_config, server, tokenizer)
+
+
+ECHO_REWARD = """
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
+    return {"score": len(solution_str) + float(ground_truth), "source": data_source, "turns": extra_info["num_turns"]}
+"""
+
+
+@pytest.mark.timeout(120)
+def test_local_reward_agent_loop_scores_with_the_configured_reward_function(make_server, tiny_workdir, tmp_path):  # noqa: F811
+    """verl skips its Ray call to a reward actor when the output has a score; ours must be the configured one's."""
+    from transformers import AutoTokenizer
+
+    from maspo_verl.patches.hf_agent_loop import LOCAL_REWARD_AGENT_LOOP_NAME, HfCpuLocalRewardSingleTurnAgentLoop
+    from maspo_verl.patches.hf_rollout import apply_hf_cpu_rollout
+    from maspo_verl.tiny import make_problems
+
+    apply_hf_cpu_rollout()
+    reward_file = tmp_path / "echo_reward.py"
+    reward_file.write_text(ECHO_REWARD)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_workdir["model"]))
+    server, config = make_server(
+        extra=(f"reward.custom_reward_function.path={reward_file}", "reward.custom_reward_function.name=compute_score")
+    )
+    messages = [{"role": "user", "content": make_problems(num_train=1, num_val=1, seed=1)[0][0].prompt}]
+    extra_info = {"index": 7}
+    fields = dict(raw_prompt=messages, session_id=2, uid="u", data_source="tiny_arithmetic",
+                  reward_model={"ground_truth": "40"}, extra_info=extra_info)
+
+    async def run_one():  # verl builds the loop inside its running event loop
+        loop, _ = _instantiate_agent_loop(config, server, tokenizer, name=LOCAL_REWARD_AGENT_LOOP_NAME)
+        assert isinstance(loop, HfCpuLocalRewardSingleTurnAgentLoop)
+        return await loop.run(dict(SAMPLING), **fields)
+
+    output = asyncio.run(run_one())
+
+    response = tokenizer.decode(output.response_ids, skip_special_tokens=True)
+    assert output.reward_score == len(response) + 40.0
+    assert output.extra_fields["reward_extra_info"] == {"score": len(response) + 40.0, "source": "tiny_arithmetic", "turns": 2}
+    assert extra_info == {"index": 7}, "verl's reward manager updates extra_info in place: the sample's own must not change"
+    assert output.metrics.compute_score > 0
+
+    from hydra.errors import InstantiationException
+
+    _, reward_model_config = make_server(extra=("reward.reward_model.enable=true",))
+    with pytest.raises(InstantiationException, match="reward.reward_model.enable"):
+        _instantiate_agent_loop(reward_model_config, server, tokenizer, name=LOCAL_REWARD_AGENT_LOOP_NAME)

@@ -8,9 +8,12 @@ file logger's metrics and checkpoint folder):
 - `maspo`: MASPO with non-default keys whose effect is exact, loaded into the workers through
   verl's `verl.plugins` entry point (not the legacy env var); it must train, log MASPO's metrics
   from verl's Ray workers and save a checkpoint.
-- `maspo_again` repeats `maspo`: every training metric of every step must be the same (the
-  rollout server's own log-prob diagnostics, computed in batches whose make-up follows arrival,
-  may differ at float rounding: docs/results/README.md).
+- `maspo_again` repeats `maspo`, with one difference that must not show: `maspo` scores each
+  response in verl's agent-loop worker (the CPU script's `hf_cpu_single_turn_agent_local_reward`,
+  reward.num_workers=0), `maspo_again` through verl's own reward actor (one Ray call per response).
+  Every training metric of every step must be the same, rewards and validation accuracies included
+  (the rollout server's own log-prob diagnostics, computed in batches whose make-up follows
+  arrival, may differ at float rounding: docs/results/README.md).
 
 That two loss modes of one seed sample identically (pairing) is checked on the runs of the minimal
 comparison in tests/test_compare.py.
@@ -23,7 +26,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-AGENT_LOOP_OVERRIDE = "actor_rollout_ref.rollout.agent.default_agent_loop=hf_cpu_single_turn_agent"
+AGENT_LOOP = "actor_rollout_ref.rollout.agent.default_agent_loop"
+# How each run scores its responses: in the agent-loop worker, or in verl's reward actor.
+SCORING = {
+    "maspo": [f"{AGENT_LOOP}=hf_cpu_single_turn_agent_local_reward", "reward.num_workers=0"],
+    "maspo_again": [f"{AGENT_LOOP}=hf_cpu_single_turn_agent", "reward.num_workers=1"],
+}
 STEPS = 2
 VAL_N = 4
 # Not outcomes of the training: wall-clock figures, verl's bootstrap estimates (unseeded), and the
@@ -57,7 +65,7 @@ def two_runs(tmp_path_factory):
                  "SAVE_FREQ": str(STEPS)},
             overrides=[
                 *MASPO_OVERRIDES,
-                AGENT_LOOP_OVERRIDE,
+                *SCORING[name],
                 # sampled validation: the rerun must repeat sampled responses, not only greedy ones
                 "actor_rollout_ref.rollout.val_kwargs.do_sample=true",
                 "actor_rollout_ref.rollout.val_kwargs.temperature=1.0",
@@ -93,7 +101,7 @@ def test_main_ppo_trains_maspo_on_cpu_end_to_end(two_runs):
 
 
 @pytest.mark.timeout(2400)
-def test_a_rerun_of_one_seed_repeats_every_training_metric(two_runs):
+def test_a_rerun_of_one_seed_repeats_every_training_metric_whichever_process_scores(two_runs):
     first, again = two_runs["maspo"], two_runs["maspo_again"]
     assert first.training_steps == again.training_steps == list(range(1, STEPS + 1))
     compared = 0

@@ -28,14 +28,16 @@ CPU_BACKEND_ARGS=(
   actor_rollout_ref.rollout.tensor_model_parallel_size=1
   actor_rollout_ref.rollout.agent.num_workers=1
   # verl's single-turn agent loop, also telling the server which of a prompt's samples it asks for,
-  # so each sample is seeded on its own: batching and arrival order never change it (patches/hf_agent_loop.py).
-  actor_rollout_ref.rollout.agent.default_agent_loop=hf_cpu_single_turn_agent
+  # so each sample is seeded on its own: batching and arrival order never change it; and scoring
+  # the response with verl's reward manager in the agent-loop worker, instead of one Ray call per
+  # response to a reward actor (patches/hf_agent_loop.py). So no reward actors: reward.num_workers=0.
+  actor_rollout_ref.rollout.agent.default_agent_loop=hf_cpu_single_turn_agent_local_reward
   # One "device" (a CPU process); no extra processes for data loading or reward on 2 cores.
   trainer.device=cpu
   trainer.nnodes=1
   trainer.n_gpus_per_node=1
   data.dataloader_num_workers=0
-  reward.num_workers=1
+  reward.num_workers=0
   # Ray on a 2-core box: verl's resource check counts GPUs only, so one logical GPU no worker asks
   # for; TransferQueue asks for more logical CPUs than 2 cores give (patches/README.md).
   ++ray_kwargs.ray_init.num_gpus=1
