@@ -231,11 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     reference = variants[0]
     rows = list(results[reference])
     print(f"quick-preset CPU run, {args.steps} steps; seconds per phase; ratio = variant / {reference}")
-    print(f"{'figure':28s}" + "".join(f"{name:>14s}" for name in variants) + "".join(f"{name + '/' + reference:>22s}" for name in variants[1:]))
+    width = max(14, *(len(name) + 2 for name in variants))
+    ratio_width = max(22, *(len(name) + len(reference) + 4 for name in variants[1:]), 0)
+    print(f"{'figure':28s}" + "".join(f"{name:>{width}s}" for name in variants)
+          + "".join(f"{name + '/' + reference:>{ratio_width}s}" for name in variants[1:]))
     for row in rows:
-        cells = "".join(f"{results[name][row]:14.2f}" for name in variants)
-        ratios = "".join(f"{results[name][row] / results[reference][row]:22.2f}x" if results[reference][row] else f"{'-':>22s}"
-                         for name in variants[1:])
+        cells = "".join(f"{results[name][row]:{width}.2f}" for name in variants)
+        ratios = "".join(f"{results[name][row] / results[reference][row]:{ratio_width - 1}.2f}x" if results[reference][row]
+                         else f"{'-':>{ratio_width}s}" for name in variants[1:])
         print(f"{row:28s}{cells}{ratios}")
     for name in variants:
         if profiles[name]:

@@ -26,17 +26,21 @@ detectable difference at that size.
 A rerun of the same command skips runs already finished with identical settings (a fingerprint in
 `<run>/run.json`) and redoes unfinished ones; Ctrl-C kills the runs under way and keeps the
 finished ones. Written to --output-dir: `comparison.json`, `comparison.md` (the table),
-`learning_curves.png`, each run's verl log in `runs/<arm>-seed<k>/verl.log`.
+`learning_curves.png`, each run's verl log in `runs/<arm>-seed<k>/verl.log`. Every run records the
+CPU model and package versions it ran with (`machine_and_packages`): a run repeats bit for bit in
+one environment, and the report warns when the arms of a seed come from different ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import importlib.util
 import json
 import math
 import os
+import platform
 import re
 import shutil
 import signal
@@ -232,6 +236,7 @@ class RunResult:
     error: str = ""
     reused: bool = False
     summary: dict = field(default_factory=dict)
+    environment: dict = field(default_factory=dict)  # machine_and_packages() of the process that ran it
 
 
 def _val_key(val_n: int) -> str:
@@ -343,6 +348,52 @@ def _run_overrides(arm: Arm, seed: int, run_dir: Path) -> list[str]:
     ]
 
 
+ENVIRONMENT_PACKAGES = ("torch", "transformers", "verl", "numpy", "ray", "tensordict", "tokenizers", "maspo-verl")
+
+
+@functools.lru_cache(maxsize=1)
+def machine_and_packages() -> dict:
+    """The CPU model, Python and the versions of ENVIRONMENT_PACKAGES of this process.
+
+    Recorded with every run, but not in its fingerprint, so finished runs stay reusable on another
+    machine. A run repeats bit for bit on one machine and package set; another CPU model or library
+    version may take other float paths (oneDNN/MKL kernels differ by instruction set), and the same
+    command then gives other numbers from the first update on. `environment_check` finds the seeds
+    whose arms were run in different environments.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    packages = {}
+    for name in ENVIRONMENT_PACKAGES:
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    return {"cpu": cpu, "python": platform.python_version(), "packages": packages}
+
+
+def weights_digest(model_dir: Path) -> str | None:
+    """sha256 over the starting model's files (all but warmup.json), None when there is no such folder.
+
+    The warm-up model's cache name hashes its inputs, not its bits, and the warm-up is trained on the
+    CPU it runs on: with the same inputs its final loss was 0.38039273 on an AMD EPYC VM and
+    0.38039407 on an Intel Xeon one. A finished run is reused only from the same bits.
+    """
+    if not model_dir.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.iterdir()):
+        if path.is_file() and path.name != "warmup.json":
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:20]
+
+
 def run_fingerprint(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: Path) -> str:
     """What a run's outcome depends on: a finished run with the same fingerprint is reused."""
     content = {
@@ -399,10 +450,15 @@ class Progress:
 def _run_one(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: Path, run_dir: Path,
              script: Path, progress: Progress, resume: bool) -> RunResult:
     fingerprint = run_fingerprint(arm, seed, settings, data, model_dir)
+    weights = weights_digest(model_dir)
     record_path = run_dir / RUN_RECORD
     if resume and record_path.is_file():
         record = json.loads(record_path.read_text())
-        if record.get("fingerprint") == fingerprint and record["result"]["ok"]:
+        same_weights = record.get("weights") in (None, weights)  # records from before weights were kept: as before
+        if record.get("fingerprint") == fingerprint and record["result"]["ok"] and not same_weights:
+            progress.bar.write(f"[compare] {arm.name} seed {seed}: the finished run in {run_dir} started from other "
+                               "warm-up weights (built on another machine?): redone from this machine's")
+        elif record.get("fingerprint") == fingerprint and record["result"]["ok"]:
             # run_dir as it is now: an output folder moved or unpacked elsewhere is still read from where it is
             result = RunResult(**{**record["result"], "reused": True, "run_dir": str(run_dir)})
             progress.finished(f"{arm.name}-seed{seed}", settings.steps, f"[compare] {arm.name} seed {seed}: reused {run_dir}")
@@ -420,11 +476,12 @@ def _run_one(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: 
         result = RunResult(arm.name, seed, False, run.seconds, str(run_dir), f"{reason}; see {run.log_path}")
     else:
         try:
-            result = RunResult(arm.name, seed, True, run.seconds, str(run_dir), summary=summarize_run(run_dir, settings))
+            result = RunResult(arm.name, seed, True, run.seconds, str(run_dir), summary=summarize_run(run_dir, settings),
+                               environment=machine_and_packages())
         except (OSError, ValueError) as error:
             result = RunResult(arm.name, seed, False, run.seconds, str(run_dir), f"{error}; see {run.log_path}")
     if result.ok:  # written last: its presence means the run finished
-        record_path.write_text(json.dumps({"fingerprint": fingerprint, "result": asdict(result)}))
+        record_path.write_text(json.dumps({"fingerprint": fingerprint, "weights": weights, "result": asdict(result)}))
     line = (f"val acc {result.summary['val_acc_start']:.3f} -> {result.summary['val_acc_final']:.3f}"
             if result.ok else f"FAILED: {result.error}")
     progress.finished(name, settings.steps, f"[compare] {arm.name} seed {seed}: {line} ({result.seconds:.0f}s)")
@@ -450,6 +507,28 @@ def step0_check(results: list[RunResult]) -> dict[int, dict]:
         if result.ok:
             by_seed.setdefault(result.seed, {})[result.arm] = result.summary["val_start_digest"]
     return {seed: {"identical": len(set(digests.values())) == 1, "digests": digests} for seed, digests in sorted(by_seed.items())}
+
+
+def environment_check(results: list[RunResult]) -> dict[int, dict]:
+    """Per seed: were all its arms run on one CPU model and package set (`RunResult.environment`)?
+
+    Runs recorded before environments were (an empty record) are listed as `unrecorded` and not
+    counted as different.
+    """
+    by_seed: dict[int, dict[str, dict]] = {}
+    for result in results:
+        if result.ok:
+            by_seed.setdefault(result.seed, {})[result.arm] = result.environment
+    checks = {}
+    for seed, environments in sorted(by_seed.items()):
+        recorded = {arm: env for arm, env in environments.items() if env}
+        distinct = {json.dumps(env, sort_keys=True) for env in recorded.values()}
+        checks[seed] = {
+            "identical": len(distinct) <= 1,
+            "environments": [json.loads(env) for env in sorted(distinct)],
+            "unrecorded": sorted(arm for arm, env in environments.items() if not env),
+        }
+    return checks
 
 
 def analyse(arms: list[Arm], results: list[RunResult], settings: RunSettings, outcomes=final_outcomes) -> dict:
@@ -715,6 +794,7 @@ def main(argv: list[str] | None = None) -> int:
 
     analysis = analyse(arms, results, settings)
     pairing = step0_check(results)
+    environments = environment_check(results)
     report = {
         "preset": args.preset,
         "reason": preset.reason if not args.methods else "chosen on the command line",
@@ -725,6 +805,8 @@ def main(argv: list[str] | None = None) -> int:
         "jobs": jobs,
         "warmup": warmup,
         "step0_identical_within_seed": pairing,
+        "environment": machine_and_packages(),
+        "environment_identical_within_seed": environments,
         "runs": [asdict(r) for r in results],
         "analysis": analysis,
         "wall_seconds": time.monotonic() - started,
@@ -734,6 +816,11 @@ def main(argv: list[str] | None = None) -> int:
         if not check["identical"]:
             print(f"[compare] WARNING: seed {seed}: the arms' step-0 validations differ ({check['digests']}): "
                   "the runs are not paired; differences carry sampling noise", file=sys.stderr)
+    for seed, check in environments.items():
+        if not check["identical"]:
+            print(f"[compare] WARNING: seed {seed}: its arms were run on different machines or package versions "
+                  f"({check['environments']}): they may differ by float paths, not only by method; rerun them in one "
+                  "environment (--fresh) for a paired comparison", file=sys.stderr)
     if analysis["per_arm"]:
         table = format_table(arms, analysis, settings)
         (output_dir / "comparison.md").write_text(table + "\n")

@@ -148,6 +148,38 @@ def test_step0_check_flags_a_seed_whose_arms_sampled_differently():
     assert check[0]["identical"] is True and check[1]["identical"] is False
 
 
+def test_environment_check_flags_a_seed_whose_arms_ran_on_different_machines():
+    from maspo_verl.compare import environment_check
+
+    amd = {"cpu": "AMD EPYC", "python": "3.11.7", "packages": {"torch": "2.13.0"}}
+    intel = {**amd, "cpu": "Intel(R) Xeon(R) Processor"}
+    newer_torch = {**amd, "packages": {"torch": "2.14.1"}}
+    results = [_synthetic_run("maspo", 0, [0.5]), _synthetic_run("vanilla", 0, [0.5]),
+               _synthetic_run("maspo", 1, [0.5]), _synthetic_run("vanilla", 1, [0.5]),
+               _synthetic_run("maspo", 2, [0.5]), _synthetic_run("vanilla", 2, [0.5])]
+    for result, environment in zip(results, [amd, amd, amd, intel, newer_torch, {}]):
+        result.environment = environment
+    check = environment_check(results)
+    assert check[0] == {"identical": True, "environments": [amd], "unrecorded": []}
+    assert check[1]["identical"] is False and {env["cpu"] for env in check[1]["environments"]} == {"AMD EPYC", intel["cpu"]}
+    assert check[2] == {"identical": True, "environments": [newer_torch], "unrecorded": ["vanilla"]}, (
+        "a run recorded before environments were is not counted as different"
+    )
+    results[1].environment = newer_torch
+    assert environment_check(results)[0]["identical"] is False, "a package version alone makes another environment"
+
+
+def test_every_run_records_its_cpu_and_package_versions():
+    from importlib.metadata import version
+
+    from maspo_verl.compare import ENVIRONMENT_PACKAGES, machine_and_packages
+
+    environment = machine_and_packages()
+    assert environment["cpu"] and environment["python"].count(".") == 2
+    assert set(environment["packages"]) == set(ENVIRONMENT_PACKAGES)
+    assert environment["packages"]["torch"] == version("torch") and environment["packages"]["verl"] == version("verl")
+
+
 def test_warmup_is_cached_by_its_inputs(tmp_path):
     settings = WarmupSettings(steps=2, num_train=8, num_val=4)
     first, metadata, reused = cached_warmup(settings, tmp_path)
@@ -312,6 +344,39 @@ def test_a_finished_run_is_reused_only_with_the_same_fingerprint(tmp_path, monke
     (run_dir / "run.json").unlink()  # an unfinished run has no record
     (run_dir / "leftover").write_text("half a run")
     assert not run(settings=RunSettings(steps=3)).reused and not (run_dir / "leftover").exists()
+
+
+def test_a_finished_run_from_other_warm_up_weights_is_redone(tmp_path, monkeypatch, capsys):
+    """The warm-up model's cache name hashes its inputs; its bits follow the CPU that trained it."""
+    import maspo_verl.compare as compare
+
+    calls = []
+    monkeypatch.setattr(compare, "run_cpu_training", _fake_finished_training(calls))
+    monkeypatch.setattr(compare, "summarize_run", lambda run_dir, settings: {"val_acc_start": 0.1, "val_acc_final": 0.2})
+    (tmp_path / "train.parquet").write_bytes(b"train")
+    (tmp_path / "val.parquet").write_bytes(b"val")
+    data = {"train": tmp_path / "train.parquet", "val": tmp_path / "val.parquet"}
+    model = tmp_path / "tiny-warmup-0123"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights built on one machine")
+    (model / "warmup.json").write_text('{"final_loss": 0.38039273}')
+    arm, settings, progress = Arm("maspo", "maspo", "MASPO"), RunSettings(steps=2), compare.Progress(2, enabled=False)
+    run_dir = tmp_path / "runs" / "maspo-seed0"
+
+    def run():
+        return compare._run_one(arm, 0, settings, data, model, run_dir, CPU_SCRIPT, progress, True)
+
+    assert not run().reused and run().reused and len(calls) == 1
+    (model / "warmup.json").write_text('{"final_loss": 0.38039407}')
+    assert run().reused and len(calls) == 1, "the warm-up's own record is not the weights"
+    (model / "model.safetensors").write_bytes(b"weights built on another machine")
+    assert not run().reused and len(calls) == 2
+    assert "started from other warm-up weights" in capsys.readouterr().out
+    assert run().reused and len(calls) == 2, "the redone run is kept with the new weights"
+    record = json.loads((run_dir / "run.json").read_text())
+    del record["weights"]  # a record written before weights were kept (docs/results/*_runs.tar.xz)
+    (run_dir / "run.json").write_text(json.dumps(record))
+    assert run().reused and len(calls) == 2
 
 
 def test_ctrl_c_kills_the_runs_under_way_and_keeps_the_finished_ones(tmp_path, monkeypatch, capsys):
