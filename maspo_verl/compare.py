@@ -363,34 +363,39 @@ def machine_and_packages() -> dict:
     """
     from importlib.metadata import PackageNotFoundError, version
 
+    import torch
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), cpu)
     except OSError:
         pass
+    # A VM's model name can be as vague as "Intel(R) Xeon(R) Processor": the instruction set torch's
+    # CPU kernels dispatch on tells machines apart where it matters.
+    cpu_capability = torch.backends.cpu.get_cpu_capability()
     packages = {}
     for name in ENVIRONMENT_PACKAGES:
         try:
             packages[name] = version(name)
         except PackageNotFoundError:
             packages[name] = None
-    return {"cpu": cpu, "python": platform.python_version(), "packages": packages}
+    return {"cpu": cpu, "cpu_capability": cpu_capability, "python": platform.python_version(), "packages": packages}
 
 
 def weights_digest(model_dir: Path) -> str | None:
-    """sha256 over the starting model's files (all but warmup.json), None when there is no such folder.
+    """sha256 over the starting model's weight files (*.safetensors), None when there are none.
 
     The warm-up model's cache name hashes its inputs, not its bits, and the warm-up is trained on the
     CPU it runs on: with the same inputs its final loss was 0.38039273 on an AMD EPYC VM and
     0.38039407 on an Intel Xeon one. A finished run is reused only from the same bits.
     """
-    if not model_dir.is_dir():
+    weight_files = sorted(model_dir.glob("*.safetensors")) if model_dir.is_dir() else []
+    if not weight_files:
         return None
     digest = hashlib.sha256()
-    for path in sorted(model_dir.iterdir()):
-        if path.is_file() and path.name != "warmup.json":
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in weight_files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:20]
 
 
@@ -454,7 +459,8 @@ def _run_one(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: 
     record_path = run_dir / RUN_RECORD
     if resume and record_path.is_file():
         record = json.loads(record_path.read_text())
-        same_weights = record.get("weights") in (None, weights)  # records from before weights were kept: as before
+        # records from before weights were kept, or no weights to compare with: as before
+        same_weights = weights is None or record.get("weights") in (None, weights)
         if record.get("fingerprint") == fingerprint and record["result"]["ok"] and not same_weights:
             progress.bar.write(f"[compare] {arm.name} seed {seed}: the finished run in {run_dir} started from other "
                                "warm-up weights (built on another machine?): redone from this machine's")
@@ -512,8 +518,8 @@ def step0_check(results: list[RunResult]) -> dict[int, dict]:
 def environment_check(results: list[RunResult]) -> dict[int, dict]:
     """Per seed: were all its arms run on one CPU model and package set (`RunResult.environment`)?
 
-    Runs recorded before environments were (an empty record) are listed as `unrecorded` and not
-    counted as different.
+    `identical` is True or False when every arm's environment is recorded, None when some arm's is
+    not (runs recorded before environments were: `unrecorded`), unless the recorded ones already differ.
     """
     by_seed: dict[int, dict[str, dict]] = {}
     for result in results:
@@ -523,8 +529,9 @@ def environment_check(results: list[RunResult]) -> dict[int, dict]:
     for seed, environments in sorted(by_seed.items()):
         recorded = {arm: env for arm, env in environments.items() if env}
         distinct = {json.dumps(env, sort_keys=True) for env in recorded.values()}
+        unrecorded = len(recorded) < len(environments)
         checks[seed] = {
-            "identical": len(distinct) <= 1,
+            "identical": False if len(distinct) > 1 else (None if unrecorded else True),
             "environments": [json.loads(env) for env in sorted(distinct)],
             "unrecorded": sorted(arm for arm, env in environments.items() if not env),
         }
@@ -805,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
         "jobs": jobs,
         "warmup": warmup,
         "step0_identical_within_seed": pairing,
-        "environment": machine_and_packages(),
+        "report_environment": machine_and_packages(),  # where this report was written; each run's is in runs[]
         "environment_identical_within_seed": environments,
         "runs": [asdict(r) for r in results],
         "analysis": analysis,
@@ -817,7 +824,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[compare] WARNING: seed {seed}: the arms' step-0 validations differ ({check['digests']}): "
                   "the runs are not paired; differences carry sampling noise", file=sys.stderr)
     for seed, check in environments.items():
-        if not check["identical"]:
+        if check["identical"] is None and check["environments"]:
+            print(f"[compare] note: seed {seed}: {', '.join(check['unrecorded'])} have no environment record (runs "
+                  "from before records were kept), so whether they ran where the other arms did is unknown",
+                  file=sys.stderr)
+        if check["identical"] is False:
             print(f"[compare] WARNING: seed {seed}: its arms were run on different machines or package versions "
                   f"({check['environments']}): they may differ by float paths, not only by method; rerun them in one "
                   "environment (--fresh) for a paired comparison", file=sys.stderr)

@@ -28,6 +28,7 @@ VERL_PLATFORM=cpu); select one with
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from typing import Any
@@ -38,6 +39,7 @@ from tensordict import TensorDict
 from verl import DataProto
 from verl.experimental.agent_loop.agent_loop import register
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
+from verl.utils.model import compute_position_id_with_mask
 
 __all__ = [
     "AGENT_LOOP_NAME",
@@ -73,19 +75,21 @@ class HfCpuSingleTurnAgentLoop(SingleTurnAgentLoop):
     wrapped client belongs to this sample alone.
     """
 
+    registered_name = AGENT_LOOP_NAME
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         backend = self.rollout_config.name
         if backend != "hf_cpu":
             raise ValueError(
-                f"actor_rollout_ref.rollout.agent.default_agent_loop={AGENT_LOOP_NAME} is for "
+                f"actor_rollout_ref.rollout.agent.default_agent_loop={self.registered_name} is for "
                 f"actor_rollout_ref.rollout.name=hf_cpu (it sends the hf_cpu server a sample_index), got {backend!r}"
             )
 
     async def run(self, sampling_params: dict[str, Any], **kwargs):
         if "session_id" not in kwargs:
             raise ValueError(
-                f"the {AGENT_LOOP_NAME} agent loop needs verl's per-sample `session_id` (sent by verl's V1 "
+                f"the {self.registered_name} agent loop needs verl's per-sample `session_id` (sent by verl's V1 "
                 "trainer, verl/trainer/ppo/v1/agent_loop_tq.py); this caller sent none"
             )
         self.server_manager = _ClientWithSampleIndex(self.server_manager, int(kwargs["session_id"]))
@@ -95,24 +99,31 @@ class HfCpuSingleTurnAgentLoop(SingleTurnAgentLoop):
 def reward_input(output, sample_fields: dict[str, Any]) -> DataProto:
     """The one-row DataProto verl's `AgentLoopWorker._compute_score` sends a RewardLoopWorker for `output`.
 
+    As verl's V1 trainer sends it (verl/trainer/ppo/v1/agent_loop_tq.py). verl's older
+    `AgentLoopWorker` path adds `raw_prompt` to the output's extra fields first, so there a reward
+    function also finds it in `extra_info`; the V1 trainer, the only one the CPU backend runs, does not.
+
     Args:
         output: the agent loop's `AgentLoopOutput` (one turn: `prompt_ids`, `response_ids`).
         sample_fields: the sample's dataset fields, as verl passes them to the agent loop's `run`
             (`data_source`, `reward_model`, `extra_info`, `raw_prompt`, `uid`, `session_id`, ...).
 
     The tensors are (1, prompt_len), (1, response_len) and (1, prompt_len + response_len); the
-    fields become one-row numpy columns as verl builds them. Values are deep-copied: verl's reward manager updates `extra_info` in place, and in this process that
-    dict is still the sample's own, which verl stores afterwards.
+    fields become one-row numpy columns as verl builds them. Values are deep-copied: verl's reward
+    manager updates `extra_info` in place, and in this process that dict is still the sample's own,
+    which verl stores afterwards.
     """
     prompt_ids = torch.tensor(output.prompt_ids, dtype=torch.int64)
     response_ids = torch.tensor(output.response_ids, dtype=torch.int64)
-    input_ids = torch.cat([prompt_ids, response_ids])
+    input_ids = torch.cat([prompt_ids, response_ids]).unsqueeze(0)
+    attention_mask = torch.ones_like(input_ids)
     batch = TensorDict(
         {
             "prompts": prompt_ids.unsqueeze(0),
             "responses": response_ids.unsqueeze(0),
-            "input_ids": input_ids.unsqueeze(0),
-            "attention_mask": torch.ones_like(input_ids).unsqueeze(0),
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": compute_position_id_with_mask(attention_mask),  # text-only: 0 .. len - 1
         },
         batch_size=1,
     )
@@ -124,18 +135,22 @@ def reward_input(output, sample_fields: dict[str, Any]) -> DataProto:
     return DataProto(batch=batch, non_tensor_batch=non_tensor_batch)
 
 
-_reward_workers: dict[int, Any] = {}
+_reward_workers: dict[tuple[int, int], Any] = {}
 
 
 def _local_reward_worker(config):
-    """verl's RewardLoopWorker for this trainer config, built once per process (it loads a tokenizer)."""
-    worker = _reward_workers.get(id(config))
+    """verl's RewardLoopWorker for this trainer config and running event loop, built once (it loads a tokenizer).
+
+    verl's reward manager keeps the event loop it was built in (for `run_in_executor`), hence the key.
+    """
+    key = (id(config), id(asyncio.get_running_loop()))
+    worker = _reward_workers.get(key)
     if worker is None:
         from verl.experimental.reward_loop import RewardLoopWorker
 
         worker = RewardLoopWorker(config, reward_router_address=None)
         _reward_workers.clear()
-        _reward_workers[id(config)] = worker
+        _reward_workers[key] = worker
     return worker
 
 
@@ -146,7 +161,10 @@ class HfCpuLocalRewardSingleTurnAgentLoop(HfCpuSingleTurnAgentLoop):
     verl's agent-loop worker computes the score only when the output has none
     (`AgentLoopWorker._compute_score`), so setting `reward_score` and
     `extra_fields["reward_extra_info"]` here replaces that Ray round trip with the same call.
+    verl's rate-limited reward manager ("limited") then limits per agent-loop worker process.
     """
+
+    registered_name = LOCAL_REWARD_AGENT_LOOP_NAME
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -155,6 +173,13 @@ class HfCpuLocalRewardSingleTurnAgentLoop(HfCpuSingleTurnAgentLoop):
                 f"actor_rollout_ref.rollout.agent.default_agent_loop={LOCAL_REWARD_AGENT_LOOP_NAME} scores with "
                 "rule-based rewards only, but reward.reward_model.enable=true; use "
                 f"{AGENT_LOOP_NAME} and verl's reward workers for a reward model"
+            )
+        manager = self.config.reward.reward_manager
+        if manager.get("source", "register") == "register" and manager.get("name") == "remote":
+            raise ValueError(
+                f"actor_rollout_ref.rollout.agent.default_agent_loop={LOCAL_REWARD_AGENT_LOOP_NAME} scores in "
+                "process, but reward.reward_manager.name=remote starts reward.num_workers Ray actors of its own "
+                f"in every process that builds it; use {AGENT_LOOP_NAME} and verl's reward workers for it"
             )
 
     async def run(self, sampling_params: dict[str, Any], **kwargs):

@@ -162,8 +162,8 @@ def test_environment_check_flags_a_seed_whose_arms_ran_on_different_machines():
     check = environment_check(results)
     assert check[0] == {"identical": True, "environments": [amd], "unrecorded": []}
     assert check[1]["identical"] is False and {env["cpu"] for env in check[1]["environments"]} == {"AMD EPYC", intel["cpu"]}
-    assert check[2] == {"identical": True, "environments": [newer_torch], "unrecorded": ["vanilla"]}, (
-        "a run recorded before environments were is not counted as different"
+    assert check[2] == {"identical": None, "environments": [newer_torch], "unrecorded": ["vanilla"]}, (
+        "a run recorded before environments were: unknown, neither the same nor different"
     )
     results[1].environment = newer_torch
     assert environment_check(results)[0]["identical"] is False, "a package version alone makes another environment"
@@ -176,6 +176,7 @@ def test_every_run_records_its_cpu_and_package_versions():
 
     environment = machine_and_packages()
     assert environment["cpu"] and environment["python"].count(".") == 2
+    assert isinstance(environment["cpu_capability"], str) and environment["cpu_capability"]  # e.g. "AVX512"
     assert set(environment["packages"]) == set(ENVIRONMENT_PACKAGES)
     assert environment["packages"]["torch"] == version("torch") and environment["packages"]["verl"] == version("verl")
 
@@ -377,6 +378,14 @@ def test_a_finished_run_from_other_warm_up_weights_is_redone(tmp_path, monkeypat
     del record["weights"]  # a record written before weights were kept (docs/results/*_runs.tar.xz)
     (run_dir / "run.json").write_text(json.dumps(record))
     assert run().reused and len(calls) == 2
+    assert compare.weights_digest(tmp_path / "no-such-model") is None
+
+
+def test_environment_check_is_none_when_an_arm_has_no_record():
+    from maspo_verl.compare import environment_check
+
+    results = [_synthetic_run("maspo", 0, [0.5]), _synthetic_run("vanilla", 0, [0.5])]
+    assert environment_check(results)[0] == {"identical": None, "environments": [], "unrecorded": ["maspo", "vanilla"]}
 
 
 def test_ctrl_c_kills_the_runs_under_way_and_keeps_the_finished_ones(tmp_path, monkeypatch, capsys):

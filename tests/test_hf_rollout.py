@@ -500,7 +500,8 @@ def test_agent_loop_sends_verls_session_id_as_the_sample_index(make_server, tiny
 
 ECHO_REWARD = """
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
-    return {"score": len(solution_str) + float(ground_truth), "source": data_source, "turns": extra_info["num_turns"]}
+    return {"score": len(solution_str) + float(ground_truth), "source": data_source, "turns": extra_info["num_turns"],
+            "index": extra_info["index"], "tool_rewards": extra_info["tool_rewards"]}
 """
 
 
@@ -534,7 +535,9 @@ def test_local_reward_agent_loop_scores_with_the_configured_reward_function(make
 
     response = tokenizer.decode(output.response_ids, skip_special_tokens=True)
     assert output.reward_score == len(response) + 40.0
-    assert output.extra_fields["reward_extra_info"] == {"score": len(response) + 40.0, "source": "tiny_arithmetic", "turns": 2}
+    assert output.extra_fields["reward_extra_info"] == {  # the sample's extra_info, with verl's additions
+        "score": len(response) + 40.0, "source": "tiny_arithmetic", "turns": 2, "index": 7, "tool_rewards": []
+    }
     assert extra_info == {"index": 7}, "verl's reward manager updates extra_info in place: the sample's own must not change"
     assert output.metrics.compute_score > 0
 
@@ -543,3 +546,46 @@ def test_local_reward_agent_loop_scores_with_the_configured_reward_function(make
     _, reward_model_config = make_server(extra=("reward.reward_model.enable=true",))
     with pytest.raises(InstantiationException, match="reward.reward_model.enable"):
         _instantiate_agent_loop(reward_model_config, server, tokenizer, name=LOCAL_REWARD_AGENT_LOOP_NAME)
+    _, remote_config = make_server(extra=("reward.reward_manager.name=remote",))
+    with pytest.raises(InstantiationException, match="reward.reward_manager.name=remote"):
+        _instantiate_agent_loop(remote_config, server, tokenizer, name=LOCAL_REWARD_AGENT_LOOP_NAME)
+    _, vllm_config = make_server(backend="vllm")
+    with pytest.raises(InstantiationException, match=f"default_agent_loop={LOCAL_REWARD_AGENT_LOOP_NAME} is for"):
+        _instantiate_agent_loop(vllm_config, server, tokenizer, name=LOCAL_REWARD_AGENT_LOOP_NAME)
+
+
+def test_reward_input_is_the_one_row_dataproto_verls_agent_loop_worker_sends(monkeypatch):
+    """Captured from verl's own `AgentLoopWorker._compute_score`, with a stand-in reward actor."""
+    import copy
+
+    from verl.experimental.agent_loop.agent_loop import AgentLoopMetrics, AgentLoopOutput, AgentLoopWorker
+
+    from maspo_verl.patches.hf_agent_loop import reward_input
+
+    sent = []
+
+    class RewardActor:
+        class compute_score:  # noqa: N801  (a Ray method's shape: handle.compute_score.remote(data))
+            @staticmethod
+            async def remote(data):
+                sent.append(copy.deepcopy(data))  # what Ray's pickling hands the actor
+                return {"reward_score": 1.0, "reward_extra_info": {"acc": 1.0}}
+
+    worker = AgentLoopWorker.__new__(AgentLoopWorker)  # verl's method on a bare instance: no Ray, no model
+    worker.reward_loop_worker_handles = [RewardActor()]
+    worker.processor, worker.mm_processor_kwargs = None, {}
+    output = AgentLoopOutput(prompt_ids=[5, 6, 7], response_ids=[8, 9], response_mask=[1, 1], num_turns=2,
+                             metrics=AgentLoopMetrics(), extra_fields={"turn_scores": [], "tool_rewards": []})
+    fields = dict(raw_prompt=[{"role": "user", "content": "1+1="}], uid="u", session_id=3, index=4,
+                  data_source="tiny_arithmetic", reward_model={"ground_truth": "2"}, extra_info={"index": 4})
+    asyncio.run(worker._compute_score([output.model_copy(deep=True)], kwargs=fields))
+    ours, verls = reward_input(output, fields), sent[0]
+
+    assert sorted(ours.batch.keys()) == sorted(verls.batch.keys())
+    for key in verls.batch.keys():
+        assert torch.equal(ours.batch[key], verls.batch[key]), key
+    assert sorted(ours.non_tensor_batch) == sorted(verls.non_tensor_batch)
+    for key, column in verls.non_tensor_batch.items():
+        assert ours.non_tensor_batch[key].shape == column.shape, key
+        assert ours.non_tensor_batch[key].tolist() == column.tolist(), key
+    assert fields["extra_info"] == {"index": 4}
