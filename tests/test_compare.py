@@ -315,7 +315,8 @@ def _fake_finished_training(calls):
     return fake
 
 
-def test_a_finished_run_is_reused_only_with_the_same_fingerprint(tmp_path, monkeypatch):
+def _fake_runs_and_data(tmp_path, monkeypatch):
+    """compare's training and run summary replaced by stand-ins; the list of runs they were asked for, and data files."""
     import maspo_verl.compare as compare
 
     calls = []
@@ -323,7 +324,13 @@ def test_a_finished_run_is_reused_only_with_the_same_fingerprint(tmp_path, monke
     monkeypatch.setattr(compare, "summarize_run", lambda run_dir, settings: {"val_acc_start": 0.1, "val_acc_final": 0.2})
     (tmp_path / "train.parquet").write_bytes(b"train")
     (tmp_path / "val.parquet").write_bytes(b"val")
-    data = {"train": tmp_path / "train.parquet", "val": tmp_path / "val.parquet"}
+    return calls, {"train": tmp_path / "train.parquet", "val": tmp_path / "val.parquet"}
+
+
+def test_a_finished_run_is_reused_only_with_the_same_fingerprint(tmp_path, monkeypatch):
+    import maspo_verl.compare as compare
+
+    calls, data = _fake_runs_and_data(tmp_path, monkeypatch)
     arm, settings, progress = Arm("maspo", "maspo", "MASPO"), RunSettings(steps=2), compare.Progress(2, enabled=False)
     run_dir = tmp_path / "runs" / "maspo-seed0"
 
@@ -351,12 +358,7 @@ def test_a_finished_run_from_other_warm_up_weights_is_redone(tmp_path, monkeypat
     """The warm-up model's cache name hashes its inputs; its bits follow the CPU that trained it."""
     import maspo_verl.compare as compare
 
-    calls = []
-    monkeypatch.setattr(compare, "run_cpu_training", _fake_finished_training(calls))
-    monkeypatch.setattr(compare, "summarize_run", lambda run_dir, settings: {"val_acc_start": 0.1, "val_acc_final": 0.2})
-    (tmp_path / "train.parquet").write_bytes(b"train")
-    (tmp_path / "val.parquet").write_bytes(b"val")
-    data = {"train": tmp_path / "train.parquet", "val": tmp_path / "val.parquet"}
+    calls, data = _fake_runs_and_data(tmp_path, monkeypatch)
     model = tmp_path / "tiny-warmup-0123"
     model.mkdir()
     (model / "model.safetensors").write_bytes(b"weights built on one machine")
