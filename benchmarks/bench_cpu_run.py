@@ -231,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     reference = variants[0]
     rows = list(results[reference])
     print(f"quick-preset CPU run, {args.steps} steps; seconds per phase; ratio = variant / {reference}")
-    width = max(14, *(len(name) + 2 for name in variants))
-    ratio_width = max(22, *(len(name) + len(reference) + 4 for name in variants[1:]), 0)
+    width = max([14] + [len(name) + 2 for name in variants])
+    ratio_width = max([22] + [len(name) + len(reference) + 4 for name in variants[1:]])
     print(f"{'figure':28s}" + "".join(f"{name:>{width}s}" for name in variants)
           + "".join(f"{name + '/' + reference:>{ratio_width}s}" for name in variants[1:]))
     for row in rows:

@@ -459,12 +459,13 @@ def _run_one(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: 
     record_path = run_dir / RUN_RECORD
     if resume and record_path.is_file():
         record = json.loads(record_path.read_text())
+        finished = record.get("fingerprint") == fingerprint and record["result"]["ok"]
         # records from before weights were kept, or no weights to compare with: as before
         same_weights = weights is None or record.get("weights") in (None, weights)
-        if record.get("fingerprint") == fingerprint and record["result"]["ok"] and not same_weights:
+        if finished and not same_weights:
             progress.bar.write(f"[compare] {arm.name} seed {seed}: the finished run in {run_dir} started from other "
                                "warm-up weights (built on another machine?): redone from this machine's")
-        elif record.get("fingerprint") == fingerprint and record["result"]["ok"]:
+        elif finished:
             # run_dir as it is now: an output folder moved or unpacked elsewhere is still read from where it is
             result = RunResult(**{**record["result"], "reused": True, "run_dir": str(run_dir)})
             progress.finished(f"{arm.name}-seed{seed}", settings.steps, f"[compare] {arm.name} seed {seed}: reused {run_dir}")

@@ -135,7 +135,7 @@ def reward_input(output, sample_fields: dict[str, Any]) -> DataProto:
     return DataProto(batch=batch, non_tensor_batch=non_tensor_batch)
 
 
-_reward_workers: dict[tuple[int, int], Any] = {}
+_reward_worker: tuple[tuple[int, int], Any] | None = None  # (config and event-loop ids, worker)
 
 
 def _local_reward_worker(config):
@@ -143,15 +143,13 @@ def _local_reward_worker(config):
 
     verl's reward manager keeps the event loop it was built in (for `run_in_executor`), hence the key.
     """
+    global _reward_worker
     key = (id(config), id(asyncio.get_running_loop()))
-    worker = _reward_workers.get(key)
-    if worker is None:
+    if _reward_worker is None or _reward_worker[0] != key:
         from verl.experimental.reward_loop import RewardLoopWorker
 
-        worker = RewardLoopWorker(config, reward_router_address=None)
-        _reward_workers.clear()
-        _reward_workers[key] = worker
-    return worker
+        _reward_worker = (key, RewardLoopWorker(config, reward_router_address=None))
+    return _reward_worker[1]
 
 
 @register(LOCAL_REWARD_AGENT_LOOP_NAME)
