@@ -63,6 +63,11 @@ VARIANTS = {
     "threads1": ("1 torch/OpenMP thread per process instead of 2", (), {"MASPO_CPU_THREADS": "1"}),
     "no_prestart": ("Ray's idle-worker prestart off", (), {"RAY_prestart_worker_first_driver": "0"}),
     "agent_workers2": ("2 agent-loop workers instead of 1", ("actor_rollout_ref.rollout.agent.num_workers=2",), {}),
+    "verl_manager": (
+        "verl's agent-loop manager (per sample: one Ray call to the server, one TransferQueue put)",
+        ("++actor_rollout_ref.rollout.agent.agent_loop_manager_class=null",),
+        {},
+    ),
     "reward_actor": (
         "verl's reward actor (one Ray call per response) instead of scoring in the agent-loop worker",
         ("actor_rollout_ref.rollout.agent.default_agent_loop=hf_cpu_single_turn_agent", "reward.num_workers=1"),

@@ -253,6 +253,7 @@ class HfCpuServer:
         image_data: Optional[list[Any]] = None,
         video_data: Optional[list[Any]] = None,
         sample_index: Optional[int] = None,
+        window_seconds: Optional[float] = None,
         **kwargs: Any,
     ):
         """verl's server `generate`: token ids in, `TokenOutput` out (log-probs if `sampling_params["logprobs"]`).
@@ -261,7 +262,8 @@ class HfCpuServer:
         params) only. `sample_index` is the request's index among its prompt's samples at this step
         (verl's `session_id`, sent by the `hf_cpu_single_turn_agent` agent loop). Without one, the
         server numbers a prompt's requests in arrival order: the group's set of responses is then
-        reproducible, not which session gets which.
+        reproducible, not which session gets which. `window_seconds` (default BATCHING_WINDOW_SECONDS)
+        is how long a request that finds no batch forming waits for others to join it.
         """
         if image_data or video_data:
             raise NotImplementedError("the hf_cpu rollout does not take images or videos")
@@ -275,8 +277,16 @@ class HfCpuServer:
         future = asyncio.get_running_loop().create_future()
         self._pending.append((prompt_ids, dict(sampling_params), sample_index, future))
         if self._batcher is None or self._batcher.done():
-            self._batcher = asyncio.create_task(self._run_batches())
+            window = BATCHING_WINDOW_SECONDS if window_seconds is None else window_seconds
+            self._batcher = asyncio.create_task(self._run_batches(window))
         return await future
+
+    async def generate_many(self, requests: list[dict[str, Any]]) -> list:
+        """`generate` for many requests in one Ray call (the keyword arguments of one `generate` each),
+        outputs in request order. They join the pending requests and are batched like them, without
+        waiting out the batching window (maspo_verl.patches.batched_agent_loop sends them)."""
+        calls = [asyncio.ensure_future(self.generate(**request, window_seconds=0.0)) for request in requests]
+        return await asyncio.gather(*calls)
 
     def _arrival_index(self, prompt_ids: list[int]) -> int:
         if not self._warned_no_sample_index:
@@ -291,8 +301,8 @@ class HfCpuServer:
         self._arrivals[key] = index + 1
         return index
 
-    async def _run_batches(self) -> None:
-        await asyncio.sleep(BATCHING_WINDOW_SECONDS)
+    async def _run_batches(self, window_seconds: float) -> None:
+        await asyncio.sleep(window_seconds)
         while self._pending:
             key = _sampling_key(self._pending[0][1])
             batch = [request for request in self._pending if _sampling_key(request[1]) == key]

@@ -265,6 +265,21 @@ def test_samples_do_not_depend_on_batching_window_batch_size_or_arrival_order(ma
 
 
 @pytest.mark.timeout(120)
+def test_generate_many_is_one_generate_per_request_in_one_batch(make_server, mixed_prompts):
+    """The batched agent-loop manager's one Ray call per batch (patches/batched_agent_loop.py)."""
+    requests = _requests(mixed_prompts)
+    server, _ = make_server()
+    reference = asyncio.run(_one_at_a_time(server, requests, SAMPLING))
+    sizes = _record_batch_sizes(server)
+    many = asyncio.run(server.generate_many([
+        dict(prompt_ids=prompt, sampling_params=SAMPLING, request_id=f"r{i}", sample_index=index)
+        for i, (prompt, index) in enumerate(requests)
+    ]))
+    assert sizes == [len(requests)]
+    _assert_same_outputs(reference, many)
+
+
+@pytest.mark.timeout(120)
 def test_sampled_responses_vary_with_sample_index_seed_and_weights(make_server, mixed_prompts):
     requests = _requests(mixed_prompts)
     server, _ = make_server(seed=0)

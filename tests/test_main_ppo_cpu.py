@@ -8,9 +8,12 @@ file logger's metrics and checkpoint folder):
 - `maspo`: MASPO with non-default keys whose effect is exact, loaded into the workers through
   verl's `verl.plugins` entry point (not the legacy env var); it must train, log MASPO's metrics
   from verl's Ray workers and save a checkpoint.
-- `maspo_again` repeats `maspo`, with one difference that must not show: `maspo` scores each
-  response in verl's agent-loop worker (the CPU script's `hf_cpu_single_turn_agent_local_reward`,
-  reward.num_workers=0), `maspo_again` through verl's own reward actor (one Ray call per response).
+- `maspo_again` repeats `maspo` with the CPU script's two rollout shortcuts swapped back for verl's
+  own path, a difference that must not show: `maspo` runs the batch through maspo-verl's agent-loop
+  manager (one Ray call to the server and one TransferQueue put per batch,
+  patches/batched_agent_loop.py) and scores each response in the agent-loop worker
+  (`hf_cpu_single_turn_agent_local_reward`, reward.num_workers=0); `maspo_again` through verl's
+  `AgentLoopManagerTQ` (per sample) and verl's own reward actor (one Ray call per response).
   Every training metric of every step must be the same, rewards and validation accuracies included
   (the rollout server's own log-prob diagnostics, computed in batches whose make-up follows
   arrival, may differ at float rounding: docs/results/README.md).
@@ -27,10 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 AGENT_LOOP = "actor_rollout_ref.rollout.agent.default_agent_loop"
-# How each run scores its responses: in the agent-loop worker, or in verl's reward actor.
-SCORING = {
+# How each run gets its rollouts to the trainer: the CPU script's (batched manager, scoring in the
+# agent-loop worker), or verl's own (per-sample manager, verl's reward actor).
+ROLLOUT_PATH = {
     "maspo": [f"{AGENT_LOOP}=hf_cpu_single_turn_agent_local_reward", "reward.num_workers=0"],
-    "maspo_again": [f"{AGENT_LOOP}=hf_cpu_single_turn_agent", "reward.num_workers=1"],
+    "maspo_again": [f"{AGENT_LOOP}=hf_cpu_single_turn_agent", "reward.num_workers=1",
+                    "++actor_rollout_ref.rollout.agent.agent_loop_manager_class=null"],
 }
 STEPS = 2
 VAL_N = 4
@@ -65,7 +70,7 @@ def two_runs(tmp_path_factory):
                  "SAVE_FREQ": str(STEPS)},
             overrides=[
                 *MASPO_OVERRIDES,
-                *SCORING[name],
+                *ROLLOUT_PATH[name],
                 # sampled validation: the rerun must repeat sampled responses, not only greedy ones
                 "actor_rollout_ref.rollout.val_kwargs.do_sample=true",
                 "actor_rollout_ref.rollout.val_kwargs.temperature=1.0",
@@ -96,12 +101,17 @@ def test_main_ppo_trains_maspo_on_cpu_end_to_end(two_runs):
         # hf_cpu got the actor's weights after every update: its log-probs match the actor's.
         assert metrics["training/rollout_probs_diff_max"] < 1e-4
 
+    from maspo_verl.patches.batched_agent_loop import MANAGER_BANNER
+
+    assert MANAGER_BANNER in run.log_path.read_text(errors="replace"), "the CPU script's agent-loop manager ran"
+    assert MANAGER_BANNER not in two_runs["maspo_again"].log_path.read_text(errors="replace")
+
     checkpoint_files = os.listdir(run.checkpoint)
     assert any(name.startswith("model_world_size_1") for name in checkpoint_files), checkpoint_files
 
 
 @pytest.mark.timeout(2400)
-def test_a_rerun_of_one_seed_repeats_every_training_metric_whichever_process_scores(two_runs):
+def test_a_rerun_of_one_seed_through_verls_own_rollout_path_repeats_every_training_metric(two_runs):
     first, again = two_runs["maspo"], two_runs["maspo_again"]
     assert first.training_steps == again.training_steps == list(range(1, STEPS + 1))
     compared = 0

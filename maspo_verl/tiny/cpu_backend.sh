@@ -32,6 +32,11 @@ CPU_BACKEND_ARGS=(
   # the response with verl's reward manager in the agent-loop worker, instead of one Ray call per
   # response to a reward actor (patches/hf_agent_loop.py). So no reward actors: reward.num_workers=0.
   actor_rollout_ref.rollout.agent.default_agent_loop=hf_cpu_single_turn_agent_local_reward
+  # verl's V1 agent-loop manager, with a worker that sends a batch's generate calls to the server in
+  # one Ray call and stores the batch's rollouts in one TransferQueue put, instead of one each per
+  # sample (patches/batched_agent_loop.py, selected through verl's agent_loop_manager_class hook;
+  # verl 0.9 reads the key but its rollout yaml lacks it, hence ++).
+  ++actor_rollout_ref.rollout.agent.agent_loop_manager_class=maspo_verl.patches.batched_agent_loop.HfCpuAgentLoopManager
   # One "device" (a CPU process); no extra processes for data loading or reward on 2 cores.
   trainer.device=cpu
   trainer.nnodes=1

@@ -1,0 +1,334 @@
+"""Opt-in patch: verl's V1 agent-loop manager, storing a whole batch of rollouts at once, for the hf_cpu backend.
+
+verl's V1 trainer hands each batch to `AgentLoopManagerTQ` (verl/trainer/ppo/v1/agent_loop_tq.py),
+whose `AgentLoopWorkerTQ` runs one agent loop per sample and, per sample, makes one Ray call
+through verl's load balancer to the rollout server and one TransferQueue put; per prompt it also
+puts a "running" and a "finished" status. On a GPU cluster those calls hide behind seconds of
+generation. On a CPU box they are most of a step's `gen`: about 300 of 500 ms at the quick preset
+(README, "Speed of a CPU run"), and one TransferQueue message per validation sample.
+
+`HfCpuAgentLoopManager` is that same manager with a worker that keeps verl's agent loops and
+changes only how their calls and results travel:
+
+- the agent loops' `generate` calls of one batch go to the hf_cpu server in one Ray call
+  (`HfCpuServer.generate_many`), collected for `CLIENT_WINDOW_SECONDS` after the last one;
+- each agent loop is run by verl's own `_run_agent_loop` (the registered loop, Hydra-built, traced);
+- its outputs are scored and turned into TransferQueue rows as verl's `_agent_loop_postprocess`
+  does (`trajectory_rows`: same keys, fields and tags), and all rows of the batch are put in one
+  `kv_batch_put`, followed by one put of every prompt's terminal status. A failed session fails
+  its prompt as in verl; its sibling sessions are still stored.
+
+The trainer still polls the replay buffer as before; it sees a batch's prompts finish together.
+Select it through verl's documented manager hook (TaskRunnerV1.init_agent_loop_manager, verl's
+contract: implement `generate_sequences`, put the outputs into TransferQueue):
+
+    actor_rollout_ref.rollout.agent.agent_loop_manager_class=maspo_verl.patches.batched_agent_loop.HfCpuAgentLoopManager
+
+The CPU backend (maspo_verl/tiny/cpu_backend.sh) selects it. It checks the verl version and
+refuses any rollout other than hf_cpu when verl builds it. The rows it stores are those verl's
+worker stores: tested field by field against verl's `_agent_loop_postprocess`, and a training run
+through it repeats every metric of a run through verl's manager (tests/test_main_ppo_cpu.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import ray
+import torch
+import transfer_queue as tq
+from tensordict import NonTensorData, NonTensorStack, TensorDict
+from verl.experimental.agent_loop import get_trajectory_info
+from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ, apply_greedy_sampling_params
+from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+from maspo_verl.patches import CPU_BACKEND_VERL_VERSIONS, require_verl_version
+from maspo_verl.patches.hf_rollout import BACKEND_NAME, server_actor_name
+
+__all__ = [
+    "CLIENT_WINDOW_SECONDS",
+    "MANAGER_BANNER",
+    "SUPPORTED_VERL_VERSIONS",
+    "HfCpuAgentLoopManager",
+    "HfCpuAgentLoopWorker",
+    "trajectory_rows",
+]
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_VERL_VERSIONS = CPU_BACKEND_VERL_VERSIONS
+# The agent loops of one batch reach `generate` a millisecond or two apart (each first builds its
+# prompt tokens); a call waits until none has come for this long, then all go in one Ray call.
+CLIENT_WINDOW_SECONDS = 0.005
+# Printed once when verl builds the manager, so a run's log shows which manager it ran with.
+MANAGER_BANNER = "maspo-verl HfCpuAgentLoopManager: a batch's rollouts in one server call and one TransferQueue put"
+
+
+class BatchingServerClient:
+    """Stands in for verl's `LLMServerClient` in the agent loops: collects `generate` calls and sends
+    them to the hf_cpu servers in one `generate_many` Ray call per server.
+
+    Does what verl's client does around a call (verl/workers/rollout/llm_server.py): drops the
+    vLLM-only `priority` and SGLang-only `mm_processor_output`, and sets the output's
+    `min_global_steps` / `max_global_steps` from its `global_steps`. Calls are spread over the
+    replicas' servers in arrival order (a response does not depend on which server samples it).
+    """
+
+    def __init__(self, llm_client, window_seconds: float = CLIENT_WINDOW_SECONDS):
+        self._llm_client = llm_client
+        self._window_seconds = window_seconds
+        self._pending: list[tuple[dict[str, Any], asyncio.Future]] = []
+        self._flusher: asyncio.TimerHandle | None = None
+        self._servers: list[ray.actor.ActorHandle] | None = None
+
+    def __getattr__(self, name: str):
+        return getattr(self._llm_client, name)
+
+    def _server_handles(self) -> list[ray.actor.ActorHandle]:
+        if self._servers is None:
+            servers = []
+            while True:
+                try:
+                    servers.append(ray.get_actor(server_actor_name(len(servers))))
+                except ValueError:
+                    break
+            if not servers:
+                raise RuntimeError(f"no hf_cpu server is running (looked for the Ray actor {server_actor_name(0)!r})")
+            self._servers = servers
+        return self._servers
+
+    async def generate(
+        self,
+        request_id,
+        *,
+        prompt_ids: list[int],
+        sampling_params: dict[str, Any],
+        image_data=None,
+        video_data=None,
+        audio_data=None,
+        mm_processor_kwargs=None,
+        **kwargs: Any,
+    ):
+        if image_data or video_data or audio_data:
+            raise NotImplementedError("the hf_cpu rollout does not take images, videos or audio")
+        kwargs.pop("priority", None)
+        kwargs.pop("mm_processor_output", None)
+        request = dict(prompt_ids=list(prompt_ids), sampling_params=dict(sampling_params), request_id=request_id, **kwargs)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((request, future))
+        if self._flusher is not None:
+            self._flusher.cancel()
+        self._flusher = loop.call_later(self._window_seconds, self._flush)
+        output = await future
+        global_steps = output.extra_fields.get("global_steps")
+        output.extra_fields.setdefault("min_global_steps", global_steps)
+        output.extra_fields.setdefault("max_global_steps", global_steps)
+        return output
+
+    def _flush(self) -> None:
+        self._flusher = None
+        pending, self._pending = self._pending, []
+        try:
+            servers = self._server_handles()
+        except Exception as error:
+            for _, future in pending:
+                future.set_exception(error)
+            return
+        for rank, server in enumerate(servers):
+            share = pending[rank :: len(servers)]
+            if share:
+                asyncio.ensure_future(self._send(server, share))
+
+    @staticmethod
+    async def _send(server, share: list[tuple[dict[str, Any], asyncio.Future]]) -> None:
+        try:
+            outputs = await server.generate_many.remote([request for request, _ in share])
+        except Exception as error:  # every waiting agent loop learns why
+            for _, future in share:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), output in zip(share, outputs, strict=True):
+            if not future.done():
+                future.set_result(output)
+
+
+def trajectory_rows(worker, outputs: list, kwargs: dict[str, Any]) -> tuple[list[str], list[dict], list[dict]]:
+    """TransferQueue keys, fields and tags of one session's agent-loop outputs, as verl's worker stores them.
+
+    verl's `AgentLoopWorkerTQ._agent_loop_postprocess` (verl/trainer/ppo/v1/agent_loop_tq.py)
+    builds the same rows and puts them itself; here they are returned, so that a whole batch goes
+    in one put. Key `{uid}_{session_id}_{index}`; fields: the output's `as_dict()`, the sample's
+    dataset fields, `loss_mask` (= `response_mask`), `input_ids` (prompt + response, (seq_len,)),
+    `position_ids` and `multi_modal_inputs` from the worker's own helpers; tags: status "success",
+    lengths, and the global steps the replay buffer's staleness control reads.
+
+    Args:
+        worker: the agent-loop worker (its `_compute_multi_modal_inputs` and `_compute_position_ids`).
+        outputs: the session's `AgentLoopOutput`s (one per turn output; single-turn loops give one).
+        kwargs: the sample's fields as verl passed them to the agent loop (incl. `uid`, `session_id`).
+    """
+    uid, session_id = kwargs["uid"], kwargs["session_id"]
+    keys, fields, tags = [], [], []
+    for index, output in enumerate(outputs):
+        prompts = torch.tensor(output.prompt_ids, dtype=torch.int64)
+        responses = torch.tensor(output.response_ids, dtype=torch.int64)
+        input_ids = torch.cat([prompts, responses], dim=0)
+        attention_mask = torch.ones_like(input_ids, dtype=torch.int64)
+        multi_modal_inputs = worker._compute_multi_modal_inputs(output, input_ids)
+        position_ids = worker._compute_position_ids(
+            input_ids.unsqueeze(0), attention_mask.unsqueeze(0), multi_modal_inputs
+        ).squeeze(0)
+        field = output.as_dict()
+        field.update(kwargs)
+        field.pop("multi_modal_data", None)  # verl stores no raw images or videos
+        field["loss_mask"] = field["response_mask"]
+        field["input_ids"] = input_ids
+        field["position_ids"] = position_ids
+        field["multi_modal_inputs"] = multi_modal_inputs
+        prompt_len, response_len = field["prompts"].size(0), field["responses"].size(0)
+        keys.append(f"{uid}_{session_id}_{index}")
+        fields.append(field)
+        tags.append(
+            {
+                "status": "success",
+                "prompt_len": prompt_len,
+                "response_len": response_len,
+                "seq_len": prompt_len + response_len,
+                "global_steps": kwargs["global_steps"],
+                "min_global_steps": field["extra_fields"].get("min_global_steps"),
+                "max_global_steps": field["extra_fields"].get("max_global_steps"),
+            }
+        )
+    return keys, fields, tags
+
+
+def _sample_fields(batch: TensorDict, row: int) -> dict[str, Any]:
+    """Row `row` of the trainer's batch as the keyword arguments of an agent loop (as verl's worker splits it)."""
+    fields = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            fields[key] = value[row]
+        elif isinstance(value, NonTensorStack):
+            fields[key] = value[row].data
+        elif isinstance(value, NonTensorData):
+            fields[key] = value.data
+        else:
+            raise TypeError(f"agent-loop batch field {key!r} has unsupported type {type(value).__name__}")
+    return fields
+
+
+class HfCpuAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
+    """verl's `AgentLoopWorkerTQ`, running a batch's agent loops together and storing their rows at once."""
+
+    def __init__(self, config, llm_client, *args, **kwargs):
+        require_verl_version("HfCpuAgentLoopManager", SUPPORTED_VERL_VERSIONS)
+        backend = config.actor_rollout_ref.rollout.name
+        if backend != BACKEND_NAME:
+            raise ValueError(
+                "actor_rollout_ref.rollout.agent.agent_loop_manager_class=maspo_verl.patches.batched_agent_loop."
+                f"HfCpuAgentLoopManager sends its calls to hf_cpu servers, but actor_rollout_ref.rollout.name="
+                f"{backend!r}: unset agent_loop_manager_class for verl's own manager"
+            )
+        super().__init__(config, BatchingServerClient(llm_client), *args, **kwargs)
+
+    async def generate_sequences(self, batch: TensorDict) -> None:
+        """Start the batch's rollouts without waiting for them (as verl's worker does)."""
+        task = asyncio.create_task(self._run_batch(batch))
+        self.background_tasks.add(task)
+        task.add_done_callback(self.background_tasks.discard)
+
+    def _sampling_params(self, validate: bool) -> dict[str, Any]:
+        config = self.config.actor_rollout_ref.rollout
+        sampling = config.val_kwargs if validate else config
+        return dict(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            repetition_penalty=1.0,
+            logprobs=config.calculate_log_probs,
+        )
+
+    async def _run_batch(self, batch: TensorDict) -> None:
+        validate = batch["validate"] if "validate" in batch else False  # as verl's worker reads it
+        batch.pop("validate", None)
+        partition_id = "val" if validate else "train"
+        config = self.config.actor_rollout_ref.rollout
+        if "agent_name" not in batch:
+            batch["agent_name"] = NonTensorData(config.agent.default_agent_loop)
+        sampling_params = self._sampling_params(validate)
+        trajectories = await get_trajectory_info(batch["global_steps"], batch["index"], validate)
+        prompts = [_sample_fields(batch, row) for row in range(len(batch))]
+        uids = [prompt["uid"] for prompt in prompts]
+        status = dict.fromkeys(uids, "failure")
+        try:
+            await tq.async_kv_batch_put(keys=uids, partition_id=partition_id, tags=[{"status": "running"}] * len(uids))
+            sessions = []  # (uid, task)
+            for prompt, trajectory in zip(prompts, trajectories, strict=True):
+                n = prompt.pop("__rollout_n__", config.val_kwargs.n if validate else config.n)
+                run_sampling_params = dict(sampling_params)
+                if not prompt.pop("__do_sample__", True) and not validate:
+                    apply_greedy_sampling_params(run_sampling_params)
+                for session_id in range(n):
+                    coroutine = self._run_agent_loop(
+                        run_sampling_params, trajectory=trajectory, trace=False, session_id=session_id, **prompt
+                    )
+                    sessions.append((prompt["uid"], asyncio.create_task(coroutine)))
+            results = await asyncio.gather(*(task for _, task in sessions), return_exceptions=True)
+
+            keys, fields, tags = [], [], []
+            failed = set()
+            for (uid, _), result in zip(sessions, results, strict=True):
+                if isinstance(result, BaseException):
+                    logger.error(f"Error in an agent loop for uid={uid}", exc_info=(type(result), result, result.__traceback__))
+                    failed.add(uid)
+                elif result is not None:
+                    keys.extend(result[0])
+                    fields.extend(result[1])
+                    tags.extend(result[2])
+            if keys:
+                await tq.async_kv_batch_put(
+                    keys=keys, partition_id=partition_id, fields=list_of_dict_to_tensordict(fields), tags=tags
+                )
+            status = {uid: "failure" if uid in failed else "finished" for uid in uids}
+        except Exception as error:
+            logger.exception(f"Error in HfCpuAgentLoopWorker._run_batch: {error}")
+        finally:
+            await tq.async_kv_batch_put(
+                keys=uids, partition_id=partition_id, tags=[{"status": status[uid]} for uid in uids]
+            )
+
+    async def _agent_loop_postprocess(self, output, validate, **kwargs):
+        """verl's scoring and teacher steps for one session; returns its TransferQueue rows instead of putting them."""
+        outputs = output if isinstance(output, list) else [output]
+        if not outputs:
+            logger.warning(f"Empty output for prompt {kwargs['uid']}_{kwargs['session_id']}")
+            return None
+        await self._compute_score(outputs, kwargs=kwargs)
+        final_output = outputs[-1]
+        await self._compute_teacher_logprobs(
+            final_output,
+            prompt_ids=final_output.prompt_ids,
+            response_ids=final_output.response_ids,
+            validate=validate,
+            sample_kwargs=kwargs,
+        )
+        if final_output.reward_score is not None:
+            for earlier in outputs[:-1]:
+                earlier.reward_score = final_output.reward_score
+                earlier.extra_fields["reward_extra_info"] = final_output.extra_fields["reward_extra_info"]
+        return trajectory_rows(self, outputs, kwargs)
+
+
+class HfCpuAgentLoopManager(AgentLoopManagerTQ):
+    """verl's `AgentLoopManagerTQ` with `HfCpuAgentLoopWorker` as its workers (select with
+    `actor_rollout_ref.rollout.agent.agent_loop_manager_class`)."""
+
+    def __init__(self, *args, **kwargs):
+        require_verl_version("HfCpuAgentLoopManager", SUPPORTED_VERL_VERSIONS)
+        super().__init__(*args, **kwargs)
+        self.agent_loop_workers_class = ray.remote(HfCpuAgentLoopWorker)
+        print(f"{MANAGER_BANNER}: {self.rollout_config.agent.num_workers} worker(s)", flush=True)
