@@ -82,8 +82,11 @@ class BatchingServerClient:
         self._pending: list[tuple[dict[str, Any], asyncio.Future]] = []
         self._flusher: asyncio.TimerHandle | None = None
         self._servers: list[ray.actor.ActorHandle] | None = None
+        self._sends: set[asyncio.Task] = set()  # the event loop keeps only weak references to tasks
 
     def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
         return getattr(self._llm_client, name)
 
     def _server_handles(self) -> list[ray.actor.ActorHandle]:
@@ -140,7 +143,9 @@ class BatchingServerClient:
         for rank, server in enumerate(servers):
             share = pending[rank :: len(servers)]
             if share:
-                asyncio.ensure_future(self._send(server, share))
+                task = asyncio.ensure_future(self._send(server, share))
+                self._sends.add(task)
+                task.add_done_callback(self._sends.discard)
 
     @staticmethod
     async def _send(server, share: list[tuple[dict[str, Any], asyncio.Future]]) -> None:
@@ -236,8 +241,15 @@ class HfCpuAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
         super().__init__(config, BatchingServerClient(llm_client), *args, **kwargs)
 
     async def generate_sequences(self, batch: TensorDict) -> None:
-        """Start the batch's rollouts without waiting for them (as verl's worker does)."""
-        task = asyncio.create_task(self._run_batch(batch))
+        """Start the batch's rollouts without waiting for them, as verl's worker does (a batch it
+        cannot split into samples raises here, to the trainer)."""
+        validate = batch["validate"] if "validate" in batch else False  # as verl's worker reads it
+        batch.pop("validate", None)
+        if "agent_name" not in batch:
+            batch["agent_name"] = NonTensorData(self.config.actor_rollout_ref.rollout.agent.default_agent_loop)
+        trajectories = await get_trajectory_info(batch["global_steps"], batch["index"], validate)
+        prompts = [_sample_fields(batch, row) for row in range(len(batch))]
+        task = asyncio.create_task(self._run_batch(prompts, trajectories, validate))
         self.background_tasks.add(task)
         task.add_done_callback(self.background_tasks.discard)
 
@@ -252,16 +264,11 @@ class HfCpuAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
             logprobs=config.calculate_log_probs,
         )
 
-    async def _run_batch(self, batch: TensorDict) -> None:
-        validate = batch["validate"] if "validate" in batch else False  # as verl's worker reads it
-        batch.pop("validate", None)
+    async def _run_batch(self, prompts: list[dict[str, Any]], trajectories: list[dict], validate) -> None:
+        """Run every session of every prompt, then store the rows (one put) and the statuses (one put)."""
         partition_id = "val" if validate else "train"
         config = self.config.actor_rollout_ref.rollout
-        if "agent_name" not in batch:
-            batch["agent_name"] = NonTensorData(config.agent.default_agent_loop)
         sampling_params = self._sampling_params(validate)
-        trajectories = await get_trajectory_info(batch["global_steps"], batch["index"], validate)
-        prompts = [_sample_fields(batch, row) for row in range(len(batch))]
         uids = [prompt["uid"] for prompt in prompts]
         status = dict.fromkeys(uids, "failure")
         try:

@@ -107,10 +107,20 @@ def _batch(uids, validate=False):
     return batch
 
 
+def _run_batch(worker, batch) -> None:
+    """The worker's `generate_sequences`, then the background task it starts, to completion."""
+    async def main():
+        await worker.generate_sequences(batch)
+        await asyncio.gather(*worker.background_tasks)
+
+    asyncio.run(main())
+
+
 def _worker_with_config(n=3, val_n=2):
     from omegaconf import OmegaConf
 
     worker = _bare_worker()
+    worker.background_tasks = set()
     worker.config = OmegaConf.create({"actor_rollout_ref": {"rollout": {
         "n": n, "temperature": 1.0, "top_p": 1.0, "top_k": -1, "calculate_log_probs": True,
         "val_kwargs": {"n": val_n, "temperature": 0.0, "top_p": 1.0, "top_k": -1},
@@ -134,7 +144,7 @@ def test_a_batch_is_stored_in_three_puts_and_a_failed_session_fails_only_its_pro
                 [{"status": "success", "global_steps": sample["global_steps"]}])
 
     worker._run_agent_loop = run_agent_loop
-    asyncio.run(worker._run_batch(_batch(["a", "b", "c"], validate)))
+    _run_batch(worker, _batch(["a", "b", "c"], validate))
 
     partition = "val" if validate else "train"
     n = 2 if validate else 3
@@ -164,7 +174,7 @@ def test_a_batch_that_cannot_be_stored_marks_every_prompt_failed(monkeypatch):
         return [f"{sample['uid']}_0_0"], [{"row": torch.tensor([0])}], [{"status": "success"}]
 
     worker._run_agent_loop = run_agent_loop
-    asyncio.run(worker._run_batch(_batch(["a", "b"])))
+    _run_batch(worker, _batch(["a", "b"]))
     assert calls[-1]["tags"] == [{"status": "failure"}] * 2
 
 
@@ -225,6 +235,18 @@ def test_the_client_refuses_media_and_passes_a_server_error_to_every_caller():
 
     results = asyncio.run(main())
     assert all(isinstance(result, RuntimeError) and "server died" in str(result) for result in results)
+
+
+def test_a_batch_column_it_cannot_split_raises_to_the_caller_naming_it(monkeypatch):
+    """verl's worker logs such a column and drops it; here `generate_sequences` raises, before any put."""
+    recorder = _Recorder()
+    monkeypatch.setattr(batched_agent_loop.tq, "async_kv_batch_put", recorder)
+    worker = _worker_with_config()
+    batch = _batch(["a"])
+    batch["nested"] = TensorDict({"x": torch.zeros(1)}, batch_size=1)
+    with pytest.raises(TypeError, match="'nested'"):
+        _run_batch(worker, batch)
+    assert recorder.calls == []
 
 
 def test_the_manager_refuses_another_rollout_backend():
