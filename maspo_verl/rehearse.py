@@ -52,6 +52,8 @@ ALLOWED_SUBSTITUTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "actor_rollout_ref.rollout.agent.num_workers",
             # the hf_cpu backend's agent loop (sends verl's session id as the sample index)
             "actor_rollout_ref.rollout.agent.default_agent_loop",
+            # the hf_cpu backend's agent-loop manager (a batch's rollouts in one server call and one put)
+            "actor_rollout_ref.rollout.agent.agent_loop_manager_class",
             # REHEARSE=gpu: vLLM without CUDA-graph capture (a minute saved on a 2-step run)
             "actor_rollout_ref.rollout.enforce_eager",
         ),
