@@ -243,6 +243,8 @@ class HfCpuAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
     async def generate_sequences(self, batch: TensorDict) -> None:
         """Start the batch's rollouts without waiting for them, as verl's worker does (a batch it
         cannot split into samples raises here, to the trainer)."""
+        if len(batch) == 0:
+            return
         validate = batch["validate"] if "validate" in batch else False  # as verl's worker reads it
         batch.pop("validate", None)
         if "agent_name" not in batch:

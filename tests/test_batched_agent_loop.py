@@ -159,6 +159,13 @@ def test_a_batch_is_stored_in_three_puts_and_a_failed_session_fails_only_its_pro
                         "tags": [{"status": "finished"}, {"status": "failure"}, {"status": "finished"}]}
 
 
+def test_an_empty_batch_puts_nothing(monkeypatch):
+    recorder = _Recorder()
+    monkeypatch.setattr(batched_agent_loop.tq, "async_kv_batch_put", recorder)
+    _run_batch(_worker_with_config(), TensorDict({}, batch_size=0))
+    assert recorder.calls == []
+
+
 def test_a_batch_that_cannot_be_stored_marks_every_prompt_failed(monkeypatch):
     calls = []
 
