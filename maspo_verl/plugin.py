@@ -3,7 +3,8 @@
 verl swallows a failing plugin import at debug level (the only symptom would be a later
 "Unsupported loss mode: maspo"), so this module logs failures at WARNING before re-raising.
 It registers the losses and, only when the user opts in with VERL_PLATFORM=cpu, the CPU
-platform and the hf_cpu rollout patches (in place before verl's engines are imported).
+platform and the hf_cpu rollout patches (in place before verl's engines are imported); with
+MASPO_FAST_VALIDATION_METRICS=1, the vectorized validation bootstrap (patches/README.md).
 """
 
 import logging
@@ -22,6 +23,15 @@ try:
 
         apply_cpu_platform()
         apply_hf_cpu_rollout()
+    fast_validation_metrics = os.environ.get("MASPO_FAST_VALIDATION_METRICS", "").strip()
+    if fast_validation_metrics not in ("", "0", "1"):
+        # not raised: verl would swallow it at debug level
+        _logger.warning("MASPO_FAST_VALIDATION_METRICS must be 1 (on) or 0 / unset (off), got %r: left off",
+                        fast_validation_metrics)
+    elif fast_validation_metrics == "1":
+        from maspo_verl.patches.fast_validation_metrics import apply_fast_validation_metrics
+
+        apply_fast_validation_metrics()
 except Exception:
     _logger.warning("maspo_verl plugin failed to load; loss_mode=maspo will be unavailable", exc_info=True)
     raise

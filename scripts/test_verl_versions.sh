@@ -32,7 +32,8 @@ done
 # Test groups (not GROUPS: bash owns that name): name, then pytest arguments (paths relative to the checkout). These are the tests that use
 # only the API every verl of the matrix shares (loss registry and signature, agg_loss, ppo_loss,
 # PolicyLossConfig/ActorConfig, the ppo_trainer yaml), plus the batched agent loop's rows against each
-# V1 verl's own worker (not 0.8.0: no V1 trainer); the rest of tests/ exercises verl-0.9.1-only
+# V1 verl's own worker and the vectorized validation bootstrap against each V1 verl's own (not 0.8.0:
+# no V1 trainer, so no CPU backend); the rest of tests/ exercises verl-0.9.1-only
 # internals (the CPU trainer patches) and runs in CI against the pinned verl.
 TEST_GROUPS=(
   "loss|tests/test_loss.py tests/test_gate.py"
@@ -41,6 +42,7 @@ TEST_GROUPS=(
   "ppo_loss call site|tests/test_verl_call_site.py"
   "hydra maspo.yaml|tests/test_config.py -k yaml"
   "batched agent loop|tests/test_batched_agent_loop.py"
+  "validation bootstrap|tests/test_fast_validation_metrics.py"
 )
 
 # Tests that use what a verl version lacks, deselected there by name (and counted in the table):
@@ -191,8 +193,8 @@ main() {
     args=()
     for group in "${TEST_GROUPS[@]}"; do
       name="${group%%|*}"
-      if [[ "$version" == 0.8.0 && "$name" == "batched agent loop" ]]; then
-        cells+=("n/a (no V1 trainer)")  # a CPU-backend patch, for verl's V1 agent-loop manager
+      if [[ "$version" == 0.8.0 && ( "$name" == "batched agent loop" || "$name" == "validation bootstrap" ) ]]; then
+        cells+=("n/a (no V1 trainer)")  # CPU-backend patches, written for the V1 verls
         continue
       fi
       eval "args=(${group#*|})"

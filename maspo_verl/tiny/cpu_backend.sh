@@ -10,6 +10,9 @@ export TOKENIZERS_PARALLELISM=false
 # by side need 1 each (2 each spin against each other): maspo_verl.compare sets MASPO_CPU_THREADS=1.
 export OMP_NUM_THREADS=${MASPO_CPU_THREADS:-2}
 export MKL_NUM_THREADS=$OMP_NUM_THREADS
+# verl's best@N / worst@N validation bootstrap, vectorized with the same numbers: ~2 s less of the
+# trainer's time per 45 x 16 validation (patches/fast_validation_metrics.py).
+export MASPO_FAST_VALIDATION_METRICS=1
 
 # shellcheck disable=SC2034  # used by the scripts that source this file
 CPU_BACKEND_ARGS=(
