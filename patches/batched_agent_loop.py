@@ -24,8 +24,9 @@ contract: implement `generate_sequences`, put the outputs into TransferQueue):
 
     actor_rollout_ref.rollout.agent.agent_loop_manager_class=maspo_verl.patches.batched_agent_loop.HfCpuAgentLoopManager
 
-The CPU backend (maspo_verl/tiny/cpu_backend.sh) selects it. It checks the verl version and
-refuses any rollout other than hf_cpu when verl builds it. The rows it stores are those verl's
+The CPU backend (maspo_verl/tiny/cpu_backend.sh) selects it. It checks the verl version (at
+import, before verl's internals are imported) and, when verl builds it, refuses any rollout other
+than hf_cpu and any trainer but verl's V1 sync one (`check_manager_config`). The rows it stores are those verl's
 worker stores: tested field by field against verl's `_agent_loop_postprocess`, and a training run
 through it repeats every metric of a run through verl's manager (tests/test_main_ppo_cpu.py).
 """
@@ -36,22 +37,28 @@ import asyncio
 import logging
 from typing import Any
 
-import ray
-import torch
-import transfer_queue as tq
-from tensordict import NonTensorData, NonTensorStack, TensorDict
-from verl.experimental.agent_loop import get_trajectory_info
-from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ, apply_greedy_sampling_params
-from verl.utils.tensordict_utils import list_of_dict_to_tensordict
-
 from maspo_verl.patches import CPU_BACKEND_VERL_VERSIONS, require_verl_version
-from maspo_verl.patches.hf_rollout import BACKEND_NAME, server_actor_name
+
+# Before verl's internals are imported: on another verl, loading the class from the config key
+# names the supported versions instead of failing on a missing module.
+require_verl_version("HfCpuAgentLoopManager", CPU_BACKEND_VERL_VERSIONS)
+
+import ray  # noqa: E402
+import torch  # noqa: E402
+import transfer_queue as tq  # noqa: E402
+from tensordict import NonTensorData, NonTensorStack, TensorDict  # noqa: E402
+from verl.experimental.agent_loop import get_trajectory_info  # noqa: E402
+from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ, apply_greedy_sampling_params  # noqa: E402
+from verl.utils.tensordict_utils import list_of_dict_to_tensordict  # noqa: E402
+
+from maspo_verl.patches.hf_rollout import BACKEND_NAME, server_actor_name  # noqa: E402
 
 __all__ = [
     "CLIENT_WINDOW_SECONDS",
     "MANAGER_BANNER",
     "SUPPORTED_VERL_VERSIONS",
     "HfCpuAgentLoopManager",
+    "check_manager_config",
     "HfCpuAgentLoopWorker",
     "trajectory_rows",
 ]
@@ -137,8 +144,7 @@ class BatchingServerClient:
         try:
             servers = self._server_handles()
         except Exception as error:
-            for _, future in pending:
-                future.set_exception(error)
+            _fail_unresolved(pending, error)
             return
         for rank, server in enumerate(servers):
             share = pending[rank :: len(servers)]
@@ -149,16 +155,34 @@ class BatchingServerClient:
 
     @staticmethod
     async def _send(server, share: list[tuple[dict[str, Any], asyncio.Future]]) -> None:
+        """One `generate_many` call; each waiting agent loop gets its output or its request's error.
+
+        Whatever happens (the call fails, returns the wrong number of outputs, or is cancelled), no
+        agent loop is left waiting: an unresolved one would keep its prompt "running" for ever."""
         try:
             outputs = await server.generate_many.remote([request for request, _ in share])
+            if len(outputs) != len(share):
+                raise RuntimeError(f"hf_cpu server returned {len(outputs)} outputs for {len(share)} requests")
+            for (_, future), output in zip(share, outputs, strict=True):
+                if future.done():
+                    continue
+                if isinstance(output, BaseException):
+                    future.set_exception(output)
+                else:
+                    future.set_result(output)
         except Exception as error:  # every waiting agent loop learns why
-            for _, future in share:
-                if not future.done():
-                    future.set_exception(error)
-            return
-        for (_, future), output in zip(share, outputs, strict=True):
-            if not future.done():
-                future.set_result(output)
+            _fail_unresolved(share, error)
+        except BaseException as error:  # cancelled (the worker shuts down): the agent loops fail, not hang
+            _fail_unresolved(share, RuntimeError(f"hf_cpu generate_many was interrupted: {error!r}"))
+            raise
+        finally:
+            _fail_unresolved(share, RuntimeError("hf_cpu generate_many ended without an output for this request"))
+
+
+def _fail_unresolved(requests: list[tuple[dict[str, Any], asyncio.Future]], error: BaseException) -> None:
+    for _, future in requests:
+        if not future.done():
+            future.set_exception(error)
 
 
 def trajectory_rows(worker, outputs: list, kwargs: dict[str, Any]) -> tuple[list[str], list[dict], list[dict]]:
@@ -211,6 +235,20 @@ def trajectory_rows(worker, outputs: list, kwargs: dict[str, Any]) -> tuple[list
     return keys, fields, tags
 
 
+def _rows_by_key_set(fields: list[dict]) -> list[list[int]]:
+    """Row indexes grouped by their set of keys, in order of first appearance.
+
+    verl's `list_of_dict_to_tensordict` takes the keys of the first row: a later row with another
+    key set would lose a column or fail the put. Which keys a row has depends on its values
+    (`AgentLoopOutput.as_dict` leaves unset fields out, e.g. `rm_scores` without a reward), so rows
+    of different key sets are put separately, as verl's one put per session does.
+    """
+    groups: dict[frozenset, list[int]] = {}
+    for index, field in enumerate(fields):
+        groups.setdefault(frozenset(field), []).append(index)
+    return list(groups.values())
+
+
 def _sample_fields(batch: TensorDict, row: int) -> dict[str, Any]:
     """Row `row` of the trainer's batch as the keyword arguments of an agent loop (as verl's worker splits it)."""
     fields = {}
@@ -226,18 +264,43 @@ def _sample_fields(batch: TensorDict, row: int) -> dict[str, Any]:
     return fields
 
 
+MANAGER_KEY = "actor_rollout_ref.rollout.agent.agent_loop_manager_class"
+
+
+def check_manager_config(config) -> None:
+    """Refuse a configuration the manager was not written for, naming the key to change.
+
+    It sends its calls to hf_cpu servers (actor_rollout_ref.rollout.name=hf_cpu), and it replaces
+    verl's V1 sync trainer's manager only: the legacy trainer (trainer.use_v1=false) expects its
+    manager to return the batch, and in verl's async modes a batch whose prompts all finish together
+    would change which prompts a step trains on.
+    """
+    backend = config.actor_rollout_ref.rollout.name
+    if backend != BACKEND_NAME:
+        raise ValueError(
+            f"{MANAGER_KEY}=maspo_verl.patches.batched_agent_loop.HfCpuAgentLoopManager sends its calls to "
+            f"hf_cpu servers, but actor_rollout_ref.rollout.name={backend!r}: unset {MANAGER_KEY} for verl's own manager"
+        )
+    trainer = config.get("trainer", {})
+    if not trainer.get("use_v1", False):
+        raise ValueError(
+            f"{MANAGER_KEY}=maspo_verl.patches.batched_agent_loop.HfCpuAgentLoopManager is for verl's V1 trainer "
+            f"(trainer.use_v1=true), got trainer.use_v1={trainer.get('use_v1', None)!r}: unset {MANAGER_KEY}"
+        )
+    mode = trainer.get("v1", {}).get("trainer_mode", None)
+    if mode != "sync":
+        raise ValueError(
+            f"{MANAGER_KEY}=maspo_verl.patches.batched_agent_loop.HfCpuAgentLoopManager is for verl's V1 sync trainer "
+            f"(trainer.v1.trainer_mode=sync), got {mode!r}: unset {MANAGER_KEY} for the async trainers"
+        )
+
+
 class HfCpuAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
     """verl's `AgentLoopWorkerTQ`, running a batch's agent loops together and storing their rows at once."""
 
     def __init__(self, config, llm_client, *args, **kwargs):
         require_verl_version("HfCpuAgentLoopManager", SUPPORTED_VERL_VERSIONS)
-        backend = config.actor_rollout_ref.rollout.name
-        if backend != BACKEND_NAME:
-            raise ValueError(
-                "actor_rollout_ref.rollout.agent.agent_loop_manager_class=maspo_verl.patches.batched_agent_loop."
-                f"HfCpuAgentLoopManager sends its calls to hf_cpu servers, but actor_rollout_ref.rollout.name="
-                f"{backend!r}: unset agent_loop_manager_class for verl's own manager"
-            )
+        check_manager_config(config)
         super().__init__(config, BatchingServerClient(llm_client), *args, **kwargs)
 
     async def generate_sequences(self, batch: TensorDict) -> None:
@@ -298,9 +361,10 @@ class HfCpuAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
                     keys.extend(result[0])
                     fields.extend(result[1])
                     tags.extend(result[2])
-            if keys:
+            for group in _rows_by_key_set(fields):  # one put in the usual case: every row has the same keys
                 await tq.async_kv_batch_put(
-                    keys=keys, partition_id=partition_id, fields=list_of_dict_to_tensordict(fields), tags=tags
+                    keys=[keys[i] for i in group], partition_id=partition_id,
+                    fields=list_of_dict_to_tensordict([fields[i] for i in group]), tags=[tags[i] for i in group],
                 )
             status = {uid: "failure" if uid in failed else "finished" for uid in uids}
         except Exception as error:
@@ -336,8 +400,9 @@ class HfCpuAgentLoopManager(AgentLoopManagerTQ):
     """verl's `AgentLoopManagerTQ` with `HfCpuAgentLoopWorker` as its workers (select with
     `actor_rollout_ref.rollout.agent.agent_loop_manager_class`)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, config, *args, **kwargs):
         require_verl_version("HfCpuAgentLoopManager", SUPPORTED_VERL_VERSIONS)
-        super().__init__(*args, **kwargs)
+        check_manager_config(config)
+        super().__init__(config, *args, **kwargs)
         self.agent_loop_workers_class = ray.remote(HfCpuAgentLoopWorker)
         print(f"{MANAGER_BANNER}: {self.rollout_config.agent.num_workers} worker(s)", flush=True)

@@ -284,9 +284,12 @@ class HfCpuServer:
     async def generate_many(self, requests: list[dict[str, Any]]) -> list:
         """`generate` for many requests in one Ray call (the keyword arguments of one `generate` each),
         outputs in request order. They join the pending requests and are batched like them, without
-        waiting out the batching window (maspo_verl.patches.batched_agent_loop sends them)."""
+        waiting out the batching window (maspo_verl.patches.batched_agent_loop sends them).
+
+        A request that fails has its exception in its place in the list, so it fails only its own
+        agent loop, as one `generate` call per request would."""
         calls = [asyncio.ensure_future(self.generate(**request, window_seconds=0.0)) for request in requests]
-        return await asyncio.gather(*calls)
+        return await asyncio.gather(*calls, return_exceptions=True)
 
     def _arrival_index(self, prompt_ids: list[int]) -> int:
         if not self._warned_no_sample_index:

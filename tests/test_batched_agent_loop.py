@@ -4,8 +4,12 @@
   puts, captured from verl's method: keys, tags, and every field's values and dtypes;
 - a batch: one put marks its prompts running, one put stores all rows, one put the terminal statuses;
   a failed session fails its prompt (verl's rule) and its siblings are stored anyway;
+- rows with different key sets go in separate puts (verl's row-to-TensorDict takes the first row's keys);
 - the client gathers concurrent `generate` calls into one `generate_many` per server, returns each
-  caller its own output, and sets the global steps verl's client sets.
+  caller its own output or its own request's error, never leaves a caller waiting, and sets the
+  global steps verl's client sets;
+- the manager and its worker refuse another rollout backend, verl's legacy and async trainers, and
+  an unsupported verl, naming what to change.
 
 That a training run through the manager repeats every metric of a run through verl's manager is
 tests/test_main_ppo_cpu.py; that `HfCpuServer.generate_many` equals one `generate` per request is
@@ -256,9 +260,130 @@ def test_a_batch_column_it_cannot_split_raises_to_the_caller_naming_it(monkeypat
     assert recorder.calls == []
 
 
-def test_the_manager_refuses_another_rollout_backend():
+def _manager_config(name="hf_cpu", use_v1=True, trainer_mode="sync"):
     from omegaconf import OmegaConf
 
-    config = OmegaConf.create({"actor_rollout_ref": {"rollout": {"name": "vllm"}}})
-    with pytest.raises(ValueError, match="actor_rollout_ref.rollout.name='vllm'"):
-        HfCpuAgentLoopWorker(config, llm_client=None)
+    return OmegaConf.create({"actor_rollout_ref": {"rollout": {"name": name}},
+                             "trainer": {"use_v1": use_v1, "v1": {"trainer_mode": trainer_mode}}})
+
+
+@pytest.mark.parametrize("config, message", [
+    (dict(name="vllm"), "actor_rollout_ref.rollout.name='vllm'"),
+    (dict(use_v1=False), r"V1 trainer \(trainer.use_v1=true\), got trainer.use_v1=False"),
+    (dict(trainer_mode="async"), r"V1 sync trainer \(trainer.v1.trainer_mode=sync\), got 'async'"),
+], ids=["vllm", "legacy-trainer", "async-trainer"])
+@pytest.mark.parametrize("cls", ["manager", "worker"])
+def test_the_manager_and_its_worker_refuse_what_they_were_not_written_for(config, message, cls):
+    from maspo_verl.patches.batched_agent_loop import HfCpuAgentLoopManager
+
+    build = {"manager": lambda c: HfCpuAgentLoopManager(c, llm_client=None),
+             "worker": lambda c: HfCpuAgentLoopWorker(c, llm_client=None)}[cls]
+    with pytest.raises(ValueError, match=message) as refused:
+        build(_manager_config(**config))
+    assert "unset actor_rollout_ref.rollout.agent.agent_loop_manager_class" in str(refused.value)
+
+
+def test_the_manager_refuses_an_unsupported_verl(monkeypatch):
+    import maspo_verl.patches
+    from maspo_verl.patches import UnsupportedVerlVersion
+    from maspo_verl.patches.batched_agent_loop import HfCpuAgentLoopManager
+
+    monkeypatch.setattr(maspo_verl.patches, "installed_verl_version", lambda: "0.8.0")
+    with pytest.raises(UnsupportedVerlVersion, match=r"HfCpuAgentLoopManager was written and tested for verl 0\.9\.0"):
+        HfCpuAgentLoopManager(_manager_config(), llm_client=None)
+
+
+def test_rows_with_different_keys_go_in_separate_puts(monkeypatch):
+    """verl's list_of_dict_to_tensordict takes the first row's keys: one put of mixed rows would drop a column."""
+    recorder = _Recorder()
+    monkeypatch.setattr(batched_agent_loop.tq, "async_kv_batch_put", recorder)
+    worker = _worker_with_config(n=2)
+
+    async def run_agent_loop(sampling_params, trajectory, trace, session_id, **sample):
+        row = {"row": torch.tensor([session_id])}
+        if session_id == 1:
+            row["rm_scores"] = torch.tensor([1.0])  # only a scored output has this field
+        return [f"{sample['uid']}_{session_id}_0"], [row], [{"status": "success"}]
+
+    worker._run_agent_loop = run_agent_loop
+    _run_batch(worker, _batch(["a", "b"]))
+    running, unscored, scored, statuses = recorder.calls
+    assert unscored["keys"] == ["a_0_0", "b_0_0"] and sorted(unscored["fields"].keys()) == ["row"]
+    assert scored["keys"] == ["a_1_0", "b_1_0"] and sorted(scored["fields"].keys()) == ["rm_scores", "row"]
+    assert statuses["tags"] == [{"status": "finished"}] * 2
+
+
+class _ServerReturning:
+    """A server whose generate_many answers with `answer(requests)`."""
+
+    def __init__(self, answer):
+        class generate_many:  # noqa: N801
+            @staticmethod
+            async def remote(requests):
+                return answer(requests)
+
+        self.generate_many = generate_many
+
+
+def _generate_all(client, count):
+    async def main():
+        calls = [client.generate(f"r{i}", prompt_ids=[1], sampling_params={}, sample_index=i) for i in range(count)]
+        return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout=10)
+
+    return asyncio.run(main())
+
+
+def test_a_failed_request_fails_only_its_own_caller():
+    from verl.workers.rollout.replica import TokenOutput
+
+    def answer(requests):
+        return [ValueError(f"bad request {r['sample_index']}") if r["sample_index"] == 1
+                else TokenOutput(token_ids=[r["sample_index"]], log_probs=None, extra_fields={}) for r in requests]
+
+    client = BatchingServerClient(llm_client=None)
+    client._servers = [_ServerReturning(answer)]
+    first, second, third = _generate_all(client, 3)
+    assert first.token_ids == [0] and third.token_ids == [2]
+    assert isinstance(second, ValueError) and "bad request 1" in str(second)
+
+
+def test_no_caller_is_left_waiting_when_the_server_answers_too_few():
+    from verl.workers.rollout.replica import TokenOutput
+
+    client = BatchingServerClient(llm_client=None)
+    client._servers = [_ServerReturning(lambda requests: [TokenOutput(token_ids=[0], log_probs=None, extra_fields={})])]
+    results = _generate_all(client, 3)  # wait_for: a caller left waiting would time out here
+    assert all(isinstance(result, RuntimeError) and "returned 1 outputs for 3 requests" in str(result) for result in results)
+
+
+def test_no_caller_is_left_waiting_when_no_server_is_found(monkeypatch):
+    client = BatchingServerClient(llm_client=None)
+
+    def no_server():
+        raise RuntimeError("no hf_cpu server is running")
+
+    monkeypatch.setattr(client, "_server_handles", no_server)
+    results = _generate_all(client, 2)
+    assert all(isinstance(result, RuntimeError) and "no hf_cpu server" in str(result) for result in results)
+
+
+def test_no_caller_is_left_waiting_when_the_server_call_is_cancelled():
+    client = BatchingServerClient(llm_client=None)
+    client._servers = [_ServerReturning(None)]
+
+    async def never_answers(requests):
+        await asyncio.Event().wait()
+
+    client._servers[0].generate_many.remote = never_answers
+
+    async def main():
+        calls = [asyncio.ensure_future(client.generate(f"r{i}", prompt_ids=[1], sampling_params={}, sample_index=i))
+                 for i in range(2)]
+        while not client._sends:  # the batch was flushed: its server call is under way
+            await asyncio.sleep(0.01)
+        for send in list(client._sends):
+            send.cancel()
+        return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout=10)
+
+    results = asyncio.run(main())
+    assert all(isinstance(result, RuntimeError) and "interrupted" in str(result) for result in results)

@@ -279,6 +279,19 @@ def test_generate_many_is_one_generate_per_request_in_one_batch(make_server, mix
     _assert_same_outputs(reference, many)
 
 
+def test_generate_many_puts_a_bad_requests_error_in_its_place(make_server, mixed_prompts):
+    """One bad request fails only its own agent loop, as one `generate` call per request would."""
+    requests = _requests(mixed_prompts)[:3]
+    server, _ = make_server()
+    reference = asyncio.run(_one_at_a_time(server, [requests[0], requests[2]], SAMPLING))
+    many = asyncio.run(server.generate_many([
+        dict(prompt_ids=prompt, sampling_params=SAMPLING, request_id=f"r{i}", sample_index=-1 if i == 1 else index)
+        for i, (prompt, index) in enumerate(requests)
+    ]))
+    assert isinstance(many[1], ValueError) and "sample_index must be an int >= 0, got -1" in str(many[1])
+    _assert_same_outputs(reference, [many[0], many[2]])
+
+
 @pytest.mark.timeout(120)
 def test_sampled_responses_vary_with_sample_index_seed_and_weights(make_server, mixed_prompts):
     requests = _requests(mixed_prompts)
