@@ -68,6 +68,11 @@ VARIANTS = {
         ("++actor_rollout_ref.rollout.agent.agent_loop_manager_class=null",),
         {},
     ),
+    "verl_bootstrap": (
+        "verl's own validation bootstrap (a Python loop per subset) instead of the vectorized one",
+        (),
+        {"MASPO_FAST_VALIDATION_METRICS": "0"},
+    ),
     "reward_actor": (
         "verl's reward actor (one Ray call per response) instead of scoring in the agent-loop worker",
         ("actor_rollout_ref.rollout.agent.default_agent_loop=hf_cpu_single_turn_agent", "reward.num_workers=1"),

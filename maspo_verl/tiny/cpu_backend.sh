@@ -12,7 +12,7 @@ export OMP_NUM_THREADS=${MASPO_CPU_THREADS:-2}
 export MKL_NUM_THREADS=$OMP_NUM_THREADS
 # verl's best@N / worst@N validation bootstrap, vectorized with the same numbers: ~2 s less of the
 # trainer's time per 45 x 16 validation (patches/fast_validation_metrics.py).
-export MASPO_FAST_VALIDATION_METRICS=1
+export MASPO_FAST_VALIDATION_METRICS=${MASPO_FAST_VALIDATION_METRICS:-1}  # 0: verl's own loop
 
 # shellcheck disable=SC2034  # used by the scripts that source this file
 CPU_BACKEND_ARGS=(
