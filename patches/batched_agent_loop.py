@@ -273,7 +273,8 @@ def check_manager_config(config) -> None:
     It sends its calls to hf_cpu servers (actor_rollout_ref.rollout.name=hf_cpu), and it replaces
     verl's V1 sync trainer's manager only: the legacy trainer (trainer.use_v1=false) expects its
     manager to return the batch, and in verl's async modes a batch whose prompts all finish together
-    would change which prompts a step trains on.
+    would change which prompts a step trains on. With reward.num_workers=0 only the agent loop that
+    scores in the worker can score (verl's own loops would index an empty list of reward actors).
     """
     backend = config.actor_rollout_ref.rollout.name
     if backend != BACKEND_NAME:
@@ -292,6 +293,16 @@ def check_manager_config(config) -> None:
         raise ValueError(
             f"{MANAGER_KEY}=maspo_verl.patches.batched_agent_loop.HfCpuAgentLoopManager is for verl's V1 sync trainer "
             f"(trainer.v1.trainer_mode=sync), got {mode!r}: unset {MANAGER_KEY} for the async trainers"
+        )
+    from maspo_verl.patches.hf_agent_loop import LOCAL_REWARD_AGENT_LOOP_NAME
+
+    default_loop = config.actor_rollout_ref.rollout.get("agent", {}).get("default_agent_loop", None)
+    if config.get("reward", {}).get("num_workers", None) == 0 and default_loop != LOCAL_REWARD_AGENT_LOOP_NAME:
+        raise ValueError(
+            f"reward.num_workers=0 starts no reward actor, so only the agent loop {LOCAL_REWARD_AGENT_LOOP_NAME!r}, "
+            "which scores in the agent-loop worker, can score a response; got actor_rollout_ref.rollout.agent."
+            f"default_agent_loop={default_loop!r} (verl's loops would pick a reward actor from an empty list): "
+            f"set reward.num_workers>=1 or default_agent_loop={LOCAL_REWARD_AGENT_LOOP_NAME}"
         )
 
 
@@ -380,6 +391,12 @@ class HfCpuAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
         if not outputs:
             logger.warning(f"Empty output for prompt {kwargs['uid']}_{kwargs['session_id']}")
             return None
+        if outputs[-1].reward_score is None and self.reward_loop_worker_handles == []:
+            raise ValueError(
+                f"agent loop {kwargs.get('agent_name')!r} returned an unscored response and reward.num_workers=0 "
+                "started no reward actor to score it: set reward.num_workers>=1, or use the agent loop "
+                "'hf_cpu_single_turn_agent_local_reward', which scores in the agent-loop worker"
+            )
         await self._compute_score(outputs, kwargs=kwargs)
         final_output = outputs[-1]
         await self._compute_teacher_logprobs(

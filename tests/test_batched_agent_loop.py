@@ -260,27 +260,41 @@ def test_a_batch_column_it_cannot_split_raises_to_the_caller_naming_it(monkeypat
     assert recorder.calls == []
 
 
-def _manager_config(name="hf_cpu", use_v1=True, trainer_mode="sync"):
+def _manager_config(name="hf_cpu", use_v1=True, trainer_mode="sync", reward_workers=0,
+                    agent_loop="hf_cpu_single_turn_agent_local_reward"):
     from omegaconf import OmegaConf
 
-    return OmegaConf.create({"actor_rollout_ref": {"rollout": {"name": name}},
-                             "trainer": {"use_v1": use_v1, "v1": {"trainer_mode": trainer_mode}}})
+    return OmegaConf.create({"actor_rollout_ref": {"rollout": {"name": name, "agent": {"default_agent_loop": agent_loop}}},
+                             "trainer": {"use_v1": use_v1, "v1": {"trainer_mode": trainer_mode}},
+                             "reward": {"num_workers": reward_workers}})
 
 
 @pytest.mark.parametrize("config, message", [
-    (dict(name="vllm"), "actor_rollout_ref.rollout.name='vllm'"),
-    (dict(use_v1=False), r"V1 trainer \(trainer.use_v1=true\), got trainer.use_v1=False"),
-    (dict(trainer_mode="async"), r"V1 sync trainer \(trainer.v1.trainer_mode=sync\), got 'async'"),
-], ids=["vllm", "legacy-trainer", "async-trainer"])
+    (dict(name="vllm"), "actor_rollout_ref.rollout.name='vllm'.*unset actor_rollout_ref.rollout.agent.agent_loop_manager_class"),
+    (dict(use_v1=False), r"V1 trainer \(trainer.use_v1=true\), got trainer.use_v1=False.*unset actor_rollout_ref"),
+    (dict(trainer_mode="async"), r"V1 sync trainer \(trainer.v1.trainer_mode=sync\), got 'async'.*unset actor_rollout_ref"),
+    (dict(agent_loop="hf_cpu_single_turn_agent"),
+     r"reward.num_workers=0 starts no reward actor.*default_agent_loop='hf_cpu_single_turn_agent'.*set reward.num_workers>=1"),
+], ids=["vllm", "legacy-trainer", "async-trainer", "no-reward-actor-for-a-scoreless-loop"])
 @pytest.mark.parametrize("cls", ["manager", "worker"])
 def test_the_manager_and_its_worker_refuse_what_they_were_not_written_for(config, message, cls):
-    from maspo_verl.patches.batched_agent_loop import HfCpuAgentLoopManager
+    from maspo_verl.patches.batched_agent_loop import HfCpuAgentLoopManager, check_manager_config
 
+    check_manager_config(_manager_config())  # the CPU backend's own settings pass
+    check_manager_config(_manager_config(agent_loop="hf_cpu_single_turn_agent", reward_workers=1))
     build = {"manager": lambda c: HfCpuAgentLoopManager(c, llm_client=None),
              "worker": lambda c: HfCpuAgentLoopWorker(c, llm_client=None)}[cls]
-    with pytest.raises(ValueError, match=message) as refused:
+    with pytest.raises(ValueError, match=message):
         build(_manager_config(**config))
-    assert "unset actor_rollout_ref.rollout.agent.agent_loop_manager_class" in str(refused.value)
+
+
+def test_an_unscored_response_without_reward_actors_fails_its_session_naming_the_fix():
+    """A sample whose agent_name picks a loop that does not score, with reward.num_workers=0."""
+    worker = _bare_worker()
+    worker.reward_loop_worker_handles = []  # what verl passes with reward.num_workers=0
+    sample = {**copy.deepcopy(SAMPLE), "agent_name": "single_turn_agent"}
+    with pytest.raises(ValueError, match="agent loop 'single_turn_agent' returned an unscored response and reward.num_workers=0"):
+        asyncio.run(worker._agent_loop_postprocess([_output([5, 6], [8], reward=None)], False, **sample))
 
 
 def test_the_manager_refuses_an_unsupported_verl(monkeypatch):
