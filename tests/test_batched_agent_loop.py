@@ -8,6 +8,7 @@
 - the client gathers concurrent `generate` calls into one `generate_many` per server, returns each
   caller its own output or its own request's error, never leaves a caller waiting, and sets the
   global steps verl's client sets;
+- verl's own `_run_agent_loop` (a registered loop built by Hydra) feeds our rows and puts;
 - the manager and its worker refuse another rollout backend, verl's legacy and async trainers, and
   an unsupported verl, naming what to change.
 
@@ -401,3 +402,61 @@ def test_no_caller_is_left_waiting_when_the_server_call_is_cancelled():
 
     results = asyncio.run(main())
     assert all(isinstance(result, RuntimeError) and "interrupted" in str(result) for result in results)
+
+
+class EchoSampleIndexLoop:
+    """A registered agent loop (built by verl's own `_run_agent_loop` through Hydra): asks the server
+    for one response and returns it scored, as the CPU backend's scoring loop does."""
+
+    def __init__(self, trainer_config, server_manager, **_):
+        self.server_manager = server_manager
+
+    async def run(self, sampling_params, **sample):
+        from verl.experimental.agent_loop.agent_loop import AgentLoopMetrics, AgentLoopOutput
+
+        prompt_ids = [5, 6, 7]
+        output = await self.server_manager.generate(
+            f"{sample['uid']}-{sample['session_id']}", prompt_ids=prompt_ids, sampling_params=sampling_params,
+            sample_index=sample["session_id"],
+        )
+        result = AgentLoopOutput(
+            prompt_ids=prompt_ids, response_ids=list(output.token_ids), response_mask=[1] * len(output.token_ids),
+            num_turns=2, metrics=AgentLoopMetrics(), extra_fields=dict(output.extra_fields),
+        )
+        result.reward_score = float(sample["session_id"])
+        result.extra_fields["reward_extra_info"] = {"acc": bool(sample["session_id"])}
+        return result
+
+
+def test_verls_own_run_agent_loop_feeds_the_batched_rows_and_puts(monkeypatch):
+    """The wiring the other tests fake: verl's `_run_agent_loop` builds the registered loop, runs it
+    against the batching client and hands its output to our `_agent_loop_postprocess`, whose rows
+    reach the one put. Catches a verl whose `_run_agent_loop` stops returning the postprocess result."""
+    from omegaconf import OmegaConf
+    from verl.experimental.agent_loop.agent_loop import register
+
+    register("maspo_test_echo_sample_index")(EchoSampleIndexLoop)
+    recorder = _Recorder()
+    monkeypatch.setattr(batched_agent_loop.tq, "async_kv_batch_put", recorder)
+    worker = _worker_with_config(n=2)
+    worker.config = OmegaConf.merge(worker.config, {"data": {}, "actor_rollout_ref": {"rollout": {"agent": {
+        "default_agent_loop": "maspo_test_echo_sample_index"}}}})
+    worker.tokenizer, worker.hf_model_type, worker.dataset_cls, worker.tools = None, None, None, []
+    server = _FakeServer(global_steps=5)
+    worker.llm_client = BatchingServerClient(llm_client=None)
+    worker.llm_client._servers = [server]
+
+    batch = _batch(["a", "b"])
+    batch["raw_prompt"] = NonTensorStack(*([[{"role": "user", "content": "1+1="}]] * 2))
+    _run_batch(worker, batch)
+
+    assert len(server.received) == 1 and len(server.received[0]) == 4  # 2 prompts x 2 sessions, one Ray call
+    running, rows, statuses = recorder.calls
+    assert rows["keys"] == ["a_0_0", "a_1_0", "b_0_0", "b_1_0"]
+    assert [tag["status"] for tag in rows["tags"]] == ["success"] * 4
+    assert [tag["min_global_steps"] for tag in rows["tags"]] == [5] * 4  # set by the client, as verl's does
+    responses = [rows["fields"]["responses"][i].tolist() for i in range(4)]
+    assert responses == [[0, 3], [1, 3], [0, 3], [1, 3]]  # [sample_index, prompt length] from the fake server
+    scores = [rows["fields"]["rm_scores"][i].tolist()[-1] for i in range(4)]
+    assert scores == [0.0, 1.0, 0.0, 1.0]
+    assert statuses["tags"] == [{"status": "finished"}] * 2
