@@ -23,15 +23,10 @@ try:
 
         apply_cpu_platform()
         apply_hf_cpu_rollout()
-    fast_validation_metrics = os.environ.get("MASPO_FAST_VALIDATION_METRICS", "").strip()
-    if fast_validation_metrics not in ("", "0", "1"):
-        # not raised: verl would swallow it at debug level
-        _logger.warning("MASPO_FAST_VALIDATION_METRICS must be 1 (on) or 0 / unset (off), got %r: left off",
-                        fast_validation_metrics)
-    elif fast_validation_metrics == "1":
-        from maspo_verl.patches.fast_validation_metrics import apply_fast_validation_metrics
+    from maspo_verl.patches import fast_validation_metrics
 
-        apply_fast_validation_metrics()
+    if fast_validation_metrics.enabled_by_environment():
+        fast_validation_metrics.apply_fast_validation_metrics()
 except Exception:
     _logger.warning("maspo_verl plugin failed to load; loss_mode=maspo will be unavailable", exc_info=True)
     raise

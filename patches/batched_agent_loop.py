@@ -175,8 +175,6 @@ class BatchingServerClient:
         except BaseException as error:  # cancelled (the worker shuts down): the agent loops fail, not hang
             _fail_unresolved(share, RuntimeError(f"hf_cpu generate_many was interrupted: {error!r}"))
             raise
-        finally:
-            _fail_unresolved(share, RuntimeError("hf_cpu generate_many ended without an output for this request"))
 
 
 def _fail_unresolved(requests: list[tuple[dict[str, Any], asyncio.Future]], error: BaseException) -> None:
@@ -265,6 +263,7 @@ def _sample_fields(batch: TensorDict, row: int) -> dict[str, Any]:
 
 
 MANAGER_KEY = "actor_rollout_ref.rollout.agent.agent_loop_manager_class"
+_SELECTED = f"{MANAGER_KEY}=maspo_verl.patches.batched_agent_loop.HfCpuAgentLoopManager"
 
 
 def check_manager_config(config) -> None:
@@ -279,19 +278,19 @@ def check_manager_config(config) -> None:
     backend = config.actor_rollout_ref.rollout.name
     if backend != BACKEND_NAME:
         raise ValueError(
-            f"{MANAGER_KEY}=maspo_verl.patches.batched_agent_loop.HfCpuAgentLoopManager sends its calls to "
+            f"{_SELECTED} sends its calls to "
             f"hf_cpu servers, but actor_rollout_ref.rollout.name={backend!r}: unset {MANAGER_KEY} for verl's own manager"
         )
     trainer = config.get("trainer", {})
     if not trainer.get("use_v1", False):
         raise ValueError(
-            f"{MANAGER_KEY}=maspo_verl.patches.batched_agent_loop.HfCpuAgentLoopManager is for verl's V1 trainer "
+            f"{_SELECTED} is for verl's V1 trainer "
             f"(trainer.use_v1=true), got trainer.use_v1={trainer.get('use_v1', None)!r}: unset {MANAGER_KEY}"
         )
     mode = trainer.get("v1", {}).get("trainer_mode", None)
     if mode != "sync":
         raise ValueError(
-            f"{MANAGER_KEY}=maspo_verl.patches.batched_agent_loop.HfCpuAgentLoopManager is for verl's V1 sync trainer "
+            f"{_SELECTED} is for verl's V1 sync trainer "
             f"(trainer.v1.trainer_mode=sync), got {mode!r}: unset {MANAGER_KEY} for the async trainers"
         )
     from maspo_verl.patches.hf_agent_loop import LOCAL_REWARD_AGENT_LOOP_NAME
@@ -392,10 +391,12 @@ class HfCpuAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
             logger.warning(f"Empty output for prompt {kwargs['uid']}_{kwargs['session_id']}")
             return None
         if outputs[-1].reward_score is None and self.reward_loop_worker_handles == []:
+            from maspo_verl.patches.hf_agent_loop import LOCAL_REWARD_AGENT_LOOP_NAME
+
             raise ValueError(
                 f"agent loop {kwargs.get('agent_name')!r} returned an unscored response and reward.num_workers=0 "
                 "started no reward actor to score it: set reward.num_workers>=1, or use the agent loop "
-                "'hf_cpu_single_turn_agent_local_reward', which scores in the agent-loop worker"
+                f"{LOCAL_REWARD_AGENT_LOOP_NAME!r}, which scores in the agent-loop worker"
             )
         await self._compute_score(outputs, kwargs=kwargs)
         final_output = outputs[-1]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import os
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
     "ENABLE_ENVIRONMENT_VARIABLE",
     "SUPPORTED_VERL_VERSIONS",
     "apply_fast_validation_metrics",
+    "enabled_by_environment",
     "fast_bootstrap_metric",
     "fast_validation_metrics_applied",
     "remove_fast_validation_metrics",
@@ -48,7 +50,7 @@ logger = logging.getLogger(__name__)
 SUPPORTED_VERL_VERSIONS = CPU_BACKEND_VERL_VERSIONS
 ENABLE_ENVIRONMENT_VARIABLE = "MASPO_FAST_VALIDATION_METRICS"
 _FLOAT64_EXACT_INTEGER = 2**53
-_VECTORIZED_REDUCTIONS = {id(np.max): "max", id(np.min): "min"}
+_VECTORIZED_REDUCTIONS = (np.max, np.min)  # each also takes axis=, so it reduces all subsets in one call
 
 _verl_bootstrap_metric: Optional[Callable] = None  # verl's function while the patch is applied
 
@@ -89,25 +91,32 @@ def fast_bootstrap_metric(
         [(mean, std)] over the `n_bootstrap` reduced subsets, one pair per reduce function: the
         same floats as verl's function returns (and numpy's global RNG left in the same state).
     """
-    original = _verl_bootstrap_metric or _verl_function()
-    kinds = [_VECTORIZED_REDUCTIONS.get(id(function)) for function in reduce_fns]
-    values = _exact_float64_values(data) if all(kinds) else None
+    vectorized = all(any(function is reduction for reduction in _VECTORIZED_REDUCTIONS) for function in reduce_fns)
+    values = _exact_float64_values(data) if vectorized else None
     if values is None:
-        return original(data, subset_size, reduce_fns, n_bootstrap, seed)
+        return _verl_function()(data, subset_size, reduce_fns, n_bootstrap, seed)
     np.random.seed(seed)
     bootstrap_indices = np.random.choice(len(values), size=(n_bootstrap, subset_size), replace=True)
     subsets = values[bootstrap_indices]
-    results = []
-    for kind in kinds:
-        reduced = subsets.max(axis=1) if kind == "max" else subsets.min(axis=1)
-        results.append((float(np.mean(reduced)), float(np.std(reduced))))
-    return results
+    return [(float(np.mean(reduced)), float(np.std(reduced))) for reduced in (fn(subsets, axis=1) for fn in reduce_fns)]
 
 
 def _verl_function() -> Callable:
+    """verl's own `bootstrap_metric`, whether or not the patch is applied."""
+    if _verl_bootstrap_metric is not None:
+        return _verl_bootstrap_metric
     import verl.trainer.ppo.metric_utils as metric_utils
 
     return metric_utils.bootstrap_metric
+
+
+def enabled_by_environment() -> bool:
+    """Whether ENABLE_ENVIRONMENT_VARIABLE asks for the patch: "1" yes; "0" or unset no; anything
+    else no, with a warning (not an error: verl swallows a plugin's exceptions at debug level)."""
+    value = os.environ.get(ENABLE_ENVIRONMENT_VARIABLE, "").strip()
+    if value not in ("", "0", "1"):
+        logger.warning("%s must be 1 (on) or 0 / unset (off), got %r: left off", ENABLE_ENVIRONMENT_VARIABLE, value)
+    return value == "1"
 
 
 def fast_validation_metrics_applied() -> bool:
