@@ -29,7 +29,14 @@ from maspo_verl.gate import (
     trust_region_widths,
 )
 
-__all__ = ["LOG_RATIO_LIMIT", "METRIC_KEYS", "compute_policy_loss_maspo", "resolve_maspo_config"]
+__all__ = [
+    "LOG_RATIO_LIMIT",
+    "METRIC_KEYS",
+    "RATIO_PERCENTILE",
+    "compute_policy_loss_maspo",
+    "masked_upper_statistics",
+    "resolve_maspo_config",
+]
 
 METRIC_KEYS = (
     "actor/pg_clipfrac",
@@ -40,7 +47,15 @@ METRIC_KEYS = (
     "actor/maspo/gate_weight_mean",
     "actor/maspo/sigma_pos_mean",
     "actor/maspo/sigma_neg_mean",
+    "actor/maspo/unbounded_frac_neg",
+    "actor/maspo/ratio_max_pos",
+    "actor/maspo/ratio_p99_pos",
+    "actor/maspo/ratio_min_neg",
+    "actor/maspo/ratio_max_neg",
+    "actor/maspo/ratio_p99_neg",
 )
+# The high percentile of the ratio reported beside its maximum, per advantage sign.
+RATIO_PERCENTILE = 99
 
 
 def resolve_maspo_config(config: Any) -> MaspoConfig:
@@ -157,8 +172,13 @@ def compute_policy_loss_maspo(
     # padding-zeroed inputs are finite exactly when no valid token holds NaN/inf (barring overflow,
     # which the named check below then reports as "a product of them").
     with torch.no_grad():
-        mask_values = response_mask.to(compute_dtype).view(-1)
         outward_count = outward.sum()
+        # A < 0 with r > 1: the side MASPO leaves unbounded (no gate, no clip, no dual clip), as the
+        # authors' code does; only these metrics show how far ratios went there.
+        unbounded_neg = (advantages < 0) & (ratio > 1.0)
+        ratio_pos = masked_upper_statistics(ratio, advantages > 0, RATIO_PERCENTILE)
+        ratio_neg = masked_upper_statistics(ratio, advantages < 0, RATIO_PERCENTILE)
+        ratio_min_neg = torch.where(advantages < 0, ratio, torch.inf).min()
         statistics = torch.stack(
             [
                 response_mask.sum().to(compute_dtype),
@@ -171,12 +191,17 @@ def compute_policy_loss_maspo(
                 regions[1].sum().to(compute_dtype),
                 outward_weight_sum.to(compute_dtype),
                 outward_count.to(compute_dtype),
-                torch.dot(sigma_pos.view(-1), mask_values),
-                torch.dot(sigma_neg.view(-1), mask_values),
+                torch.where(regions[0], sigma_pos, 0.0).sum(),
+                torch.where(regions[1], sigma_neg, 0.0).sum(),
+                unbounded_neg.sum().to(compute_dtype),
+                *ratio_pos.to(compute_dtype),
+                *ratio_neg.to(compute_dtype),
+                ratio_min_neg.to(compute_dtype),
             ]
         ).tolist()
     (num_valid, input_sum, clipped, negative_log_ratio, dual_clipped, gated_pos, gated_neg,
-     weight_sum, num_outward, sigma_pos_sum, sigma_neg_sum) = statistics
+     weight_sum, num_outward, sigma_pos_sum, sigma_neg_sum, unbounded, ratio_max_pos, ratio_p99_pos,
+     ratio_max_neg, ratio_p99_neg, ratio_min_neg) = statistics
     if not math.isfinite(input_sum):
         checked = dict(old_log_prob=old_log_prob, log_prob=log_prob.detach(), advantages=advantages)
         if rollout_is_weights is not None:
@@ -200,8 +225,15 @@ def compute_policy_loss_maspo(
         "actor/maspo/gated_frac_pos": gated_pos / num_valid,
         "actor/maspo/gated_frac_neg": gated_neg / num_valid,
         "actor/maspo/gate_weight_mean": weight_sum / num_outward if num_outward else 1.0,
-        "actor/maspo/sigma_pos_mean": sigma_pos_sum / num_valid,
-        "actor/maspo/sigma_neg_mean": sigma_neg_sum / num_valid,
+        # each width averaged over the tokens it acts on (sigma_base when the side has none)
+        "actor/maspo/sigma_pos_mean": sigma_pos_sum / gated_pos if gated_pos else maspo.sigma_base,
+        "actor/maspo/sigma_neg_mean": sigma_neg_sum / gated_neg if gated_neg else maspo.sigma_base,
+        "actor/maspo/unbounded_frac_neg": unbounded / num_valid,
+        "actor/maspo/ratio_max_pos": ratio_max_pos,
+        "actor/maspo/ratio_p99_pos": ratio_p99_pos,
+        "actor/maspo/ratio_min_neg": ratio_min_neg if math.isfinite(ratio_min_neg) else 1.0,
+        "actor/maspo/ratio_max_neg": ratio_max_neg,
+        "actor/maspo/ratio_p99_neg": ratio_p99_neg,
     }
     return pg_loss.to(log_prob.dtype), metrics
 
@@ -241,3 +273,27 @@ def _hard_clip_losses(
         clip_active &= response_mask
         gradient_weight = (~(clip_active | dual_active)).to(old_log_prob.dtype)
     return pg_losses, gradient_weight, clip_active.sum(), dual_active.sum()
+
+
+def masked_upper_statistics(values: torch.Tensor, mask: torch.Tensor, percentile: int) -> torch.Tensor:
+    """(max, percentile-th percentile) of values[mask]; both 1 (a ratio that did not move) when
+    mask selects nothing.
+
+    The percentile is the nearest-rank one, the ceil(q * n)-th smallest of the n selected values,
+    i.e. the (floor((1 - q) * n) + 1)-th largest. It is taken from one `topk` of the top
+    (1 - q) share of all positions, on the device (no host sync; cheaper than sorting).
+
+    Args:
+        values: finite values, shape (bs, response_length).
+        mask: bool, shape (bs, response_length).
+        percentile: integer in [1, 100).
+
+    Returns:
+        shape (2,), in values' dtype.
+    """
+    flat = torch.where(mask, values, -torch.inf).view(-1)
+    largest = flat.topk(min(flat.numel(), flat.numel() * (100 - percentile) // 100 + 1)).values
+    count = mask.sum()
+    rank_from_top = torch.stack([torch.zeros_like(count), count * (100 - percentile) // 100])
+    picked = largest.gather(0, rank_from_top.clamp(max=largest.numel() - 1))
+    return torch.where(count > 0, picked, torch.ones_like(picked))

@@ -394,3 +394,70 @@ def test_gate_weight_metric_stays_exact_on_a_million_tokens():
     _, metrics = compute_policy_loss_maspo(old, log_prob, advantages, mask, "token-mean", actor_config(risk_control=False))
     sigma = 0.5**-0.3
     assert metrics["actor/maspo/gate_weight_mean"] == pytest.approx(math.exp(-(0.6**2) / (2 * sigma**2)), rel=1e-5)
+
+
+def _nearest_rank(values, percentile):
+    """The ceil(percentile/100 * n)-th smallest of a list, in integer arithmetic."""
+    ordered = sorted(values)
+    return ordered[-(-percentile * len(ordered) // 100) - 1]
+
+
+def test_width_metrics_average_each_width_over_the_tokens_it_acts_on():
+    inputs = random_loss_inputs(batch_size=16, response_length=40, seed=19, ratio_spread=0.8)
+    maspo = dict(sigma_base=1.0, alpha=0.5, beta_pos=0.2, beta_neg=0.4, sigma_high=10.0, adv_low=0.1, adv_high=10.0)
+    for gate in ("gaussian", "hard"):
+        _, _, metrics = _loss_and_grad(actor_config(gate=gate, **maspo), inputs)
+        pos_widths, neg_widths = [], []
+        for i, t in inputs.response_mask.nonzero().tolist():
+            a = float(inputs.advantages[i, t])
+            r = math.exp(float(inputs.log_prob[i, t]) - float(inputs.old_log_prob[i, t]))
+            m = min(max(math.exp(float(inputs.old_log_prob[i, t])) ** -maspo["alpha"], 1.0), maspo["sigma_high"])
+            if a > 0 and r > 1:
+                pos_widths.append(m * min(max(1 + maspo["beta_pos"] * a, 0.1), 10.0))
+            elif a < 0 and r < 1:
+                neg_widths.append(m * min(max(1 / (1 - maspo["beta_neg"] * a), 0.1), 10.0))
+        assert pos_widths and neg_widths
+        assert metrics["actor/maspo/sigma_pos_mean"] == pytest.approx(sum(pos_widths) / len(pos_widths), rel=1e-5), gate
+        assert metrics["actor/maspo/sigma_neg_mean"] == pytest.approx(sum(neg_widths) / len(neg_widths), rel=1e-5), gate
+
+    # only A > 0: sigma_neg acts nowhere and reports sigma_base, not the width of tokens it never touched
+    positive = random_loss_inputs(seed=20, ratio_spread=0.8)
+    positive.advantages = positive.advantages.abs() + 0.5
+    _, _, metrics = _loss_and_grad(actor_config(sigma_base=0.7, alpha=0.5), positive)
+    assert metrics["actor/maspo/sigma_neg_mean"] == 0.7 and metrics["actor/maspo/gated_frac_neg"] == 0.0
+    assert metrics["actor/maspo/sigma_pos_mean"] > 0.7  # the limiter widened tail tokens
+
+
+def test_ratio_extremes_per_advantage_sign_include_the_unbounded_side():
+    inputs = random_loss_inputs(batch_size=24, response_length=50, seed=21, ratio_spread=0.6)
+    negative_row = int((inputs.advantages[:, 0] < 0).nonzero()[0])
+    inputs.log_prob.data[negative_row, 0] = inputs.old_log_prob[negative_row, 0] + math.log(50.0)
+    for gate in ("gaussian", "hard"):
+        _, _, metrics = _loss_and_grad(actor_config(gate=gate, clip_ratio_c=3.0), inputs)
+        ratio = torch.exp(inputs.log_prob.detach() - inputs.old_log_prob)
+        valid = inputs.response_mask
+        pos = ratio[valid & (inputs.advantages > 0)].tolist()
+        neg = ratio[valid & (inputs.advantages < 0)].tolist()
+        assert len(pos) >= 200 and len(neg) >= 200  # the 99th percentile is not the maximum here
+        assert metrics["actor/maspo/ratio_max_pos"] == pytest.approx(max(pos), rel=1e-6)
+        assert metrics["actor/maspo/ratio_p99_pos"] == pytest.approx(_nearest_rank(pos, 99), rel=1e-6)
+        assert metrics["actor/maspo/ratio_p99_pos"] < metrics["actor/maspo/ratio_max_pos"]
+        assert metrics["actor/maspo/ratio_min_neg"] == pytest.approx(min(neg), rel=1e-6)
+        # nothing bounds A < 0, r > 1 (the authors' MASPO): the metric shows the ratio reached 50
+        assert metrics["actor/maspo/ratio_max_neg"] == pytest.approx(50.0, rel=1e-5)
+        assert metrics["actor/maspo/ratio_p99_neg"] == pytest.approx(_nearest_rank(neg, 99), rel=1e-6)
+        unbounded = sum(r > 1 for r in neg) / int(valid.sum())
+        assert metrics["actor/maspo/unbounded_frac_neg"] == pytest.approx(unbounded)
+
+
+def test_ratio_extremes_of_an_empty_side_are_one_with_the_same_keys():
+    inputs = random_loss_inputs(seed=22, ratio_spread=0.8)
+    inputs.advantages = inputs.advantages.abs() + 0.5  # no A < 0 token
+    _, _, metrics = _loss_and_grad(actor_config(), inputs)
+    assert tuple(metrics) == METRIC_KEYS
+    assert metrics["actor/maspo/ratio_min_neg"] == metrics["actor/maspo/ratio_max_neg"] == 1.0
+    assert metrics["actor/maspo/ratio_p99_neg"] == 1.0 and metrics["actor/maspo/unbounded_frac_neg"] == 0.0
+    assert metrics["actor/maspo/ratio_max_pos"] > 1.0
+    empty = torch.zeros_like(inputs.response_mask)
+    _, metrics = compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, empty, "token-mean", actor_config())
+    assert tuple(metrics) == METRIC_KEYS and metrics["actor/maspo/ratio_max_pos"] == 1.0
