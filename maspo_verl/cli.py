@@ -5,7 +5,11 @@
       versions, a failure outside the supported range), whether `maspo` is in verl's policy-loss
       registry in a fresh process (through the entry point, as verl's Ray workers load it; on verl
       0.8 through VERL_USE_EXTERNAL_MODULES), and the MASPO config resolved from configs/<NAME>.yaml
-      with the overrides, its loss_mode looked up in verl's registry as verl's trainer does.
+      with the overrides, its loss_mode looked up in verl's registry as verl's trainer does. Fails
+      on verl settings that would replace a loss of ours (rollout-correction bypass mode on the
+      legacy trainer, distillation without task rewards or with policy_loss_mode other than
+      vanilla), naming the key; prints a NOTE where verl changes the loss's inputs (bypass mode on
+      the V1 trainer: the rollout engine's log-probs become MASPO's p_old).
       `--e2e` then trains MASPO with verl's own trainer on CPU (slow: minutes).
   config-dir
       Print the folder of our Hydra configs, for `main_ppo --config-path`.
@@ -57,15 +61,32 @@ def unregistered_loss_mode(loss_mode: str) -> str | None:
     return None
 
 
+def compose_trainer_config(config_name: str = "maspo", overrides: list[str] | None = None):
+    """Compose configs/<config_name>.yaml over verl's ppo_trainer with Hydra overrides."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        return compose(config_name=config_name, overrides=list(overrides or []))
+
+
 def resolve_policy_loss_config(config_name: str = "maspo", overrides: list[str] | None = None):
     """Compose configs/<config_name>.yaml over verl's ppo_trainer and build the policy-loss config
     through verl's `omega_conf_to_dataclass`, as verl's workers do. Returns (cfg, policy_loss)."""
-    from hydra import compose, initialize_config_dir
     from verl.utils.config import omega_conf_to_dataclass
 
-    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        cfg = compose(config_name=config_name, overrides=list(overrides or []))
+    cfg = compose_trainer_config(config_name, overrides)
     return cfg, omega_conf_to_dataclass(cfg.actor_rollout_ref.actor.policy_loss)
+
+
+def loss_replacing_settings(cfg) -> tuple[list[str], list[str]]:
+    """(refusals, notes) of `maspo_verl.loss_guard` for a composed trainer config whose actor loss is ours."""
+    import maspo_verl  # noqa: F401  (registers our loss modes)
+    from maspo_verl.loss_guard import is_plugin_loss, loss_path_findings, trainer_settings_of
+
+    loss_mode = cfg.actor_rollout_ref.actor.policy_loss.loss_mode
+    if not is_plugin_loss(loss_mode):
+        return [], []
+    return loss_path_findings(loss_mode, trainer_settings_of(cfg))
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -119,11 +140,20 @@ def _check(args: argparse.Namespace) -> int:
             "`pip install -e .` and run `python -c 'import maspo_verl'` to see the import error"
         )
 
+    policy_loss = None
     try:
-        _, policy_loss = resolve_policy_loss_config(args.config_name, args.overrides)
+        cfg = compose_trainer_config(args.config_name, args.overrides)
+        refusals, notes = loss_replacing_settings(cfg)
+        failures.extend(refusals)
+        for note in notes:
+            print(f"NOTE: {note}")
+        if not refusals:
+            from verl.utils.config import omega_conf_to_dataclass
+
+            policy_loss = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor.policy_loss)
     except Exception as error:  # show Hydra's/our ValueError as one clear line
         failures.append(f"config {args.config_name}.yaml with {args.overrides}: {type(error).__name__}: {error}")
-    else:
+    if policy_loss is not None:
         print(f"config: {config_dir() / (args.config_name + '.yaml')} {' '.join(args.overrides)}")
         print(f"  policy_loss: {type(policy_loss).__module__}.{type(policy_loss).__qualname__}, "
               f"loss_mode={policy_loss.loss_mode}")

@@ -8,6 +8,7 @@ MASPO keys live in verl's own, frozen, validated config tree.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,9 @@ from maspo_verl.config_blocks import config_block_from, require_bool, require_ch
 __all__ = ["GATE_MODES", "MaspoConfig", "MaspoPolicyLossConfig", "maspo_config_from"]
 
 GATE_MODES = ("gaussian", "hard")
+
+_logger = logging.getLogger("maspo_verl.config")
+_logged_notes: set[str] = set()
 
 
 @dataclass
@@ -98,6 +102,10 @@ class MaspoPolicyLossConfig(PolicyLossConfig):
     dac: DacConfig = field(default_factory=DacConfig)
     bapo: BapoConfig = field(default_factory=BapoConfig)
     entropy_advantage: EntropyAdvantageConfig = field(default_factory=EntropyAdvantageConfig)
+    # verl settings outside the policy-loss block that replace or re-feed the loss
+    # (maspo_verl.loss_guard.TRAINER_SETTING_KEYS), interpolated from the trainer config by
+    # configs/maspo.yaml; empty (nothing checked here) on verl's plain ppo_trainer.
+    trainer_settings: dict = field(default_factory=dict)
 
     def __post_init__(self):
         # Hydra's instantiate(_convert_="partial") hands a nested block over as a dict when it
@@ -109,3 +117,26 @@ class MaspoPolicyLossConfig(PolicyLossConfig):
             ("entropy_advantage", EntropyAdvantageConfig),
         ):
             object.__setattr__(self, block, config_block_from(getattr(self, block), config_class, block))
+        if self.trainer_settings:
+            _refuse_loss_replacing_settings(self.loss_mode, dict(self.trainer_settings))
+
+
+def _refuse_loss_replacing_settings(loss_mode: str, trainer_settings: dict) -> None:
+    """Raise on verl settings that would not train with this plugin's `loss_mode`; log the ones that
+    change its inputs (once per process)."""
+    from maspo_verl.loss_guard import TRAINER_SETTING_KEYS, is_plugin_loss, loss_path_findings
+
+    unknown = sorted(set(trainer_settings) - set(TRAINER_SETTING_KEYS))
+    if unknown:
+        raise ValueError(
+            f"policy_loss.trainer_settings: unknown keys {unknown}; allowed: {sorted(TRAINER_SETTING_KEYS)}"
+        )
+    if not is_plugin_loss(loss_mode):
+        return
+    refusals, notes = loss_path_findings(loss_mode, trainer_settings)
+    if refusals:
+        raise ValueError("; ".join(refusals))
+    for note in notes:
+        if note not in _logged_notes:
+            _logged_notes.add(note)
+            _logger.warning("maspo-verl: %s", note)

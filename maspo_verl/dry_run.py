@@ -10,6 +10,7 @@ Runs, in order, what a real launch hits in its first minutes on a GPU cluster:
      with `omega_conf_to_dataclass`) for the run's GPU count;
   4. the rollout and algorithm dataclasses the workers build;
   5. the registries: policy-loss mode, advantage estimator, custom reward function, reward manager;
+     and the verl settings that would replace a loss of ours or change its inputs (maspo_verl.loss_guard);
   6. the batch-size and parallelism constraints verl only asserts inside its workers;
   7. what a long cluster run hits that no verl check shows (`cluster_run_findings`): TransferQueue
      storage vs. validation/training batch x n, checkpoint retention, the metrics path on several
@@ -299,6 +300,12 @@ def dry_run(config: DictConfig, n_gpus: int | None = None) -> DryRunReport:
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import omega_conf_to_dataclass, validate_config
 
+    from maspo_verl.cli import loss_replacing_settings
+
+    loss_refusals, loss_notes = loss_replacing_settings(config)
+    if loss_refusals:
+        raise DryRunError("; ".join(loss_refusals))
+
     with python_warnings.catch_warnings():
         python_warnings.simplefilter("ignore", UserWarning)  # "Disabled critic ..." for GRPO is expected
         try:
@@ -340,7 +347,9 @@ def dry_run(config: DictConfig, n_gpus: int | None = None) -> DryRunReport:
     errors += cluster_errors
     if errors:
         raise DryRunError("; ".join(errors))
-    return DryRunReport(config=config, n_gpus=total_gpus, warnings=_path_warnings(config) + cluster_warnings)
+    return DryRunReport(
+        config=config, n_gpus=total_gpus, warnings=loss_notes + _path_warnings(config) + cluster_warnings
+    )
 
 
 def _summary(report: DryRunReport) -> str:
