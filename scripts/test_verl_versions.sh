@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The verl version matrix (issue 12): run before a release; CI keeps one verl (scripts/run_tests.sh).
 #
-#   bash scripts/test_verl_versions.sh [--no-e2e] [VERSION ...]    VERSION: 0.8.0 0.9.0 0.9.1 main (default: all)
+#   bash scripts/test_verl_versions.sh [--no-e2e] [--group NAME ...] [VERSION ...]
+#       VERSION: 0.8.0 0.9.0 0.9.1 main (default: all); --group: run only that test group (repeatable)
 #
 # Per version, a cached venv under $MASPO_VERL_MATRIX_CACHE (default ~/.cache/maspo_verl/verl-matrix/<version>):
 # torch==2.13.0 first (CPU build), then that verl (PyPI, or for `main` the source snapshot
@@ -19,13 +20,16 @@ PYTHON_BIN="${PYTHON:-python3}"
 TORCH_PIN="torch==2.13.0"
 RUN_E2E=1
 VERSIONS=()
-for arg in "$@"; do
-  case "$arg" in
+ONLY_GROUPS=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
     --no-e2e) RUN_E2E=0 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
-    0.8.0|0.9.0|0.9.1|main) VERSIONS+=("$arg") ;;
-    *) echo "unknown verl version or option: $arg (known: 0.8.0 0.9.0 0.9.1 main, --no-e2e)" >&2; exit 2 ;;
+    --group) [[ $# -ge 2 ]] || { echo "--group needs a group name" >&2; exit 2; }; ONLY_GROUPS+=("$2"); shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    0.8.0|0.9.0|0.9.1|main) VERSIONS+=("$1") ;;
+    *) echo "unknown verl version or option: $1 (known: 0.8.0 0.9.0 0.9.1 main, --no-e2e, --group NAME)" >&2; exit 2 ;;
   esac
+  shift
 done
 [[ ${#VERSIONS[@]} -eq 0 ]] && VERSIONS=(0.8.0 0.9.0 0.9.1 main)
 
@@ -43,7 +47,17 @@ TEST_GROUPS=(
   "hydra maspo.yaml|tests/test_config.py -k yaml"
   "batched agent loop|tests/test_batched_agent_loop.py"
   "validation bootstrap|tests/test_fast_validation_metrics.py"
+  "verl API contract|tests/test_verl_contract.py"
+  "loss guard|tests/test_loss_guard.py"
 )
+if [[ ${#ONLY_GROUPS[@]} -gt 0 ]]; then
+  selected=()
+  for group in "${TEST_GROUPS[@]}"; do
+    for only in "${ONLY_GROUPS[@]}"; do [[ "${group%%|*}" == "$only" ]] && selected+=("$group"); done
+  done
+  [[ ${#selected[@]} -eq ${#ONLY_GROUPS[@]} ]] || { echo "unknown --group in: ${ONLY_GROUPS[*]} (known: ${TEST_GROUPS[*]%%|*})" >&2; exit 2; }
+  TEST_GROUPS=("${selected[@]}")
+fi
 
 # Tests that use what a verl version lacks, deselected there by name (and counted in the table):
 # verl 0.8's agg_loss has no loss_agg_mode "token-sum" (it raises "Invalid loss_agg_mode: token-sum").
