@@ -11,6 +11,7 @@ a few scripts.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -317,3 +318,28 @@ def test_dry_run_cli_validates_for_another_gpu_count(capsys):
     assert "for 2 GPU(s)" in capsys.readouterr().out
     assert dry_run_main([*arguments, "--n-gpus", "7"]) == 1  # 256 x 5 responses do not split over 7
     assert "ppo_mini_batch_size" in capsys.readouterr().err
+
+
+PAPER_TARGET = re.compile(r"^# Paper(?: \(Table 1, [0-9.]+B\))?: (?:Avg@32 / Pass@32 = \d+\.\d / \d+\.\d|not reported)", re.M)
+
+
+@pytest.mark.parametrize("scale", ["1.5b", "7b", "14b"])
+def test_every_method_script_states_its_paper_target(scale):
+    for script in sorted((RUN_SCRIPTS / scale).glob("*.sh")):
+        header = script.read_text()
+        assert PAPER_TARGET.search(header), f"{script.name}: no '# Paper ...: Avg@32 / Pass@32 = x / y' or 'not reported' line"
+        if scale == "14b" and script.stem not in ("maspo", "grpo"):
+            assert "Our extension, not a paper row" in header, script.name
+
+
+def test_hard_gate_ablation_states_its_second_difference():
+    header = (RUN_SCRIPTS / "ablations" / "hard_gate.sh").read_text()
+    assert "Second difference from MASPO" in header and "dual clip" in header
+
+
+@pytest.mark.timeout(300)
+def test_the_reported_512_32_regime_dry_runs_by_name():
+    result = run_script(RUN_SCRIPTS / "7b" / "maspo.sh", dry_run_mode="1", REGIME="reported_512_32")
+    assert result.returncode == 0, result.stderr
+    assert "+regime=reported_512_32" in result.stdout and "DRY RUN OK" in result.stdout
+    assert "batch                512 prompts x n=5, mini-batch 32" in result.stdout

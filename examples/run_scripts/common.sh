@@ -37,6 +37,10 @@
 #   TRAIN_BATCH_SIZE, MINI_BATCH_SIZE, ROLLOUT_N, VAL_N, MAX_PROMPT_LENGTH, MAX_RESPONSE_LENGTH,
 #   MAX_TOKEN_LEN_PER_GPU, ROLLOUT_TP, LR, TOTAL_EPOCHS, TEST_FREQ, SAVE_FREQ
 #                        the matching keys (see MASPO_ENV_OVERRIDES below)
+#   REGIME               a training regime of configs/regime/ applied after the experiment overlay:
+#                        reported_512_32 = batch 512 / mini-batch 32 (16 updates per step), as third-party
+#                        summaries report the paper's runs; unset = the authors' released template
+#                        (1024 / 256, 4 updates per step; configs/experiment/math_rl.yaml)
 #   PYTHON               interpreter with maspo-verl and verl installed [python3]
 #   CONFIG_DIR           folder holding maspo.yaml [this checkout's configs/, else the installed copy]
 #   REHEARSE=cpu         run this very script on a CPU box: its composed config with a printed,
@@ -129,6 +133,7 @@ maspo_build_command() {
     MASPO_COMMAND=(
         "$PYTHON" -m verl.trainer.main_ppo
         "--config-path=$(maspo_config_dir)" --config-name=maspo "+experiment=$experiment"
+        ${REGIME:+"+regime=$REGIME"}
         "data.train_files=${TRAIN_FILES:-$data_dir/dapo_math.parquet}"
         "data.val_files=${VAL_FILES:-[$val_list]}"
         "trainer.project_name=$project"

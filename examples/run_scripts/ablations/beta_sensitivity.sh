@@ -3,6 +3,7 @@
 # analysis; the authors use 0.03 for both). BETA sets both; BETA_POS / BETA_NEG set one side:
 #   for b in 0.0 0.01 0.03 0.05 0.1; do BETA=$b bash examples/run_scripts/ablations/beta_sensitivity.sh; done
 # Runs at 1.5B by default; EXPERIMENT=r1_distill_7b (or _14b) picks another scale.
+# Paper: not reported here (the paper's ablation numbers are not public); expected below MASPO at the same scale.
 # expect: actor_rollout_ref.actor.policy_loss.loss_mode=maspo actor_rollout_ref.actor.policy_loss.maspo.beta_pos=0.01 actor_rollout_ref.actor.policy_loss.maspo.beta_neg=0.01
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
