@@ -5,10 +5,10 @@
     python -m maspo_verl.compare --preset paper           # the paper's Table 1 rows + MASPO's ablations
     python -m maspo_verl.compare --preset off_policy      # across 1 / 4 / 16 updates per rollout batch
     python -m maspo_verl.compare --preset sensitivity     # MASPO's alpha x beta grid vs GRPO
-    python -m maspo_verl.compare --methods maspo,vanilla,sapo --seeds 0,1 --steps 12 --jobs 2
+    python -m maspo_verl.compare --methods maspo,grpo,sapo --seeds 0,1 --steps 12 --jobs 2
 
 Every run is stock `python -m verl.trainer.main_ppo` through the packaged CPU script
-(`maspo_verl/tiny/train_cpu.sh`, maspo-verl's opt-in CPU patches) on the embedded arithmetic task.
+(`maspo_verl/tiny/train_cpu.sh`, maspo-verl's opt-in CPU patches) on the embedded sorting task.
 Runs are paired: every arm of a seed starts from the same warmed-up tiny model
 (`maspo_verl.tiny.warmup`, cached), sees the same data in the same order, and samples
 deterministically (the hf_cpu rollout seeds each sample from the rollout seed, the weights' step,
@@ -17,11 +17,14 @@ differ only by what the method does. An arm only changes the policy-loss overrid
 `off_policy`, the updates per rollout batch); a seed changes the data order, the sampling and
 the actor's initialisation of randomness.
 
-Statistics (maspo_verl.evaluation.statistics): per arm, the mean over seeds with a 95% t-interval;
-per arm against its baseline, the paired difference of final validation accuracy and pass@k with a
-95% interval for the crossed seeds x problems design (paired t over seeds plus the problem term,
-Welch-Satterthwaite), the verdict (better / worse / no detectable difference) and the minimum
-detectable difference at that size.
+Statistics at the level of the replication unit, the training seed (maspo_verl.evaluation.statistics):
+per arm, the mean over seeds with a 95% t-interval, and its rise from step 0; per arm against its
+baseline, the paired t over seeds (S - 1 degrees of freedom) of the primary outcome (final held-out
+accuracy), of pass@k and of the area under the training curve, with raw and Holm-adjusted p-values
+over all the report's comparisons of that metric and a verdict from the adjusted one. One seed gives
+no interval, and the table says so. The minimum detectable difference is the preset's, fixed before
+its runs from a pilot's seed-level standard deviation. A positive control, an arm whose effect is
+known by construction (GRPO with learning rate 0), shows whether the testbed can see an effect.
 
 A rerun of the same command skips runs already finished with identical settings (a fingerprint in
 `<run>/run.json`) and redoes unfinished ones; Ctrl-C kills the runs under way and keeps the
@@ -47,6 +50,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,8 +63,13 @@ from maspo_verl.patches import UnsupportedVerlVersion
 __all__ = ["METHODS", "PRESETS", "Arm", "Method", "Preset", "RunSettings", "main", "summarize_run"]
 
 MASPO_KEY = "actor_rollout_ref.actor.policy_loss.maspo"
-BASELINE_METHOD = "vanilla"
+BASELINE_METHOD = "grpo"
+# What a user may type for a method: verl calls GRPO's loss "vanilla".
+METHOD_ALIASES = {"vanilla": "grpo"}
 RUN_RECORD = "run.json"
+PRIMARY = "val_acc_final"
+# Compared per seed against the baseline; each metric's comparisons are one Holm family.
+COMPARED_METRICS = ("val_acc_final", "train_reward_mean")
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,7 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
-    "vanilla": Method("GRPO (clip 0.2)", "vanilla"),
+    "grpo": Method("GRPO (clip 0.2)", "vanilla"),
     "clip_higher": Method(
         "Clip Higher (0.2/0.28)", "vanilla",
         ("actor_rollout_ref.actor.clip_ratio_low=0.2", "actor_rollout_ref.actor.clip_ratio_high=0.28"),
@@ -96,21 +105,25 @@ METHODS: dict[str, Method] = {
 class RunSettings:
     """Shared by every run of a comparison (an arm may change some, e.g. the updates per batch).
 
-    Fixed before any method was compared. 2e-3 collapsed MASPO and GRPO alike within 3 steps (the
-    model stopped writing \\boxed{}); 3e-4 keeps both writing answers. Several PPO updates per
-    rollout batch (mini-batches x epochs) move the ratio away from 1, where a trust region matters.
+    Fixed on GRPO alone, on pilot seeds 100-101 the presets never use, before any other method ran on
+    the sorting task (docs/results/README.md, "How the testbed was chosen"): with 8 prompts a step
+    GRPO learned slowly at lr 5e-4 and collapsed at 1e-3 (one pilot seed fell to 0% accuracy);
+    with 16 prompts x 8 responses it rose from 0.23-0.28 to 0.39-0.46 held-out accuracy within 20
+    steps at every lr tried from 5e-5 to 5e-4, and a frozen policy did not rise. lr 1e-4 is the
+    middle of that range, 10x below the unstable 1e-3. 4 PPO updates per rollout batch (2 mini-batches
+    x 2 epochs) move the ratio off 1, so the trust region acts (GRPO clips 1-7% of tokens).
     """
 
-    steps: int = 10
-    train_batch_size: int = 8
+    steps: int = 20
+    train_batch_size: int = 16
     rollout_n: int = 8
-    ppo_mini_batch_size: int = 4
+    ppo_mini_batch_size: int = 8
     ppo_epochs: int = 2
-    learning_rate: float = 3e-4
-    val_n: int = 4
-    val_problems: int = 40
+    learning_rate: float = 1e-4
+    val_n: int = 8
+    val_problems: int = 64
     pass_k: int = 4
-    test_freq: int = 5
+    test_freq: int = 10
     max_response_length: int = 8
     # Torch threads per run, the same whatever --jobs is, so a run's numbers do not depend on how
     # many ran beside it. One: on 2 cores, two runs side by side took 8-10 s a step with 2 threads
@@ -137,15 +150,17 @@ class RunSettings:
             raise ValueError("--rollout-n must be >= 2: GRPO normalises rewards within a group")
         if self.pass_k > self.val_n:
             raise ValueError(f"--pass-k ({self.pass_k}) must be <= --val-n ({self.val_n}): pass@k needs k samples")
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"--learning-rate must be a positive number, got {self.learning_rate}")
+        if not (self.learning_rate >= 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"--learning-rate must be a number >= 0 (0 freezes the policy), got {self.learning_rate}")
 
 
 @dataclass(frozen=True)
 class Arm:
     """One compared configuration: a method, optionally with its own settings or extra overrides.
 
-    `baseline` names the arm it is paired with (same seeds); None for a baseline itself.
+    `baseline` names the arm it is paired with (same seeds); None for a baseline itself. `expected` marks a
+    positive control: the verdict its effect has by construction ("worse" / "better"), which the report
+    checks the testbed detects; None for the arms under test.
     """
 
     name: str
@@ -154,6 +169,7 @@ class Arm:
     baseline: str | None = None
     settings: tuple[tuple[str, object], ...] = ()
     overrides: tuple[str, ...] = ()
+    expected: str | None = None
 
     def run_settings(self, shared: RunSettings) -> RunSettings:
         return replace(shared, **dict(self.settings))
@@ -163,64 +179,100 @@ def _method_arm(method: str, baseline: str | None = BASELINE_METHOD) -> Arm:
     return Arm(method, method, METHODS[method].label, None if method == baseline else baseline)
 
 
+def _frozen_policy_control(baseline: str = BASELINE_METHOD, suffix: str = "") -> Arm:
+    """GRPO with learning rate 0: the policy never changes, so its final accuracy is its step-0 accuracy and it is
+    worse than a GRPO that learns by exactly GRPO's rise (a positive control, known by construction).
+
+    Half the learning rate was the first candidate; the pilot ruled it out before any preset ran: GRPO reached
+    the same accuracy by step 10 at every lr from 5e-5 to 5e-4, so halving it has no effect here to detect."""
+    return Arm(f"grpo_frozen{suffix}", "grpo", "GRPO, lr 0 (control)", baseline, (("learning_rate", 0.0),),
+               expected="worse")
+
+
 @dataclass(frozen=True)
 class Preset:
+    """Arms, seeds and settings, each fixed before the preset's runs, with the reason.
+
+    `pilot_seed_sd`: the standard deviation of a per-seed difference of the primary outcome between two arms,
+    measured on a pilot of GRPO arms on other seeds (docs/results/README.md) before the preset ran; the
+    planned minimum detectable difference comes from it, never from the runs it judges. None: no power figure.
+    """
+
     arms: tuple[Arm, ...]
     seeds: tuple[int, ...]
     settings: RunSettings
     reason: str
+    pilot_seed_sd: float | None = None
+
+    @property
+    def comparisons(self) -> int:
+        return sum(arm.baseline is not None for arm in self.arms)
 
 
-def _off_policy_arms() -> tuple[Arm, ...]:
-    """GRPO, Clip Higher and MASPO at 16, 4 and 1 PPO updates per rollout batch (8 prompts).
+def _off_policy_arms(settings: RunSettings) -> tuple[Arm, ...]:
+    """GRPO, Clip Higher and MASPO at 16 and 4 PPO updates per rollout batch of 16 prompts, in one epoch: 16
+    mini-batches of 1 prompt is the paper's reported 512 / 32 regime. The positive control (a frozen GRPO) is at
+    4 updates.
 
-    Most updates first: there the methods can differ most (at 1 update the ratio is 1 up to float
-    rounding, and all three compute the same gradient), so a comparison cut short keeps what matters most."""
+    1 update per batch is left out: there the ratio is 1 up to float rounding, all three methods compute the same
+    gradient, and the earlier testbed's runs were identical in every seed. Most updates first: a comparison cut
+    short keeps where the methods can differ most."""
     arms = []
-    for updates, (mini_batch, epochs) in {16: (2, 4), 4: (4, 2), 1: (8, 1)}.items():
-        settings = (("ppo_mini_batch_size", mini_batch), ("ppo_epochs", epochs))
-        base = f"vanilla@{updates}"
-        arms.append(Arm(base, "vanilla", f"GRPO, {updates} upd/batch", None, settings))
+    for updates in (16, 4):
+        arm_settings = (("ppo_mini_batch_size", settings.train_batch_size // updates), ("ppo_epochs", 1))
+        base = f"grpo@{updates}"
+        arms.append(Arm(base, "grpo", f"GRPO, {updates} upd/batch", None, arm_settings))
         for method in ("clip_higher", "maspo"):
-            arms.append(Arm(f"{method}@{updates}", method, f"{METHODS[method].label}, {updates} upd/batch", base, settings))
+            arms.append(Arm(f"{method}@{updates}", method, f"{METHODS[method].label}, {updates} upd/batch", base,
+                            arm_settings))
+        if updates == 4:
+            control = _frozen_policy_control(base, "@4")
+            arms.append(replace(control, label=f"{control.label}, 4 upd/batch", settings=(*arm_settings, *control.settings)))
     return tuple(arms)
 
 
 def _sensitivity_arms() -> tuple[Arm, ...]:
     """MASPO over alpha x beta (beta_pos = beta_neg), like the paper's Fig. 4, each against GRPO."""
-    arms = [_method_arm("vanilla")]
+    arms = [_method_arm("grpo")]
     for alpha in (0.0, 0.3, 0.5):
         for beta in (0.0, 0.03, 0.1):
             overrides = (f"{MASPO_KEY}.alpha={alpha}", f"{MASPO_KEY}.beta_pos={beta}", f"{MASPO_KEY}.beta_neg={beta}")
-            arms.append(Arm(f"maspo_a{alpha}_b{beta}", "maspo", f"MASPO alpha {alpha} beta {beta}", "vanilla", (), overrides))
+            arms.append(Arm(f"maspo_a{alpha}_b{beta}", "maspo", f"MASPO alpha {alpha} beta {beta}", "grpo", (), overrides))
     return tuple(arms)
 
 
-PAPER_METHODS = ("vanilla", "clip_higher", "dac", "entropy_advantage", "bapo", "sapo", "maspo",
+PAPER_METHODS = ("grpo", "clip_higher", "dac", "entropy_advantage", "bapo", "sapo", "maspo",
                  "maspo_hard_gate", "maspo_no_mass_adaptive", "maspo_no_risk_control")
-# Validation for the powered presets: 45 held-out problems (all one-digit + and - problems the
-# warm-up did not train on) x 16 samples; pass@4 from those 16 with the unbiased estimator.
-POWERED = dict(val_n=16, val_problems=45, pass_k=4)
+TESTBED = RunSettings()
+# The standard deviation of a per-seed difference in final held-out accuracy, fixed from the pilot before any
+# preset ran (docs/results/README.md): sqrt(2) x the pooled between-seed sd of GRPO's final accuracy over 8 pilot
+# runs (0.0205, 4 df), rounded up. Conservative: it ignores pairing, and the pilot's paired differences between
+# GRPO arms had sd 0.011 (2 df). The planned MDE's input.
+PILOT_SEED_SD = 0.03
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
-        (_method_arm("maspo"), _method_arm("vanilla")), (0,), RunSettings(),
-        "a couple of minutes: shows both methods train in verl's trainer; one seed cannot tell them apart",
+        (_method_arm("maspo"), _method_arm("grpo")), (0,), TESTBED,
+        "about two minutes: shows both methods learn in verl's trainer; one seed gives no interval",
     ),
     "full": Preset(
-        (_method_arm("maspo"), _method_arm("vanilla")), tuple(range(10)), RunSettings(steps=20, test_freq=10, **POWERED),
-        "powered for the paired accuracy difference: 10 seeds x 45 problems x 16 samples (docs/results/README.md)",
+        (_method_arm("grpo"), _method_arm("maspo"), _frozen_policy_control()), tuple(range(5)), TESTBED,
+        "MASPO vs GRPO with a positive control, as many paired seeds as fit 20 minutes on 2 cores",
+        PILOT_SEED_SD,
     ),
     "paper": Preset(
-        tuple(_method_arm(m) for m in PAPER_METHODS), (0, 1, 2), RunSettings(steps=30, test_freq=15, **POWERED),
-        "the paper's Table 1 rows and MASPO's three ablations at one shared setting, 3 seeds",
+        (*(_method_arm(m) for m in PAPER_METHODS), _frozen_policy_control()), (0, 1, 2), TESTBED,
+        "the paper's Table 1 rows and MASPO's three ablations at one shared setting, 3 seeds, with a positive control",
+        PILOT_SEED_SD,
     ),
     "off_policy": Preset(
-        _off_policy_arms(), (0, 1, 2), RunSettings(steps=20, test_freq=10, **POWERED),
-        "the axis along which a trust region matters: PPO updates per rollout batch 1, 4, 16",
+        _off_policy_arms(TESTBED), (0, 1, 2), TESTBED,
+        "the axis along which a trust region matters: 4 and 16 PPO updates per rollout batch (16: the paper's "
+        "reported batch 512 / mini-batch 32)",
+        PILOT_SEED_SD,
     ),
     "sensitivity": Preset(
-        _sensitivity_arms(), (0, 1), RunSettings(steps=20, test_freq=10, **POWERED),
+        _sensitivity_arms(), (0, 1), TESTBED,
         "MASPO's alpha x beta grid (alpha 0 / 0.3 / 0.5, beta 0 / 0.03 / 0.1) against GRPO, like the paper's Fig. 4",
     ),
 }
@@ -240,9 +292,9 @@ class RunResult:
 
 
 def _val_key(val_n: int) -> str:
-    from maspo_verl.tiny.task import DATA_SOURCE
+    from maspo_verl.tiny.warmup import WarmupSettings
 
-    return f"val-core/{DATA_SOURCE}/acc/mean@{val_n}"
+    return f"val-core/{WarmupSettings().task.data_source}/acc/mean@{val_n}"
 
 
 def _validation_outcomes(dump: str) -> dict[str, list[bool]]:
@@ -294,14 +346,20 @@ def summarize_run(run_dir: Path, settings: RunSettings) -> dict:
     dumps = run_dir / "val_generations"
     start_dump, final_dump = latest_dump(str(dumps), step=0), latest_dump(str(dumps))
     final = _validation_outcomes(final_dump)
+    rewards = [value for _, value in series.get("critic/score/mean", [])]
+    quarter = max(1, len(rewards) // 4)
     summary = {
         "val_acc_start": val[0][1],
         "val_acc_final": val[-1][1],
+        "val_acc_rise": val[-1][1] - val[0][1],
         "val_acc_best": max(v for _, v in val),
         f"val_pass@{settings.pass_k}_final": statistics.fmean(
             pass_at_k(len(c), sum(c), settings.pass_k) for c in final.values()
         ),
+        # the area under the training-reward curve per step: sampled accuracy on the training problems
         "train_reward_mean": mean("critic/score/mean"),
+        "train_reward_first_quarter": statistics.fmean(rewards[:quarter]) if rewards else None,
+        "train_reward_last_quarter": statistics.fmean(rewards[-quarter:]) if rewards else None,
         "train_reward_last": last("critic/score/mean"),
         "entropy_last": last("actor/entropy"),
         "pg_clipfrac_mean": mean("actor/pg_clipfrac"),
@@ -312,6 +370,10 @@ def summarize_run(run_dir: Path, settings: RunSettings) -> dict:
     }
     for key in sorted(k for k in series if k.startswith("actor/maspo/")):
         summary[key.replace("actor/", "") + "_mean"] = mean(key)
+    if summary.get("maspo/gated_frac_pos_mean") is not None:
+        summary["maspo/gated_frac_mean"] = summary["maspo/gated_frac_pos_mean"] + summary.get("maspo/gated_frac_neg_mean", 0.0)
+    if summary["train_reward_first_quarter"] is not None:
+        summary["train_reward_quarter_rise"] = summary["train_reward_last_quarter"] - summary["train_reward_first_quarter"]
     return summary
 
 
@@ -466,8 +528,13 @@ def _run_one(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: 
             progress.bar.write(f"[compare] {arm.name} seed {seed}: the finished run in {run_dir} started from other "
                                "warm-up weights (built on another machine?): redone from this machine's")
         elif finished:
-            # run_dir as it is now: an output folder moved or unpacked elsewhere is still read from where it is
+            # run_dir as it is now: an output folder moved or unpacked elsewhere is still read from where it is;
+            # its numbers read again from its logs, so a report always has this version's summary keys
             result = RunResult(**{**record["result"], "reused": True, "run_dir": str(run_dir)})
+            try:
+                result.summary = summarize_run(run_dir, settings)
+            except (OSError, ValueError):
+                pass  # logs not kept (e.g. an archive of records only): the recorded numbers
             progress.finished(f"{arm.name}-seed{seed}", settings.steps, f"[compare] {arm.name} seed {seed}: reused {run_dir}")
             return result
     if run_dir.exists():
@@ -539,60 +606,126 @@ def environment_check(results: list[RunResult]) -> dict[int, dict]:
     return checks
 
 
-def analyse(arms: list[Arm], results: list[RunResult], settings: RunSettings, outcomes=final_outcomes) -> dict:
-    """Per arm: means with 95% CIs over seeds; per arm vs its baseline: paired differences with CIs.
+PER_ARM_METRICS = ("val_acc_start", "val_acc_final", "val_acc_rise", "train_reward_mean", "train_reward_first_quarter",
+                   "train_reward_last_quarter", "train_reward_quarter_rise", "entropy_last", "pg_clipfrac_mean",
+                   "ppo_kl_mean", "maspo/gated_frac_mean", "maspo/gate_weight_mean_mean", "step_seconds_median")
+ALPHA = 0.05
 
-    `outcomes(run)` gives a run's final {problem: [correct per sample]}; the problems of both arms
-    are aligned by key (`statistics.stack_runs`), the seeds by number.
+
+def analyse(arms: list[Arm], results: list[RunResult], settings: RunSettings, pilot_seed_sd: float | None = None) -> dict:
+    """Per arm: means over seeds with 95% t-intervals; per arm vs its baseline: the paired t over seeds.
+
+    Each metric of COMPARED_METRICS (and pass@k) is compared per seed; the p-values of one metric over all the
+    report's comparisons form one Holm family (the verdict comes from the adjusted p). `planned` holds the
+    minimum detectable difference of the primary outcome from `pilot_seed_sd`, fixed before the runs.
+    `instrument` says whether the testbed can see: does each baseline learn (the rise of its held-out accuracy
+    from step 0 over seeds, its training reward from first to last quarter), and is each positive control
+    detected (its verdict on the primary outcome is the one it has by construction)?
     """
     from maspo_verl.evaluation import statistics as stats
 
     by_arm = _ok_runs(results)
-    per_arm, paired = {}, {}
     pass_key = f"val_pass@{settings.pass_k}_final"
+    per_arm, paired = {}, {}
     for arm in arms:
         runs = by_arm.get(arm.name, {})
         if not runs:
             continue
         per_arm[arm.name] = {"seeds": sorted(runs)}
-        for key in ("val_acc_start", "val_acc_final", pass_key, "train_reward_mean", "entropy_last",
-                    "pg_clipfrac_mean", "ppo_kl_mean", "maspo/gate_weight_mean_mean", "step_seconds_median"):
+        for key in (*PER_ARM_METRICS, pass_key):
             values = [run.summary[key] for run in runs.values() if run.summary.get(key) is not None]
             if values:
                 per_arm[arm.name][key] = stats.mean_ci(values).as_dict()
+    metrics = (*COMPARED_METRICS, pass_key)
     for arm in arms:
         if arm.baseline is None or arm.name not in by_arm or arm.baseline not in by_arm:
             continue
         seeds = sorted(set(by_arm[arm.name]) & set(by_arm[arm.baseline]))
         if not seeds:
             continue
-        base, problems = stats.stack_runs([outcomes(by_arm[arm.baseline][s]) for s in seeds], name=arm.baseline)
-        method, _ = stats.stack_runs([outcomes(by_arm[arm.name][s]) for s in seeds], problems=problems, name=arm.name)
-        paired[arm.name] = {"baseline": arm.baseline, "seeds": seeds,
-                            **stats.paired_difference(method, base, k=settings.pass_k).as_dict()}
-    return {"per_arm": per_arm, "paired": paired}
+        paired[arm.name] = {"baseline": arm.baseline, "seeds": seeds, "expected": arm.expected}
+        for metric in metrics:
+            method = [by_arm[arm.name][seed].summary.get(metric) for seed in seeds]
+            baseline = [by_arm[arm.baseline][seed].summary.get(metric) for seed in seeds]
+            if None not in method and None not in baseline:
+                paired[arm.name][metric] = stats.paired_seed_difference(method, baseline, metric=metric).as_dict()
+    for metric in metrics:
+        family = {name: pair[metric]["p_value"] for name, pair in paired.items() if metric in pair}
+        for name, adjusted in stats.holm_adjust({k: math.nan if p is None else p for k, p in family.items()}).items():
+            comparison = paired[name][metric]
+            comparison["p_holm"] = adjusted if math.isfinite(adjusted) else None
+            comparison["holm_family_size"] = sum(p is not None for p in family.values())
+            comparison["verdict"] = stats.verdict(comparison["difference"], adjusted, ALPHA)
+    for name, pair in paired.items():
+        if pair["expected"] and PRIMARY in pair:
+            pair["control_detected"] = pair[PRIMARY]["verdict"] == pair["expected"]
+    seeds = max((len(pair["seeds"]) for pair in paired.values()), default=0)
+    comparisons = max(1, sum(PRIMARY in pair for pair in paired.values()))
+    planned = None
+    if pilot_seed_sd is not None and seeds >= 2:
+        planned = {"pilot_seed_sd": pilot_seed_sd, "seeds": seeds, "comparisons": comparisons, "alpha": ALPHA,
+                   "power": 0.8, "minimum_detectable_difference": stats.planned_minimum_detectable_difference(
+                       pilot_seed_sd, seeds, comparisons, ALPHA, 0.8)}
+    instrument = {
+        "baselines_learn": {
+            arm.name: {
+                "val_acc_rise": per_arm[arm.name].get("val_acc_rise"),
+                "train_reward_quarter_rise": per_arm[arm.name].get("train_reward_quarter_rise"),
+                "rise_interval_excludes_0": (per_arm[arm.name].get("val_acc_rise") or {}).get("low") is not None
+                and per_arm[arm.name]["val_acc_rise"]["low"] > 0,
+            }
+            for arm in arms if arm.baseline is None and arm.name in per_arm
+        },
+        "controls_detected": {name: pair.get("control_detected") for name, pair in paired.items() if pair["expected"]},
+    }
+    return {"per_arm": per_arm, "paired": paired, "planned": planned, "instrument": instrument}
 
 
-def _ci_cell(value: dict | None) -> str:
+def _mean(numbers: dict, key: str, digits: int = 3) -> str:
+    value = numbers.get(key)
+    return "-" if value is None else f"{value['mean']:.{digits}f}"
+
+
+def _with_interval(value: dict | None, signed: bool = False) -> str:
     if not value:
         return "-"
-    low, high = value.get("low"), value.get("high")
-    if low is None or high is None:
-        return f"{value['mean']:.3f}"
-    return f"{value['mean']:.3f} [{low:.3f}, {high:.3f}]"
+    sign = "+" if signed else ""
+    center = value.get("difference", value.get("mean"))
+    if value.get("low") is None or value.get("high") is None:
+        return f"{center:{sign}.3f}"
+    return f"{center:{sign}.3f} [{value['low']:{sign}.3f}, {value['high']:{sign}.3f}]"
 
 
-def _difference_cell(difference: dict | None) -> str:
-    if not difference:
+def _p(value: float | None) -> str:
+    return "-" if value is None else ("<0.001" if value < 0.001 else f"{value:.3f}")
+
+
+def _verdict_cell(pair: dict) -> str:
+    comparison = pair.get(PRIMARY)
+    if not comparison:
         return "-"
-    return f"{difference['difference']:+.3f} [{difference['low']:+.3f}, {difference['high']:+.3f}]"
+    text = comparison["verdict"]
+    if pair.get("expected"):
+        text += (" (control: detected)" if pair.get("control_detected")
+                 else " (control NOT detected: this testbed cannot judge the methods)")
+    return text
+
+
+def _trust_region_cells(arm: Arm, numbers: dict) -> list[str]:
+    """GRPO-style clip fraction, MASPO's gated fraction and gate weight: three quantities, three columns."""
+    is_maspo = METHODS[arm.method].loss_mode == "maspo"
+    return ["-" if is_maspo else _mean(numbers, "pg_clipfrac_mean"),
+            _mean(numbers, "maspo/gated_frac_mean") if is_maspo else "-",
+            _mean(numbers, "maspo/gate_weight_mean_mean") if is_maspo else "-"]
 
 
 def format_table(arms: list[Arm], analysis: dict, settings: RunSettings) -> str:
+    """The Markdown table of comparison.md: every number of the report, one row per arm."""
     k = settings.pass_k
-    header = ["arm", "seeds", "val acc start", "val acc final [95% CI]", f"pass@{k} final [95% CI]",
-              "Δ acc vs baseline [95% CI]", f"Δ pass@{k} [95% CI]", "MDE (acc)", "verdict (acc)",
-              "clip/gate frac", "gate w"]
+    header = ["arm", "seeds", "val acc start", "val acc final [95% CI]", "rise from step 0 [95% CI]",
+              "train reward 1st -> last quarter", f"pass@{k} final", "Δ val acc vs baseline [95% CI]", "p", "p (Holm)",
+              "verdict (val acc)", "Δ train reward AUC [95% CI]", "p (Holm)", f"Δ pass@{k} [95% CI]", "clip frac",
+              "gated frac", "gate w"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for arm in arms:
         numbers = analysis["per_arm"].get(arm.name)
@@ -600,23 +733,77 @@ def format_table(arms: list[Arm], analysis: dict, settings: RunSettings) -> str:
             lines.append(f"| {arm.label} | 0 | no finished run |" + " - |" * (len(header) - 3))
             continue
         pair = analysis["paired"].get(arm.name, {})
-        accuracy, pass_k = pair.get("accuracy"), pair.get("pass_at_k")
+        primary, auc, pass_k = pair.get(PRIMARY), pair.get("train_reward_mean"), pair.get(f"val_pass@{k}_final")
         cells = [
             arm.label + (f" (vs {arm.baseline})" if arm.baseline else " (baseline)"),
             str(len(numbers["seeds"])),
-            _ci_cell(numbers.get("val_acc_start")).split(" [")[0],
-            _ci_cell(numbers.get("val_acc_final")),
-            _ci_cell(numbers.get(f"val_pass@{k}_final")),
-            _difference_cell(accuracy),
-            _difference_cell(pass_k),
-            f"{accuracy['minimum_detectable_difference']:.3f}" if accuracy else "-",
-            (accuracy["verdict"] + ("" if pair["covers_training_randomness"] else " (1 seed: evaluation noise only)"))
-            if accuracy else "-",
-            _ci_cell(numbers.get("pg_clipfrac_mean")).split(" [")[0],
-            _ci_cell(numbers.get("maspo/gate_weight_mean_mean")).split(" [")[0],
+            _mean(numbers, "val_acc_start"),
+            _with_interval(numbers.get("val_acc_final")),
+            _with_interval(numbers.get("val_acc_rise"), signed=True),
+            f"{_mean(numbers, 'train_reward_first_quarter')} -> {_mean(numbers, 'train_reward_last_quarter')}",
+            _mean(numbers, f"val_pass@{k}_final"),
+            _with_interval(primary, signed=True),
+            _p(primary["p_value"]) if primary else "-",
+            _p(primary["p_holm"]) if primary else "-",
+            _verdict_cell(pair),
+            _with_interval(auc, signed=True),
+            _p(auc["p_holm"]) if auc else "-",
+            _with_interval(pass_k, signed=True),
+            *_trust_region_cells(arm, numbers),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + _notes(analysis))
+
+
+def _notes(analysis: dict) -> list[str]:
+    notes = []
+    if any(pair.get(PRIMARY, {}).get("p_value") is None for pair in analysis["paired"].values()):
+        notes.append("One seed: a difference but no interval and no p. One training run says nothing about how a "
+                     "rerun with another seed would differ; run more seeds (e.g. --preset full).")
+    planned = analysis.get("planned")
+    if planned:
+        notes.append(f"Planned minimum detectable difference of final val acc (fixed before the runs): "
+                     f"{planned['minimum_detectable_difference']:.3f} at {planned['power']:.0%} power, "
+                     f"{planned['seeds']} seeds, Holm family of {planned['comparisons']}, pilot seed-level sd "
+                     f"{planned['pilot_seed_sd']:.3f}.")
+    for name, learns in analysis["instrument"]["baselines_learn"].items():
+        rise, quarters = learns["val_acc_rise"], learns["train_reward_quarter_rise"]
+        if rise:
+            notes.append(f"{name} learns: val acc rise from step 0 {_with_interval(rise, signed=True)}; training "
+                         f"reward last minus first quarter {_with_interval(quarters, signed=True)}.")
+    for name, detected in analysis["instrument"]["controls_detected"].items():
+        if detected is False:
+            notes.append(f"The positive control {name} was NOT detected: the testbed cannot see a known effect, so "
+                         "a null result for a method here is no evidence of no effect.")
+    return [""] + [f"- {note}" for note in notes] if notes else []
+
+
+TERMINAL_COLUMNS = ((22, "arm"), (5, "seeds"), (13, "acc 0->final"), (24, "Δ acc vs base [95% CI]"),
+                    (7, "p Holm"), (24, "verdict"))
+
+
+def format_terminal_table(arms: list[Arm], analysis: dict) -> str:
+    """The same comparison in <= 100 columns for a terminal: arm (by name), final accuracy, its difference and verdict."""
+    def row(cells):
+        return " ".join(str(cell)[:width].ljust(width) for (width, _), cell in zip(TERMINAL_COLUMNS, cells)).rstrip()
+
+    lines = [row([title for _, title in TERMINAL_COLUMNS])]
+    for arm in arms:
+        numbers = analysis["per_arm"].get(arm.name)
+        if numbers is None:
+            lines.append(row([arm.name, 0, "no finished run"]))
+            continue
+        pair = analysis["paired"].get(arm.name, {})
+        primary = pair.get(PRIMARY)
+        verdict = _verdict_cell(pair).replace(" (control NOT detected: this testbed cannot judge the methods)",
+                                              " (control MISSED)")
+        lines.append(row([
+            arm.name, len(numbers["seeds"]), f"{_mean(numbers, 'val_acc_start')}->{_mean(numbers, 'val_acc_final')}",
+            _with_interval(primary, signed=True) if primary else "(baseline)",
+            _p(primary["p_holm"]) if primary else "", verdict.replace("(control: detected)", "(control ok)")
+            if primary else "",
+        ]))
+    return "\n".join(lines + [textwrap.fill(line, 100, subsequent_indent="  ") for line in _notes(analysis)])
 
 
 def plot(arms: list[Arm], results: list[RunResult], output: Path) -> None:
@@ -665,10 +852,11 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def _parse_methods(text: str) -> list[Arm]:
-    methods = [part.strip() for part in text.split(",") if part.strip()]
+    methods = [METHOD_ALIASES.get(part.strip(), part.strip()) for part in text.split(",") if part.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        raise ValueError(f"unknown method(s) {unknown or [text]}; choose from {', '.join(METHODS)}")
+        raise ValueError(f"unknown method(s) {unknown or [text]}; choose from {', '.join(METHODS)} "
+                         f"(also {', '.join(f'{alias} = {name}' for alias, name in METHOD_ALIASES.items())})")
     if len(set(methods)) != len(methods):
         raise ValueError(f"--methods lists a method twice: {text!r}")
     baseline = BASELINE_METHOD if BASELINE_METHOD in methods else None
@@ -689,10 +877,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m maspo_verl.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    parser.add_argument("--methods", help=f"comma-separated, from: {', '.join(METHODS)} (replaces the preset's arms)")
+    parser.add_argument("--methods", help=f"comma-separated, from: {', '.join(METHODS)} (replaces the preset's arms; "
+                                          "verl's name vanilla is accepted for grpo)")
     parser.add_argument("--seeds", help="comma-separated integers (preset's by default)")
     parser.add_argument("--arms", help="comma-separated arm names: run or report only these of the preset's arms "
-                                       "(with their baselines), e.g. vanilla@16,maspo@16")
+                                       "(with their baselines), e.g. grpo@16,maspo@16")
     for settings_field in fields(RunSettings):
         default = getattr(RunSettings(), settings_field.name)
         parser.add_argument(f"--{settings_field.name.replace('_', '-')}", type=type(default), default=None,
@@ -800,7 +989,7 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         return 130
 
-    analysis = analyse(arms, results, settings)
+    analysis = analyse(arms, results, settings, None if args.methods else preset.pilot_seed_sd)
     pairing = step0_check(results)
     environments = environment_check(results)
     report = {
@@ -834,9 +1023,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"({check['environments']}): they may differ by float paths, not only by method; rerun them in one "
                   "environment (--fresh) for a paired comparison", file=sys.stderr)
     if analysis["per_arm"]:
-        table = format_table(arms, analysis, settings)
-        (output_dir / "comparison.md").write_text(table + "\n")
-        print(table)
+        (output_dir / "comparison.md").write_text(format_table(arms, analysis, settings) + "\n")
+        print(format_terminal_table(arms, analysis))
+        print(f"[compare] every number, as a Markdown table: {output_dir / 'comparison.md'}")
         if importlib.util.find_spec("matplotlib") is None:  # the `plot` extra: the runs and the table need none of it
             print("[compare] learning_curves.png not drawn: matplotlib is not installed (pip install 'maspo-verl[plot]')",
                   file=sys.stderr)

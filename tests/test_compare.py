@@ -8,13 +8,15 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from helpers import validation_records
 from omegaconf import OmegaConf
 
 from maspo_verl.compare import (
-    METHODS, PRESETS, Arm, RunResult, RunSettings, _parse_methods, _parse_seeds, analyse, format_table, main, step0_check,
+    METHODS, PRESETS, Arm, RunResult, RunSettings, _parse_methods, _parse_seeds, analyse, format_table,
+    format_terminal_table, main, step0_check,
 )
 from maspo_verl.e2e import CPU_SCRIPT
 from maspo_verl.e2e import summarize_run as summarize_training
@@ -30,13 +32,13 @@ from maspo_verl.tiny.warmup import WarmupSettings, cached_warmup
         (["--steps", "0"], "--steps must be >= 1"),
         (["--ppo-mini-batch-size", "3"], "must divide --train-batch-size"),
         (["--rollout-n", "1"], "--rollout-n must be >= 2"),
-        (["--learning-rate", "-1"], "--learning-rate must be a positive number"),
+        (["--learning-rate", "-1"], "--learning-rate must be a number >= 0"),
         (["--val-n", "2", "--pass-k", "4"], "--pass-k (4) must be <= --val-n (2)"),
         (["--jobs", "0"], "--jobs must be >= 1"),
         (["--preset", "off_policy", "--train-batch-size", "6"], "must divide --train-batch-size"),
         (["--output-dir", "/proc/maspo-compare"], "is not writable"),
         (["--preset", "off_policy", "--arms", "maspo@16,maspo@64"], "unknown arm(s) ['maspo@64']"),
-        (["--preset", "off_policy", "--arms", "maspo@16"], "leaves out the baseline(s) ['vanilla@16']"),
+        (["--preset", "off_policy", "--arms", "maspo@16"], "leaves out the baseline(s) ['grpo@16']"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero_before_any_run(argv, message, capsys, tmp_path):
@@ -58,9 +60,12 @@ def test_a_verl_the_cpu_backend_does_not_support_is_one_line_and_nonzero_before_
 
 
 def test_parsers_accept_good_values():
-    arms = _parse_methods("maspo, vanilla,sapo")
-    assert [arm.method for arm in arms] == ["maspo", "vanilla", "sapo"]
-    assert [arm.baseline for arm in arms] == ["vanilla", None, "vanilla"], "GRPO is every method's baseline when listed"
+    arms = _parse_methods("maspo, grpo,sapo")
+    assert [arm.method for arm in arms] == ["maspo", "grpo", "sapo"]
+    assert [arm.baseline for arm in arms] == ["grpo", None, "grpo"], "GRPO is every method's baseline when listed"
+    assert [arm.method for arm in _parse_methods("maspo,vanilla")] == ["maspo", "grpo"], "verl's name for GRPO's loss"
+    with pytest.raises(ValueError, match="lists a method twice"):
+        _parse_methods("grpo,vanilla")
     assert [arm.baseline for arm in _parse_methods("maspo,sapo")] == [None, None]
     assert _parse_seeds("0,2") == [0, 2]
     RunSettings().validate()
@@ -80,70 +85,108 @@ def test_presets_are_well_formed(name):
 
 
 def test_presets_hold_what_the_issue_asks_for():
-    assert {a.method for a in PRESETS["quick"].arms} == {a.method for a in PRESETS["full"].arms} == {"maspo", "vanilla"}
+    assert {a.method for a in PRESETS["quick"].arms} == {a.method for a in PRESETS["full"].arms} == {"maspo", "grpo"}
     assert {a.method for a in PRESETS["paper"].arms} == set(METHODS) - {"bapo_paper"}, (
         "the paper's rows (BAPO as released) plus the three ablations"
     )
     updates = {a.run_settings(PRESETS["off_policy"].settings).updates_per_batch for a in PRESETS["off_policy"].arms}
-    assert updates == {1, 4, 16}
+    assert updates == {4, 16}
     for arm in PRESETS["off_policy"].arms:  # paired with GRPO at the same number of updates
         if arm.baseline:
-            assert arm.baseline == f"vanilla@{arm.name.split('@')[1]}"
+            assert arm.baseline == f"grpo@{arm.name.split('@')[1]}"
+    sixteen = [a.run_settings(PRESETS["off_policy"].settings) for a in PRESETS["off_policy"].arms if a.name.endswith("@16")]
+    assert all(s.ppo_epochs == 1 and s.train_batch_size // s.ppo_mini_batch_size == 16 for s in sixteen), (
+        "the paper's reported regime: 16 mini-batches of one epoch (batch 512 / mini-batch 32)")
     grid = {o for a in PRESETS["sensitivity"].arms for o in a.overrides if ".alpha=" in o}
     assert len(grid) == 3 and len(PRESETS["sensitivity"].arms) == 10
 
 
-def _synthetic_run(arm, seed, accuracy_by_problem, digest="same", samples=8):
-    """A finished run whose final validation has `round(p * samples)` correct samples for each problem."""
-    final = {f"{i}+1=": [s < round(p * samples) for s in range(samples)] for i, p in enumerate(accuracy_by_problem)}
-    mean = sum(map(sum, final.values())) / (samples * len(final))
-    summary = {"val_acc_start": 0.2, "val_acc_final": mean, "val_pass@4_final": mean, "val_start_digest": digest,
-               "train_reward_mean": 0.3, "pg_clipfrac_mean": 0.1}
-    SYNTHETIC_OUTCOMES[(arm, seed)] = final
+@pytest.mark.parametrize("name", ["full", "paper", "off_policy"])
+def test_every_powered_preset_carries_a_positive_control_and_a_planned_power(name):
+    preset = PRESETS[name]
+    controls = [arm for arm in preset.arms if arm.expected]
+    assert controls and all(arm.expected == "worse" and arm.method == "grpo" for arm in controls)
+    for control in controls:
+        baseline = next(arm for arm in preset.arms if arm.name == control.baseline)
+        frozen, learning = control.run_settings(preset.settings), baseline.run_settings(preset.settings)
+        assert frozen.learning_rate == 0.0 < learning.learning_rate
+        assert replace(frozen, learning_rate=learning.learning_rate) == learning, "the control differs in lr only"
+    assert preset.pilot_seed_sd and preset.pilot_seed_sd > 0 and len(preset.seeds) >= 3
+
+
+def _synthetic_run(arm, seed, final_accuracy, digest="same", start=0.2, reward=0.3):
+    """A finished run whose summary holds the given final accuracy (the analysis reads one number per run)."""
+    summary = {"val_acc_start": start, "val_acc_final": final_accuracy, "val_acc_rise": final_accuracy - start,
+               "val_pass@4_final": min(1.0, final_accuracy + 0.2), "val_start_digest": digest,
+               "train_reward_mean": reward, "train_reward_first_quarter": reward - 0.1,
+               "train_reward_last_quarter": reward + 0.1, "train_reward_quarter_rise": 0.2, "pg_clipfrac_mean": 0.03}
+    if arm.startswith("maspo"):
+        summary.update({"maspo/gated_frac_mean": 0.25, "maspo/gate_weight_mean_mean": 0.98})
     return RunResult(arm, seed, True, 1.0, f"/runs/{arm}-seed{seed}", summary=summary)
 
 
-SYNTHETIC_OUTCOMES: dict = {}
+GRPO_FINAL = [0.40, 0.45, 0.38, 0.50, 0.42]
 
 
-def _outcomes(run):
-    return SYNTHETIC_OUTCOMES[(run.arm, run.seed)]
+def test_analysis_is_the_paired_t_over_seeds_with_holm_verdicts():
+    from scipy import stats
 
-
-def test_analysis_pairs_each_arm_with_its_baseline_and_gives_a_verdict():
-    arms = [Arm("maspo", "maspo", "MASPO", "vanilla"), Arm("vanilla", "vanilla", "GRPO")]
-    difficulty = [0.1, 0.3, 0.5, 0.7, 0.9] * 8
-    results = []
-    for seed in range(4):
-        results.append(_synthetic_run("vanilla", seed, difficulty))
-        results.append(_synthetic_run("maspo", seed, [min(1.0, p + 0.25) for p in difficulty]))
-    analysis = analyse(arms, results, RunSettings(val_n=8, pass_k=4), _outcomes)
-    pair = analysis["paired"]["maspo"]
-    assert pair["baseline"] == "vanilla" and pair["seeds"] == [0, 1, 2, 3]
-    assert pair["accuracy"]["difference"] > 0.15 and pair["accuracy"]["low"] > 0
-    assert pair["accuracy"]["verdict"] == "better"
-    assert "vanilla" not in analysis["paired"], "a baseline is not compared with itself"
-    assert analysis["per_arm"]["maspo"]["val_acc_final"]["count"] == 4
+    arms = [Arm("grpo", "grpo", "GRPO"), Arm("maspo", "maspo", "MASPO", "grpo"),
+            Arm("sapo", "sapo", "SAPO", "grpo"), Arm("half", "grpo", "GRPO, half lr (control)", "grpo", expected="worse")]
+    maspo_final = [a + d for a, d in zip(GRPO_FINAL, [0.02, 0.05, 0.01, 0.04, 0.03])]  # raw p ~0.013
+    sapo_final = [a + d for a, d in zip(GRPO_FINAL, [0.01, -0.02, 0.02, 0.0, -0.01])]
+    half_final = [a - d for a, d in zip(GRPO_FINAL, [0.10, 0.12, 0.09, 0.11, 0.13])]
+    results = [_synthetic_run(arm, seed, values[seed]) for arm, values in
+               (("grpo", GRPO_FINAL), ("maspo", maspo_final), ("sapo", sapo_final), ("half", half_final))
+               for seed in range(5)]
+    analysis = analyse(arms, results, RunSettings(val_n=8, pass_k=4), pilot_seed_sd=0.03)
+    maspo = analysis["paired"]["maspo"]["val_acc_final"]
+    expected = stats.ttest_rel(maspo_final, GRPO_FINAL)
+    assert maspo["p_value"] == pytest.approx(expected.pvalue)
+    assert (maspo["low"], maspo["high"]) == pytest.approx(tuple(expected.confidence_interval(0.95)))
+    assert maspo["degrees_of_freedom"] == 4 and maspo["holm_family_size"] == 3
+    raw = {name: analysis["paired"][name]["val_acc_final"]["p_value"] for name in ("maspo", "sapo", "half")}
+    ranked = sorted(raw, key=raw.get)
+    assert ranked[0] == "half" and maspo["p_holm"] == pytest.approx(min(1.0, max(3 * raw["half"], 2 * raw["maspo"])))
+    assert maspo["verdict"] == ("better" if maspo["p_holm"] < 0.05 else "no detectable difference")
+    assert analysis["paired"]["half"]["control_detected"] is True
+    assert analysis["paired"]["sapo"]["val_acc_final"]["verdict"] == "no detectable difference"
+    assert "grpo" not in analysis["paired"], "a baseline is not compared with itself"
+    assert analysis["planned"]["comparisons"] == 3 and analysis["planned"]["seeds"] == 5
+    assert analysis["instrument"]["baselines_learn"]["grpo"]["rise_interval_excludes_0"] is True
     table = format_table(arms, analysis, RunSettings(val_n=8, pass_k=4))
-    assert "| MASPO (vs vanilla) | 4 |" in table and "better" in table
-
-    same = [_synthetic_run(arm, seed, difficulty) for seed in range(3) for arm in ("maspo", "vanilla")]
-    assert analyse(arms, same, RunSettings(val_n=8, pass_k=4), _outcomes)["paired"]["maspo"]["accuracy"]["verdict"] == (
-        "no detectable difference"
-    )
+    assert "| MASPO (vs grpo) | 5 |" in table and "(control: detected)" in table
+    assert "Planned minimum detectable difference" in table
+    terminal = format_terminal_table(arms, analysis)
+    assert max(map(len, terminal.splitlines())) <= 100 and "half " in terminal and "worse (control ok)" in terminal
 
 
-def test_one_seed_is_marked_as_evaluation_noise_only():
-    arms = [Arm("maspo", "maspo", "MASPO", "vanilla"), Arm("vanilla", "vanilla", "GRPO")]
-    results = [_synthetic_run("vanilla", 0, [0.2] * 20), _synthetic_run("maspo", 0, [0.9] * 20)]
-    analysis = analyse(arms, results, RunSettings(val_n=8, pass_k=4), _outcomes)
-    assert analysis["paired"]["maspo"]["covers_training_randomness"] is False
-    assert "1 seed: evaluation noise only" in format_table(arms, analysis, RunSettings(val_n=8, pass_k=4))
+def test_a_missed_positive_control_says_the_testbed_cannot_judge():
+    arms = [Arm("grpo", "grpo", "GRPO"), Arm("half", "grpo", "GRPO, half lr (control)", "grpo", expected="worse")]
+    results = [_synthetic_run(arm, seed, GRPO_FINAL[seed] + (0.01 * (-1) ** seed if arm == "half" else 0.0))
+               for arm in ("grpo", "half") for seed in range(4)]
+    analysis = analyse(arms, results, RunSettings(val_n=8, pass_k=4))
+    assert analysis["paired"]["half"]["control_detected"] is False and analysis["planned"] is None
+    table = format_table(arms, analysis, RunSettings(val_n=8, pass_k=4))
+    assert "control NOT detected: this testbed cannot judge the methods" in table
+    assert "was NOT detected" in table
+
+
+def test_one_seed_gives_no_interval_and_the_table_says_why():
+    arms = [Arm("maspo", "maspo", "MASPO", "grpo"), Arm("grpo", "grpo", "GRPO")]
+    results = [_synthetic_run("grpo", 0, 0.2), _synthetic_run("maspo", 0, 0.9)]
+    analysis = analyse(arms, results, RunSettings(val_n=8, pass_k=4), pilot_seed_sd=0.03)
+    pair = analysis["paired"]["maspo"]["val_acc_final"]
+    assert pair["difference"] == pytest.approx(0.7) and pair["low"] is None and pair["p_value"] is None
+    assert pair["verdict"] == "no interval (1 seed)" and analysis["planned"] is None
+    table = format_table(arms, analysis, RunSettings(val_n=8, pass_k=4))
+    assert "| +0.700 |" in table and "One seed: a difference but no interval" in table
+    assert "One seed" in format_terminal_table(arms, analysis)
 
 
 def test_step0_check_flags_a_seed_whose_arms_sampled_differently():
-    results = [_synthetic_run("maspo", 0, [0.5]), _synthetic_run("vanilla", 0, [0.5]),
-               _synthetic_run("maspo", 1, [0.5], digest="a"), _synthetic_run("vanilla", 1, [0.5], digest="b")]
+    results = [_synthetic_run("maspo", 0, 0.5), _synthetic_run("grpo", 0, 0.5),
+               _synthetic_run("maspo", 1, 0.5, digest="a"), _synthetic_run("grpo", 1, 0.5, digest="b")]
     check = step0_check(results)
     assert check[0]["identical"] is True and check[1]["identical"] is False
 
@@ -154,15 +197,15 @@ def test_environment_check_flags_a_seed_whose_arms_ran_on_different_machines():
     amd = {"cpu": "AMD EPYC", "python": "3.11.7", "packages": {"torch": "2.13.0"}}
     intel = {**amd, "cpu": "Intel(R) Xeon(R) Processor"}
     newer_torch = {**amd, "packages": {"torch": "2.14.1"}}
-    results = [_synthetic_run("maspo", 0, [0.5]), _synthetic_run("vanilla", 0, [0.5]),
-               _synthetic_run("maspo", 1, [0.5]), _synthetic_run("vanilla", 1, [0.5]),
-               _synthetic_run("maspo", 2, [0.5]), _synthetic_run("vanilla", 2, [0.5])]
+    results = [_synthetic_run("maspo", 0, 0.5), _synthetic_run("grpo", 0, 0.5),
+               _synthetic_run("maspo", 1, 0.5), _synthetic_run("grpo", 1, 0.5),
+               _synthetic_run("maspo", 2, 0.5), _synthetic_run("grpo", 2, 0.5)]
     for result, environment in zip(results, [amd, amd, amd, intel, newer_torch, {}]):
         result.environment = environment
     check = environment_check(results)
     assert check[0] == {"identical": True, "environments": [amd], "unrecorded": []}
     assert check[1]["identical"] is False and {env["cpu"] for env in check[1]["environments"]} == {"AMD EPYC", intel["cpu"]}
-    assert check[2] == {"identical": None, "environments": [newer_torch], "unrecorded": ["vanilla"]}, (
+    assert check[2] == {"identical": None, "environments": [newer_torch], "unrecorded": ["grpo"]}, (
         "a run recorded before environments were: unknown, neither the same nor different"
     )
     results[1].environment = newer_torch
@@ -219,7 +262,7 @@ def test_minimal_comparison_side_by_side_is_paired_and_a_rerun_reuses_it(tmp_pat
     cache = tmp_path / "cache"
     cached_warmup(WarmupSettings(), cache)  # the comparison must reuse it, not train again
     output = tmp_path / "out"
-    command = [sys.executable, "-m", "maspo_verl.compare", "--methods", "maspo,vanilla", "--seeds", "0",
+    command = [sys.executable, "-m", "maspo_verl.compare", "--methods", "maspo,grpo", "--seeds", "0",
                "--steps", "2", "--test-freq", "2", "--val-n", "2", "--pass-k", "2", "--jobs", "2",
                "--output-dir", str(output), "--cache-dir", str(cache)]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -228,24 +271,28 @@ def test_minimal_comparison_side_by_side_is_paired_and_a_rerun_reuses_it(tmp_pat
     assert "warm-up model reused from" in result.stdout and "2 at a time" in result.stdout
     report = json.loads((output / "comparison.json").read_text())
     per_arm = report["analysis"]["per_arm"]
-    assert set(per_arm) == {"maspo", "vanilla"}
-    for arm in ("maspo", "vanilla"):
+    assert set(per_arm) == {"maspo", "grpo"}
+    for arm in ("maspo", "grpo"):
         for key in ("val_acc_start", "val_acc_final", "val_pass@2_final", "train_reward_mean", "entropy_last"):
             assert 0.0 <= per_arm[arm][key]["mean"] <= (1.0 if key != "entropy_last" else 50.0), (arm, key)
     assert "maspo/gate_weight_mean_mean" in per_arm["maspo"]  # MASPO's metrics came back from verl
-    assert "maspo/gate_weight_mean_mean" not in per_arm["vanilla"]
-    assert report["analysis"]["paired"]["maspo"]["baseline"] == "vanilla"
+    assert "maspo/gate_weight_mean_mean" not in per_arm["grpo"]
+    assert report["analysis"]["paired"]["maspo"]["baseline"] == "grpo"
+    for key in ("maspo/gated_frac_pos_mean", "maspo/ratio_max_neg_mean", "maspo/sigma_neg_mean_mean"):
+        assert key in report["runs"][0]["summary"], key  # the gate metrics reach the run's summary
     # Paired: both methods' step-0 validations are the same samples (deterministic hf_cpu sampling).
     assert report["step0_identical_within_seed"]["0"]["identical"], report["step0_identical_within_seed"]
     assert all(run["summary"]["steps_logged"] == 2 for run in report["runs"])
     assert (output / "learning_curves.png").stat().st_size > 10_000
-    assert "| MASPO (vs vanilla) | 1 |" in result.stdout and "| GRPO (clip 0.2) (baseline) | 1 |" in result.stdout
+    assert "no interval (1 seed)" in result.stdout and "(baseline)" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines() if not line.startswith("[compare]")) <= 100
+    assert "| MASPO (vs grpo) | 1 |" in (output / "comparison.md").read_text()
     progress = result.stdout + result.stderr  # the bar on stderr, its lines (tqdm.write) on stdout
     assert "maspo-seed0 step 2: val acc" in progress, "progress shows validations while runs are under way"
     assert "steps: 100%" in result.stderr and "4/4" in result.stderr, "the bar counts training steps"
-    for arm in ("maspo", "vanilla"):
+    for arm in ("maspo", "grpo"):
         assert (output / "runs" / f"{arm}-seed0" / "verl.log").stat().st_size > 0
-    _assert_paired_before_the_first_update(output / "runs" / "maspo-seed0", output / "runs" / "vanilla-seed0", val_n=2)
+    _assert_paired_before_the_first_update(output / "runs" / "maspo-seed0", output / "runs" / "grpo-seed0", val_n=2)
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
@@ -386,8 +433,8 @@ def test_a_finished_run_from_other_warm_up_weights_is_redone(tmp_path, monkeypat
 def test_environment_check_is_none_when_an_arm_has_no_record():
     from maspo_verl.compare import environment_check
 
-    results = [_synthetic_run("maspo", 0, [0.5]), _synthetic_run("vanilla", 0, [0.5])]
-    assert environment_check(results)[0] == {"identical": None, "environments": [], "unrecorded": ["maspo", "vanilla"]}
+    results = [_synthetic_run("maspo", 0, 0.5), _synthetic_run("grpo", 0, 0.5)]
+    assert environment_check(results)[0] == {"identical": None, "environments": [], "unrecorded": ["grpo", "maspo"]}
 
 
 def test_ctrl_c_kills_the_runs_under_way_and_keeps_the_finished_ones(tmp_path, monkeypatch, capsys):
@@ -408,7 +455,7 @@ def test_ctrl_c_kills_the_runs_under_way_and_keeps_the_finished_ones(tmp_path, m
         return RunResult(arm.name, seed, True, 1.0, str(run_dir))
 
     monkeypatch.setattr(compare, "_run_one", run_one)
-    code = main(["--methods", "maspo,vanilla", "--jobs", "1", "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    code = main(["--methods", "maspo,grpo", "--jobs", "1", "--output-dir", str(tmp_path / "out"), "--no-progress"])
     assert code == 130 and killed == [True]
     assert (finished[0] / "run.json").is_file(), "a finished run survives the interrupt"
     assert "interrupted" in capsys.readouterr().err
@@ -455,16 +502,17 @@ def test_without_matplotlib_the_report_is_written_and_only_the_plot_is_left_out(
 
     monkeypatch.setattr(warmup, "cached_warmup", lambda settings, cache_dir: (tmp_path / "model", {"val_greedy_accuracy": 0.1}, True))
     monkeypatch.setattr(compare, "_run_one", lambda arm, seed, *rest: RunResult(arm.name, seed, True, 1.0, str(tmp_path)))
-    monkeypatch.setattr(compare, "analyse", lambda arms, results, settings: {"per_arm": {"maspo": {}}})
+    monkeypatch.setattr(compare, "analyse", lambda arms, results, settings, pilot_sd: {"per_arm": {"maspo": {}}})
     monkeypatch.setattr(compare, "step0_check", lambda results: {})
     monkeypatch.setattr(compare, "format_table", lambda arms, analysis, settings: "| the table |")
+    monkeypatch.setattr(compare, "format_terminal_table", lambda arms, analysis: "the terminal table")
     monkeypatch.setattr(compare, "plot", lambda *args: pytest.fail("plot called without matplotlib"))
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
-    code = main(["--methods", "maspo,vanilla", "--jobs", "1", "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    code = main(["--methods", "maspo,grpo", "--jobs", "1", "--output-dir", str(tmp_path / "out"), "--no-progress"])
     captured = capsys.readouterr()
     assert code == 0
-    assert "| the table |" in captured.out and (tmp_path / "out" / "comparison.md").read_text().startswith("| the table |")
+    assert "the terminal table" in captured.out and (tmp_path / "out" / "comparison.md").read_text().startswith("| the table |")
     assert "maspo-verl[plot]" in captured.err and not (tmp_path / "out" / "learning_curves.png").exists()
 
 
@@ -472,6 +520,6 @@ def test_arms_selects_part_of_a_preset_in_its_order_with_its_settings():
     from maspo_verl.compare import PRESETS, _select_arms
 
     arms = list(PRESETS["off_policy"].arms)
-    chosen = _select_arms(arms, "maspo@16, vanilla@4,vanilla@16")
-    assert [arm.name for arm in chosen] == ["vanilla@16", "maspo@16", "vanilla@4"]
+    chosen = _select_arms(arms, "maspo@16, grpo@4,grpo@16")
+    assert [arm.name for arm in chosen] == ["grpo@16", "maspo@16", "grpo@4"]
     assert chosen[1] is next(arm for arm in arms if arm.name == "maspo@16"), "the preset's own arm, settings and all"

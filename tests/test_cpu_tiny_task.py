@@ -9,7 +9,7 @@ from conftest_cpu import compose_maspo_config, tiny_workdir  # noqa: F401  (pyte
 
 from maspo_verl.tiny import ArithmeticTask, build_tiny_model, make_problems, supervised_pairs
 from maspo_verl.tiny.reward import compute_score, extract_boxed
-from maspo_verl.tiny.task import DATA_SOURCE, boxed_answer
+from maspo_verl.tiny.task import DATA_SOURCE, SortingTask, boxed_answer, write_parquet
 
 
 def test_problems_are_correct_disjoint_and_reproducible():
@@ -29,6 +29,26 @@ def test_problems_are_correct_disjoint_and_reproducible():
 def test_bad_task_settings_name_the_key(task, error):
     with pytest.raises(ValueError, match=error):
         ArithmeticTask(**task)
+
+
+def test_sorting_problems_are_sorted_digits_disjoint_and_reproducible(tmp_path):
+    task = SortingTask(length=4)
+    train, val = make_problems(task, 2000, 100, seed=0)
+    assert (train, val) == make_problems(task, 2000, 100, seed=0)
+    assert len({p.prompt for p in train + val}) == 2100, "drawn without replacement, held out"
+    for problem in train + val:
+        digits = problem.prompt.removesuffix("=")
+        assert len(digits) == 4 and digits.isdigit() and problem.answer == "".join(sorted(digits))
+    assert any(p.prompt.removesuffix("=") != p.answer for p in train), "most inputs need reordering"
+    train_file, val_file = write_parquet(tmp_path, task, 20, 5)
+    row = pd.read_parquet(val_file).iloc[0]
+    assert row["data_source"] == "tiny_sort" and row["ability"] == "sort"
+    assert compute_score(row["data_source"], boxed_answer(row["reward_model"]["ground_truth"]),
+                         row["reward_model"]["ground_truth"])["score"] == 1.0
+    with pytest.raises(ValueError, match="task.length"):
+        SortingTask(length=9)
+    with pytest.raises(ValueError, match="distinct problems"):
+        make_problems(SortingTask(length=2), 95, 10)
 
 
 def test_asking_for_more_problems_than_exist_is_refused():
