@@ -60,7 +60,8 @@ if [[ ${#ONLY_GROUPS[@]} -gt 0 ]]; then
 fi
 
 # Tests that use what a verl version lacks, deselected there by name (and counted in the table):
-# verl 0.8's agg_loss has no loss_agg_mode "token-sum" (it raises "Invalid loss_agg_mode: token-sum").
+# verl 0.8's agg_loss has no loss_agg_mode "token-sum" (it raises "Invalid loss_agg_mode: token-sum");
+# verl 0.8 has no V1 trainer, so the CPU backend (and a CPU run through it) refuses it.
 deselected_for() {  # version -> pytest --deselect arguments
   [[ "$1" == 0.8.0 ]] || return 0
   local test
@@ -69,6 +70,7 @@ deselected_for() {  # version -> pytest --deselect arguments
               "test_gate_weight_metric_is_the_mean_over_gated_tokens_in_both_modes"; do
     echo "--deselect=tests/test_loss.py::$test"
   done
+  echo "--deselect=tests/test_loss_guard.py::test_a_cpu_run_with_legacy_bypass_mode_fails_before_its_first_step"
 }
 
 log() { echo "[matrix] $*" >&2; }

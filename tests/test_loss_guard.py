@@ -14,7 +14,6 @@ from maspo_verl import cli
 from maspo_verl.loss_guard import TRAINER_SETTING_KEYS, loss_path_findings, trainer_settings_of
 
 ROOT = Path(__file__).resolve().parents[1]
-LEGACY_BYPASS = ["algorithm.rollout_correction.bypass_mode=true", "trainer.use_v1=false"]
 V1_BYPASS = ["algorithm.rollout_correction.bypass_mode=true", "trainer.use_v1=true"]
 DISTILL_VANILLA_ONLY = ["distillation.enabled=true", "distillation.distillation_loss.policy_loss_mode=maspo"]
 DISTILL_NO_TASK_REWARDS = ["distillation.enabled=true", "distillation.distillation_loss.use_task_rewards=false"]
@@ -23,6 +22,11 @@ DISTILL_NO_TASK_REWARDS = ["distillation.enabled=true", "distillation.distillati
 def _verl_has(*keys: str) -> bool:
     cfg = cli.compose_trainer_config("maspo")
     return all(OmegaConf.select(cfg, key, default="<absent>") != "<absent>" for key in keys)
+
+
+def _legacy_bypass() -> list[str]:
+    """verl's legacy trainer with bypass mode; verl 0.8 has only that trainer and no trainer.use_v1 key."""
+    return ["algorithm.rollout_correction.bypass_mode=true", *(["trainer.use_v1=false"] if _verl_has("trainer.use_v1") else [])]
 
 
 def test_findings_name_the_key_and_what_to_unset():
@@ -62,7 +66,7 @@ def _check(capsys, overrides):
 
 @pytest.mark.timeout(300)
 def test_check_refuses_every_loss_replacing_setting_naming_the_key(capsys):
-    cases = [(LEGACY_BYPASS, "FAIL: algorithm.rollout_correction.bypass_mode=true with the legacy trainer")]
+    cases = [(_legacy_bypass(), "FAIL: algorithm.rollout_correction.bypass_mode=true with the legacy trainer")]
     if _verl_has("distillation.distillation_loss.policy_loss_mode"):  # verl 0.8 has no distillation trainer
         cases += [
             (DISTILL_VANILLA_ONLY, "FAIL: distillation.distillation_loss.policy_loss_mode=maspo"),
@@ -92,11 +96,11 @@ def test_verl_building_the_actor_config_refuses_and_logs_like_the_driver(caplog)
 
     from maspo_verl import config as maspo_config
 
-    cfg = cli.compose_trainer_config("maspo", LEGACY_BYPASS)
+    cfg = cli.compose_trainer_config("maspo", _legacy_bypass())
     with pytest.raises(Exception, match=r"algorithm.rollout_correction.bypass_mode=true with the legacy trainer"):
         omega_conf_to_dataclass(cfg.actor_rollout_ref.actor.policy_loss)
     # verl's own loss mode is the user's choice: not guarded
-    vanilla = cli.compose_trainer_config("maspo", [*LEGACY_BYPASS, "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla"])
+    vanilla = cli.compose_trainer_config("maspo", [*_legacy_bypass(), "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla"])
     assert omega_conf_to_dataclass(vanilla.actor_rollout_ref.actor.policy_loss).loss_mode == "vanilla"
 
     if _verl_has("trainer.use_v1"):
@@ -111,7 +115,7 @@ def test_verl_building_the_actor_config_refuses_and_logs_like_the_driver(caplog)
 def test_dry_run_of_a_paper_script_refuses_legacy_bypass_mode():
     env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable}
     result = subprocess.run(
-        ["bash", str(ROOT / "examples/run_scripts/7b/maspo.sh"), *LEGACY_BYPASS],
+        ["bash", str(ROOT / "examples/run_scripts/7b/maspo.sh"), *_legacy_bypass()],
         capture_output=True, text=True, env=env, timeout=280,
     )
     assert result.returncode != 0
@@ -125,7 +129,7 @@ def test_a_cpu_run_with_legacy_bypass_mode_fails_before_its_first_step(tmp_path)
     env = {**os.environ, "WORK_DIR": str(tmp_path), "PYTHON": sys.executable, "TOTAL_STEPS": "1",
            "MASPO_CPU_THREADS": "1", "RAY_TMPDIR": str(tmp_path / "ray")}
     result = subprocess.run(
-        ["bash", str(ROOT / "examples/run_scripts/cpu/train_maspo_cpu.sh"), *LEGACY_BYPASS],
+        ["bash", str(ROOT / "examples/run_scripts/cpu/train_maspo_cpu.sh"), *_legacy_bypass()],
         capture_output=True, text=True, env=env, timeout=560,
     )
     output = result.stdout + result.stderr
