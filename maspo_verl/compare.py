@@ -1,9 +1,9 @@
 """MASPO vs its baselines, each trained by verl's own trainer on CPU: paired runs, CIs, verdicts.
 
-    python -m maspo_verl.compare                          # quick: MASPO vs GRPO, 1 seed, ~2 min
-    python -m maspo_verl.compare --preset full            # MASPO vs GRPO, powered (see PRESETS)
+    python -m maspo_verl.compare                          # quick: MASPO vs GRPO, 1 seed, ~2.5 min
+    python -m maspo_verl.compare --preset full            # MASPO vs GRPO, 5 seeds, a positive control
     python -m maspo_verl.compare --preset paper           # the paper's Table 1 rows + MASPO's ablations
-    python -m maspo_verl.compare --preset off_policy      # across 1 / 4 / 16 updates per rollout batch
+    python -m maspo_verl.compare --preset off_policy      # at 4 and 16 updates per rollout batch
     python -m maspo_verl.compare --preset sensitivity     # MASPO's alpha x beta grid vs GRPO
     python -m maspo_verl.compare --methods maspo,grpo,sapo --seeds 0,1 --steps 12 --jobs 2
 
@@ -309,13 +309,6 @@ def _validation_outcomes(dump: str) -> dict[str, list[bool]]:
     for problem, correct in parse_jsonl(dump, lambda r: (f"{r.get('data_source', 'unknown')}/{r['input']}", _correct(r))):
         outcomes.setdefault(problem, []).append(correct)
     return dict(sorted(outcomes.items()))
-
-
-def final_outcomes(run: "RunResult") -> dict[str, list[bool]]:
-    """The run's last validation, read from its dump (so an analysis never relies on an older record's keys)."""
-    from maspo_verl.evaluation.pass_at_k import latest_dump
-
-    return _validation_outcomes(latest_dump(str(Path(run.run_dir) / "val_generations")))
 
 
 def _dump_digest(dump: str) -> str:
