@@ -264,6 +264,8 @@ def test_minimal_comparison_side_by_side_is_paired_and_a_rerun_reuses_it(tmp_pat
     output = tmp_path / "out"
     command = [sys.executable, "-m", "maspo_verl.compare", "--methods", "maspo,grpo", "--seeds", "0",
                "--steps", "2", "--test-freq", "2", "--val-n", "2", "--pass-k", "2", "--jobs", "2",
+               # the testbed's batch and validation, smaller: what is checked is the wiring, not the learning
+               "--train-batch-size", "8", "--ppo-mini-batch-size", "4", "--val-problems", "16",
                "--output-dir", str(output), "--cache-dir", str(cache)]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=840, env=environment)
