@@ -204,10 +204,6 @@ class Preset:
     reason: str
     pilot_seed_sd: float | None = None
 
-    @property
-    def comparisons(self) -> int:
-        return sum(arm.baseline is not None for arm in self.arms)
-
 
 def _off_policy_arms(settings: RunSettings) -> tuple[Arm, ...]:
     """GRPO, Clip Higher and MASPO at 16 and 4 PPO updates per rollout batch of 16 prompts, in one epoch: 16
@@ -674,9 +670,9 @@ def analyse(arms: list[Arm], results: list[RunResult], settings: RunSettings, pi
     return {"per_arm": per_arm, "paired": paired, "planned": planned, "instrument": instrument}
 
 
-def _mean(numbers: dict, key: str, digits: int = 3) -> str:
+def _mean(numbers: dict, key: str) -> str:
     value = numbers.get(key)
-    return "-" if value is None else f"{value['mean']:.{digits}f}"
+    return "-" if value is None else f"{value['mean']:.3f}"
 
 
 def _with_interval(value: dict | None, signed: bool = False) -> str:
