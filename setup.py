@@ -27,7 +27,7 @@ setup(
     package_data={
         "maspo_verl.configs": ["*.yaml", "experiment/*.yaml", "regime/*.yaml"],
         "maspo_verl.patches": ["README.md"],
-        "maspo_verl.tiny": ["*.sh"],  # the CPU training script: check --e2e and maspo-compare from a wheel
+        "maspo_verl.sandbox.tiny": ["*.sh"],  # the CPU training script: check --e2e and maspo-compare from a wheel
     },
     include_package_data=True,
     install_requires=[
@@ -50,7 +50,7 @@ setup(
     },
     entry_points={
         "verl.plugins": ["maspo = maspo_verl.plugin"],
-        "console_scripts": ["maspo-verl = maspo_verl.cli:main", "maspo-compare = maspo_verl.compare:main"],
+        "console_scripts": ["maspo-verl = maspo_verl.cli:main", "maspo-compare = maspo_verl.sandbox.compare:main"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

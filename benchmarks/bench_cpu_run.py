@@ -41,8 +41,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from maspo_verl.compare import METHODS, PRESETS, Arm, _run_environment, _run_overrides
-from maspo_verl.e2e import kill_live_runs, run_cpu_training
+from maspo_verl.sandbox.compare import METHODS, PRESETS, Arm, run_environment, run_overrides
+from maspo_verl.sandbox.runner import kill_live_runs, run_cpu_training
 
 # Ray forwards a worker's output in chunks, so the lines of worker start-up and of the step-0
 # validation arrive together: they are one phase here.
@@ -190,8 +190,8 @@ def run_variant(name: str, workdir: Path, steps: int, model_dir: Path, data: dic
 
     marker = {"MASPO_BENCH_RUN": profiler.marker} if profiler is not None else {}
     summary = run_cpu_training(
-        run_dir, steps, [*_run_overrides(arm, 0, run_dir), *overrides], 1800,
-        {**_run_environment(arm, settings, data, model_dir), **environment, **marker},
+        run_dir, steps, [*run_overrides(arm, 0, run_dir), *overrides], 1800,
+        {**run_environment(arm, settings, data, model_dir), **environment, **marker},
         log_name="verl.log", on_line=on_line,
     )
     if summary.problems(steps) and summary.return_code != 0:
@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile > 0 and args.steps <= PROFILE_FROM_STEP:
         parser.error(f"--profile starts at step {PROFILE_FROM_STEP}: give --steps > {PROFILE_FROM_STEP}")
 
-    from maspo_verl.tiny import write_parquet
-    from maspo_verl.tiny.warmup import WarmupSettings, cached_warmup
+    from maspo_verl.sandbox.tiny import write_parquet
+    from maspo_verl.sandbox.tiny.warmup import WarmupSettings, cached_warmup
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_cpu_run_"))
     warmup = WarmupSettings()

@@ -167,9 +167,9 @@ def _check(args: argparse.Namespace) -> int:
                 print(f"  policy_loss.maspo.{key} = {getattr(maspo, key)}")
 
     if not failures and args.e2e:
-        from maspo_verl import e2e
+        from maspo_verl.sandbox import runner
 
-        if e2e.main(["--steps", str(args.e2e_steps)]) != 0:
+        if runner.main(["--steps", str(args.e2e_steps)]) != 0:
             failures.append("end-to-end CPU training run failed (see the log above)")
 
     for failure in failures:

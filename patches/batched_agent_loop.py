@@ -24,7 +24,7 @@ contract: implement `generate_sequences`, put the outputs into TransferQueue):
 
     actor_rollout_ref.rollout.agent.agent_loop_manager_class=maspo_verl.patches.batched_agent_loop.HfCpuAgentLoopManager
 
-The CPU backend (maspo_verl/tiny/cpu_backend.sh) selects it. It checks the verl version (at
+The CPU backend (maspo_verl/sandbox/tiny/cpu_backend.sh) selects it. It checks the verl version (at
 import, before verl's internals are imported) and, when verl builds it, refuses any rollout other
 than hf_cpu and any trainer but verl's V1 sync one (`check_manager_config`). The rows it stores are those verl's
 worker stores: tested field by field against verl's `_agent_loop_postprocess`, and a training run

@@ -20,7 +20,7 @@ decides which samples share a micro-batch (and so its padding and float sums), a
 one seed drifted from step 1 (entropy 0.50880927 vs 0.50880933, ppo_kl at step 2 0.0027 vs
 0.0037). This is the one verl method the subclass overrides, hence the exact version check.
 
-The CPU backend (maspo_verl/tiny/cpu_backend.sh) selects it. It checks the verl version when verl
+The CPU backend (maspo_verl/sandbox/tiny/cpu_backend.sh) selects it. It checks the verl version when verl
 builds it. Limit, from verl's contract for custom samplers (trainer_base.py `_build_replay_buffer`):
 verl passes a custom sampler neither DAPO's `filter_groups` metric nor `sync_refill_failed_groups`,
 so with this buffer both are off whatever the config says: keep `algorithm.filter_groups.enable=false`

@@ -18,7 +18,7 @@ in one vectorized reduction over float64. Every reduced value is one of the data
 reduce functions such as the majority vote, non-numeric or non-finite values, integers beyond
 float64's exact range) goes to verl's own `bootstrap_metric` unchanged.
 
-Enable with `MASPO_FAST_VALIDATION_METRICS=1` (the CPU backend, maspo_verl/tiny/cpu_backend.sh,
+Enable with `MASPO_FAST_VALIDATION_METRICS=1` (the CPU backend, maspo_verl/sandbox/tiny/cpu_backend.sh,
 exports it; maspo-verl's `verl.plugins` entry point then applies it in every process that imports
 verl), or call `apply_fast_validation_metrics()` in the process that runs verl's trainer.
 `remove_fast_validation_metrics()` puts verl's function back.

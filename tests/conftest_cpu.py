@@ -112,7 +112,7 @@ def compose_maspo_config(*overrides: str):
 @pytest.fixture(scope="session")
 def tiny_workdir(tmp_path_factory) -> dict[str, Path]:
     """data/{train,val}.parquet and model/ (tiny random-weight Qwen2 + tokenizer) in a temp dir."""
-    from maspo_verl.tiny import prepare_workdir
+    from maspo_verl.sandbox.tiny import prepare_workdir
 
     return prepare_workdir(tmp_path_factory.mktemp("tiny_task"))
 

@@ -450,7 +450,7 @@ def test_our_yaml_leaves_the_defaults_to_the_variant(variant):
 
     from verl.utils.config import omega_conf_to_dataclass
 
-    from maspo_verl.dry_run import compose_config
+    from maspo_verl.experiments.dry_run import compose_config
 
     config = compose_config(
         str(Path(__file__).resolve().parents[1] / "configs"), "maspo",

@@ -1,4 +1,4 @@
-"""The main job, `python -m maspo_verl.compare`: bad input fails fast; presets are well formed; the
+"""The main job, `python -m maspo_verl.sandbox.compare`: bad input fails fast; presets are well formed; the
 report's statistics and pairing check on synthetic runs; a minimal comparison runs verl's real
 trainer for two methods side by side (--jobs 2), pairs them at step 0 (the same validation
 responses and step-1 rollouts in both runs of the seed), and a rerun reuses them."""
@@ -14,13 +14,13 @@ import pytest
 from helpers import validation_records
 from omegaconf import OmegaConf
 
-from maspo_verl.compare import (
+from maspo_verl.sandbox.compare import (
     METHODS, PRESETS, Arm, RunResult, RunSettings, _parse_methods, _parse_seeds, analyse, format_table,
     format_terminal_table, main, step0_check,
 )
-from maspo_verl.e2e import CPU_SCRIPT
-from maspo_verl.e2e import summarize_run as summarize_training
-from maspo_verl.tiny.warmup import WarmupSettings, cached_warmup
+from maspo_verl.sandbox.runner import CPU_SCRIPT
+from maspo_verl.sandbox.runner import summarize_run as summarize_training
+from maspo_verl.sandbox.tiny.warmup import WarmupSettings, cached_warmup
 
 
 @pytest.mark.parametrize(
@@ -192,7 +192,7 @@ def test_step0_check_flags_a_seed_whose_arms_sampled_differently():
 
 
 def test_environment_check_flags_a_seed_whose_arms_ran_on_different_machines():
-    from maspo_verl.compare import environment_check
+    from maspo_verl.sandbox.compare import environment_check
 
     amd = {"cpu": "AMD EPYC", "python": "3.11.7", "packages": {"torch": "2.13.0"}}
     intel = {**amd, "cpu": "Intel(R) Xeon(R) Processor"}
@@ -215,7 +215,7 @@ def test_environment_check_flags_a_seed_whose_arms_ran_on_different_machines():
 def test_every_run_records_its_cpu_and_package_versions():
     from importlib.metadata import version
 
-    from maspo_verl.compare import ENVIRONMENT_PACKAGES, machine_and_packages
+    from maspo_verl.sandbox.compare import ENVIRONMENT_PACKAGES, machine_and_packages
 
     environment = machine_and_packages()
     assert environment["cpu"] and environment["python"].count(".") == 2
@@ -262,7 +262,7 @@ def test_minimal_comparison_side_by_side_is_paired_and_a_rerun_reuses_it(tmp_pat
     cache = tmp_path / "cache"
     cached_warmup(WarmupSettings(), cache)  # the comparison must reuse it, not train again
     output = tmp_path / "out"
-    command = [sys.executable, "-m", "maspo_verl.compare", "--methods", "maspo,grpo", "--seeds", "0",
+    command = [sys.executable, "-m", "maspo_verl.sandbox.compare", "--methods", "maspo,grpo", "--seeds", "0",
                "--steps", "2", "--test-freq", "2", "--val-n", "2", "--pass-k", "2", "--jobs", "2",
                # the testbed's batch and validation, smaller: what is checked is the wiring, not the learning
                "--train-batch-size", "8", "--ppo-mini-batch-size", "4", "--val-problems", "16",
@@ -336,7 +336,7 @@ ALL_ARMS = sorted({(arm.method, arm.overrides) for preset in PRESETS.values() fo
 def test_every_method_and_arm_composes_and_passes_verl_validation(method, arm_overrides, cpu_script_arguments,
                                                                   verl_ppo_loss_restored):
     """Each selectable method's and each preset arm's overrides exist in the config and pass verl's own checks."""
-    from maspo_verl.dry_run import compose_config, dry_run, split_main_ppo_args
+    from maspo_verl.experiments.dry_run import compose_config, dry_run, split_main_ppo_args
 
     config_path, config_name, overrides = split_main_ppo_args(cpu_script_arguments)
     spec = METHODS[method]
@@ -353,7 +353,7 @@ def test_every_method_and_arm_composes_and_passes_verl_validation(method, arm_ov
 
 def _fake_finished_training(calls):
     """A stand-in for run_cpu_training that records its call and leaves what a finished run leaves."""
-    from maspo_verl.e2e import RunSummary
+    from maspo_verl.sandbox.runner import RunSummary
 
     def fake(run_dir, steps, overrides, timeout, env, script, log_name, on_line):
         calls.append(run_dir.name)
@@ -366,7 +366,7 @@ def _fake_finished_training(calls):
 
 def _fake_runs_and_data(tmp_path, monkeypatch):
     """compare's training and run summary replaced by stand-ins; the list of runs they were asked for, and data files."""
-    import maspo_verl.compare as compare
+    import maspo_verl.sandbox.compare as compare
 
     calls = []
     monkeypatch.setattr(compare, "run_cpu_training", _fake_finished_training(calls))
@@ -377,7 +377,7 @@ def _fake_runs_and_data(tmp_path, monkeypatch):
 
 
 def test_a_finished_run_is_reused_only_with_the_same_fingerprint(tmp_path, monkeypatch):
-    import maspo_verl.compare as compare
+    import maspo_verl.sandbox.compare as compare
 
     calls, data = _fake_runs_and_data(tmp_path, monkeypatch)
     arm, settings, progress = Arm("maspo", "maspo", "MASPO"), RunSettings(steps=2), compare.Progress(2, enabled=False)
@@ -405,7 +405,7 @@ def test_a_finished_run_is_reused_only_with_the_same_fingerprint(tmp_path, monke
 
 def test_a_finished_run_from_other_warm_up_weights_is_redone(tmp_path, monkeypatch, capsys):
     """The warm-up model's cache name hashes its inputs; its bits follow the CPU that trained it."""
-    import maspo_verl.compare as compare
+    import maspo_verl.sandbox.compare as compare
 
     calls, data = _fake_runs_and_data(tmp_path, monkeypatch)
     model = tmp_path / "tiny-warmup-0123"
@@ -433,15 +433,15 @@ def test_a_finished_run_from_other_warm_up_weights_is_redone(tmp_path, monkeypat
 
 
 def test_environment_check_is_none_when_an_arm_has_no_record():
-    from maspo_verl.compare import environment_check
+    from maspo_verl.sandbox.compare import environment_check
 
     results = [_synthetic_run("maspo", 0, 0.5), _synthetic_run("grpo", 0, 0.5)]
     assert environment_check(results)[0] == {"identical": None, "environments": [], "unrecorded": ["grpo", "maspo"]}
 
 
 def test_ctrl_c_kills_the_runs_under_way_and_keeps_the_finished_ones(tmp_path, monkeypatch, capsys):
-    import maspo_verl.compare as compare
-    import maspo_verl.tiny.warmup as warmup
+    import maspo_verl.sandbox.compare as compare
+    import maspo_verl.sandbox.tiny.warmup as warmup
 
     monkeypatch.setattr(warmup, "cached_warmup", lambda settings, cache_dir: (tmp_path / "model", {"val_greedy_accuracy": 0.1}, True))
     killed = []
@@ -466,7 +466,7 @@ def test_ctrl_c_kills_the_runs_under_way_and_keeps_the_finished_ones(tmp_path, m
 
 def test_problems_line_up_across_runs_by_prompt_not_by_verls_per_run_uid(tmp_path):
     """verl's validation uids are fresh in every run: two runs' dumps pair only by prompt text."""
-    from maspo_verl.compare import _validation_outcomes
+    from maspo_verl.sandbox.compare import _validation_outcomes
 
     def dump(name, uid_prefix, rows):
         path = tmp_path / f"{name}.jsonl"
@@ -484,13 +484,13 @@ def test_problems_line_up_across_runs_by_prompt_not_by_verls_per_run_uid(tmp_pat
 
 
 def test_a_runs_torch_threads_come_from_its_settings_not_from_jobs_or_the_callers_environment(tmp_path, monkeypatch):
-    import maspo_verl.compare as compare
+    import maspo_verl.sandbox.compare as compare
 
     monkeypatch.setenv("MASPO_CPU_THREADS", "7")
     data = {"train": tmp_path / "train.parquet", "val": tmp_path / "val.parquet"}
     arm = Arm("maspo", "maspo", "MASPO")
-    assert compare._run_environment(arm, RunSettings(), data, tmp_path)["MASPO_CPU_THREADS"] == "1"
-    assert compare._run_environment(arm, RunSettings(cpu_threads=2), data, tmp_path)["MASPO_CPU_THREADS"] == "2"
+    assert compare.run_environment(arm, RunSettings(), data, tmp_path)["MASPO_CPU_THREADS"] == "1"
+    assert compare.run_environment(arm, RunSettings(cpu_threads=2), data, tmp_path)["MASPO_CPU_THREADS"] == "2"
     with pytest.raises(ValueError, match="--cpu-threads"):
         RunSettings(cpu_threads=0).validate()
 
@@ -499,8 +499,8 @@ def test_without_matplotlib_the_report_is_written_and_only_the_plot_is_left_out(
     """A wheel installed without the `plot` extra: the comparison still ends with its table, exit 0."""
     import importlib.util
 
-    import maspo_verl.compare as compare
-    import maspo_verl.tiny.warmup as warmup
+    import maspo_verl.sandbox.compare as compare
+    import maspo_verl.sandbox.tiny.warmup as warmup
 
     monkeypatch.setattr(warmup, "cached_warmup", lambda settings, cache_dir: (tmp_path / "model", {"val_greedy_accuracy": 0.1}, True))
     monkeypatch.setattr(compare, "_run_one", lambda arm, seed, *rest: RunResult(arm.name, seed, True, 1.0, str(tmp_path)))
@@ -519,7 +519,7 @@ def test_without_matplotlib_the_report_is_written_and_only_the_plot_is_left_out(
 
 
 def test_arms_selects_part_of_a_preset_in_its_order_with_its_settings():
-    from maspo_verl.compare import PRESETS, _select_arms
+    from maspo_verl.sandbox.compare import PRESETS, _select_arms
 
     arms = list(PRESETS["off_policy"].arms)
     chosen = _select_arms(arms, "maspo@16, grpo@4,grpo@16")

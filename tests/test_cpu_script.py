@@ -1,4 +1,4 @@
-"""The CPU training script (maspo_verl/tiny/train_cpu.sh) without training: DRY_RUN=1 and shellcheck.
+"""The CPU training script (maspo_verl/sandbox/tiny/train_cpu.sh) without training: DRY_RUN=1 and shellcheck.
 
 (tests/test_main_ppo_cpu.py runs it for real.)
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from maspo_verl.e2e import CPU_SCRIPT
+from maspo_verl.sandbox.runner import CPU_SCRIPT
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""The embedded task, reward function, tokenizer and model used by the CPU runs (maspo_verl.tiny)."""
+"""The embedded task, reward function, tokenizer and model used by the CPU runs (maspo_verl.sandbox.tiny)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest_cpu import compose_maspo_config, tiny_workdir  # noqa: F401  (pytest fixture)
 
-from maspo_verl.tiny import ArithmeticTask, build_tiny_model, make_problems, supervised_pairs
-from maspo_verl.tiny.reward import compute_score, extract_boxed
-from maspo_verl.tiny.task import DATA_SOURCE, SortingTask, boxed_answer, write_parquet
+from maspo_verl.sandbox.tiny import ArithmeticTask, build_tiny_model, make_problems, supervised_pairs
+from maspo_verl.sandbox.tiny.reward import compute_score, extract_boxed
+from maspo_verl.sandbox.tiny.task import DATA_SOURCE, SortingTask, boxed_answer, write_parquet
 
 
 def test_problems_are_correct_disjoint_and_reproducible():

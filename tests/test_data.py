@@ -1,4 +1,4 @@
-"""maspo_verl.data.prepare on small local fixtures shaped like the public datasets, read back with
+"""maspo_verl.experiments.data on small local fixtures shaped like the public datasets, read back with
 verl's own RLHFDataset and a tokenizer built here (no download)."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
-from maspo_verl.data.prepare import R1_INSTRUCTION, benchmark_of, main, normalize_answer
-from maspo_verl.rehearse import FIXTURE_FILES
-from maspo_verl.rehearse import FIXTURES_DIR as FIXTURES
+from maspo_verl.experiments.data import R1_INSTRUCTION, benchmark_of, main, normalize_answer
+from maspo_verl.experiments.rehearse import FIXTURE_FILES
+from maspo_verl.experiments.rehearse import FIXTURES_DIR as FIXTURES
 
 DAPO_PROMPT = (
     "Solve the following math problem step by step. The last line of your response should be of the form "

@@ -1,11 +1,11 @@
-"""maspo_verl.e2e.run_cpu_training without verl: a stand-in script shows the retry of a run whose Ray
+"""maspo_verl.sandbox.runner.run_cpu_training without verl: a stand-in script shows the retry of a run whose Ray
 node timed out during start-up, and that every other failure is reported as it is, once."""
 
 from pathlib import Path
 
 import pytest
 
-from maspo_verl.e2e import RAY_NODE_START_TIMEOUT, RENDEZVOUS_PORT_TAKEN, run_cpu_training
+from maspo_verl.sandbox.runner import RAY_NODE_START_TIMEOUT, RENDEZVOUS_PORT_TAKEN, run_cpu_training
 
 FLAKY_SCRIPT = """#!/usr/bin/env bash
 # Fails like ray.init on an overloaded box for the first $FAIL_TIMES calls, then "trains".
@@ -74,7 +74,7 @@ def test_any_other_failure_is_not_retried(tmp_path, flaky_script):
 def test_on_a_verl_the_cpu_backend_does_not_support_it_fails_naming_the_versions_before_starting(
     tmp_path, monkeypatch, capsys
 ):
-    import maspo_verl.e2e as e2e
+    import maspo_verl.sandbox.runner as e2e
 
     monkeypatch.setattr("maspo_verl.patches.installed_verl_version", lambda: "0.8.0")
     monkeypatch.setattr(e2e, "_run_cpu_training_once", lambda *args, **kwargs: pytest.fail("a run was started"))

@@ -1,4 +1,4 @@
-"""maspo_verl.evaluation: unbiased pass@k, the paper's table from verl's validation dumps, and the
+"""maspo_verl.experiments.evaluation: unbiased pass@k, the paper's table from verl's validation dumps, and the
 training-dynamics plot."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import math
 
 import pytest
 
-from maspo_verl.evaluation.pass_at_k import format_table, latest_dump, load_generations, pass_at_k, summarize
-from maspo_verl.evaluation.pass_at_k import main as table_main
-from maspo_verl.evaluation.plot import load_log, plot_runs
-from maspo_verl.evaluation.plot import main as plot_main
+from maspo_verl.experiments.evaluation.pass_at_k import format_table, latest_dump, load_generations, pass_at_k, summarize
+from maspo_verl.experiments.evaluation.pass_at_k import main as table_main
+from maspo_verl.experiments.evaluation.plot import load_log, plot_runs
+from maspo_verl.experiments.evaluation.plot import main as plot_main
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from verl.utils.import_utils import load_extern_object
 from maspo_verl.patches import UnsupportedVerlVersion
 from maspo_verl.patches.fast_replay_buffer import POLL_INTERVAL_SECONDS, FastPollReplayBuffer, canonical_order
 
-# What the CPU backend passes (maspo_verl/tiny/cpu_backend.sh).
+# What the CPU backend passes (maspo_verl/sandbox/tiny/cpu_backend.sh).
 CUSTOM_SAMPLER_PATH = "pkg://maspo_verl.patches.fast_replay_buffer"
 CUSTOM_SAMPLER_NAME = "FastPollReplayBuffer"
 

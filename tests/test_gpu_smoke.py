@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from maspo_verl import rehearse
-from maspo_verl.dry_run import dry_run
+from maspo_verl.experiments import rehearse
+from maspo_verl.experiments.dry_run import dry_run
 from test_run_scripts import RUN_SCRIPTS, composed, run_script
 
 REPO = Path(__file__).resolve().parents[1]

@@ -53,7 +53,7 @@ def local_ray():
 def prompts(tiny_workdir):  # noqa: F811
     from transformers import AutoTokenizer
 
-    from maspo_verl.tiny import make_problems
+    from maspo_verl.sandbox.tiny import make_problems
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_workdir["model"]))
     train, _ = make_problems(num_train=6, num_val=1, seed=1)
@@ -493,7 +493,7 @@ def test_agent_loop_sends_verls_session_id_as_the_sample_index(make_server, tiny
 
     from maspo_verl.patches.hf_agent_loop import HfCpuSingleTurnAgentLoop
     from maspo_verl.patches.hf_rollout import apply_hf_cpu_rollout
-    from maspo_verl.tiny import make_problems
+    from maspo_verl.sandbox.tiny import make_problems
 
     apply_hf_cpu_rollout()
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_workdir["model"]))
@@ -540,7 +540,7 @@ def test_local_reward_agent_loop_scores_with_the_configured_reward_function(make
 
     from maspo_verl.patches.hf_agent_loop import LOCAL_REWARD_AGENT_LOOP_NAME, HfCpuLocalRewardSingleTurnAgentLoop
     from maspo_verl.patches.hf_rollout import apply_hf_cpu_rollout
-    from maspo_verl.tiny import make_problems
+    from maspo_verl.sandbox.tiny import make_problems
 
     apply_hf_cpu_rollout()
     reward_file = tmp_path / "echo_reward.py"

@@ -1,6 +1,6 @@
 """Stock `python -m verl.trainer.main_ppo` on CPU, end to end: it trains MASPO, and a rerun repeats it.
 
-Two real runs, side by side, through the packaged CPU script (maspo_verl.e2e.run_cpu_training: own
+Two real runs, side by side, through the packaged CPU script (maspo_verl.sandbox.runner.run_cpu_training: own
 work dir, own Ray temp dir, Ray-chosen free ports, the whole process group killed at the end;
 2 steps each, ~1.5 min a run on an idle 2-core box), judged from what verl itself wrote (its
 file logger's metrics and checkpoint folder):
@@ -58,7 +58,7 @@ PLUGIN_ENVIRONMENT = {"VERL_USE_EXTERNAL_MODULES": "", "VERL_USE_EXTERNAL_PLUGIN
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    from maspo_verl.e2e import run_cpu_training
+    from maspo_verl.sandbox.runner import run_cpu_training
 
     def run(name):
         workdir = tmp_path_factory.mktemp(f"run_{name}")

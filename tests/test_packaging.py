@@ -96,11 +96,11 @@ def test_wheel_ships_configs_patches_cpu_script_and_the_entry_point(wheel):
         entry_points = archive.read(entry_points_name).decode()
     for path in ("maspo_verl/configs/maspo.yaml", "maspo_verl/configs/experiment/r1_distill_7b.yaml",
                  "maspo_verl/patches/cpu_platform.py", "maspo_verl/patches/README.md",
-                 "maspo_verl/tiny/train_cpu.sh", "maspo_verl/compat.py"):
+                 "maspo_verl/sandbox/tiny/train_cpu.sh", "maspo_verl/compat.py"):
         assert path in names, path
     assert not any(name.startswith(("tests/", "examples/", "configs/", "patches/")) for name in names)
     assert "[verl.plugins]\nmaspo = maspo_verl.plugin" in entry_points
-    assert "maspo-compare = maspo_verl.compare:main" in entry_points
+    assert "maspo-compare = maspo_verl.sandbox.compare:main" in entry_points
 
 
 @pytest.mark.timeout(1800)

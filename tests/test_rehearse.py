@@ -5,7 +5,7 @@ table and the plot; a killed rehearsal resumes from its checkpoint with its metr
 The substitution check runs for every experiment script (in process: Hydra only). The MASPO
 script is rehearsed end to end, killed after its first checkpoint and rerun with the same command
 (~1.5 min a run on 2 cores). verl's vanilla loss runs end to end in tests/test_compare.py; each
-of our losses (MASPO, DAC, BAPO) runs through verl's actor update in tests/test_cpu_actor.py. Every script: `python -m maspo_verl.rehearse all` (docs/experiments.md,
+of our losses (MASPO, DAC, BAPO) runs through verl's actor update in tests/test_cpu_actor.py. Every script: `python -m maspo_verl.experiments.rehearse all` (docs/experiments.md,
 with its measured time).
 """
 
@@ -24,9 +24,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from maspo_verl import rehearse
-from maspo_verl.evaluation.plot import load_log
-from maspo_verl.evaluation.pass_at_k import BENCHMARK_ORDER
+from maspo_verl.experiments import rehearse
+from maspo_verl.experiments.evaluation.plot import load_log
+from maspo_verl.experiments.evaluation.pass_at_k import BENCHMARK_ORDER
 from test_run_scripts import RUN_SCRIPTS, composed, printed_main_ppo_args, run_script
 
 SINGLE_NODE_SCRIPTS = rehearse.experiment_scripts()

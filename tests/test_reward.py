@@ -1,4 +1,4 @@
-"""maspo_verl.reward: the math-verify scorer verl calls as custom_reward_function."""
+"""maspo_verl.experiments.reward: the math-verify scorer verl calls as custom_reward_function."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from maspo_verl import reward
-from maspo_verl.reward import compute_score
+from maspo_verl.experiments import reward
+from maspo_verl.experiments.reward import compute_score
 
 RIGHT = [
     ("aime24", "<think>maybe \\boxed{5}?</think>So the answer is $\\boxed{27}$.", "27"),
@@ -157,7 +157,7 @@ def test_verl_turns_acc_into_mean_at_n_validation_metrics():
 def test_missing_math_verify_is_an_error_not_a_silent_zero_reward(monkeypatch):
     import sys
 
-    from maspo_verl.reward import compute_score
+    from maspo_verl.experiments.reward import compute_score
 
     monkeypatch.setitem(sys.modules, "math_verify", None)  # import math_verify now raises ImportError
     with pytest.raises(ImportError, match="math-verify"):

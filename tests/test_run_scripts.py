@@ -3,7 +3,7 @@ DRY_RUN, and the config its command composes holds the values its `# expect:` he
 
 A script added without an `# expect:` header naming its loss_mode fails here. Each script itself
 runs (bash, DRY_RUN=print: the command it would launch); the commands are then composed and validated
-in this one process with the same `maspo_verl.dry_run` functions DRY_RUN=1 calls, because a fresh
+in this one process with the same `maspo_verl.experiments.dry_run` functions DRY_RUN=1 calls, because a fresh
 interpreter per script would spend ~4 s importing verl each time. DRY_RUN=1 end to end is tested on
 a few scripts.
 """
@@ -21,8 +21,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from maspo_verl.dry_run import DryRunError, compose_config, dry_run, split_main_ppo_args
-from maspo_verl.dry_run import main as dry_run_main
+from maspo_verl.experiments.dry_run import DryRunError, compose_config, dry_run, split_main_ppo_args
+from maspo_verl.experiments.dry_run import main as dry_run_main
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_SCRIPTS = REPO / "examples" / "run_scripts"
@@ -104,7 +104,7 @@ def test_dry_run_validates_end_to_end(script):
 
 def test_dry_run_fails_on_a_misspelled_key_and_names_it(capsys):
     result = run_script(RUN_SCRIPTS / "1.5b/maspo.sh", "actor_rollout_ref.actor.policy_loss.maspo.alpah=0.3")
-    # What DRY_RUN=1 runs after printing, in this process: `python -m maspo_verl.dry_run <main_ppo args>`.
+    # What DRY_RUN=1 runs after printing, in this process: `python -m maspo_verl.experiments.dry_run <main_ppo args>`.
     assert dry_run_main(printed_main_ppo_args(result.stdout)) == 1
     error = capsys.readouterr().err
     assert "DRY RUN FAILED" in error and "maspo.alpah" in error
@@ -275,7 +275,7 @@ def test_dry_run_shows_what_a_long_cluster_run_would_hit():
         dry_run(composed(result.stdout))
     result = run_script(RUN_SCRIPTS / "7b/maspo.sh", "data.val_batch_size=null", "transfer_queue.backend.SimpleStorage.total_storage_size=10000")
     config = composed(result.stdout)
-    from maspo_verl.dry_run import cluster_run_findings
+    from maspo_verl.experiments.dry_run import cluster_run_findings
 
     errors, warnings = cluster_run_findings(config)
     assert errors == [] and any("data.val_batch_size is unset" in w for w in warnings)  # the files do not exist here

@@ -1,4 +1,4 @@
-"""maspo_verl.evaluation.statistics: seed-level intervals, the paired t over seeds, Holm's adjustment and the
+"""maspo_verl.sandbox.statistics: seed-level intervals, the paired t over seeds, Holm's adjustment and the
 planned minimum detectable difference, against scipy and hand-computed known answers."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from maspo_verl.evaluation.statistics import (
+from maspo_verl.sandbox.statistics import (
     holm_adjust,
     mean_ci,
     paired_seed_difference,

@@ -21,11 +21,11 @@
 #
 # Environment (all optional; unset means "as in the config"):
 #   DRY_RUN=1            print the command, then compose and validate the config with
-#                        `python -m maspo_verl.dry_run` (verl's Hydra config, validate_config, the
+#                        `python -m maspo_verl.experiments.dry_run` (verl's Hydra config, validate_config, the
 #                        registries, worker-side batch checks); starts neither Ray nor a model
 #   DRY_RUN=print        print the command only
 #   MODEL_PATH           actor_rollout_ref.model.path (local dir or hub name)
-#   DATA_DIR             folder written by `python -m maspo_verl.data.prepare --dataset all` [~/data/maspo]
+#   DATA_DIR             folder written by `python -m maspo_verl.experiments.data --dataset all` [~/data/maspo]
 #   TRAIN_FILES          data.train_files [$DATA_DIR/dapo_math.parquet]
 #   VAL_FILES            data.val_files, a Hydra list [the six evaluation sets in $DATA_DIR]
 #   NNODES, GPUS_PER_NODE  trainer.nnodes, trainer.n_gpus_per_node [1, 8]
@@ -46,7 +46,7 @@
 #   REHEARSE=cpu         run this very script on a CPU box: its composed config with a printed,
 #                        allow-listed substitution (tiny model, hf_cpu rollout, tiny sizes, REHEARSE_STEPS
 #                        steps [2]), data prepared from tests/fixtures/datasets, then the Pass@k table and
-#                        the plot of the run (see maspo_rehearse below and maspo_verl/rehearse.py)
+#                        the plot of the run (see maspo_rehearse below and maspo_verl/experiments/rehearse.py)
 #   REHEARSE=gpu         the same on one CUDA GPU with verl's vLLM rollout (scripts/gpu_smoke.sh)
 #   REHEARSAL_DIR        where REHEARSE keeps the tiny model and data [$OUTPUT_DIR/rehearsal_inputs_<cpu|gpu>]
 #   EVAL_STEP=N          evaluate this run's checkpoints/global_step_N (trainer.val_only, EVAL_N [32]
@@ -55,7 +55,7 @@
 #
 # A rerun of the same command resumes from the last checkpoint (trainer.resume_mode=auto). verl's
 # file logger truncates its file on start, so the metrics logged before are first moved aside as
-# metrics.part<N>.jsonl; maspo_verl.evaluation.plot reads the parts and metrics.jsonl together.
+# metrics.part<N>.jsonl; maspo_verl.experiments.evaluation.plot reads the parts and metrics.jsonl together.
 
 MASPO_RUN_SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON="${PYTHON:-python3}"
@@ -121,7 +121,7 @@ maspo_build_command() {
             "actor_rollout_ref.rollout.val_kwargs.n=${EVAL_N:-32}"
         )
     fi
-    # verl's file logger and TensorBoard writer read these; maspo_verl.evaluation.plot reads their files.
+    # verl's file logger and TensorBoard writer read these; maspo_verl.experiments.evaluation.plot reads their files.
     export VERL_FILE_LOGGER_PATH="${VERL_FILE_LOGGER_PATH:-$logs_dir/metrics.jsonl}"
     export TENSORBOARD_DIR="${TENSORBOARD_DIR:-$logs_dir/tensorboard}"
 
@@ -199,7 +199,7 @@ maspo_dry_run_or_exec() {
             maspo_print_command "$@"
             if [[ -n "${MASPO_RUN_DIR:-}" ]]; then
                 # MASPO_COMMAND is: python -m verl.trainer.main_ppo <what the dry run composes>.
-                "$PYTHON" -m maspo_verl.dry_run "${MASPO_COMMAND[@]:3}"
+                "$PYTHON" -m maspo_verl.experiments.dry_run "${MASPO_COMMAND[@]:3}"
             fi
             ;;
     esac
@@ -215,7 +215,7 @@ maspo_launch() {
     maspo_dry_run_or_exec "${MASPO_COMMAND[@]}"
 }
 
-# The rehearsal's sizes: each key is of a kind maspo_verl/rehearse.py allows to change (sizes and
+# The rehearsal's sizes: each key is of a kind maspo_verl/experiments/rehearse.py allows to change (sizes and
 # token budgets, lengths, steps, validation n/frequency, devices, CUDA-only options); the preflight
 # refuses any other change. Sets MASPO_REHEARSAL_ARGS (CPU_BACKEND_ARGS come first).
 maspo_rehearsal_args() {
@@ -237,11 +237,11 @@ maspo_rehearsal_args() {
             transfer_queue.backend.SimpleStorage.num_data_storage_units=1
         )
     else
-        local backend="$MASPO_RUN_SCRIPTS_DIR/../../maspo_verl/tiny/cpu_backend.sh"
+        local backend="$MASPO_RUN_SCRIPTS_DIR/../../maspo_verl/sandbox/tiny/cpu_backend.sh"
         if [[ ! -f "$backend" ]]; then
             backend="$("$PYTHON" -c 'import importlib.util as u, os; print(os.path.join(u.find_spec("maspo_verl").submodule_search_locations[0], "tiny", "cpu_backend.sh"))')"
         fi
-        # shellcheck source=../../maspo_verl/tiny/cpu_backend.sh
+        # shellcheck source=../../maspo_verl/sandbox/tiny/cpu_backend.sh
         source "$backend"
         backend_args=("${CPU_BACKEND_ARGS[@]}")
     fi
@@ -285,7 +285,7 @@ maspo_rehearse() {
     local head_length=$((${#MASPO_COMMAND[@]} - ${#MASPO_USER_ARGS[@]}))
     maspo_rehearsal_args "$inputs"
     MASPO_COMMAND=("${MASPO_COMMAND[@]:0:head_length}" "${MASPO_REHEARSAL_ARGS[@]}" "${MASPO_USER_ARGS[@]}")
-    local preflight=("$PYTHON" -m maspo_verl.rehearse preflight --inputs "$inputs" --backend "$REHEARSE")
+    local preflight=("$PYTHON" -m maspo_verl.experiments.rehearse preflight --inputs "$inputs" --backend "$REHEARSE")
     case "${DRY_RUN:-0}" in
         print)
             maspo_print_command "${MASPO_COMMAND[@]}"
@@ -303,8 +303,8 @@ maspo_rehearse() {
     mkdir -p "$MASPO_RUN_DIR"
     maspo_keep_metrics_parts
     "${MASPO_COMMAND[@]}"
-    # = python -m maspo_verl.evaluation.pass_at_k <run>/val_generations --k 2 > <run>/pass_at_k.md and
-    #   python -m maspo_verl.evaluation.plot <metrics> -o <run>/training_dynamics.png, in one interpreter.
-    "$PYTHON" -m maspo_verl.rehearse report --run-dir "$MASPO_RUN_DIR" --metrics "$VERL_FILE_LOGGER_PATH" \
+    # = python -m maspo_verl.experiments.evaluation.pass_at_k <run>/val_generations --k 2 > <run>/pass_at_k.md and
+    #   python -m maspo_verl.experiments.evaluation.plot <metrics> -o <run>/training_dynamics.png, in one interpreter.
+    "$PYTHON" -m maspo_verl.experiments.rehearse report --run-dir "$MASPO_RUN_DIR" --metrics "$VERL_FILE_LOGGER_PATH" \
         --label "${EXPERIMENT_NAME:-$2}" --k 2
 }

@@ -6,7 +6,7 @@
 # with only 4 samples every test_freq steps (configs/experiment/math_rl.yaml); this is the full protocol.
 #   TRAIN_SCRIPT=7b/maspo.sh STEPS="200 340" bash examples/run_scripts/eval/evaluate_checkpoint.sh [HYDRA_OVERRIDE ...]
 # Each step writes <run dir>/eval/global_step_<N>/{val_generations/<N>.jsonl,metrics.jsonl}; then
-# `python -m maspo_verl.evaluation.pass_at_k` prints one table row per step (also saved as
+# `python -m maspo_verl.experiments.evaluation.pass_at_k` prints one table row per step (also saved as
 # <run dir>/eval/pass_at_32.md). Environment: TRAIN_SCRIPT [1.5b/maspo.sh], STEPS [50], EVAL_N [32],
 # plus everything the training script reads (OUTPUT_DIR, EXPERIMENT_NAME, MODEL_PATH, DATA_DIR, ...).
 # expect: actor_rollout_ref.actor.policy_loss.loss_mode=maspo trainer.val_only=true trainer.resume_mode=resume_path
@@ -34,10 +34,10 @@ for step in "${steps[@]}"; do
 done
 case "${DRY_RUN:-0}" in
     0 | "" | false)
-        "$python" -m maspo_verl.evaluation.pass_at_k "${dumps[@]}" "${labels[@]}" --k "${EVAL_N:-32}" \
+        "$python" -m maspo_verl.experiments.evaluation.pass_at_k "${dumps[@]}" "${labels[@]}" --k "${EVAL_N:-32}" \
             | tee "$(dirname "$(dirname "${dumps[0]}")")/pass_at_${EVAL_N:-32}.md"
         ;;
     *)
-        echo "[maspo] then: $python -m maspo_verl.evaluation.pass_at_k ${dumps[*]} --k ${EVAL_N:-32}"
+        echo "[maspo] then: $python -m maspo_verl.experiments.evaluation.pass_at_k ${dumps[*]} --k ${EVAL_N:-32}"
         ;;
 esac

@@ -4,7 +4,7 @@
   is a fact of its own: the CPU script's default data.
 - `SortingTask`: a prompt of digits then `=` (e.g. `"3142="`), answer the digits in ascending order
   (`\\boxed{1234}`). One skill shared by all 10^length inputs, so what RL teaches on the training
-  problems carries over to held-out ones: the task of the CPU comparisons (`maspo_verl.compare`).
+  problems carries over to held-out ones: the task of the CPU comparisons (`maspo_verl.sandbox.compare`).
 
 Train and validation problems come from disjoint sets of prompts drawn under one seed, so
 validation is held out. `write_parquet` writes verl's RL data schema; `supervised_pairs` gives
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Union
 
-from maspo_verl.tiny.tokenizer import BOXED_OPEN
+from maspo_verl.sandbox.tiny.tokenizer import BOXED_OPEN
 
 __all__ = [
     "DATA_SOURCE",

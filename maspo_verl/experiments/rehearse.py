@@ -1,15 +1,15 @@
 """Rehearse a GPU experiment script on CPU: the script's own config, a small explicit substitution.
 
     REHEARSE=cpu bash examples/run_scripts/1.5b/maspo.sh      # calls `preflight`, then main_ppo, then `report`
-    python -m maspo_verl.rehearse all [--output-dir DIR]      # every experiment script, one PASS/FAIL line each
-    python -m maspo_verl.rehearse report --run-dir D --metrics M --label L   # Pass@k table + plot of a run
+    python -m maspo_verl.experiments.rehearse all [--output-dir DIR]      # every experiment script, one PASS/FAIL line each
+    python -m maspo_verl.experiments.rehearse report --run-dir D --metrics M --label L   # Pass@k table + plot of a run
 
 `REHEARSE=cpu` (examples/run_scripts/common.sh) builds the script's real main_ppo command, then the
-same command with the substitution layer (maspo_verl/tiny/cpu_backend.sh plus the rehearsal sizes
+same command with the substitution layer (maspo_verl/sandbox/tiny/cpu_backend.sh plus the rehearsal sizes
 in common.sh) inserted before the user's overrides. `preflight` then
 
-  1. writes the rehearsal inputs once: the tiny Qwen2 (maspo_verl.tiny, longer position table) and
-     the experiment's data, made by `python -m maspo_verl.data.prepare` from the fixture files in
+  1. writes the rehearsal inputs once: the tiny Qwen2 (maspo_verl.sandbox.tiny, longer position table) and
+     the experiment's data, made by `python -m maspo_verl.experiments.data` from the fixture files in
      tests/fixtures/datasets/ (laid out like DAPO-Math-17k and the six evaluation sets);
   2. composes both commands with Hydra, prints every key whose value differs, and fails if one is
      not on `ALLOWED_SUBSTITUTIONS` (the model, the rollout backend, devices, sizes and token
@@ -115,9 +115,9 @@ ALLOWED_SUBSTITUTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
 )
 
-REPO_DIR = Path(__file__).resolve().parents[1]
+REPO_DIR = Path(__file__).resolve().parents[2]
 FIXTURES_DIR = REPO_DIR / "tests" / "fixtures" / "datasets"
-# The fixture file each dataset is prepared from (maspo_verl.data.prepare --input).
+# The fixture file each dataset is prepared from (maspo_verl.experiments.data --input).
 FIXTURE_FILES = {
     "dapo_math": "dapo_math/dapo-math-17k.parquet",
     "aime24": "aime24/train.parquet",
@@ -192,11 +192,11 @@ def disallowed_keys(diff: list[tuple[str, Any, Any]]) -> list[str]:
 def prepare_inputs(directory: str | Path, fixtures_dir: str | Path = FIXTURES_DIR, backend: str = "cpu") -> dict[str, Path]:
     """Write `<directory>/model` (tiny Qwen2) and `<directory>/data/<dataset>.parquet` once; return their paths.
 
-    The data go through the real pipeline, `maspo_verl.data.prepare.prepare`, on the fixture files.
+    The data go through the real pipeline, `maspo_verl.experiments.data.prepare`, on the fixture files.
     `backend="gpu"` writes a tiny model vLLM can serve (head size 64).
     """
-    from maspo_verl.data.prepare import prepare
-    from maspo_verl.tiny import TinyModelSize, write_tiny_model
+    from maspo_verl.experiments.data import prepare
+    from maspo_verl.sandbox.tiny import TinyModelSize, write_tiny_model
 
     directory, fixtures_dir = Path(directory), Path(fixtures_dir)
     missing = [name for name, relative in FIXTURE_FILES.items() if not (fixtures_dir / relative).is_file()]
@@ -216,7 +216,7 @@ def prepare_inputs(directory: str | Path, fixtures_dir: str | Path = FIXTURES_DI
 
 
 def _compose(arguments: list[str]):
-    from maspo_verl.dry_run import compose_config, split_main_ppo_args
+    from maspo_verl.experiments.dry_run import compose_config, split_main_ppo_args
 
     config_path, config_name, overrides = split_main_ppo_args(arguments)
     if not config_path or not config_name:
@@ -276,12 +276,12 @@ def rehearse_all(output_dir: str | Path, scripts: list[Path], python: str = sys.
 
 
 def report(run_dir: str, metrics: str, label: str, k: str) -> int:
-    """`python -m maspo_verl.evaluation.pass_at_k` (into <run_dir>/pass_at_k.md) and `... .plot`
+    """`python -m maspo_verl.experiments.evaluation.pass_at_k` (into <run_dir>/pass_at_k.md) and `... .plot`
     (into <run_dir>/training_dynamics.png) on a run's outputs, as a user would run them."""
     import contextlib
     import io
 
-    from maspo_verl.evaluation import pass_at_k, plot
+    from maspo_verl.experiments.evaluation import pass_at_k, plot
 
     table = io.StringIO()
     with contextlib.redirect_stdout(table):
@@ -296,7 +296,7 @@ def report(run_dir: str, metrics: str, label: str, k: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:
-        parser = argparse.ArgumentParser(prog="python -m maspo_verl.rehearse report", description="the Pass@k table and the plot of one run (one interpreter for both)")
+        parser = argparse.ArgumentParser(prog="python -m maspo_verl.experiments.rehearse report", description="the Pass@k table and the plot of one run (one interpreter for both)")
         parser.add_argument("--run-dir", required=True)
         parser.add_argument("--metrics", required=True, help="the run's VERL_FILE_LOGGER_PATH")
         parser.add_argument("--label", required=True)
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv[1:])
         return report(args.run_dir, args.metrics, args.label, args.k)
     if argv[:1] == ["all"]:
-        parser = argparse.ArgumentParser(prog="python -m maspo_verl.rehearse all", description="REHEARSE=cpu every experiment script (slow: minutes per script)")
+        parser = argparse.ArgumentParser(prog="python -m maspo_verl.experiments.rehearse all", description="REHEARSE=cpu every experiment script (slow: minutes per script)")
         parser.add_argument("--output-dir", default="rehearsal_all", help="runs/, logs/ and rehearsal_inputs/ go here")
         parser.add_argument("--only", action="append", default=[], help="a script as <folder>/<name>.sh (repeatable; default: all)")
         args = parser.parse_args(argv[1:])
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     # The two commands come last and are not parsed by argparse (they hold --config-path etc.).
     commands = argv[argv.index("--real") :] if "--real" in argv else []
     argv = argv[: len(argv) - len(commands)]
-    parser = argparse.ArgumentParser(prog="python -m maspo_verl.rehearse", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m maspo_verl.experiments.rehearse", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["prepare", "preflight"], help="prepare: write the inputs; preflight: prepare, then check the substitution")
     parser.add_argument("--inputs", required=True, help="folder for the tiny model and the prepared data")
     parser.add_argument("--fixtures", default=str(FIXTURES_DIR), help="fixture datasets (default: the checkout's tests/fixtures/datasets)")

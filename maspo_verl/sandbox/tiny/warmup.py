@@ -18,8 +18,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from maspo_verl.tiny.model import TinyModelSize, build_tiny_model, write_tiny_model
-from maspo_verl.tiny.task import SortingTask, Task, make_problems, supervised_pairs
+from maspo_verl.sandbox.tiny.model import TinyModelSize, build_tiny_model, write_tiny_model
+from maspo_verl.sandbox.tiny.task import SortingTask, Task, make_problems, supervised_pairs
 
 __all__ = ["WarmupSettings", "cached_warmup", "default_cache_dir", "greedy_accuracy", "supervised_warmup"]
 
@@ -86,7 +86,7 @@ def supervised_warmup(settings: WarmupSettings, output_dir: str | Path) -> dict:
     """Train the tiny model on (prompt, boxed answer) pairs; write it to `output_dir`; return metadata."""
     import torch
 
-    from maspo_verl.tiny.tokenizer import build_tokenizer
+    from maspo_verl.sandbox.tiny.tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer()
     model = build_tiny_model(settings.size, settings.model_seed).train()
@@ -125,7 +125,7 @@ def greedy_accuracy(model, tokenizer, problems, max_new_tokens: int = 8) -> floa
     """Share of `problems` whose greedy completion holds the right `\\boxed{}` answer."""
     import torch
 
-    from maspo_verl.tiny.reward import compute_score
+    from maspo_verl.sandbox.tiny.reward import compute_score
 
     correct = 0
     with torch.no_grad():

@@ -2,15 +2,15 @@
 
 `prepare_workdir(directory)` writes everything a `main_ppo` run needs: `data/train.parquet`,
 `data/val.parquet` and `model/` (random-weight Qwen2 + local tokenizer). The reward function
-is `maspo_verl/tiny/reward.py:compute_score` (see `REWARD_FILE`).
+is `maspo_verl/sandbox/tiny/reward.py:compute_score` (see `REWARD_FILE`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from maspo_verl.tiny.model import TinyModelSize, build_tiny_model, write_tiny_model
-from maspo_verl.tiny.task import ArithmeticTask, make_problems, supervised_pairs, write_parquet
+from maspo_verl.sandbox.tiny.model import TinyModelSize, build_tiny_model, write_tiny_model
+from maspo_verl.sandbox.tiny.task import ArithmeticTask, make_problems, supervised_pairs, write_parquet
 
 __all__ = [
     "REWARD_FILE",

@@ -1,9 +1,9 @@
 """End-to-end check: MASPO trained by verl's own trainer on CPU, judged from verl's own outputs.
 
-    python -m maspo_verl.e2e [--steps N] [--workdir DIR] [--timeout SECONDS]
+    python -m maspo_verl.sandbox.runner [--steps N] [--workdir DIR] [--timeout SECONDS]
     python -m maspo_verl check --e2e          # the same, after the quick checks
 
-Runs the packaged CPU script maspo_verl/tiny/train_cpu.sh (stock `python -m verl.trainer.main_ppo`
+Runs the packaged CPU script maspo_verl/sandbox/tiny/train_cpu.sh (stock `python -m verl.trainer.main_ppo`
 with maspo-verl's opt-in CPU patches) in a temp dir, its output in `<workdir>/train.log`, then reads
 verl's file logger (`metrics.jsonl`) and checkpoint folder. The last line printed says PASS or
 FAIL and why. Works from a wheel install as from a checkout.
@@ -93,7 +93,7 @@ class RunSummary:
 
 def _read_metrics(path: Path) -> dict[int, dict[str, float]]:
     """verl's file logger: one JSON object {"step": int, "data": {metric: value}} per line."""
-    from maspo_verl.evaluation.jsonl import parse_jsonl
+    from maspo_verl.experiments.evaluation.jsonl import parse_jsonl
 
     metrics: dict[int, dict[str, float]] = {}
     if not path.is_file():
@@ -161,10 +161,10 @@ def run_cpu_training(
     verl's output as it is written (progress, phase timestamps). A run that failed while starting
     up (`START_UP_FAILURES`, before any training step) is started again, up to `start_up_attempts`
     in all; each failed attempt's log is kept beside the run's as `<log_name>.ray-start-<k>`. Used by
-    `check --e2e`, by each run of `maspo_verl.compare` and by benchmarks/bench_cpu_run.py.
+    `check --e2e`, by each run of `maspo_verl.sandbox.compare` and by benchmarks/bench_cpu_run.py.
     """
     if not script.is_file():
-        raise FileNotFoundError(f"{script} not found: the CPU training script ships with maspo_verl/tiny/")
+        raise FileNotFoundError(f"{script} not found: the CPU training script ships with maspo_verl/sandbox/tiny/")
     require_cpu_backend_verl()
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / log_name
@@ -253,7 +253,7 @@ def _verdict(summary: RunSummary, steps: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m maspo_verl.e2e", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m maspo_verl.sandbox.runner", description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=3, help="GRPO steps to train (default 3)")
     parser.add_argument("--workdir", default=None, help="keep the run here instead of a removed temp dir")
     parser.add_argument("--timeout", type=float, default=900, help="seconds before the run is killed")

@@ -1,6 +1,6 @@
 """Statistics of a comparison of RL methods at the level of its replication unit, the training seed.
 
-The comparison (`maspo_verl.compare`) trains every arm once per seed; all arms of a seed start from the same
+The comparison (`maspo_verl.sandbox.compare`) trains every arm once per seed; all arms of a seed start from the same
 model, see the same data in the same order and validate on the same held-out problems with the same sampling
 seeds. One run gives one number per metric (e.g. its final held-out accuracy), so an arm is a sample of S
 numbers and an arm against its baseline a sample of S paired differences. Training randomness, the seed, is

@@ -4,7 +4,7 @@
 # Ships with the package (a wheel install has it); a checkout also has the same entry point at
 # examples/run_scripts/cpu/train_maspo_cpu.sh. CPU backend settings: cpu_backend.sh beside this file.
 #
-#   bash examples/run_scripts/cpu/train_maspo_cpu.sh [HYDRA_OVERRIDE ...]   # or <site-packages>/maspo_verl/tiny/train_cpu.sh
+#   bash examples/run_scripts/cpu/train_maspo_cpu.sh [HYDRA_OVERRIDE ...]   # or <site-packages>/maspo_verl/sandbox/tiny/train_cpu.sh
 #   DRY_RUN=1 bash examples/run_scripts/cpu/train_maspo_cpu.sh   # print the command, validate the config
 #
 # Environment (all optional): WORK_DIR, MODEL_PATH, TRAIN_FILE, VAL_FILE, CKPT_DIR, TOTAL_STEPS,
@@ -16,13 +16,14 @@ set -euo pipefail
 PYTHON=${PYTHON:-python}
 # The package's own files, found from this script's location, without importing maspo_verl (which
 # imports verl: seconds): the configs are maspo_verl/configs in an install, <checkout>/configs in a checkout.
-PACKAGE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PACKAGE_DIR=$(cd "$SCRIPT_DIR/../.." && pwd)
 if [[ -z "${CONFIG_DIR:-}" ]]; then
   if [[ -f "$PACKAGE_DIR/configs/maspo.yaml" ]]; then CONFIG_DIR=$PACKAGE_DIR/configs; else CONFIG_DIR=$PACKAGE_DIR/../configs; fi
 fi
-REWARD_FILE=${REWARD_FILE:-$PACKAGE_DIR/tiny/reward.py}
+REWARD_FILE=${REWARD_FILE:-$SCRIPT_DIR/reward.py}
 # shellcheck source=cpu_backend.sh
-source "$PACKAGE_DIR/tiny/cpu_backend.sh"
+source "$SCRIPT_DIR/cpu_backend.sh"
 WORK_DIR=${WORK_DIR:-$PWD/maspo_cpu_run}
 MODEL_PATH=${MODEL_PATH:-$WORK_DIR/model}
 TRAIN_FILE=${TRAIN_FILE:-$WORK_DIR/data/train.parquet}
@@ -93,11 +94,11 @@ if [[ "${DRY_RUN:-0}" == "1" ]]; then
   printf 'VERL_PLATFORM=cpu %s -m verl.trainer.main_ppo' "$PYTHON"
   printf ' %q' "${args[@]}" "$@"
   printf '\n'
-  exec "$PYTHON" -m maspo_verl.dry_run "${args[@]}" "$@"
+  exec "$PYTHON" -m maspo_verl.experiments.dry_run "${args[@]}" "$@"
 fi
 
 if [[ ! -f "$MODEL_PATH/config.json" || ! -f "$TRAIN_FILE" || ! -f "$VAL_FILE" ]]; then
-  "$PYTHON" -m maspo_verl.tiny --out "$WORK_DIR"
+  "$PYTHON" -m maspo_verl.sandbox.tiny --out "$WORK_DIR"
 fi
 mkdir -p "$(dirname "$VERL_FILE_LOGGER_PATH")"
 exec "$PYTHON" -m verl.trainer.main_ppo "${args[@]}" "$@"

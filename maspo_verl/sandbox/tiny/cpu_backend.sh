@@ -1,13 +1,13 @@
 # shellcheck shell=bash
 # What every run of verl's trainer on a CPU box needs, whatever the task: sourced by
-# maspo_verl/tiny/train_cpu.sh and by REHEARSE=cpu in examples/run_scripts/common.sh.
+# maspo_verl/sandbox/tiny/train_cpu.sh and by REHEARSE=cpu in examples/run_scripts/common.sh.
 # Exports the environment and defines the Hydra overrides in the array CPU_BACKEND_ARGS.
 
 export VERL_PLATFORM=cpu             # opt in: maspo-verl's CPU platform + hf_cpu rollout (patches/README.md)
 export TOKENIZERS_PARALLELISM=false
 # Threads per process (torch/OpenMP): 2 measured faster than 1 on a 2-core box for one run alone
 # (benchmarks/bench_cpu_run.py --variants ours,threads1: median step 0.91x of 1 thread's). Runs side
-# by side need 1 each (2 each spin against each other): maspo_verl.compare sets MASPO_CPU_THREADS=1.
+# by side need 1 each (2 each spin against each other): maspo_verl.sandbox.compare sets MASPO_CPU_THREADS=1.
 export OMP_NUM_THREADS=${MASPO_CPU_THREADS:-2}
 export MKL_NUM_THREADS=$OMP_NUM_THREADS
 # verl's best@N / worst@N validation bootstrap, vectorized with the same numbers: ~2 s less of the

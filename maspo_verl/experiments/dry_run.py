@@ -1,6 +1,6 @@
 """Compose and validate a verl PPO config the way `verl.trainer.main_ppo` would, without Ray or a model.
 
-    python -m maspo_verl.dry_run --config-path=configs --config-name=maspo \
+    python -m maspo_verl.experiments.dry_run --config-path=configs --config-name=maspo \
         +experiment=r1_distill_1p5b actor_rollout_ref.actor.policy_loss.loss_mode=vanilla [--n-gpus 8]
 
 Runs, in order, what a real launch hits in its first minutes on a GPU cluster:
@@ -262,7 +262,7 @@ def _path_warnings(config: DictConfig) -> list[str]:
         files = [value] if isinstance(value, str) else list(value or [])
         missing = [path for path in files if "://" not in path and not os.path.exists(os.path.expanduser(path))]
         if missing:
-            warnings.append(f"{key}: not found yet (see `python -m maspo_verl.data.prepare`): {', '.join(missing)}")
+            warnings.append(f"{key}: not found yet (see `python -m maspo_verl.experiments.data`): {', '.join(missing)}")
     model_path = _select(config, "actor_rollout_ref.model.path")
     if model_path and not os.path.exists(os.path.expanduser(model_path)) and not _HUB_NAME.match(model_path):
         warnings.append(f"actor_rollout_ref.model.path: {model_path} is neither a local directory nor a hub name")
@@ -378,7 +378,7 @@ def _summary(report: DryRunReport) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m maspo_verl.dry_run",
+        prog="python -m maspo_verl.experiments.dry_run",
         description="Compose and validate a verl PPO config (as main_ppo would) without starting Ray or a model.",
     )
     parser.add_argument("--n-gpus", type=int, default=None, help="validate for N GPUs on one node instead of trainer.nnodes x trainer.n_gpus_per_node")

@@ -1,6 +1,6 @@
 """Avg@k and unbiased Pass@k from verl's validation dumps, in the layout of the MASPO paper's table.
 
-    python -m maspo_verl.evaluation.pass_at_k outputs/maspo/maspo-r1-distill-1.5b/val_generations \
+    python -m maspo_verl.experiments.evaluation.pass_at_k outputs/maspo/maspo-r1-distill-1.5b/val_generations \
         [--label MASPO] [more dumps ...] [--k 32] [--step N]
 
 verl writes one `<step>.jsonl` per validation into `trainer.validation_data_dir`, one line per
@@ -22,9 +22,10 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass
 
-from maspo_verl.evaluation.jsonl import parse_jsonl
+from maspo_verl.experiments.evaluation.jsonl import parse_jsonl
 
 __all__ = [
+    "is_correct",
     "BENCHMARK_ORDER",
     "BenchmarkResult",
     "format_table",
@@ -78,7 +79,8 @@ def latest_dump(path: str, step: int | None = None) -> str:
     return os.path.join(path, steps[step if step is not None else max(steps)])
 
 
-def _correct(record: dict) -> bool:
+def is_correct(record: dict) -> bool:
+    """Whether one line of verl's validation dump scored its response correct (`acc`, else `score` > 0)."""
     value = record.get("acc", record.get("score"))
     if value is None:
         raise ValueError("a dump line has neither 'acc' nor 'score'")
@@ -93,7 +95,7 @@ def load_generations(path: str) -> dict[str, dict[str, list[bool]]]:
     def outcome(record: dict) -> tuple[str, str, bool]:
         uid = record.get("uid")
         problem = str(uid).rsplit("_", 2)[0] if uid is not None else str(record.get("input"))
-        return str(record.get("data_source", "unknown")), problem, _correct(record)
+        return str(record.get("data_source", "unknown")), problem, is_correct(record)
 
     grouped: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for data_source, problem, correct in parse_jsonl(path, outcome):
@@ -149,7 +151,7 @@ def format_table(rows: list[tuple[str, list[BenchmarkResult]]], k: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m maspo_verl.evaluation.pass_at_k", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m maspo_verl.experiments.evaluation.pass_at_k", description=__doc__.split("\n\n")[0])
     parser.add_argument("dumps", nargs="+", help="validation_data_dir folders or <step>.jsonl files, one per run")
     parser.add_argument("--label", action="append", default=[], help="row label per dump, in order (default: the path)")
     parser.add_argument("--k", type=int, default=32, help="k of Avg@k / Pass@k (default 32, the paper's)")

@@ -1,7 +1,7 @@
 """Plot a run's training dynamics (reward, entropy, response length, validation accuracy and MASPO's
 gate metrics) from its logs to one PNG; several runs overlay for comparison.
 
-    python -m maspo_verl.evaluation.plot outputs/maspo/maspo-r1-distill-1.5b/metrics.jsonl \
+    python -m maspo_verl.experiments.evaluation.plot outputs/maspo/maspo-r1-distill-1.5b/metrics.jsonl \
         outputs/maspo/grpo-r1-distill-1.5b/metrics.jsonl --label MASPO --label GRPO -o dynamics.png
 
 A log is verl's file-logger JSONL (`{"step": N, "data": {metric: value}}` per line, written to
@@ -18,7 +18,7 @@ import os
 import sys
 from collections import defaultdict
 
-from maspo_verl.evaluation.jsonl import log_parts, parse_jsonl
+from maspo_verl.experiments.evaluation.jsonl import log_parts, parse_jsonl
 
 __all__ = ["DEFAULT_PANELS", "load_log", "panels_for", "plot_runs"]
 
@@ -148,7 +148,7 @@ def plot_runs(runs: list[Series], labels: list[str], output: str, panels=DEFAULT
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m maspo_verl.evaluation.plot", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m maspo_verl.experiments.evaluation.plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("logs", nargs="+", help="metrics.jsonl files (verl file logger) or TensorBoard folders")
     parser.add_argument("--label", action="append", default=[], help="legend label per log, in order (default: file name)")
     parser.add_argument("-o", "--output", default="training_dynamics.png", help="PNG to write")

@@ -1,13 +1,13 @@
 """Rule-based math reward for the MASPO experiments, as a verl `custom_reward_function`.
 
-    reward.custom_reward_function.path=pkg://maspo_verl.reward
+    reward.custom_reward_function.path=pkg://maspo_verl.experiments.reward
     reward.custom_reward_function.name=compute_score
 
 (set by configs/experiment/math_rl.yaml). The answer check is math-verify's (`pip install
 maspo-verl[math]`): the last \\boxed{} answer of the response, after the reasoning's `</think>` when
 there is one, is compared symbolically with the ground truth. The result carries `acc`, so verl logs
 `val-core/<data_source>/acc/mean@32` (the paper's Avg@32), plus `pred` (verl's maj@N) and
-`data_source` (kept in verl's validation dumps, read by `maspo_verl.evaluation`).
+`data_source` (kept in verl's validation dumps, read by `maspo_verl.experiments.evaluation`).
 
 Never raises on model output: garbage, empty or non-string responses score 0. Each check is bounded
 in time: math-verify's own timeouts in the main thread; in the threads verl's reward loop uses
@@ -260,7 +260,7 @@ def compute_score(
         correct, prediction = _checked(answer_text, answers, float(timeout_seconds))
     except ImportError as error:  # a broken install would silently score every response 0
         raise ImportError(
-            "maspo_verl.reward needs math-verify: pip install 'maspo-verl[math]' (or math-verify)"
+            "maspo_verl.experiments.reward needs math-verify: pip install 'maspo-verl[math]' (or math-verify)"
         ) from error
     except Exception as error:  # timeouts, sympy errors, a dead helper process: the response scores 0
         logger.warning("math reward: answer check failed (%s: %s); scoring 0", type(error).__name__, error)

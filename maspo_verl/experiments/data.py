@@ -1,7 +1,7 @@
 """Write verl RL parquet for the MASPO math experiments (arXiv 2602.17550, Sec. 4).
 
-    python -m maspo_verl.data.prepare --dataset all --output-dir ~/data/maspo
-    python -m maspo_verl.data.prepare --dataset aime24 --input path/to/test.parquet --output-dir ~/data/maspo
+    python -m maspo_verl.experiments.data --dataset all --output-dir ~/data/maspo
+    python -m maspo_verl.experiments.data --dataset aime24 --input path/to/test.parquet --output-dir ~/data/maspo
 
 Datasets: the training set DAPO-Math-17k and the paper's six evaluation sets (AIME24, AIME25,
 AMC23, MATH500, Minerva, OlympiadBench). `--input` is a hub dataset name (downloaded with the
@@ -274,7 +274,7 @@ def prepare(name: str, source: str | None, output_dir: str, hub_split: str | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m maspo_verl.data.prepare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m maspo_verl.experiments.data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASETS)}, or 'all' (training + six evaluation sets)")
     parser.add_argument("--input", default=None, help="hub dataset name, or local file/folder (default: each dataset's hub name)")
     parser.add_argument("--output-dir", required=True, help="writes <output-dir>/<dataset>.parquet")

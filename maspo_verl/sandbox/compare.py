@@ -1,23 +1,23 @@
 """MASPO vs its baselines, each trained by verl's own trainer on CPU: paired runs, CIs, verdicts.
 
-    python -m maspo_verl.compare                          # quick: MASPO vs GRPO, 1 seed, ~2.5 min
-    python -m maspo_verl.compare --preset full            # MASPO vs GRPO, 5 seeds, a positive control
-    python -m maspo_verl.compare --preset paper           # the paper's Table 1 rows + MASPO's ablations
-    python -m maspo_verl.compare --preset off_policy      # at 4 and 16 updates per rollout batch
-    python -m maspo_verl.compare --preset sensitivity     # MASPO's alpha x beta grid vs GRPO
-    python -m maspo_verl.compare --methods maspo,grpo,sapo --seeds 0,1 --steps 12 --jobs 2
+    python -m maspo_verl.sandbox.compare                          # quick: MASPO vs GRPO, 1 seed, ~2.5 min
+    python -m maspo_verl.sandbox.compare --preset full            # MASPO vs GRPO, 5 seeds, a positive control
+    python -m maspo_verl.sandbox.compare --preset paper           # the paper's Table 1 rows + MASPO's ablations
+    python -m maspo_verl.sandbox.compare --preset off_policy      # at 4 and 16 updates per rollout batch
+    python -m maspo_verl.sandbox.compare --preset sensitivity     # MASPO's alpha x beta grid vs GRPO
+    python -m maspo_verl.sandbox.compare --methods maspo,grpo,sapo --seeds 0,1 --steps 12 --jobs 2
 
 Every run is stock `python -m verl.trainer.main_ppo` through the packaged CPU script
-(`maspo_verl/tiny/train_cpu.sh`, maspo-verl's opt-in CPU patches) on the embedded sorting task.
+(`maspo_verl/sandbox/tiny/train_cpu.sh`, maspo-verl's opt-in CPU patches) on the embedded sorting task.
 Runs are paired: every arm of a seed starts from the same warmed-up tiny model
-(`maspo_verl.tiny.warmup`, cached), sees the same data in the same order, and samples
+(`maspo_verl.sandbox.tiny.warmup`, cached), sees the same data in the same order, and samples
 deterministically (the hf_cpu rollout seeds each sample from the rollout seed, the weights' step,
 the prompt and the sample's index), so the arms of a seed share their step-0 validation and
 differ only by what the method does. An arm only changes the policy-loss overrides (and, in
 `off_policy`, the updates per rollout batch); a seed changes the data order, the sampling and
 the actor's initialisation of randomness.
 
-Statistics at the level of the replication unit, the training seed (maspo_verl.evaluation.statistics):
+Statistics at the level of the replication unit, the training seed (maspo_verl.sandbox.statistics):
 per arm, the mean over seeds with a 95% t-interval, and its rise from step 0; per arm against its
 baseline, the paired t over seeds (S - 1 degrees of freedom) of the primary outcome (final held-out
 accuracy), of pass@k and of the area under the training curve, with raw and Holm-adjusted p-values
@@ -57,7 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from maspo_verl.e2e import CPU_SCRIPT, kill_live_runs, require_cpu_backend_verl, run_cpu_training
+from maspo_verl.sandbox.runner import CPU_SCRIPT, kill_live_runs, require_cpu_backend_verl, run_cpu_training
 from maspo_verl.patches import UnsupportedVerlVersion
 
 __all__ = ["METHODS", "PRESETS", "Arm", "Method", "Preset", "RunSettings", "main", "summarize_run"]
@@ -288,7 +288,7 @@ class RunResult:
 
 
 def _val_key(val_n: int) -> str:
-    from maspo_verl.tiny.warmup import WarmupSettings
+    from maspo_verl.sandbox.tiny.warmup import WarmupSettings
 
     return f"val-core/{WarmupSettings().task.data_source}/acc/mean@{val_n}"
 
@@ -298,11 +298,11 @@ def _validation_outcomes(dump: str) -> dict[str, list[bool]]:
 
     Keyed by the prompt text, which every run shares (verl's validation uids are fresh per run).
     """
-    from maspo_verl.evaluation.jsonl import parse_jsonl
-    from maspo_verl.evaluation.pass_at_k import _correct
+    from maspo_verl.experiments.evaluation.jsonl import parse_jsonl
+    from maspo_verl.experiments.evaluation.pass_at_k import is_correct
 
     outcomes: dict[str, list[bool]] = {}
-    for problem, correct in parse_jsonl(dump, lambda r: (f"{r.get('data_source', 'unknown')}/{r['input']}", _correct(r))):
+    for problem, correct in parse_jsonl(dump, lambda r: (f"{r.get('data_source', 'unknown')}/{r['input']}", is_correct(r))):
         outcomes.setdefault(problem, []).append(correct)
     return dict(sorted(outcomes.items()))
 
@@ -318,8 +318,8 @@ def _dump_digest(dump: str) -> str:
 
 def summarize_run(run_dir: Path, settings: RunSettings) -> dict:
     """Numbers of one finished run, from verl's file logger and validation dumps."""
-    from maspo_verl.evaluation.pass_at_k import latest_dump, pass_at_k
-    from maspo_verl.evaluation.plot import load_log
+    from maspo_verl.experiments.evaluation.pass_at_k import latest_dump, pass_at_k
+    from maspo_verl.experiments.evaluation.plot import load_log
 
     series = load_log(str(run_dir / "metrics.jsonl"))
     val = series.get(_val_key(settings.val_n), [])
@@ -366,7 +366,8 @@ def summarize_run(run_dir: Path, settings: RunSettings) -> dict:
     return summary
 
 
-def _run_environment(arm: Arm, settings: RunSettings, data: dict, model_dir: Path) -> dict[str, str]:
+def run_environment(arm: Arm, settings: RunSettings, data: dict, model_dir: Path) -> dict[str, str]:
+    """The environment the packaged CPU script reads for one run of `arm` (model, data, sizes, threads)."""
     return {
         "MODEL_PATH": str(model_dir),
         "TRAIN_FILE": str(data["train"]),
@@ -385,7 +386,8 @@ def _run_environment(arm: Arm, settings: RunSettings, data: dict, model_dir: Pat
     }
 
 
-def _run_overrides(arm: Arm, seed: int, run_dir: Path) -> list[str]:
+def run_overrides(arm: Arm, seed: int, run_dir: Path) -> list[str]:
+    """verl Hydra overrides for one run of `arm` at `seed`: the method's keys, the arm's, seeds and output paths."""
     return [
         *METHODS[arm.method].overrides,
         *arm.overrides,
@@ -530,8 +532,8 @@ def _run_one(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: 
         shutil.rmtree(run_dir)  # unfinished or made with other settings: redo it whole
     name = f"{arm.name}-seed{seed}"
     run = run_cpu_training(
-        run_dir, settings.steps, _run_overrides(arm, seed, run_dir), settings.run_timeout_s,
-        _run_environment(arm, settings, data, model_dir), script=script, log_name="verl.log",
+        run_dir, settings.steps, run_overrides(arm, seed, run_dir), settings.run_timeout_s,
+        run_environment(arm, settings, data, model_dir), script=script, log_name="verl.log",
         on_line=progress.watcher(name),
     )
     if run.return_code != 0:
@@ -611,7 +613,7 @@ def analyse(arms: list[Arm], results: list[RunResult], settings: RunSettings, pi
     from step 0 over seeds, its training reward from first to last quarter), and is each positive control
     detected (its verdict on the primary outcome is the one it has by construction)?
     """
-    from maspo_verl.evaluation import statistics as stats
+    from maspo_verl.experiments.evaluation import statistics as stats
 
     by_arm = _ok_runs(results)
     pass_key = f"val_pass@{settings.pass_k}_final"
@@ -797,7 +799,7 @@ def format_terminal_table(arms: list[Arm], analysis: dict) -> str:
 
 def plot(arms: list[Arm], results: list[RunResult], output: Path) -> None:
     """Learning curves, each arm's series averaged over its seeds."""
-    from maspo_verl.evaluation.plot import load_log, plot_runs
+    from maspo_verl.experiments.evaluation.plot import load_log, plot_runs
 
     by_arm = _ok_runs(results)
     averaged_runs, labels = [], []
@@ -863,7 +865,7 @@ def default_jobs() -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m maspo_verl.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m maspo_verl.sandbox.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--methods", help=f"comma-separated, from: {', '.join(METHODS)} (replaces the preset's arms; "
@@ -879,7 +881,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fresh", action="store_true", help="redo finished runs instead of reusing them")
     parser.add_argument("--output-dir", default=None, help="where runs, JSON and PNG go (default: runs/compare-<preset>)")
     parser.add_argument("--cache-dir", default=None, help="warm-up model cache (default: $MASPO_VERL_CACHE or ~/.cache/maspo_verl)")
-    parser.add_argument("--script", default=str(CPU_SCRIPT), help="the CPU training script (default: the packaged maspo_verl/tiny/train_cpu.sh)")
+    parser.add_argument("--script", default=str(CPU_SCRIPT), help="the CPU training script (default: the packaged maspo_verl/sandbox/tiny/train_cpu.sh)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (lines per validation and run stay)")
     return parser
 
@@ -929,11 +931,11 @@ def main(argv: list[str] | None = None) -> int:
         _check_output_dir(output_dir)
         require_cpu_backend_verl()
     except (ValueError, UnsupportedVerlVersion) as error:
-        print(f"maspo_verl.compare: error: {error}", file=sys.stderr)
+        print(f"maspo_verl.sandbox.compare: error: {error}", file=sys.stderr)
         return 2
 
-    from maspo_verl.tiny import write_parquet
-    from maspo_verl.tiny.warmup import WarmupSettings, cached_warmup
+    from maspo_verl.sandbox.tiny import write_parquet
+    from maspo_verl.sandbox.tiny.warmup import WarmupSettings, cached_warmup
 
     warmup_settings = WarmupSettings()
     runs_total = len(arms) * len(seeds)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from maspo_verl.tiny.tokenizer import save_tokenizer, vocabulary_size
+from maspo_verl.sandbox.tiny.tokenizer import save_tokenizer, vocabulary_size
 
 __all__ = ["TinyModelSize", "build_tiny_model", "count_parameters", "write_tiny_model"]
 
@@ -32,7 +32,7 @@ def build_tiny_model(size: TinyModelSize = TinyModelSize(), seed: int = 0):
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from maspo_verl.tiny.tokenizer import build_tokenizer
+    from maspo_verl.sandbox.tiny.tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer()
     config = Qwen2Config(
