@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import subprocess
 import sys
@@ -59,6 +60,64 @@ def unregistered_loss_mode(loss_mode: str) -> str | None:
     except ValueError as error:
         return str(error)
     return None
+
+
+def did_you_mean(word: str, choices) -> str:
+    """" (did you mean 'x'?)" for the closest of `choices` to a mistyped `word`, or ""."""
+    close = difflib.get_close_matches(word, [str(choice) for choice in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def loss_mode_problem(loss_mode: str) -> str | None:
+    """One line naming the key when `loss_mode` is not in verl's registry (verl's message, plus the closest
+    registered mode), or None when it is."""
+    problem = unregistered_loss_mode(loss_mode)
+    if problem is None:
+        return None
+    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+
+    return f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode!r}{did_you_mean(loss_mode, POLICY_LOSS_REGISTRY)}: {problem}"
+
+
+def innermost_error(error: BaseException) -> BaseException:
+    """The error at the bottom of a chain (Hydra wraps our ValueError in InstantiationException)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def config_error_line(error: BaseException, config_name: str, overrides: list[str]) -> str:
+    """One line for a config that does not compose or build: the key and what is wrong with it, with a
+    suggestion for a mistyped key, instead of Hydra's wrapped multi-line messages."""
+    import re
+
+    cause = innermost_error(error)
+    message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    unknown = re.match(r"Could not override '([^']+)'", str(error))
+    if unknown:
+        key = unknown.group(1)
+        suggestion = ""
+        try:
+            from omegaconf import OmegaConf
+
+            others = [o for o in overrides if not o.lstrip("+~").startswith(key + "=")]
+            node, parts = compose_trainer_config(config_name, others), key.split(".")
+            for depth, part in enumerate(parts):  # down to the first segment that does not exist
+                children = node.keys() if OmegaConf.is_dict(node) else []
+                if part not in children:
+                    close = difflib.get_close_matches(part, [str(c) for c in children], n=1, cutoff=0.6)
+                    if close:
+                        suggestion = ".".join([*parts[:depth], close[0], *parts[depth + 1:]])
+                    break
+                node = node[part]
+        except Exception:  # the suggestion is a courtesy; the failure line stands without it
+            pass
+        if suggestion:
+            return f"{key}: no such key in {config_name}.yaml (did you mean {suggestion!r}?)"
+        return f"{key}: no such key in {config_name}.yaml; a new key needs a leading + (+{key}=...)"
+    if isinstance(cause, ValueError):
+        return f"invalid value: {message}"
+    return f"config {config_name}.yaml with {overrides}: {type(cause).__name__}: {message}"
 
 
 def compose_trainer_config(config_name: str = "maspo", overrides: list[str] | None = None):
@@ -152,14 +211,14 @@ def _check(args: argparse.Namespace) -> int:
 
             policy_loss = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor.policy_loss)
     except Exception as error:  # show Hydra's/our ValueError as one clear line
-        failures.append(f"config {args.config_name}.yaml with {args.overrides}: {type(error).__name__}: {error}")
-    if policy_loss is not None:
+        failures.append(config_error_line(error, args.config_name, args.overrides))
+    mode_problem = loss_mode_problem(policy_loss.loss_mode) if policy_loss is not None else None
+    if mode_problem:
+        failures.append(mode_problem)
+    elif policy_loss is not None:
         print(f"config: {config_dir() / (args.config_name + '.yaml')} {' '.join(args.overrides)}")
         print(f"  policy_loss: {type(policy_loss).__module__}.{type(policy_loss).__qualname__}, "
               f"loss_mode={policy_loss.loss_mode}")
-        loss_mode_problem = unregistered_loss_mode(policy_loss.loss_mode)
-        if loss_mode_problem:
-            failures.append(f"actor_rollout_ref.actor.policy_loss.loss_mode={policy_loss.loss_mode!r}: {loss_mode_problem}")
         maspo = getattr(policy_loss, "maspo", None)
         if maspo is not None:
             for key in ("sigma_base", "alpha", "beta_pos", "beta_neg", "sigma_high", "adv_low", "adv_high",

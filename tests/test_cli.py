@@ -121,3 +121,48 @@ def test_config_dir_prints_the_folder_with_maspo_yaml():
     folder = Path(result.stdout.strip())
     assert (folder / "maspo.yaml").is_file()
     assert folder == cli.config_dir()
+
+
+def test_a_mistyped_loss_mode_is_one_line_with_the_closest_registered_mode():
+    assert cli.loss_mode_problem("maspo") is None
+    line = cli.loss_mode_problem("masp")
+    assert line.startswith("actor_rollout_ref.actor.policy_loss.loss_mode='masp' (did you mean 'maspo'?): Unsupported loss mode")
+    assert "\n" not in line
+    assert "did you mean" not in cli.loss_mode_problem("zzzzzz")
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        # a value our config rejects: Hydra's InstantiationException unwrapped to our ValueError
+        ("actor_rollout_ref.actor.policy_loss.maspo.alpha=-1", "invalid value: policy_loss.maspo.alpha must be >= 0, got -1"),
+        # a mistyped leaf and a mistyped block: the closest existing key
+        ("actor_rollout_ref.actor.policy_loss.maspo.alhpa=1",
+         "actor_rollout_ref.actor.policy_loss.maspo.alhpa: no such key in maspo.yaml "
+         "(did you mean 'actor_rollout_ref.actor.policy_loss.maspo.alpha'?)"),
+        ("actor_rollout_ref.actor.policy_loss.mapo.alpha=1",
+         "actor_rollout_ref.actor.policy_loss.mapo.alpha: no such key in maspo.yaml "
+         "(did you mean 'actor_rollout_ref.actor.policy_loss.maspo.alpha'?)"),
+        # nothing close: how to add a key
+        ("actor_rollout_ref.actor.policy_loss.zzz=1",
+         "actor_rollout_ref.actor.policy_loss.zzz: no such key in maspo.yaml; a new key needs a leading + "
+         "(+actor_rollout_ref.actor.policy_loss.zzz=...)"),
+    ],
+)
+def test_a_bad_override_fails_in_one_line_naming_the_key(override, expected):
+    from verl.utils.config import omega_conf_to_dataclass
+
+    with pytest.raises(Exception) as raised:
+        omega_conf_to_dataclass(cli.compose_trainer_config("maspo", [override]).actor_rollout_ref.actor.policy_loss)
+    assert cli.config_error_line(raised.value, "maspo", [override]) == expected
+
+
+@pytest.mark.timeout(300)
+def test_check_with_a_mistyped_loss_mode_prints_no_resolved_config(monkeypatch, capsys):
+    monkeypatch.setenv("VERL_USE_EXTERNAL_PLUGINS", "auto")
+    code = cli.main(["check", "actor_rollout_ref.actor.policy_loss.loss_mode=masp"])
+    output = capsys.readouterr()
+    assert code == 1
+    assert "policy_loss.maspo.alpha =" not in output.out
+    failures = [line for line in output.err.splitlines() if line.startswith("FAIL:")]
+    assert len(failures) == 1 and "(did you mean 'maspo'?)" in failures[0], output.err
