@@ -20,7 +20,7 @@ if [[ "$(cat "$STAMP" 2>/dev/null || true)" == "$WANT" ]] && "$VENV/bin/python" 
 fi
 
 LOG="$VENV/install.log"
-echo "[setup] installing torch (CPU), verl and maspo-verl[test] into $VENV (log: $LOG)"
+echo "[setup] installing torch 2.13.0, verl and maspo-verl[test] into $VENV (log: $LOG)"
 install() {
   if ! "$VENV/bin/python" -m pip install "$@" >>"$LOG" 2>&1; then
     tail -n 40 "$LOG" >&2
@@ -37,6 +37,13 @@ if [[ -n "${TORCH_INDEX_URL:-}" ]]; then
   install "torch==2.13.0" --index-url "$TORCH_INDEX_URL"
 else
   install "torch==2.13.0"
+fi
+# Say which torch build pip actually picked: a CUDA build here means a multi-GB download and wasted disk.
+TORCH_BUILD="$("$VENV/bin/python" -c 'import torch; print(torch.__version__, "CUDA " + torch.version.cuda + " build" if torch.version.cuda else "CPU-only build")')"
+echo "[setup] torch $TORCH_BUILD"
+if [[ "$TORCH_BUILD" == *CUDA* ]]; then
+  echo "[setup] WARNING: pip installed a CUDA build of torch; on a CPU-only box rerun with" \
+       "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu after removing $VENV" >&2
 fi
 install -c "$ROOT/requirements/cpu-constraints.txt" -e "${ROOT}[test,cpu]"
 echo "$WANT" > "$STAMP"
