@@ -1,15 +1,51 @@
+"""Test kinds, declared per module or per test, and the order they run in.
+
+Every test has exactly one kind, a pytest marker:
+  unit      no verl trainer, workers or subprocess: seconds;
+  verl      verl's config composition, registry, workers or dry runs, in this process or a subprocess,
+            without a training step;
+  training  verl's trainer on CPU for at least one step: minutes. `training(minutes=N)` gives the
+            rough length, so the longest start first and the two xdist workers end together.
+A module states its default with `pytestmark = pytest.mark.kind("unit")`; a test that differs carries its
+own `@pytest.mark.verl` / `@pytest.mark.training(...)`. `-m unit`, `-m "not unit"`, `-m training` select
+by the resolved kind. scripts/run_tests.sh runs `ruff`, then `-m unit`, then the rest.
+"""
+
 import sys
 from pathlib import Path
+
+import pytest
 
 # tests/helpers.py is imported as `helpers` by the test modules.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# The modules that train with verl's real trainer (minutes each), longest first. Collected first,
-# they start first under `-n 2 --dist loadfile` (xdist hands out files in collection order), so the
-# two workers end together instead of one running the longest training alone at the end.
-SLOW_MODULES_FIRST = ("test_rehearse.py", "test_compare.py", "test_main_ppo_cpu.py", "test_packaging.py")
+KINDS = ("unit", "verl", "training")
 
 
+def _kind(item) -> str:
+    own = [mark.name for mark in item.iter_markers() if mark.name in KINDS]
+    if len(set(own)) > 1:
+        raise pytest.UsageError(f"{item.nodeid}: more than one test kind marker: {sorted(set(own))}")
+    if own:
+        return own[0]
+    default = item.get_closest_marker("kind")
+    if default is None or default.args[:1] == () or default.args[0] not in KINDS:
+        raise pytest.UsageError(
+            f"{item.nodeid}: no test kind; give its module `pytestmark = pytest.mark.kind(\"unit\")` (one of "
+            f"{', '.join(KINDS)}) or the test its own marker"
+        )
+    item.add_marker(default.args[0])  # before -m selects: `-m unit` sees the resolved kind
+    return default.args[0]
+
+
+def _minutes(item) -> float:
+    mark = item.get_closest_marker("training")
+    return float(mark.kwargs.get("minutes", 1)) if mark is not None else 0.0
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
-    rank = {name: position for position, name in enumerate(SLOW_MODULES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_MODULES_FIRST)))  # stable: the rest keep their order
+    order = {kind: position for position, kind in enumerate(("training", "verl", "unit"))}
+    kinds = {item.nodeid: _kind(item) for item in items}
+    # Longest first: under `-n 2 --dist loadfile` xdist hands out files in collection order.
+    items.sort(key=lambda item: (order[kinds[item.nodeid]], -_minutes(item)))  # stable within a kind

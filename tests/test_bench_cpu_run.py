@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.kind("unit")
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_cpu_run.py"
 
 

@@ -10,7 +10,10 @@ import pytest
 
 from maspo_verl import cli, compat
 
+pytestmark = pytest.mark.kind("verl")
 
+
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "verl_version, level",
     [
@@ -38,6 +41,7 @@ def test_verl_support_levels(verl_version, level):
         assert "0.10.0.dev0 (verl main at 1dda039b9)" in message or verl_version is None
 
 
+@pytest.mark.unit
 def test_untested_and_unsupported_messages_say_what_they_mean():
     _, untested = compat.verl_support("0.9.2")
     assert "inside the supported range verl>=0.8,<0.11" in untested
@@ -48,6 +52,7 @@ def test_untested_and_unsupported_messages_say_what_they_mean():
     assert "expect import or config errors" in unsupported
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "verl_version, expected", [("0.8.0", False), ("0.8.5", False), ("0.9.0", True), ("0.9.0rc1", True), ("0.10.0.dev0", True)]
 )
@@ -55,6 +60,7 @@ def test_plugin_entry_points_exist_from_verl_0_9(verl_version, expected):
     assert compat.has_plugin_entry_points(verl_version) is expected
 
 
+@pytest.mark.unit
 def test_import_logs_one_warning_per_process_for_an_untested_verl(monkeypatch, caplog):
     monkeypatch.setattr(compat, "_logged", False)
     monkeypatch.setattr(compat, "installed_verl_version", lambda: "0.9.2")

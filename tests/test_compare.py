@@ -22,6 +22,8 @@ from maspo_verl.sandbox.runner import CPU_SCRIPT
 from maspo_verl.sandbox.runner import summarize_run as summarize_training
 from maspo_verl.sandbox.tiny.warmup import WarmupSettings, cached_warmup
 
+pytestmark = pytest.mark.kind("unit")
+
 
 @pytest.mark.parametrize(
     "argv, message",
@@ -257,6 +259,7 @@ def _assert_paired_before_the_first_update(maspo_dir, vanilla_dir, val_n):
     assert maspo.maspo_metric_keys() and not vanilla.maspo_metric_keys()
 
 
+@pytest.mark.training(minutes=2)
 @pytest.mark.timeout(900)
 def test_minimal_comparison_side_by_side_is_paired_and_a_rerun_reuses_it(tmp_path):
     cache = tmp_path / "cache"
@@ -331,6 +334,7 @@ ALL_ARMS = sorted({(arm.method, arm.overrides) for preset in PRESETS.values() fo
                   | {(method, ()) for method in METHODS})
 
 
+@pytest.mark.verl
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("method, arm_overrides", ALL_ARMS, ids=[f"{m}{'-' + '-'.join(o) if o else ''}" for m, o in ALL_ARMS])
 def test_every_method_and_arm_composes_and_passes_verl_validation(method, arm_overrides, cpu_script_arguments,

@@ -22,6 +22,8 @@ from conftest_cpu import (  # noqa: F401  (pytest fixtures)
 
 from maspo_verl.loss import METRIC_KEYS
 
+pytestmark = pytest.mark.kind("verl")
+
 BATCH_SIZE, PROMPT_LENGTH, RESPONSE_LENGTH = 8, 6, 5
 MICRO_BATCH_SIZE = 4  # two micro-batches per update: verl aggregates their metrics
 LEARNING_RATE = 0.5  # plain SGD: the parameter change is -lr * clipped gradient

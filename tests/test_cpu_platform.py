@@ -14,6 +14,8 @@ from conftest_cpu import build_actor_worker, cpu_platform, single_process_group,
 import maspo_verl.patches
 from maspo_verl.patches import UnsupportedVerlVersion
 
+pytestmark = pytest.mark.kind("verl")
+
 PROBE = """
 import json, verl
 from verl.plugin.platform import PlatformRegistry, get_platform

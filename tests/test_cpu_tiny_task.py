@@ -11,6 +11,8 @@ from maspo_verl.sandbox.tiny import ArithmeticTask, build_tiny_model, make_probl
 from maspo_verl.sandbox.tiny.reward import compute_score, extract_boxed
 from maspo_verl.sandbox.tiny.task import DATA_SOURCE, SortingTask, boxed_answer, write_parquet
 
+pytestmark = pytest.mark.kind("unit")
+
 
 def test_problems_are_correct_disjoint_and_reproducible():
     train, val = make_problems(ArithmeticTask(max_digits=2, operators=("+", "-", "*")), 300, 50, seed=3)
@@ -105,6 +107,7 @@ def test_model_is_tiny_and_seeded():
     assert not all(torch.equal(a, c) for a, c in zip(first.state_dict().values(), other.state_dict().values()))
 
 
+@pytest.mark.verl
 def test_parquet_has_verls_schema_and_fits_the_cpu_scripts_prompt_length(tiny_workdir):  # noqa: F811
     from transformers import AutoTokenizer
     from verl.utils.dataset.rl_dataset import RLHFDataset

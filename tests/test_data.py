@@ -15,6 +15,8 @@ from maspo_verl.experiments.data import R1_INSTRUCTION, benchmark_of, main, norm
 from maspo_verl.experiments.rehearse import FIXTURE_FILES
 from maspo_verl.experiments.rehearse import FIXTURES_DIR as FIXTURES
 
+pytestmark = pytest.mark.kind("unit")
+
 DAPO_PROMPT = (
     "Solve the following math problem step by step. The last line of your response should be of the form "
     "Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\n{}\n\n"
@@ -120,6 +122,7 @@ def test_a_mixed_collection_is_split_by_data_source(tmp_path):
     assert main(["--dataset", "dapo_math", "--input", str(folder), "--output-dir", out]) == 1
 
 
+@pytest.mark.verl
 def test_rows_load_with_verls_rlhf_dataset(tmp_path):
     from verl.utils.dataset.rl_dataset import RLHFDataset
 

@@ -7,6 +7,8 @@ import pytest
 
 from maspo_verl.sandbox.runner import RAY_NODE_START_TIMEOUT, RENDEZVOUS_PORT_TAKEN, run_cpu_training
 
+pytestmark = pytest.mark.kind("unit")
+
 FLAKY_SCRIPT = """#!/usr/bin/env bash
 # Fails like ray.init on an overloaded box for the first $FAIL_TIMES calls, then "trains".
 count_file="$WORK_DIR/calls"

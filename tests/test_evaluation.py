@@ -13,6 +13,8 @@ from maspo_verl.experiments.evaluation.pass_at_k import main as table_main
 from maspo_verl.experiments.evaluation.plot import load_log, plot_runs
 from maspo_verl.experiments.evaluation.plot import main as plot_main
 
+pytestmark = pytest.mark.kind("unit")
+
 
 @pytest.mark.parametrize(
     ("n", "c", "k", "expected"),

@@ -14,6 +14,8 @@ from verl.utils.import_utils import load_extern_object
 from maspo_verl.patches import UnsupportedVerlVersion
 from maspo_verl.patches.fast_replay_buffer import POLL_INTERVAL_SECONDS, FastPollReplayBuffer, canonical_order
 
+pytestmark = pytest.mark.kind("unit")
+
 # What the CPU backend passes (maspo_verl/sandbox/tiny/cpu_backend.sh).
 CUSTOM_SAMPLER_PATH = "pkg://maspo_verl.patches.fast_replay_buffer"
 CUSTOM_SAMPLER_NAME = "FastPollReplayBuffer"
@@ -99,6 +101,7 @@ def test_refuses_other_verl_versions(monkeypatch):
         _build(FastPollReplayBuffer)
 
 
+@pytest.mark.verl
 def test_verl_finds_it_through_its_custom_sampler_hook():
     """verl's trainer resolves trainer.v1.sampler.custom_sampler.{path,name} with load_extern_object."""
     assert load_extern_object(CUSTOM_SAMPLER_PATH, CUSTOM_SAMPLER_NAME) is FastPollReplayBuffer

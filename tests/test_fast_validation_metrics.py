@@ -26,6 +26,8 @@ from maspo_verl.patches.fast_validation_metrics import (
     remove_fast_validation_metrics,
 )
 
+pytestmark = pytest.mark.kind("unit")
+
 VERL_BOOTSTRAP_METRIC = metric_utils.bootstrap_metric
 
 
@@ -163,6 +165,7 @@ def _probe(value: str | None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", PROBE], env=environment, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.verl
 @pytest.mark.timeout(300)
 def test_the_plugin_applies_it_only_when_the_environment_variable_is_1():
     functions = {}

@@ -20,6 +20,8 @@ from maspo_verl.experiments import rehearse
 from maspo_verl.experiments.dry_run import dry_run
 from test_run_scripts import RUN_SCRIPTS, composed, run_script
 
+pytestmark = pytest.mark.kind("unit")
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "scripts" / "gpu_smoke.sh"
 SHELLCHECK = Path(sys.executable).with_name("shellcheck")
@@ -88,6 +90,7 @@ def test_help_describes_the_checks():
         assert f"  {check}" in result.stdout
 
 
+@pytest.mark.verl
 def test_without_a_gpu_it_stops_before_installing_and_its_cuda_plugin_refuses(tmp_path):
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
@@ -106,6 +109,7 @@ def test_without_a_gpu_it_stops_before_installing_and_its_cuda_plugin_refuses(tm
     assert plugin.returncode != 0 and "torch sees no CUDA device" in plugin.stderr + plugin.stdout
 
 
+@pytest.mark.verl
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(("script", "loss_mode"), [("1.5b/maspo.sh", "maspo"), ("1.5b/grpo.sh", "vanilla")])
 def test_gpu_rehearsal_configs_compose_for_one_gpu_with_vllm(script, loss_mode, tmp_path):
@@ -125,6 +129,7 @@ def test_gpu_rehearsal_configs_compose_for_one_gpu_with_vllm(script, loss_mode, 
     assert rehearse.disallowed_keys(diff) == [], rehearse.format_diff(diff)
 
 
+@pytest.mark.verl
 def test_the_gpu_tiny_model_has_a_head_size_vllm_serves(tmp_path):
     paths = rehearse.prepare_inputs(tmp_path, backend="gpu")
     config = json.loads((paths["model"] / "config.json").read_text())

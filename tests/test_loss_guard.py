@@ -13,6 +13,8 @@ from omegaconf import OmegaConf
 from maspo_verl import cli
 from maspo_verl.loss_guard import TRAINER_SETTING_KEYS, loss_path_findings, trainer_settings_of
 
+pytestmark = pytest.mark.kind("verl")
+
 ROOT = Path(__file__).resolve().parents[1]
 V1_BYPASS = ["algorithm.rollout_correction.bypass_mode=true", "trainer.use_v1=true"]
 DISTILL_VANILLA_ONLY = ["distillation.enabled=true", "distillation.distillation_loss.policy_loss_mode=maspo"]
@@ -29,6 +31,7 @@ def _legacy_bypass() -> list[str]:
     return ["algorithm.rollout_correction.bypass_mode=true", *(["trainer.use_v1=false"] if _verl_has("trainer.use_v1") else [])]
 
 
+@pytest.mark.unit
 def test_findings_name_the_key_and_what_to_unset():
     refusals, notes = loss_path_findings("maspo", {"use_v1": False, "rollout_correction_bypass_mode": True})
     assert len(refusals) == 1 and not notes
@@ -51,6 +54,7 @@ def test_findings_name_the_key_and_what_to_unset():
     assert loss_path_findings("maspo", dict.fromkeys(TRAINER_SETTING_KEYS)) == ([], [])
 
 
+@pytest.mark.unit
 def test_yaml_mirrors_exactly_the_keys_the_guard_reads():
     cfg = cli.compose_trainer_config("maspo", ["algorithm.rollout_correction.bypass_mode=true"])
     mirrored = OmegaConf.to_container(cfg.actor_rollout_ref.actor.policy_loss.trainer_settings, resolve=True)
@@ -122,6 +126,7 @@ def test_dry_run_of_a_paper_script_refuses_legacy_bypass_mode():
     assert "DRY RUN FAILED: algorithm.rollout_correction.bypass_mode=true with the legacy trainer" in result.stderr
 
 
+@pytest.mark.training(minutes=0.5)
 @pytest.mark.timeout(600)
 def test_a_cpu_run_with_legacy_bypass_mode_fails_before_its_first_step(tmp_path):
     """verl's own main_ppo (the packaged CPU script) stops in its driver's config validation, before

@@ -29,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+pytestmark = pytest.mark.training(minutes=3)
+
 AGENT_LOOP = "actor_rollout_ref.rollout.agent.default_agent_loop"
 # How each run gets its rollouts to the trainer: the CPU script's (batched manager, scoring in the
 # agent-loop worker), or verl's own (per-sample manager, verl's reward actor).

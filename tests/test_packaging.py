@@ -25,6 +25,8 @@ from packaging.specifiers import SpecifierSet
 
 from maspo_verl.compat import SUPPORTED_VERL, TESTED_VERL_VERSIONS
 
+pytestmark = pytest.mark.kind("verl")
+
 ROOT = Path(__file__).resolve().parents[1]
 NOT_PACKAGED = shutil.ignore_patterns(".venv", ".git", "runs", "outputs", "build", "dist", "*.egg-info", "__pycache__")
 
@@ -103,6 +105,7 @@ def test_wheel_ships_configs_patches_cpu_script_and_the_entry_point(wheel):
     assert "maspo-compare = maspo_verl.sandbox.compare:main" in entry_points
 
 
+@pytest.mark.training(minutes=3)
 @pytest.mark.timeout(1800)
 def test_wheel_outside_a_checkout_runs_config_dir_check_and_a_one_step_e2e(wheel_venv, tmp_path):
     python = str(wheel_venv / "bin" / "python")

@@ -29,6 +29,8 @@ from maspo_verl.experiments.evaluation.plot import load_log
 from maspo_verl.experiments.evaluation.pass_at_k import BENCHMARK_ORDER
 from test_run_scripts import RUN_SCRIPTS, composed, printed_main_ppo_args, run_script
 
+pytestmark = pytest.mark.kind("verl")
+
 SINGLE_NODE_SCRIPTS = rehearse.experiment_scripts()
 MUST_CHANGE = {
     "actor_rollout_ref.model.path",
@@ -75,6 +77,7 @@ def test_a_change_outside_the_allow_list_is_refused_and_named(tmp_path, capsys):
     assert "NOT ALLOWED" in captured.out
 
 
+@pytest.mark.unit
 def test_allow_list_kinds():
     assert rehearse.substitution_kind("ray_kwargs.ray_init.num_cpus") == "devices and GPU counts"
     assert rehearse.substitution_kind("actor_rollout_ref.rollout.val_kwargs.n") == "validation samples and frequency"
@@ -178,6 +181,7 @@ def _check_outputs(run_dir: Path, output: str, loss_metric: str) -> list[dict]:
     return records
 
 
+@pytest.mark.training(minutes=3)
 @pytest.mark.timeout(2400)
 def test_rehearsal_of_the_maspo_script_runs_it_end_to_end_and_resumes_when_killed(rehearsal_env, tmp_path):
     """1.5b/maspo.sh rehearsed on CPU, killed (SIGKILL, as a preempted job) after its step-1 checkpoint,

@@ -13,6 +13,8 @@ from omegaconf import OmegaConf
 from maspo_verl.experiments import reward
 from maspo_verl.experiments.reward import compute_score
 
+pytestmark = pytest.mark.kind("unit")
+
 RIGHT = [
     ("aime24", "<think>maybe \\boxed{5}?</think>So the answer is $\\boxed{27}$.", "27"),
     ("math500", "Thus $\\boxed{\\frac{1}{2}}$.", "\\frac12"),
@@ -133,6 +135,7 @@ def test_a_hanging_check_costs_only_itself_and_queueing_is_not_its_deadline():
         pool.shutdown()
 
 
+@pytest.mark.verl
 def test_verl_loads_it_as_the_configured_custom_reward_function():
     from verl.trainer.ppo.reward import get_custom_reward_fn
 
@@ -141,6 +144,7 @@ def test_verl_loads_it_as_the_configured_custom_reward_function():
     assert score(data_source="aime24", solution_str="\\boxed{27}", ground_truth="27", extra_info={})["acc"] == 1.0
 
 
+@pytest.mark.verl
 def test_verl_turns_acc_into_mean_at_n_validation_metrics():
     """With `acc` in the result verl logs val-core/<data_source>/acc/mean@N (the paper's Avg@N)."""
     from verl.trainer.ppo.metric_utils import process_validation_metrics

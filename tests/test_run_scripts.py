@@ -24,6 +24,8 @@ from omegaconf import OmegaConf
 from maspo_verl.experiments.dry_run import DryRunError, compose_config, dry_run, split_main_ppo_args
 from maspo_verl.experiments.dry_run import main as dry_run_main
 
+pytestmark = pytest.mark.kind("verl")
+
 REPO = Path(__file__).resolve().parents[1]
 RUN_SCRIPTS = REPO / "examples" / "run_scripts"
 SHELLCHECK = Path(sys.executable).with_name("shellcheck")

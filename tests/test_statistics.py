@@ -18,6 +18,8 @@ from maspo_verl.sandbox.statistics import (
     verdict,
 )
 
+pytestmark = pytest.mark.kind("unit")
+
 
 def test_mean_ci_is_the_student_t_interval():
     values = [0.2, 0.25, 0.3, 0.35]

@@ -10,6 +10,8 @@ import pytest
 
 from maspo_verl import verl_contract
 
+pytestmark = pytest.mark.kind("verl")
+
 ROOT = Path(__file__).resolve().parents[1]
 # The files the contract reads, relative to the verl package folder.
 CONTRACT_FILES = (
