@@ -101,6 +101,9 @@ METHODS: dict[str, Method] = {
 }
 
 
+TRAIN_PROBLEMS = ("warmup", "unseen")
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """Shared by every run of a comparison (an arm may change some, e.g. the updates per batch).
@@ -125,6 +128,9 @@ class RunSettings:
     pass_k: int = 4
     test_freq: int = 10
     max_response_length: int = 8
+    # Which problems RL trains on: "warmup", the warm-up's own 2,000 (seen in supervised training), or
+    # "unseen", 2,000 drawn after the held-out ones, which neither the warm-up nor validation saw.
+    train_problems: str = "warmup"
     # Torch threads per run, the same whatever --jobs is, so a run's numbers do not depend on how
     # many ran beside it. One: on 2 cores, two runs side by side took 8-10 s a step with 2 threads
     # each (spinning OpenMP threads) and 6.6-7.9 s with 1 each, against 4.1-4.6 s for one run
@@ -150,6 +156,8 @@ class RunSettings:
             raise ValueError("--rollout-n must be >= 2: GRPO normalises rewards within a group")
         if self.pass_k > self.val_n:
             raise ValueError(f"--pass-k ({self.pass_k}) must be <= --val-n ({self.val_n}): pass@k needs k samples")
+        if self.train_problems not in TRAIN_PROBLEMS:
+            raise ValueError(f"--train-problems must be one of {', '.join(TRAIN_PROBLEMS)}, got {self.train_problems!r}")
         if not (self.learning_rate >= 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"--learning-rate must be a number >= 0 (0 freezes the policy), got {self.learning_rate}")
 
@@ -452,6 +460,21 @@ def weights_digest(model_dir: Path) -> str | None:
     return digest.hexdigest()[:20]
 
 
+def write_comparison_data(directory: Path, warmup: "WarmupSettings", settings: RunSettings) -> dict[str, Path]:
+    """train/val parquet of a comparison. One draw of the task under the warm-up's data seed, in order: the
+    warm-up's training problems, then the `val_problems` held-out ones (the warm-up's own validation set is their
+    start), then as many again as the warm-up had, unseen by both. RL trains on the first block
+    (train_problems="warmup") or the last ("unseen")."""
+    from maspo_verl.sandbox.tiny.task import make_problems, write_problem_parquet
+
+    extra = warmup.num_train if settings.train_problems == "unseen" else 0
+    problems, _ = make_problems(warmup.task, warmup.num_train + settings.val_problems + extra, 0, warmup.data_seed)
+    held_out = problems[warmup.num_train:warmup.num_train + settings.val_problems]
+    train = problems[warmup.num_train + settings.val_problems:] if extra else problems[:warmup.num_train]
+    train_path, val_path = write_problem_parquet(directory, train, held_out, warmup.task.data_source)
+    return {"train": train_path, "val": val_path}
+
+
 def run_fingerprint(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: Path) -> str:
     """What a run's outcome depends on: a finished run with the same fingerprint is reused."""
     content = {
@@ -613,7 +636,7 @@ def analyse(arms: list[Arm], results: list[RunResult], settings: RunSettings, pi
     from step 0 over seeds, its training reward from first to last quarter), and is each positive control
     detected (its verdict on the primary outcome is the one it has by construction)?
     """
-    from maspo_verl.experiments.evaluation import statistics as stats
+    from maspo_verl.sandbox import statistics as stats
 
     by_arm = _ok_runs(results)
     pass_key = f"val_pass@{settings.pass_k}_final"
@@ -934,7 +957,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"maspo_verl.sandbox.compare: error: {error}", file=sys.stderr)
         return 2
 
-    from maspo_verl.sandbox.tiny import write_parquet
     from maspo_verl.sandbox.tiny.warmup import WarmupSettings, cached_warmup
 
     warmup_settings = WarmupSettings()
@@ -946,13 +968,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir, warmup, reused = cached_warmup(warmup_settings, args.cache_dir)
     print(f"[compare] warm-up model {'reused from' if reused else 'trained into'} {model_dir} "
           f"(greedy val accuracy {warmup['val_greedy_accuracy']:.2f})")
-    # The training problems are the warm-up's (make_problems draws them first); the held-out ones
-    # the next `val_problems` drawn, of which the warm-up's own validation set is the start.
-    train, val = write_parquet(
-        output_dir / "data", warmup_settings.task, warmup_settings.num_train, settings.val_problems,
-        warmup_settings.data_seed,
-    )
-    data = {"train": train, "val": val}
+    data = write_comparison_data(output_dir / "data", warmup_settings, settings)
 
     jobs_list = [(arm, seed) for seed in seeds for arm in arms]  # interleaved: drift hits all arms alike
     progress = Progress(sum(arm.run_settings(settings).steps for arm, _ in jobs_list), enabled=not args.no_progress)

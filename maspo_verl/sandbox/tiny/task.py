@@ -146,12 +146,19 @@ def write_parquet(
     seed: int = 0,
 ) -> tuple[Path, Path]:
     """Write `train.parquet` and `val.parquet` in verl's RL data schema; return their paths."""
+    train, val = make_problems(task, num_train, num_val, seed)
+    return write_problem_parquet(directory, train, val, task.data_source)
+
+
+def write_problem_parquet(
+    directory: str | Path, train: list[ArithmeticProblem], val: list[ArithmeticProblem], data_source: str
+) -> tuple[Path, Path]:
+    """Write given train and validation problems as `train.parquet` / `val.parquet` in verl's RL data schema."""
     import pandas as pd
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    train, val = make_problems(task, num_train, num_val, seed)
     paths = directory / "train.parquet", directory / "val.parquet"
     for path, problems, split in zip(paths, (train, val), ("train", "val"), strict=True):
-        pd.DataFrame(_rows(problems, split, task.data_source)).to_parquet(path)
+        pd.DataFrame(_rows(problems, split, data_source)).to_parquet(path)
     return paths
