@@ -187,14 +187,15 @@ def _method_arm(method: str, baseline: str | None = BASELINE_METHOD) -> Arm:
     return Arm(method, method, METHODS[method].label, None if method == baseline else baseline)
 
 
-def _frozen_policy_control(baseline: str = BASELINE_METHOD, suffix: str = "") -> Arm:
-    """GRPO with learning rate 0: the policy never changes, so its final accuracy is its step-0 accuracy and it is
-    worse than a GRPO that learns by exactly GRPO's rise (a positive control, known by construction).
+def _frozen_policy_control(baseline: str = BASELINE_METHOD, suffix: str = "", method: str = "grpo") -> Arm:
+    """`method` (GRPO unless told) with learning rate 0: the policy never changes, so its final accuracy is its
+    step-0 accuracy and it is worse than the same method learning by exactly that method's rise (a positive
+    control, known by construction).
 
     Half the learning rate was the first candidate; the pilot ruled it out before any preset ran: GRPO reached
     the same accuracy by step 10 at every lr from 5e-5 to 5e-4, so halving it has no effect here to detect."""
-    return Arm(f"grpo_frozen{suffix}", "grpo", "GRPO, lr 0 (control)", baseline, (("learning_rate", 0.0),),
-               expected="worse")
+    label = f"{METHODS[method].label.split(' (')[0]}, lr 0 (control)"
+    return Arm(f"{method}_frozen{suffix}", method, label, baseline, (("learning_rate", 0.0),), expected="worse")
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,7 @@ def _off_policy_arms(settings: RunSettings) -> tuple[Arm, ...]:
 
 
 def _sensitivity_arms() -> tuple[Arm, ...]:
-    """MASPO over alpha x beta (beta_pos = beta_neg), like the paper's Fig. 4, each against GRPO."""
+    """MASPO over alpha x beta (beta_pos = beta_neg), like the paper's sensitivity analysis, each against GRPO."""
     arms = [_method_arm("grpo")]
     for alpha in (0.0, 0.3, 0.5):
         for beta in (0.0, 0.03, 0.1):
@@ -245,8 +246,8 @@ def _sensitivity_arms() -> tuple[Arm, ...]:
     return tuple(arms)
 
 
-PAPER_METHODS = ("grpo", "clip_higher", "dac", "entropy_advantage", "bapo", "sapo", "maspo",
-                 "maspo_hard_gate", "maspo_no_mass_adaptive", "maspo_no_risk_control")
+PAPER_METHODS = ("grpo", "clip_higher", "dac", "entropy_advantage", "bapo", "sapo", "maspo")
+ABLATIONS = ("maspo_hard_gate", "maspo_no_mass_adaptive", "maspo_no_risk_control")
 TESTBED = RunSettings()
 # The standard deviation of a per-seed difference in final held-out accuracy, fixed from the pilot before any
 # preset ran (docs/results/README.md): sqrt(2) x the pooled between-seed sd of GRPO's final accuracy over 8 pilot
@@ -266,7 +267,14 @@ PRESETS: dict[str, Preset] = {
     ),
     "paper": Preset(
         (*(_method_arm(m) for m in PAPER_METHODS), _frozen_policy_control()), (0, 1, 2), TESTBED,
-        "the paper's Table 1 rows and MASPO's three ablations at one shared setting, 3 seeds, with a positive control",
+        "the paper's main-result methods against GRPO at one shared setting, 3 seeds, with a positive control",
+        PILOT_SEED_SD,
+    ),
+    "ablations": Preset(
+        (_method_arm("maspo", None), *(_method_arm(m, "maspo") for m in ABLATIONS),
+         _frozen_policy_control("maspo", method="maspo")), (0, 1, 2), TESTBED,
+        "MASPO's three components, each switched off, against MASPO itself (what removing it costs, as the paper's "
+        "ablation asks), 3 seeds, with a positive control",
         PILOT_SEED_SD,
     ),
     "off_policy": Preset(
@@ -277,7 +285,8 @@ PRESETS: dict[str, Preset] = {
     ),
     "sensitivity": Preset(
         _sensitivity_arms(), (0, 1), TESTBED,
-        "MASPO's alpha x beta grid (alpha 0 / 0.3 / 0.5, beta 0 / 0.03 / 0.1) against GRPO, like the paper's Fig. 4",
+        "MASPO's alpha x beta grid (alpha 0 / 0.3 / 0.5, beta 0 / 0.03 / 0.1) against GRPO, like the paper's "
+        "sensitivity analysis",
     ),
 }
 
