@@ -15,7 +15,7 @@ from helpers import validation_records
 from omegaconf import OmegaConf
 
 from maspo_verl.sandbox.compare import (
-    METHODS, PRESETS, Arm, RunResult, RunSettings, _parse_methods, _parse_seeds, analyse, format_table,
+    METHODS, OFF_POLICY_LEARNING_RATE, PRESETS, Arm, RunResult, RunSettings, _parse_methods, _parse_seeds, analyse, format_table,
     format_terminal_table, main, step0_check,
 )
 from maspo_verl.sandbox.runner import CPU_SCRIPT
@@ -101,6 +101,9 @@ def test_presets_hold_what_the_issue_asks_for():
     sixteen = [a.run_settings(PRESETS["off_policy"].settings) for a in PRESETS["off_policy"].arms if a.name.endswith("@16")]
     assert all(s.ppo_epochs == 1 and s.train_batch_size // s.ppo_mini_batch_size == 16 for s in sixteen), (
         "the paper's reported regime: 16 mini-batches of one epoch (batch 512 / mini-batch 32)")
+    rates = {a.name: a.run_settings(PRESETS["off_policy"].settings).learning_rate for a in PRESETS["off_policy"].arms}
+    assert rates.pop("grpo_frozen@4") == 0 and set(rates.values()) == {OFF_POLICY_LEARNING_RATE}, (
+        "one lr, fixed on GRPO, for every learning arm of off_policy")
     grid = {o for a in PRESETS["sensitivity"].arms for o in a.overrides if ".alpha=" in o}
     assert len(grid) == 3 and len(PRESETS["sensitivity"].arms) == 10
 
@@ -328,7 +331,7 @@ def verl_ppo_loss_restored():
     """Building a config with entropy_advantage.enable=true applies that patch in this process
     (its documented switch); undo it so later tests see verl's own ppo_loss."""
     yield
-    from maspo_verl.patches.entropy_advantage import remove_entropy_advantage
+    from maspo_verl.baselines.entropy_advantage import remove_entropy_advantage
 
     remove_entropy_advantage()
 
