@@ -99,8 +99,10 @@ def phase_times(events: list[tuple[float, str]], exit_seconds: float) -> dict[st
 
 # Frames that only say "a thread / the event loop / Ray is running something": Ray's own frames
 # (remote calls, serialization, its worker loop) count towards the caller that made them.
-GENERIC_FRAME = re.compile(r"\((threading|asyncio/[a-z_]+|concurrent/futures/[a-z_]+|selectors|contextlib)\.py:\d+\)$"
-                           r"|\(ray/|^context_decorator|^Module\._(wrapped_)?call_impl ")
+GENERIC_FRAME = re.compile(
+    r"\((threading|asyncio/[a-z_]+|concurrent/futures/[a-z_]+|selectors|contextlib)\.py:\d+\)$"
+    r"|\(ray/|^context_decorator|^Module\._(wrapped_)?call_impl "
+)
 PROFILE_FROM_STEP = 3
 PROFILE_RATE_HZ = 100
 
@@ -117,13 +119,15 @@ def run_worker_processes(marker: str) -> dict[str, list[int]]:
                 continue
         except OSError:  # gone, or not ours to read
             continue
-        name = command[len("ray::"):].split(".")[0].split()[0]
+        name = command[len("ray::") :].split(".")[0].split()[0]
         if name and name != "IDLE":
             found[name].append(int(entry.name))
     return dict(found)
 
 
-def summarize_profile(collapsed_stacks: str, window_samples: int, top: int = 6) -> tuple[float, list[tuple[str, float]]]:
+def summarize_profile(
+    collapsed_stacks: str, window_samples: int, top: int = 6
+) -> tuple[float, list[tuple[str, float]]]:
     """(busy share of the window, [(function, share of the window)] for the `top` functions by inclusive time)
     from py-spy's raw output ("frame;frame;... count" lines, outermost first). Generic frames (threads,
     the event loop, Ray's worker loop) are left out of the ranking; a function counts once per stack."""
@@ -156,10 +160,24 @@ class Profiler:
         for name, pids in sorted(run_worker_processes(self.marker).items()):
             for pid in pids:
                 output = self.out_dir / f"{name}-{pid}.txt"
-                command = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(self.seconds)), "--rate",
-                           str(PROFILE_RATE_HZ), "--format", "raw", "--nonblocking", "--output", str(output)]
-                self.processes.append((name, pid, subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                                                   stderr=subprocess.DEVNULL), output))
+                command = [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--duration",
+                    str(int(self.seconds)),
+                    "--rate",
+                    str(PROFILE_RATE_HZ),
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--output",
+                    str(output),
+                ]
+                self.processes.append(
+                    (name, pid, subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), output)
+                )
 
     def report(self) -> list[str]:
         if not self.processes:
@@ -174,8 +192,9 @@ class Profiler:
         return lines
 
 
-def run_variant(name: str, workdir: Path, steps: int, model_dir: Path, data: dict,
-                profile_seconds: float = 0.0) -> tuple[dict[str, float], list[str]]:
+def run_variant(
+    name: str, workdir: Path, steps: int, model_dir: Path, data: dict, profile_seconds: float = 0.0
+) -> tuple[dict[str, float], list[str]]:
     _, overrides, environment = VARIANTS[name]
     settings = PRESETS["quick"].settings
     arm = Arm("maspo", "maspo", METHODS["maspo"].label)
@@ -190,26 +209,39 @@ def run_variant(name: str, workdir: Path, steps: int, model_dir: Path, data: dic
 
     marker = {"MASPO_BENCH_RUN": profiler.marker} if profiler is not None else {}
     summary = run_cpu_training(
-        run_dir, steps, [*run_overrides(arm, 0, run_dir), *overrides], 1800,
+        run_dir,
+        steps,
+        [*run_overrides(arm, 0, run_dir), *overrides],
+        1800,
         {**run_environment(arm, settings, data, model_dir), **environment, **marker},
-        log_name="verl.log", on_line=on_line,
+        log_name="verl.log",
+        on_line=on_line,
     )
     if summary.problems(steps) and summary.return_code != 0:
         raise RuntimeError(f"variant {name} failed: see {summary.log_path}")
     figures = phase_times(events, summary.seconds)
     for key in ("step", "gen", "update_actor"):
-        values = [metrics[f"timing_s/{key}"] for metrics in summary.metrics_by_step.values() if f"timing_s/{key}" in metrics]
+        values = [
+            metrics[f"timing_s/{key}"] for metrics in summary.metrics_by_step.values() if f"timing_s/{key}" in metrics
+        ]
         figures[f"median timing_s/{key}"] = statistics.median(values) if values else float("nan")
     return figures, profiler.report() if profiler is not None else []
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default="ours,verl_poll", help=f"comma-separated, first is the reference: {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--variants", default="ours,verl_poll", help=f"comma-separated, first is the reference: {', '.join(VARIANTS)}"
+    )
     parser.add_argument("--steps", type=int, default=PRESETS["quick"].settings.steps)
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temp dir)")
-    parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
-                        help=f"py-spy every Ray worker for SECONDS from step {PROFILE_FROM_STEP} on (needs py-spy)")
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help=f"py-spy every Ray worker for SECONDS from step {PROFILE_FROM_STEP} on (needs py-spy)",
+    )
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
@@ -226,14 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_cpu_run_"))
     warmup = WarmupSettings()
     model_dir, _, _ = cached_warmup(warmup)
-    train, val = write_parquet(workdir / "data", warmup.task, warmup.num_train, PRESETS["quick"].settings.val_problems, warmup.data_seed)
+    train, val = write_parquet(
+        workdir / "data", warmup.task, warmup.num_train, PRESETS["quick"].settings.val_problems, warmup.data_seed
+    )
     results, profiles = {}, {}
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     try:
         for name in variants:
             print(f"[bench] {name}: {VARIANTS[name][0]} ...", file=sys.stderr, flush=True)
-            results[name], profiles[name] = run_variant(name, workdir, args.steps, model_dir,
-                                                        {"train": train, "val": val}, args.profile)
+            results[name], profiles[name] = run_variant(
+                name, workdir, args.steps, model_dir, {"train": train, "val": val}, args.profile
+            )
     except (KeyboardInterrupt, SystemExit):
         kill_live_runs()
         raise
@@ -243,12 +278,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"quick-preset CPU run, {args.steps} steps; seconds per phase; ratio = variant / {reference}")
     width = max([14] + [len(name) + 2 for name in variants])
     ratio_width = max([22] + [len(name) + len(reference) + 4 for name in variants[1:]])
-    print(f"{'figure':28s}" + "".join(f"{name:>{width}s}" for name in variants)
-          + "".join(f"{name + '/' + reference:>{ratio_width}s}" for name in variants[1:]))
+    print(
+        f"{'figure':28s}"
+        + "".join(f"{name:>{width}s}" for name in variants)
+        + "".join(f"{name + '/' + reference:>{ratio_width}s}" for name in variants[1:])
+    )
     for row in rows:
         cells = "".join(f"{results[name][row]:{width}.2f}" for name in variants)
-        ratios = "".join(f"{results[name][row] / results[reference][row]:{ratio_width - 1}.2f}x" if results[reference][row]
-                         else f"{'-':>{ratio_width}s}" for name in variants[1:])
+        ratios = "".join(
+            f"{results[name][row] / results[reference][row]:{ratio_width - 1}.2f}x"
+            if results[reference][row]
+            else f"{'-':>{ratio_width}s}"
+            for name in variants[1:]
+        )
         print(f"{row:28s}{cells}{ratios}")
     for name in variants:
         if profiles[name]:

@@ -1,18 +1,18 @@
 """`python -m maspo_verl ...` (also the `maspo-verl` console script).
 
-  check [--e2e [--e2e-steps N]] [--config-name NAME] [HYDRA_OVERRIDE ...]
-      Prove the plugin to the user: verl's version (a WARNING when it is not one of the tested
-      versions, a failure outside the supported range), whether `maspo` is in verl's policy-loss
-      registry in a fresh process (through the entry point, as verl's Ray workers load it; on verl
-      0.8 through VERL_USE_EXTERNAL_MODULES), and the MASPO config resolved from configs/<NAME>.yaml
-      with the overrides, its loss_mode looked up in verl's registry as verl's trainer does. Fails
-      on verl settings that would replace a loss of ours (rollout-correction bypass mode on the
-      legacy trainer, distillation without task rewards or with policy_loss_mode other than
-      vanilla), naming the key; prints a NOTE where verl changes the loss's inputs (bypass mode on
-      the V1 trainer: the rollout engine's log-probs become MASPO's p_old).
-      `--e2e` then trains MASPO with verl's own trainer on CPU (slow: minutes).
-  config-dir
-      Print the folder of our Hydra configs, for `main_ppo --config-path`.
+check [--e2e [--e2e-steps N]] [--config-name NAME] [HYDRA_OVERRIDE ...]
+    Prove the plugin to the user: verl's version (a WARNING when it is not one of the tested
+    versions, a failure outside the supported range), whether `maspo` is in verl's policy-loss
+    registry in a fresh process (through the entry point, as verl's Ray workers load it; on verl
+    0.8 through VERL_USE_EXTERNAL_MODULES), and the MASPO config resolved from configs/<NAME>.yaml
+    with the overrides, its loss_mode looked up in verl's registry as verl's trainer does. Fails
+    on verl settings that would replace a loss of ours (rollout-correction bypass mode on the
+    legacy trainer, distillation without task rewards or with policy_loss_mode other than
+    vanilla), naming the key; prints a NOTE where verl changes the loss's inputs (bypass mode on
+    the V1 trainer: the rollout engine's log-probs become MASPO's p_old).
+    `--e2e` then trains MASPO with verl's own trainer on CPU (slow: minutes).
+config-dir
+    Print the folder of our Hydra configs, for `main_ppo --config-path`.
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ def registered_in_fresh_process(env_overrides: dict[str, str] | None = None, tim
 def unregistered_loss_mode(loss_mode: str) -> str | None:
     """verl's own error for a loss mode its policy-loss registry lacks ("Unsupported loss mode: ...
     Supported modes are: [...]", as verl's trainer and DRY_RUN raise it), or None when registered."""
-    import maspo_verl  # noqa: F401  (our modes are in the registry of every process verl starts)
     from verl.trainer.ppo.core_algos import get_policy_loss_fn
+
+    import maspo_verl  # noqa: F401  (our modes are in the registry of every process verl starts)
 
     try:
         get_policy_loss_fn(loss_mode)
@@ -63,7 +64,7 @@ def unregistered_loss_mode(loss_mode: str) -> str | None:
 
 
 def did_you_mean(word: str, choices) -> str:
-    """" (did you mean 'x'?)" for the closest of `choices` to a mistyped `word`, or ""."""
+    """ " (did you mean 'x'?)" for the closest of `choices` to a mistyped `word`, or ""."""
     close = difflib.get_close_matches(word, [str(choice) for choice in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -76,7 +77,8 @@ def loss_mode_problem(loss_mode: str) -> str | None:
         return None
     from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 
-    return f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode!r}{did_you_mean(loss_mode, POLICY_LOSS_REGISTRY)}: {problem}"
+    suggestion = did_you_mean(loss_mode, POLICY_LOSS_REGISTRY)
+    return f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode!r}{suggestion}: {problem}"
 
 
 def innermost_error(error: BaseException) -> BaseException:
@@ -107,7 +109,7 @@ def config_error_line(error: BaseException, config_name: str, overrides: list[st
                 if part not in children:
                     close = difflib.get_close_matches(part, [str(c) for c in children], n=1, cutoff=0.6)
                     if close:
-                        suggestion = ".".join([*parts[:depth], close[0], *parts[depth + 1:]])
+                        suggestion = ".".join([*parts[:depth], close[0], *parts[depth + 1 :]])
                     break
                 node = node[part]
         except Exception:  # the suggestion is a courtesy; the failure line stands without it
@@ -155,8 +157,10 @@ def _check(args: argparse.Namespace) -> int:
     from maspo_verl.compat import has_plugin_entry_points, verl_support
 
     verl_version = version("verl")
-    print(f"maspo-verl {maspo_verl.__version__} (supports verl{maspo_verl.SUPPORTED_VERL}; tested with "
-          f"{', '.join(maspo_verl.TESTED_VERL_VERSIONS)})")
+    print(
+        f"maspo-verl {maspo_verl.__version__} (supports verl{maspo_verl.SUPPORTED_VERL}; tested with "
+        f"{', '.join(maspo_verl.TESTED_VERL_VERSIONS)})"
+    )
     print(f"verl {verl_version}, torch {version('torch')}")
     failures = []
 
@@ -169,15 +173,22 @@ def _check(args: argparse.Namespace) -> int:
     plugins_policy = os.environ.get("VERL_USE_EXTERNAL_PLUGINS", "auto")
     entry_points = has_plugin_entry_points(verl_version)
     if entry_points and registered_in_fresh_process():
-        print(f"registry: 'maspo' is registered by `import verl` in a fresh process "
-              f"(verl.plugins entry point, VERL_USE_EXTERNAL_PLUGINS={plugins_policy})")
+        print(
+            f"registry: 'maspo' is registered by `import verl` in a fresh process "
+            f"(verl.plugins entry point, VERL_USE_EXTERNAL_PLUGINS={plugins_policy})"
+        )
     elif os.environ.get("VERL_USE_EXTERNAL_MODULES", "") and registered_in_fresh_process(
         {"VERL_USE_EXTERNAL_MODULES": os.environ["VERL_USE_EXTERNAL_MODULES"]}
     ):
-        reason = (f"the verl.plugins entry point is off: VERL_USE_EXTERNAL_PLUGINS={plugins_policy}" if entry_points
-                  else f"verl {verl_version} has no verl.plugins entry points")
-        print(f"registry: 'maspo' is registered by VERL_USE_EXTERNAL_MODULES="
-              f"{os.environ['VERL_USE_EXTERNAL_MODULES']} ({reason})")
+        reason = (
+            f"the verl.plugins entry point is off: VERL_USE_EXTERNAL_PLUGINS={plugins_policy}"
+            if entry_points
+            else f"verl {verl_version} has no verl.plugins entry points"
+        )
+        print(
+            f"registry: 'maspo' is registered by VERL_USE_EXTERNAL_MODULES="
+            f"{os.environ['VERL_USE_EXTERNAL_MODULES']} ({reason})"
+        )
     elif registered_in_fresh_process({"VERL_USE_EXTERNAL_MODULES": "maspo_verl"}):
         if entry_points:
             failures.append(
@@ -217,12 +228,24 @@ def _check(args: argparse.Namespace) -> int:
         failures.append(mode_problem)
     elif policy_loss is not None:
         print(f"config: {config_dir() / (args.config_name + '.yaml')} {' '.join(args.overrides)}")
-        print(f"  policy_loss: {type(policy_loss).__module__}.{type(policy_loss).__qualname__}, "
-              f"loss_mode={policy_loss.loss_mode}")
+        print(
+            f"  policy_loss: {type(policy_loss).__module__}.{type(policy_loss).__qualname__}, "
+            f"loss_mode={policy_loss.loss_mode}"
+        )
         maspo = getattr(policy_loss, "maspo", None)
         if maspo is not None:
-            for key in ("sigma_base", "alpha", "beta_pos", "beta_neg", "sigma_high", "adv_low", "adv_high",
-                        "gate", "mass_adaptive", "risk_control"):
+            for key in (
+                "sigma_base",
+                "alpha",
+                "beta_pos",
+                "beta_neg",
+                "sigma_high",
+                "adv_low",
+                "adv_high",
+                "gate",
+                "mass_adaptive",
+                "risk_control",
+            ):
                 print(f"  policy_loss.maspo.{key} = {getattr(maspo, key)}")
 
     if not failures and args.e2e:
@@ -238,14 +261,17 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m maspo_verl", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m maspo_verl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="prove maspo is registered in verl and its config resolves")
     check.add_argument("--e2e", action="store_true", help="also train MASPO with verl's trainer on CPU")
     check.add_argument("--e2e-steps", type=int, default=3, help="GRPO steps of the --e2e run (default 3)")
     check.add_argument("--config-name", default="maspo", help="config in our configs folder (default: maspo)")
-    check.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. actor_rollout_ref.actor.policy_loss.maspo.alpha=0.5")
+    check.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. actor_rollout_ref.actor.policy_loss.maspo.alpha=0.5"
+    )
     commands.add_parser("config-dir", help="print the folder of our Hydra configs")
     args = parser.parse_args(argv)
     if args.command == "config-dir":

@@ -17,7 +17,8 @@ by interpolation, so verl's driver fails when it builds the actor config, before
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from omegaconf import OmegaConf
 

@@ -38,8 +38,15 @@ POLICY_LOSS_CONFIG_FIELDS = ("loss_mode",)
 # Read by maspo_verl.loss (clip bounds of gate=hard, dual clip, aggregation), the baselines and the
 # SAPO scripts (tau_pos / tau_neg are ActorConfig fields, not policy_loss ones).
 ACTOR_CONFIG_FIELDS = (
-    "policy_loss", "clip_ratio", "clip_ratio_low", "clip_ratio_high", "clip_ratio_c", "loss_agg_mode",
-    "global_batch_info", "tau_pos", "tau_neg",
+    "policy_loss",
+    "clip_ratio",
+    "clip_ratio_low",
+    "clip_ratio_high",
+    "clip_ratio_c",
+    "loss_agg_mode",
+    "global_batch_info",
+    "tau_pos",
+    "tau_neg",
 )
 PLUGIN_ENTRY_POINTS_SINCE = Version("0.9.0")
 
@@ -130,8 +137,10 @@ def _check_core_algos(tree: _Tree) -> list[str]:
         named, _ = _parameters(agg_loss)
         missing = [p for p in AGG_LOSS_PARAMETERS if p not in named]
         if missing:
-            problems.append(f"{where}: agg_loss lost the parameter(s) {missing} (called as agg_loss(loss_mat=, "
-                            "loss_mask=, loss_agg_mode=, **config.global_batch_info))")
+            problems.append(
+                f"{where}: agg_loss lost the parameter(s) {missing} (called as agg_loss(loss_mat=, "
+                "loss_mask=, loss_agg_mode=, **config.global_batch_info))"
+            )
     return problems
 
 
@@ -141,8 +150,12 @@ def _global_batch_keys(function: ast.FunctionDef) -> set[str]:
     for node in ast.walk(function):
         if isinstance(node, ast.Assign):
             for target in node.targets:
-                if (isinstance(target, ast.Subscript) and isinstance(target.value, ast.Attribute)
-                        and target.value.attr == "global_batch_info" and isinstance(target.slice, ast.Constant)):
+                if (
+                    isinstance(target, ast.Subscript)
+                    and isinstance(target.value, ast.Attribute)
+                    and target.value.attr == "global_batch_info"
+                    and isinstance(target.slice, ast.Constant)
+                ):
                     keys.add(target.slice.value)
     return keys
 
@@ -156,7 +169,8 @@ def _check_loss_call_site(tree: _Tree) -> list[str]:
     if not isinstance(ppo_loss, ast.FunctionDef):
         return [f"{where}: function ppo_loss is missing (the call site of registered policy losses)"]
     calls = [
-        node for node in ast.walk(ppo_loss)
+        node
+        for node in ast.walk(ppo_loss)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "policy_loss_fn"
     ]
     if not calls:
@@ -166,12 +180,16 @@ def _check_loss_call_site(tree: _Tree) -> list[str]:
     for call in calls:
         passed = {k.arg for k in call.keywords if k.arg is not None}
         if call.args:
-            problems.append(f"{where}:{call.lineno}: ppo_loss passes {len(call.args)} positional argument(s) to "
-                            "the policy loss; the contract is keywords only")
+            problems.append(
+                f"{where}:{call.lineno}: ppo_loss passes {len(call.args)} positional argument(s) to "
+                "the policy loss; the contract is keywords only"
+            )
         unknown = sorted(passed - accepted)
         if unknown:
-            problems.append(f"{where}:{call.lineno}: ppo_loss passes keyword(s) {unknown} that "
-                            "compute_policy_loss_maspo does not accept")
+            problems.append(
+                f"{where}:{call.lineno}: ppo_loss passes keyword(s) {unknown} that "
+                "compute_policy_loss_maspo does not accept"
+            )
         missing = sorted(LOSS_CALL_KEYWORDS - passed)
         if missing:
             problems.append(f"{where}:{call.lineno}: ppo_loss no longer passes {missing} to the policy loss")
@@ -180,8 +198,10 @@ def _check_loss_call_site(tree: _Tree) -> list[str]:
         named, takes_kwargs = _parameters(agg_loss)
         unaccepted = sorted(_global_batch_keys(ppo_loss) - named)
         if unaccepted and not takes_kwargs:
-            problems.append(f"{where}: ppo_loss writes config.global_batch_info keys {unaccepted} that "
-                            "verl/trainer/ppo/core_algos.py agg_loss does not accept")
+            problems.append(
+                f"{where}: ppo_loss writes config.global_batch_info keys {unaccepted} that "
+                "verl/trainer/ppo/core_algos.py agg_loss does not accept"
+            )
     return problems
 
 
@@ -201,8 +221,10 @@ def _check_configs(tree: _Tree) -> list[str]:
             problems.append(f"{where}: {class_name} lost the field(s) {missing}")
     config_utils = tree.module("utils/config.py")
     if config_utils is None or not isinstance(_top_level(config_utils, "omega_conf_to_dataclass"), ast.FunctionDef):
-        problems.append("verl/utils/config.py: omega_conf_to_dataclass is missing (verl builds our "
-                        "MaspoPolicyLossConfig through it; `check` does too)")
+        problems.append(
+            "verl/utils/config.py: omega_conf_to_dataclass is missing (verl builds our "
+            "MaspoPolicyLossConfig through it; `check` does too)"
+        )
     return problems
 
 
@@ -213,8 +235,10 @@ def _check_plugin_loading(tree: _Tree) -> list[str]:
     if "VERL_USE_EXTERNAL_MODULES" not in text:
         problems.append(f"{where}: no longer reads VERL_USE_EXTERNAL_MODULES (how verl 0.8 loads the plugin)")
     if tree.version is None or tree.version.release >= PLUGIN_ENTRY_POINTS_SINCE.release:
-        for needle, use in (('"verl.plugins"', "the entry-point group of maspo_verl.plugin"),
-                            ("VERL_USE_EXTERNAL_PLUGINS", "the switch `check` reports")):
+        for needle, use in (
+            ('"verl.plugins"', "the entry-point group of maspo_verl.plugin"),
+            ("VERL_USE_EXTERNAL_PLUGINS", "the switch `check` reports"),
+        ):
             if needle not in text:
                 problems.append(f"{where}: {needle} is gone ({use}; verl >= 0.9 loads plugins by it)")
     return problems
@@ -227,11 +251,15 @@ def _check_guarded_paths(tree: _Tree) -> list[str]:
     if helper is not None:
         bypass = _top_level(helper, "apply_bypass_mode")
         if isinstance(bypass, ast.FunctionDef) and "bypass_mode" not in ast.unparse(bypass):
-            problems.append("verl/trainer/ppo/rollout_corr_helper.py: apply_bypass_mode no longer sets "
-                            "loss_mode 'bypass_mode' (maspo_verl.loss_guard's premise)")
+            problems.append(
+                "verl/trainer/ppo/rollout_corr_helper.py: apply_bypass_mode no longer sets "
+                "loss_mode 'bypass_mode' (maspo_verl.loss_guard's premise)"
+            )
         elif not isinstance(bypass, ast.FunctionDef):
-            problems.append("verl/trainer/ppo/rollout_corr_helper.py: apply_bypass_mode is missing "
-                            "(maspo_verl.loss_guard refuses bypass mode on the legacy trainer because of it)")
+            problems.append(
+                "verl/trainer/ppo/rollout_corr_helper.py: apply_bypass_mode is missing "
+                "(maspo_verl.loss_guard refuses bypass mode on the legacy trainer because of it)"
+            )
     return problems
 
 
@@ -239,8 +267,13 @@ def contract_violations(source: Path) -> list[str]:
     """Every broken entry of the contract in the verl source tree at `source`, each naming its symbol."""
     package = find_verl_package(Path(source))
     tree = _Tree(package=package, version=_tree_version(package))
-    return (_check_core_algos(tree) + _check_loss_call_site(tree) + _check_configs(tree)
-            + _check_plugin_loading(tree) + _check_guarded_paths(tree))
+    return (
+        _check_core_algos(tree)
+        + _check_loss_call_site(tree)
+        + _check_configs(tree)
+        + _check_plugin_loading(tree)
+        + _check_guarded_paths(tree)
+    )
 
 
 def _installed_verl_source() -> Path:
@@ -253,18 +286,29 @@ def _installed_verl_source() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m maspo_verl.verl_contract", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", nargs="?", help="verl checkout, unpacked sdist, package folder or .tar.gz "
-                                                  "(default: the installed verl)")
+    parser = argparse.ArgumentParser(
+        prog="python -m maspo_verl.verl_contract",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "source",
+        nargs="?",
+        help="verl checkout, unpacked sdist, package folder or .tar.gz (default: the installed verl)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="maspo-verl-contract-") as scratch:
         try:
             source = Path(args.source).expanduser() if args.source else _installed_verl_source()
             if source.is_file() and tarfile.is_tarfile(source):
                 with tarfile.open(source) as archive:
-                    members = [m for m in archive.getmembers() if "/verl/" in f"/{m.name}" and m.name.endswith(".py")
-                               or m.name.endswith("verl/version/version")]
+                    members = [
+                        m
+                        for m in archive.getmembers()
+                        if "/verl/" in f"/{m.name}"
+                        and m.name.endswith(".py")
+                        or m.name.endswith("verl/version/version")
+                    ]
                     archive.extractall(scratch, members=members, filter="data")
                 source = Path(scratch)
             package = find_verl_package(source)

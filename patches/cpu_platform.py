@@ -27,7 +27,7 @@ import logging
 import os
 import types
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch.distributed.fsdp import CPUOffloadPolicy
@@ -133,7 +133,7 @@ class PlatformCPU(PlatformBase):
     def set_device(self, device_index: int) -> None:
         return None
 
-    def synchronize(self, device_index: Optional[int] = None) -> None:
+    def synchronize(self, device_index: int | None = None) -> None:
         return None
 
     def manual_seed(self, seed: int) -> None:
@@ -148,7 +148,7 @@ class PlatformCPU(PlatformBase):
     def empty_cache(self) -> None:
         return None
 
-    def get_device_capability(self, device_index: int = 0) -> tuple[Optional[int], Optional[int]]:
+    def get_device_capability(self, device_index: int = 0) -> tuple[int | None, int | None]:
         return None, None
 
     def communication_backend_name(self) -> str:
@@ -184,7 +184,7 @@ class PlatformCPU(PlatformBase):
         return None
 
 
-def refuse_fsdp1_on_cpu(strategy: Optional[str]) -> None:
+def refuse_fsdp1_on_cpu(strategy: str | None) -> None:
     """Raise a clear error for `strategy=fsdp` (FSDP1), which torch cannot run on CPU."""
     if strategy != "fsdp2":
         raise CpuPlatformError(
@@ -195,7 +195,7 @@ def refuse_fsdp1_on_cpu(strategy: Optional[str]) -> None:
         )
 
 
-def _accelerator_present() -> Optional[str]:
+def _accelerator_present() -> str | None:
     if torch.cuda.is_available():
         return "CUDA/ROCm GPU"
     npu = getattr(torch, "npu", None)

@@ -35,7 +35,13 @@ from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
 from maspo_verl.patches import CPU_BACKEND_VERL_VERSIONS, require_verl_version
 
-__all__ = ["POLL_INTERVAL_SECONDS", "SUPPORTED_VERL_VERSIONS", "FastPollReplayBuffer", "canonical_order", "poll_interval_from"]
+__all__ = [
+    "POLL_INTERVAL_SECONDS",
+    "SUPPORTED_VERL_VERSIONS",
+    "FastPollReplayBuffer",
+    "canonical_order",
+    "poll_interval_from",
+]
 
 SUPPORTED_VERL_VERSIONS = CPU_BACKEND_VERL_VERSIONS
 # Each poll is one TransferQueue `kv_list` call (~1 ms for a few hundred keys here): 10 ms keeps the
@@ -53,7 +59,8 @@ def poll_interval_from(sampler_kwargs) -> float:
         interval = math.nan
     if not (0 < interval <= 2.0):
         raise ValueError(
-            f"trainer.v1.sampler.sampler_kwargs.{POLL_INTERVAL_KEY} must be a number of seconds in (0, 2], got {value!r}"
+            f"trainer.v1.sampler.sampler_kwargs.{POLL_INTERVAL_KEY} must be a number of seconds in (0, 2], "
+            f"got {value!r}"
         )
     return interval
 
@@ -75,7 +82,8 @@ def canonical_order(keys: list[str], prompt_order: list[str]) -> list[int]:
 
 
 class FastPollReplayBuffer(ReplayBuffer):
-    """verl's sync `ReplayBuffer`: `poll_interval` = `poll_interval_s` (default 10 ms, verl's 2 s), batches in `canonical_order`."""
+    """verl's sync `ReplayBuffer` with `poll_interval` = `poll_interval_s` (default 10 ms, verl's 2 s), batches in
+    `canonical_order`."""
 
     def __init__(self, trainer_mode: str, *args, sampler_kwargs=None, poll_interval: float | None = None, **kwargs):
         require_verl_version("FastPollReplayBuffer", SUPPORTED_VERL_VERSIONS)
@@ -87,7 +95,9 @@ class FastPollReplayBuffer(ReplayBuffer):
         interval = poll_interval if poll_interval is not None else poll_interval_from(sampler_kwargs)
         super().__init__(trainer_mode, *args, sampler_kwargs=sampler_kwargs, poll_interval=interval, **kwargs)
 
-    def _materialize_batch(self, partition_id: str, selected_prompt_uids: list[str], partition_snapshot: dict[str, dict]):
+    def _materialize_batch(
+        self, partition_id: str, selected_prompt_uids: list[str], partition_snapshot: dict[str, dict]
+    ):
         prompt_order = list(self.prompt_global_steps[partition_id])  # TransferQueue's listing, kept by the last poll
         batch = super()._materialize_batch(partition_id, selected_prompt_uids, partition_snapshot)
         batch.reorder(canonical_order(batch.keys, prompt_order))

@@ -29,7 +29,8 @@ from __future__ import annotations
 import logging
 import numbers
 import os
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -52,10 +53,10 @@ ENABLE_ENVIRONMENT_VARIABLE = "MASPO_FAST_VALIDATION_METRICS"
 _FLOAT64_EXACT_INTEGER = 2**53
 _VECTORIZED_REDUCTIONS = (np.max, np.min)  # each also takes axis=, so it reduces all subsets in one call
 
-_verl_bootstrap_metric: Optional[Callable] = None  # verl's function while the patch is applied
+_verl_bootstrap_metric: Callable | None = None  # verl's function while the patch is applied
 
 
-def _exact_float64_values(data: list[Any]) -> Optional[np.ndarray]:
+def _exact_float64_values(data: list[Any]) -> np.ndarray | None:
     """`data` as a 1-d float64 array when that conversion is exact and finite, else None."""
     for value in data:
         if isinstance(value, (bool, np.bool_)):

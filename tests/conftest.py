@@ -31,7 +31,7 @@ def _kind(item) -> str:
     default = item.get_closest_marker("kind")
     if default is None or default.args[:1] == () or default.args[0] not in KINDS:
         raise pytest.UsageError(
-            f"{item.nodeid}: no test kind; give its module `pytestmark = pytest.mark.kind(\"unit\")` (one of "
+            f'{item.nodeid}: no test kind; give its module `pytestmark = pytest.mark.kind("unit")` (one of '
             f"{', '.join(KINDS)}) or the test its own marker"
         )
     item.add_marker(default.args[0])  # before -m selects: `-m unit` sees the resolved kind

@@ -91,10 +91,10 @@ def torch_no_padding(data):
     tu.assign_non_tensor_data(data, "max_response_len", data["response_mask"].shape[1])
     tu.assign_non_tensor_data(data, "indices", torch.nonzero(attention_mask.flatten()).flatten())
     data["input_ids"] = torch.nested.as_nested_tensor(
-        [ids[mask] for ids, mask in zip(input_ids, attention_mask)], layout=torch.jagged
+        [ids[mask] for ids, mask in zip(input_ids, attention_mask, strict=True)], layout=torch.jagged
     )
     data["position_ids"] = torch.nested.as_nested_tensor(
-        [positions[mask] for positions, mask in zip(position_ids, attention_mask)], layout=torch.jagged
+        [positions[mask] for positions, mask in zip(position_ids, attention_mask, strict=True)], layout=torch.jagged
     )
     data["loss_mask"] = data["response_mask"]
     return data
@@ -151,9 +151,7 @@ def run_verl_ppo_loss(
         tensors["rollout_is_weights"] = inputs.rollout_is_weights[rows]
     data = DataProto.from_dict(tensors=tensors).batch
     data = to_no_padding(data)
-    tu.assign_non_tensor(
-        data, dp_size=dp_size, batch_num_tokens=batch_num_tokens, global_batch_size=global_batch_size
-    )
+    tu.assign_non_tensor(data, dp_size=dp_size, batch_num_tokens=batch_num_tokens, global_batch_size=global_batch_size)
 
     # The engine's log-probs: one value per token of each unpadded sequence; the log-prob of
     # response token j sits at position prompt_len + j - 1 (next-token prediction).

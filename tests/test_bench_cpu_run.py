@@ -40,16 +40,22 @@ def test_phase_times_mark_a_missing_phase_as_nan(bench):
 
 
 def test_summarize_profile_ranks_functions_by_inclusive_share_of_the_window(bench):
-    raw = "\n".join([
-        "Thread.run (threading.py:982);AgentLoopWorker._run_agent_loop (verl/agent_loop.py:683);instantiate (hydra/x.py:1) 30",
-        "Thread.run (threading.py:982);AgentLoopWorker._run_agent_loop (verl/agent_loop.py:683) 10",
-        "Thread.run (threading.py:982);_compute_score (verl/agent_loop.py:1026) 20",
-        "",
-    ])
+    raw = "\n".join(
+        [
+            "Thread.run (threading.py:982);AgentLoopWorker._run_agent_loop (verl/agent_loop.py:683);"
+            "instantiate (hydra/x.py:1) 30",
+            "Thread.run (threading.py:982);AgentLoopWorker._run_agent_loop (verl/agent_loop.py:683) 10",
+            "Thread.run (threading.py:982);_compute_score (verl/agent_loop.py:1026) 20",
+            "",
+        ]
+    )
     busy, functions = bench.summarize_profile(raw, window_samples=100, top=3)
     assert busy == pytest.approx(0.6)
     assert functions[0] == ("AgentLoopWorker._run_agent_loop (verl/agent_loop.py:683)", pytest.approx(0.4))
-    assert [name for name, _ in functions[1:]] == ["instantiate (hydra/x.py:1)", "_compute_score (verl/agent_loop.py:1026)"]
+    assert [name for name, _ in functions[1:]] == [
+        "instantiate (hydra/x.py:1)",
+        "_compute_score (verl/agent_loop.py:1026)",
+    ]
     assert all("threading.py" not in name for name, _ in functions)  # generic frames are not ranked
 
 

@@ -54,7 +54,8 @@ def test_untested_and_unsupported_messages_say_what_they_mean():
 
 @pytest.mark.unit
 @pytest.mark.parametrize(
-    "verl_version, expected", [("0.8.0", False), ("0.8.5", False), ("0.9.0", True), ("0.9.0rc1", True), ("0.10.0.dev0", True)]
+    "verl_version, expected",
+    [("0.8.0", False), ("0.8.5", False), ("0.9.0", True), ("0.9.0rc1", True), ("0.10.0.dev0", True)],
 )
 def test_plugin_entry_points_exist_from_verl_0_9(verl_version, expected):
     assert compat.has_plugin_entry_points(verl_version) is expected
@@ -67,7 +68,9 @@ def test_import_logs_one_warning_per_process_for_an_untested_verl(monkeypatch, c
     with caplog.at_level(logging.WARNING, logger="maspo_verl"):
         compat.log_once_if_untested()
         compat.log_once_if_untested()
-    warnings = [record for record in caplog.records if "verl 0.9.2 is inside the supported range" in record.getMessage()]
+    warnings = [
+        record for record in caplog.records if "verl 0.9.2 is inside the supported range" in record.getMessage()
+    ]
     assert len(warnings) == 1
     caplog.clear()
     monkeypatch.setattr(compat, "_logged", False)
@@ -132,7 +135,9 @@ def test_config_dir_prints_the_folder_with_maspo_yaml():
 def test_a_mistyped_loss_mode_is_one_line_with_the_closest_registered_mode():
     assert cli.loss_mode_problem("maspo") is None
     line = cli.loss_mode_problem("masp")
-    assert line.startswith("actor_rollout_ref.actor.policy_loss.loss_mode='masp' (did you mean 'maspo'?): Unsupported loss mode")
+    assert line.startswith(
+        "actor_rollout_ref.actor.policy_loss.loss_mode='masp' (did you mean 'maspo'?): Unsupported loss mode"
+    )
     assert "\n" not in line
     assert "did you mean" not in cli.loss_mode_problem("zzzzzz")
 
@@ -141,18 +146,27 @@ def test_a_mistyped_loss_mode_is_one_line_with_the_closest_registered_mode():
     "override, expected",
     [
         # a value our config rejects: Hydra's InstantiationException unwrapped to our ValueError
-        ("actor_rollout_ref.actor.policy_loss.maspo.alpha=-1", "invalid value: policy_loss.maspo.alpha must be >= 0, got -1"),
+        (
+            "actor_rollout_ref.actor.policy_loss.maspo.alpha=-1",
+            "invalid value: policy_loss.maspo.alpha must be >= 0, got -1",
+        ),
         # a mistyped leaf and a mistyped block: the closest existing key
-        ("actor_rollout_ref.actor.policy_loss.maspo.alhpa=1",
-         "actor_rollout_ref.actor.policy_loss.maspo.alhpa: no such key in maspo.yaml "
-         "(did you mean 'actor_rollout_ref.actor.policy_loss.maspo.alpha'?)"),
-        ("actor_rollout_ref.actor.policy_loss.mapo.alpha=1",
-         "actor_rollout_ref.actor.policy_loss.mapo.alpha: no such key in maspo.yaml "
-         "(did you mean 'actor_rollout_ref.actor.policy_loss.maspo.alpha'?)"),
+        (
+            "actor_rollout_ref.actor.policy_loss.maspo.alhpa=1",
+            "actor_rollout_ref.actor.policy_loss.maspo.alhpa: no such key in maspo.yaml "
+            "(did you mean 'actor_rollout_ref.actor.policy_loss.maspo.alpha'?)",
+        ),
+        (
+            "actor_rollout_ref.actor.policy_loss.mapo.alpha=1",
+            "actor_rollout_ref.actor.policy_loss.mapo.alpha: no such key in maspo.yaml "
+            "(did you mean 'actor_rollout_ref.actor.policy_loss.maspo.alpha'?)",
+        ),
         # nothing close: how to add a key
-        ("actor_rollout_ref.actor.policy_loss.zzz=1",
-         "actor_rollout_ref.actor.policy_loss.zzz: no such key in maspo.yaml; a new key needs a leading + "
-         "(+actor_rollout_ref.actor.policy_loss.zzz=...)"),
+        (
+            "actor_rollout_ref.actor.policy_loss.zzz=1",
+            "actor_rollout_ref.actor.policy_loss.zzz: no such key in maspo.yaml; a new key needs a leading + "
+            "(+actor_rollout_ref.actor.policy_loss.zzz=...)",
+        ),
     ],
 )
 def test_a_bad_override_fails_in_one_line_naming_the_key(override, expected):

@@ -15,8 +15,19 @@ from helpers import validation_records
 from omegaconf import OmegaConf
 
 from maspo_verl.sandbox.compare import (
-    METHODS, OFF_POLICY_LEARNING_RATE, PRESETS, Arm, RunResult, RunSettings, _parse_methods, _parse_seeds, analyse, format_table,
-    format_terminal_table, main, step0_check,
+    METHODS,
+    OFF_POLICY_LEARNING_RATE,
+    PRESETS,
+    Arm,
+    RunResult,
+    RunSettings,
+    _parse_methods,
+    _parse_seeds,
+    analyse,
+    format_table,
+    format_terminal_table,
+    main,
+    step0_check,
 )
 from maspo_verl.sandbox.runner import CPU_SCRIPT
 from maspo_verl.sandbox.runner import summarize_run as summarize_training
@@ -89,21 +100,31 @@ def test_presets_are_well_formed(name):
 def test_presets_hold_what_the_issue_asks_for():
     assert {a.method for a in PRESETS["quick"].arms} == {a.method for a in PRESETS["full"].arms} == {"maspo", "grpo"}
     assert {a.method for a in PRESETS["paper"].arms} == {m for m in METHODS if not m.startswith("maspo_")} - {
-        "bapo_paper"}, "the paper's main-result rows (BAPO as released), each against GRPO"
+        "bapo_paper"
+    }, "the paper's main-result rows (BAPO as released), each against GRPO"
     ablations = PRESETS["ablations"].arms
-    assert {a.method for a in ablations} == {"maspo", "maspo_hard_gate", "maspo_no_mass_adaptive", "maspo_no_risk_control"}
+    assert {a.method for a in ablations} == {
+        "maspo",
+        "maspo_hard_gate",
+        "maspo_no_mass_adaptive",
+        "maspo_no_risk_control",
+    }
     assert all(a.baseline == "maspo" for a in ablations if a.name != "maspo"), "an ablation is judged against MASPO"
     updates = {a.run_settings(PRESETS["off_policy"].settings).updates_per_batch for a in PRESETS["off_policy"].arms}
     assert updates == {4, 16}
     for arm in PRESETS["off_policy"].arms:  # paired with GRPO at the same number of updates
         if arm.baseline:
             assert arm.baseline == f"grpo@{arm.name.split('@')[1]}"
-    sixteen = [a.run_settings(PRESETS["off_policy"].settings) for a in PRESETS["off_policy"].arms if a.name.endswith("@16")]
+    sixteen = [
+        a.run_settings(PRESETS["off_policy"].settings) for a in PRESETS["off_policy"].arms if a.name.endswith("@16")
+    ]
     assert all(s.ppo_epochs == 1 and s.train_batch_size // s.ppo_mini_batch_size == 16 for s in sixteen), (
-        "the paper's reported regime: 16 mini-batches of one epoch (batch 512 / mini-batch 32)")
+        "the paper's reported regime: 16 mini-batches of one epoch (batch 512 / mini-batch 32)"
+    )
     rates = {a.name: a.run_settings(PRESETS["off_policy"].settings).learning_rate for a in PRESETS["off_policy"].arms}
     assert rates.pop("grpo_frozen@4") == 0 and set(rates.values()) == {OFF_POLICY_LEARNING_RATE}, (
-        "one lr, fixed on GRPO, for every learning arm of off_policy")
+        "one lr, fixed on GRPO, for every learning arm of off_policy"
+    )
     grid = {o for a in PRESETS["sensitivity"].arms for o in a.overrides if ".alpha=" in o}
     assert len(grid) == 3 and len(PRESETS["sensitivity"].arms) == 10
 
@@ -124,10 +145,18 @@ def test_every_powered_preset_carries_a_positive_control_and_a_planned_power(nam
 
 def _synthetic_run(arm, seed, final_accuracy, digest="same", start=0.2, reward=0.3):
     """A finished run whose summary holds the given final accuracy (the analysis reads one number per run)."""
-    summary = {"val_acc_start": start, "val_acc_final": final_accuracy, "val_acc_rise": final_accuracy - start,
-               "val_pass@4_final": min(1.0, final_accuracy + 0.2), "val_start_digest": digest,
-               "train_reward_mean": reward, "train_reward_first_quarter": reward - 0.1,
-               "train_reward_last_quarter": reward + 0.1, "train_reward_quarter_rise": 0.2, "pg_clipfrac_mean": 0.03}
+    summary = {
+        "val_acc_start": start,
+        "val_acc_final": final_accuracy,
+        "val_acc_rise": final_accuracy - start,
+        "val_pass@4_final": min(1.0, final_accuracy + 0.2),
+        "val_start_digest": digest,
+        "train_reward_mean": reward,
+        "train_reward_first_quarter": reward - 0.1,
+        "train_reward_last_quarter": reward + 0.1,
+        "train_reward_quarter_rise": 0.2,
+        "pg_clipfrac_mean": 0.03,
+    }
     if arm.startswith("maspo"):
         summary.update({"maspo/gated_frac_mean": 0.25, "maspo/gate_weight_mean_mean": 0.98})
     return RunResult(arm, seed, True, 1.0, f"/runs/{arm}-seed{seed}", summary=summary)
@@ -139,14 +168,20 @@ GRPO_FINAL = [0.40, 0.45, 0.38, 0.50, 0.42]
 def test_analysis_is_the_paired_t_over_seeds_with_holm_verdicts():
     from scipy import stats
 
-    arms = [Arm("grpo", "grpo", "GRPO"), Arm("maspo", "maspo", "MASPO", "grpo"),
-            Arm("sapo", "sapo", "SAPO", "grpo"), Arm("half", "grpo", "GRPO, half lr (control)", "grpo", expected="worse")]
-    maspo_final = [a + d for a, d in zip(GRPO_FINAL, [0.02, 0.05, 0.01, 0.04, 0.03])]  # raw p ~0.013
-    sapo_final = [a + d for a, d in zip(GRPO_FINAL, [0.01, -0.02, 0.02, 0.0, -0.01])]
-    half_final = [a - d for a, d in zip(GRPO_FINAL, [0.10, 0.12, 0.09, 0.11, 0.13])]
-    results = [_synthetic_run(arm, seed, values[seed]) for arm, values in
-               (("grpo", GRPO_FINAL), ("maspo", maspo_final), ("sapo", sapo_final), ("half", half_final))
-               for seed in range(5)]
+    arms = [
+        Arm("grpo", "grpo", "GRPO"),
+        Arm("maspo", "maspo", "MASPO", "grpo"),
+        Arm("sapo", "sapo", "SAPO", "grpo"),
+        Arm("half", "grpo", "GRPO, half lr (control)", "grpo", expected="worse"),
+    ]
+    maspo_final = [a + d for a, d in zip(GRPO_FINAL, [0.02, 0.05, 0.01, 0.04, 0.03], strict=True)]  # raw p ~0.013
+    sapo_final = [a + d for a, d in zip(GRPO_FINAL, [0.01, -0.02, 0.02, 0.0, -0.01], strict=True)]
+    half_final = [a - d for a, d in zip(GRPO_FINAL, [0.10, 0.12, 0.09, 0.11, 0.13], strict=True)]
+    results = [
+        _synthetic_run(arm, seed, values[seed])
+        for arm, values in (("grpo", GRPO_FINAL), ("maspo", maspo_final), ("sapo", sapo_final), ("half", half_final))
+        for seed in range(5)
+    ]
     analysis = analyse(arms, results, RunSettings(val_n=8, pass_k=4), pilot_seed_sd=0.03)
     maspo = analysis["paired"]["maspo"]["val_acc_final"]
     expected = stats.ttest_rel(maspo_final, GRPO_FINAL)
@@ -171,8 +206,11 @@ def test_analysis_is_the_paired_t_over_seeds_with_holm_verdicts():
 
 def test_a_missed_positive_control_says_the_testbed_cannot_judge():
     arms = [Arm("grpo", "grpo", "GRPO"), Arm("half", "grpo", "GRPO, half lr (control)", "grpo", expected="worse")]
-    results = [_synthetic_run(arm, seed, GRPO_FINAL[seed] + (0.01 * (-1) ** seed if arm == "half" else 0.0))
-               for arm in ("grpo", "half") for seed in range(4)]
+    results = [
+        _synthetic_run(arm, seed, GRPO_FINAL[seed] + (0.01 * (-1) ** seed if arm == "half" else 0.0))
+        for arm in ("grpo", "half")
+        for seed in range(4)
+    ]
     analysis = analyse(arms, results, RunSettings(val_n=8, pass_k=4))
     assert analysis["paired"]["half"]["control_detected"] is False and analysis["planned"] is None
     table = format_table(arms, analysis, RunSettings(val_n=8, pass_k=4))
@@ -193,8 +231,12 @@ def test_one_seed_gives_no_interval_and_the_table_says_why():
 
 
 def test_step0_check_flags_a_seed_whose_arms_sampled_differently():
-    results = [_synthetic_run("maspo", 0, 0.5), _synthetic_run("grpo", 0, 0.5),
-               _synthetic_run("maspo", 1, 0.5, digest="a"), _synthetic_run("grpo", 1, 0.5, digest="b")]
+    results = [
+        _synthetic_run("maspo", 0, 0.5),
+        _synthetic_run("grpo", 0, 0.5),
+        _synthetic_run("maspo", 1, 0.5, digest="a"),
+        _synthetic_run("grpo", 1, 0.5, digest="b"),
+    ]
     check = step0_check(results)
     assert check[0]["identical"] is True and check[1]["identical"] is False
 
@@ -205,14 +247,22 @@ def test_environment_check_flags_a_seed_whose_arms_ran_on_different_machines():
     amd = {"cpu": "AMD EPYC", "python": "3.11.7", "packages": {"torch": "2.13.0"}}
     intel = {**amd, "cpu": "Intel(R) Xeon(R) Processor"}
     newer_torch = {**amd, "packages": {"torch": "2.14.1"}}
-    results = [_synthetic_run("maspo", 0, 0.5), _synthetic_run("grpo", 0, 0.5),
-               _synthetic_run("maspo", 1, 0.5), _synthetic_run("grpo", 1, 0.5),
-               _synthetic_run("maspo", 2, 0.5), _synthetic_run("grpo", 2, 0.5)]
-    for result, environment in zip(results, [amd, amd, amd, intel, newer_torch, {}]):
+    results = [
+        _synthetic_run("maspo", 0, 0.5),
+        _synthetic_run("grpo", 0, 0.5),
+        _synthetic_run("maspo", 1, 0.5),
+        _synthetic_run("grpo", 1, 0.5),
+        _synthetic_run("maspo", 2, 0.5),
+        _synthetic_run("grpo", 2, 0.5),
+    ]
+    for result, environment in zip(results, [amd, amd, amd, intel, newer_torch, {}], strict=True):
         result.environment = environment
     check = environment_check(results)
     assert check[0] == {"identical": True, "environments": [amd], "unrecorded": []}
-    assert check[1]["identical"] is False and {env["cpu"] for env in check[1]["environments"]} == {"AMD EPYC", intel["cpu"]}
+    assert check[1]["identical"] is False and {env["cpu"] for env in check[1]["environments"]} == {
+        "AMD EPYC",
+        intel["cpu"],
+    }
     assert check[2] == {"identical": None, "environments": [newer_torch], "unrecorded": ["grpo"]}, (
         "a run recorded before environments were: unknown, neither the same nor different"
     )
@@ -246,7 +296,9 @@ def _assert_paired_before_the_first_update(maspo_dir, vanilla_dir, val_n):
     """Validation happens before any update and the step-1 rollout uses the same initial weights, so
     every response there must be the same in both runs of a seed: same (prompt, session, response,
     score) in the step-0 validation dumps, same validation accuracy, same step-1 reward and length."""
-    maspo, vanilla = (summarize_training(run_dir, 0, 0.0, 2, log_name="verl.log") for run_dir in (maspo_dir, vanilla_dir))
+    maspo, vanilla = (
+        summarize_training(run_dir, 0, 0.0, 2, log_name="verl.log") for run_dir in (maspo_dir, vanilla_dir)
+    )
     maspo_val = validation_records(maspo_dir / "val_generations" / "0.jsonl")
     vanilla_val = validation_records(vanilla_dir / "val_generations" / "0.jsonl")
     assert len(maspo_val) == len(vanilla_val) > 0 and len({record[1] for record in maspo_val}) == val_n
@@ -271,11 +323,36 @@ def test_minimal_comparison_side_by_side_is_paired_and_a_rerun_reuses_it(tmp_pat
     cache = tmp_path / "cache"
     cached_warmup(WarmupSettings(), cache)  # the comparison must reuse it, not train again
     output = tmp_path / "out"
-    command = [sys.executable, "-m", "maspo_verl.sandbox.compare", "--methods", "maspo,grpo", "--seeds", "0",
-               "--steps", "2", "--test-freq", "2", "--val-n", "2", "--pass-k", "2", "--jobs", "2",
-               # the testbed's batch and validation, smaller: what is checked is the wiring, not the learning
-               "--train-batch-size", "8", "--ppo-mini-batch-size", "4", "--val-problems", "16",
-               "--output-dir", str(output), "--cache-dir", str(cache)]
+    command = [
+        sys.executable,
+        "-m",
+        "maspo_verl.sandbox.compare",
+        "--methods",
+        "maspo,grpo",
+        "--seeds",
+        "0",
+        "--steps",
+        "2",
+        "--test-freq",
+        "2",
+        "--val-n",
+        "2",
+        "--pass-k",
+        "2",
+        "--jobs",
+        "2",
+        # the testbed's batch and validation, smaller: what is checked is the wiring, not the learning
+        "--train-batch-size",
+        "8",
+        "--ppo-mini-batch-size",
+        "4",
+        "--val-problems",
+        "16",
+        "--output-dir",
+        str(output),
+        "--cache-dir",
+        str(cache),
+    ]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=840, env=environment)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -318,7 +395,10 @@ def cpu_script_arguments():
     import shlex
 
     result = subprocess.run(
-        ["bash", str(CPU_SCRIPT)], capture_output=True, text=True, timeout=240,
+        ["bash", str(CPU_SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=240,
         env={**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable},
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -336,23 +416,34 @@ def verl_ppo_loss_restored():
     remove_entropy_advantage()
 
 
-ALL_ARMS = sorted({(arm.method, arm.overrides) for preset in PRESETS.values() for arm in preset.arms}
-                  | {(method, ()) for method in METHODS})
+ALL_ARMS = sorted(
+    {(arm.method, arm.overrides) for preset in PRESETS.values() for arm in preset.arms}
+    | {(method, ()) for method in METHODS}
+)
 
 
 @pytest.mark.verl
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("method, arm_overrides", ALL_ARMS, ids=[f"{m}{'-' + '-'.join(o) if o else ''}" for m, o in ALL_ARMS])
-def test_every_method_and_arm_composes_and_passes_verl_validation(method, arm_overrides, cpu_script_arguments,
-                                                                  verl_ppo_loss_restored):
+@pytest.mark.parametrize(
+    "method, arm_overrides", ALL_ARMS, ids=[f"{m}{'-' + '-'.join(o) if o else ''}" for m, o in ALL_ARMS]
+)
+def test_every_method_and_arm_composes_and_passes_verl_validation(
+    method, arm_overrides, cpu_script_arguments, verl_ppo_loss_restored
+):
     """Each selectable method's and each preset arm's overrides exist in the config and pass verl's own checks."""
     from maspo_verl.experiments.dry_run import compose_config, dry_run, split_main_ppo_args
 
     config_path, config_name, overrides = split_main_ppo_args(cpu_script_arguments)
     spec = METHODS[method]
     config = compose_config(
-        config_path, config_name,
-        [*overrides, f"actor_rollout_ref.actor.policy_loss.loss_mode={spec.loss_mode}", *spec.overrides, *arm_overrides],
+        config_path,
+        config_name,
+        [
+            *overrides,
+            f"actor_rollout_ref.actor.policy_loss.loss_mode={spec.loss_mode}",
+            *spec.overrides,
+            *arm_overrides,
+        ],
     )
     report = dry_run(config)
     assert report.config.actor_rollout_ref.actor.policy_loss.loss_mode == spec.loss_mode
@@ -375,12 +466,14 @@ def _fake_finished_training(calls):
 
 
 def _fake_runs_and_data(tmp_path, monkeypatch):
-    """compare's training and run summary replaced by stand-ins; the list of runs they were asked for, and data files."""
+    """compare's training and run summary replaced by stand-ins; the runs they were asked for, and data files."""
     import maspo_verl.sandbox.compare as compare
 
     calls = []
     monkeypatch.setattr(compare, "run_cpu_training", _fake_finished_training(calls))
-    monkeypatch.setattr(compare, "summarize_run", lambda run_dir, settings: {"val_acc_start": 0.1, "val_acc_final": 0.2})
+    monkeypatch.setattr(
+        compare, "summarize_run", lambda run_dir, settings: {"val_acc_start": 0.1, "val_acc_final": 0.2}
+    )
     (tmp_path / "train.parquet").write_bytes(b"train")
     (tmp_path / "val.parquet").write_bytes(b"val")
     return calls, {"train": tmp_path / "train.parquet", "val": tmp_path / "val.parquet"}
@@ -453,7 +546,9 @@ def test_ctrl_c_kills_the_runs_under_way_and_keeps_the_finished_ones(tmp_path, m
     import maspo_verl.sandbox.compare as compare
     import maspo_verl.sandbox.tiny.warmup as warmup
 
-    monkeypatch.setattr(warmup, "cached_warmup", lambda settings, cache_dir: (tmp_path / "model", {"val_greedy_accuracy": 0.1}, True))
+    monkeypatch.setattr(
+        warmup, "cached_warmup", lambda settings, cache_dir: (tmp_path / "model", {"val_greedy_accuracy": 0.1}, True)
+    )
     killed = []
     monkeypatch.setattr(compare, "kill_live_runs", lambda: killed.append(True) or 1)
     finished = []
@@ -480,11 +575,20 @@ def test_problems_line_up_across_runs_by_prompt_not_by_verls_per_run_uid(tmp_pat
 
     def dump(name, uid_prefix, rows):
         path = tmp_path / f"{name}.jsonl"
-        path.write_text("\n".join(
-            json.dumps({"uid": f"{uid_prefix}{i}_{session}_0", "input": prompt, "output": "x", "score": score,
-                        "data_source": "tiny_arithmetic"})
-            for i, (prompt, session, score) in enumerate(rows)
-        ))
+        path.write_text(
+            "\n".join(
+                json.dumps(
+                    {
+                        "uid": f"{uid_prefix}{i}_{session}_0",
+                        "input": prompt,
+                        "output": "x",
+                        "score": score,
+                        "data_source": "tiny_arithmetic",
+                    }
+                )
+                for i, (prompt, session, score) in enumerate(rows)
+            )
+        )
         return str(path)
 
     first = _validation_outcomes(dump("a", "u", [("1+1=", 0, 1.0), ("2+2=", 0, 0.0), ("1+1=", 1, 0.0)]))
@@ -512,19 +616,27 @@ def test_without_matplotlib_the_report_is_written_and_only_the_plot_is_left_out(
     import maspo_verl.sandbox.compare as compare
     import maspo_verl.sandbox.tiny.warmup as warmup
 
-    monkeypatch.setattr(warmup, "cached_warmup", lambda settings, cache_dir: (tmp_path / "model", {"val_greedy_accuracy": 0.1}, True))
-    monkeypatch.setattr(compare, "_run_one", lambda arm, seed, *rest: RunResult(arm.name, seed, True, 1.0, str(tmp_path)))
+    monkeypatch.setattr(
+        warmup, "cached_warmup", lambda settings, cache_dir: (tmp_path / "model", {"val_greedy_accuracy": 0.1}, True)
+    )
+    monkeypatch.setattr(
+        compare, "_run_one", lambda arm, seed, *rest: RunResult(arm.name, seed, True, 1.0, str(tmp_path))
+    )
     monkeypatch.setattr(compare, "analyse", lambda arms, results, settings, pilot_sd: {"per_arm": {"maspo": {}}})
     monkeypatch.setattr(compare, "step0_check", lambda results: {})
     monkeypatch.setattr(compare, "format_table", lambda arms, analysis, settings: "| the table |")
     monkeypatch.setattr(compare, "format_terminal_table", lambda arms, analysis: "the terminal table")
     monkeypatch.setattr(compare, "plot", lambda *args: pytest.fail("plot called without matplotlib"))
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a)
+    )
     code = main(["--methods", "maspo,grpo", "--jobs", "1", "--output-dir", str(tmp_path / "out"), "--no-progress"])
     captured = capsys.readouterr()
     assert code == 0
-    assert "the terminal table" in captured.out and (tmp_path / "out" / "comparison.md").read_text().startswith("| the table |")
+    assert "the terminal table" in captured.out and (tmp_path / "out" / "comparison.md").read_text().startswith(
+        "| the table |"
+    )
     assert "maspo-verl[plot]" in captured.err and not (tmp_path / "out" / "learning_curves.png").exists()
 
 

@@ -48,8 +48,12 @@ def actor_worker(cpu_platform, single_process_group, tiny_workdir):  # noqa: F81
 def _batch():
     """A rollout batch of uneven prompt/response lengths, with ratios and advantages far from 1 and 0."""
     generator = torch.Generator().manual_seed(0)
-    prompts = [torch.randint(0, 30, (PROMPT_LENGTH - row % 3,), generator=generator).tolist() for row in range(BATCH_SIZE)]
-    responses = [torch.randint(0, 30, (RESPONSE_LENGTH - row % 2,), generator=generator).tolist() for row in range(BATCH_SIZE)]
+    prompts = [
+        torch.randint(0, 30, (PROMPT_LENGTH - row % 3,), generator=generator).tolist() for row in range(BATCH_SIZE)
+    ]
+    responses = [
+        torch.randint(0, 30, (RESPONSE_LENGTH - row % 2,), generator=generator).tolist() for row in range(BATCH_SIZE)
+    ]
     advantages = torch.linspace(-3.0, 3.0, BATCH_SIZE).unsqueeze(1).expand(BATCH_SIZE, RESPONSE_LENGTH).clone()
     # Old log-probs far from the random model's (~log 1/57): ratios spread well beyond 1.
     old_log_probs = -4.0 * torch.rand(BATCH_SIZE, RESPONSE_LENGTH, generator=generator)

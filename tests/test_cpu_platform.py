@@ -1,4 +1,5 @@
-"""The opt-in CPU platform patch: off unless enabled, version-checked, and each fix tested against verl's unpatched behaviour."""
+"""The opt-in CPU platform patch: off unless enabled, version-checked, and each fix tested against verl's unpatched
+behaviour."""
 
 from __future__ import annotations
 
@@ -57,7 +58,10 @@ def test_unsupported_verl_version_is_refused_naming_the_supported_ones(monkeypat
 
     monkeypatch.setattr(maspo_verl.patches, "installed_verl_version", lambda: "0.8.0")
     apply = {"apply_cpu_platform": apply_cpu_platform, "apply_hf_cpu_rollout": apply_hf_cpu_rollout}[patch]
-    with pytest.raises(UnsupportedVerlVersion, match=r"tested for verl 0\.9\.0, for verl 0\.9\.1 and for verl 0\.10\.0\.dev0; the installed verl is 0\.8\.0"):
+    with pytest.raises(
+        UnsupportedVerlVersion,
+        match=r"tested for verl 0\.9\.0, for verl 0\.9\.1 and for verl 0\.10\.0\.dev0; the installed verl is 0\.8\.0",
+    ):
         apply()
 
 

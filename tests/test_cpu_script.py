@@ -36,8 +36,12 @@ def test_dry_run_prints_main_ppo_and_validates_the_config_without_starting_anyth
     assert result.returncode == 0, result.stdout + result.stderr
     command = result.stdout.splitlines()[0]
     assert command.startswith("VERL_PLATFORM=cpu ") and "-m verl.trainer.main_ppo" in command
-    for expected in ("--config-name=maspo", "actor_rollout_ref.rollout.name=hf_cpu", "actor_rollout_ref.actor.strategy=fsdp2",
-                     "trainer.v1.sampler.custom_sampler.name=FastPollReplayBuffer"):
+    for expected in (
+        "--config-name=maspo",
+        "actor_rollout_ref.rollout.name=hf_cpu",
+        "actor_rollout_ref.actor.strategy=fsdp2",
+        "trainer.v1.sampler.custom_sampler.name=FastPollReplayBuffer",
+    ):
         assert expected in command
     assert command.endswith("actor_rollout_ref.actor.policy_loss.maspo.alpha=0.5"), "user overrides must come last"
     assert "DRY RUN OK" in result.stdout
@@ -57,4 +61,3 @@ def test_cpu_scripts_are_shellcheck_clean():
     scripts = [CPU_SCRIPT, CPU_SCRIPT.with_name("cpu_backend.sh"), EXAMPLES_ENTRY_POINT]
     result = subprocess.run([str(shellcheck), "-x", *map(str, scripts)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
-

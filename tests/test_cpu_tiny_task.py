@@ -45,8 +45,12 @@ def test_sorting_problems_are_sorted_digits_disjoint_and_reproducible(tmp_path):
     train_file, val_file = write_parquet(tmp_path, task, 20, 5)
     row = pd.read_parquet(val_file).iloc[0]
     assert row["data_source"] == "tiny_sort" and row["ability"] == "sort"
-    assert compute_score(row["data_source"], boxed_answer(row["reward_model"]["ground_truth"]),
-                         row["reward_model"]["ground_truth"])["score"] == 1.0
+    assert (
+        compute_score(
+            row["data_source"], boxed_answer(row["reward_model"]["ground_truth"]), row["reward_model"]["ground_truth"]
+        )["score"]
+        == 1.0
+    )
     with pytest.raises(ValueError, match="task.length"):
         SortingTask(length=9)
     with pytest.raises(ValueError, match="distinct problems"):
@@ -104,7 +108,9 @@ def test_model_is_tiny_and_seeded():
         first.state_dict().items(), again.state_dict().items(), other.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
-    assert not all(torch.equal(a, c) for a, c in zip(first.state_dict().values(), other.state_dict().values()))
+    assert not all(
+        torch.equal(a, c) for a, c in zip(first.state_dict().values(), other.state_dict().values(), strict=True)
+    )
 
 
 @pytest.mark.verl

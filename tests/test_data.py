@@ -4,7 +4,6 @@ verl's own RLHFDataset and a tokenizer built here (no download)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -70,7 +69,9 @@ def tiny_tokenizer(texts):
 
 
 def test_dapo_math_rows_follow_verls_schema_without_dapos_instruction(tmp_path):
-    assert main(["--dataset", "dapo_math", "--input", dapo_fixture(tmp_path), "--output-dir", str(tmp_path / "out")]) == 0
+    assert (
+        main(["--dataset", "dapo_math", "--input", dapo_fixture(tmp_path), "--output-dir", str(tmp_path / "out")]) == 0
+    )
     rows = read_parquet(tmp_path / "out" / "dapo_math.parquet")
     assert len(rows) == 2  # the repeated problems are written once
     assert rows[0] == {
@@ -86,18 +87,28 @@ def test_dapo_math_rows_follow_verls_schema_without_dapos_instruction(tmp_path):
 def test_evaluation_sets_from_their_public_layouts(tmp_path):
     # HuggingFaceH4/MATH-500: problem, solution, answer (jsonl here)
     math500 = tmp_path / "math500.jsonl"
-    math500.write_text(json.dumps({"problem": "Simplify $\\frac{2}{4}$.", "solution": "... $\\boxed{\\frac12}$", "answer": "\\frac{1}{2}"}) + "\n")
+    math500.write_text(
+        json.dumps(
+            {"problem": "Simplify $\\frac{2}{4}$.", "solution": "... $\\boxed{\\frac12}$", "answer": "\\frac{1}{2}"}
+        )
+        + "\n"
+    )
     # OlympiadBench: question and a list of final answers wrapped in $...$
     olympiad = tmp_path / "olympiad.json"
     olympiad.write_text(json.dumps([{"question": "Find $x$ with $x+1=3$.", "final_answer": ["$2$"]}]))
     # AMC23 as a csv with a float answer; MATH-style rows with only a boxed solution
     amc = tmp_path / "amc.csv"
     amc.write_text("question,answer\nHow many?,27.0\n")
-    minerva = write_parquet(tmp_path / "minerva.parquet", [{"problem": "Mass of X?", "solution": "so \\boxed{3 \\times 10^{5}}"}])
+    minerva = write_parquet(
+        tmp_path / "minerva.parquet", [{"problem": "Mass of X?", "solution": "so \\boxed{3 \\times 10^{5}}"}]
+    )
     out = str(tmp_path / "out")
     for name, source in [("math500", math500), ("olympiadbench", olympiad), ("amc23", amc), ("minerva", minerva)]:
         assert main(["--dataset", name, "--input", str(source), "--output-dir", out]) == 0
-    answers = {name: read_parquet(f"{out}/{name}.parquet")[0]["reward_model"]["ground_truth"] for name in ("math500", "olympiadbench", "amc23", "minerva")}
+    answers = {
+        name: read_parquet(f"{out}/{name}.parquet")[0]["reward_model"]["ground_truth"]
+        for name in ("math500", "olympiadbench", "amc23", "minerva")
+    }
     assert answers == {"math500": "\\frac{1}{2}", "olympiadbench": "2", "amc23": "27", "minerva": "3 \\times 10^{5}"}
     row = read_parquet(f"{out}/olympiadbench.parquet")[0]
     assert row["prompt"][0]["content"] == f"Find $x$ with $x+1=3$.\n{R1_INSTRUCTION}"
@@ -107,8 +118,14 @@ def test_evaluation_sets_from_their_public_layouts(tmp_path):
 def test_a_mixed_collection_is_split_by_data_source(tmp_path):
     """The authors' flowrl-data-collection test.parquet mixes the benchmarks in one verl file."""
     mixed = [
-        {"data_source": source, "prompt": [{"role": "user", "content": f"{source} problem {i}"}], "reward_model": {"ground_truth": str(i)}}
-        for i, source in enumerate(["AIME2024", "aime2025", "amc23", "math-500", "minerva_math", "olympiad_bench", "AIME2024"])
+        {
+            "data_source": source,
+            "prompt": [{"role": "user", "content": f"{source} problem {i}"}],
+            "reward_model": {"ground_truth": str(i)},
+        }
+        for i, source in enumerate(
+            ["AIME2024", "aime2025", "amc23", "math-500", "minerva_math", "olympiad_bench", "AIME2024"]
+        )
     ]
     folder = tmp_path / "math_data"
     folder.mkdir()
@@ -160,8 +177,17 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("label", "name"),
-    [("AIME 2024", "aime24"), ("aime25", "aime25"), ("AMC23", "amc23"), ("HuggingFaceH4/MATH-500", "math500"),
-     ("minerva_math", "minerva"), ("OlympiadBench", "olympiadbench"), ("math_dapo", "dapo_math"), ("gsm8k", None), ("aime", None)],
+    [
+        ("AIME 2024", "aime24"),
+        ("aime25", "aime25"),
+        ("AMC23", "amc23"),
+        ("HuggingFaceH4/MATH-500", "math500"),
+        ("minerva_math", "minerva"),
+        ("OlympiadBench", "olympiadbench"),
+        ("math_dapo", "dapo_math"),
+        ("gsm8k", None),
+        ("aime", None),
+    ],
 )
 def test_benchmark_names(label, name):
     assert benchmark_of(label) == name
@@ -179,9 +205,14 @@ def test_answer_normalization():
 def test_each_source_layout_fixture_prepares_like_its_collection_copy(name, tmp_path):
     """The rehearsal's fixtures (tests/fixtures/datasets/PROVENANCE.md) go through the real pipeline; every
     evaluation set gives the same problems and answers from its own layout and from the authors' mixed file."""
-    assert main(["--dataset", name, "--input", str(FIXTURES / FIXTURE_FILES[name]), "--output-dir", str(tmp_path / "own")]) == 0
+    assert (
+        main(["--dataset", name, "--input", str(FIXTURES / FIXTURE_FILES[name]), "--output-dir", str(tmp_path / "own")])
+        == 0
+    )
     own = read_parquet(f"{tmp_path}/own/{name}.parquet")
-    assert own and all(row["data_source"] == name and row["prompt"][0]["content"].endswith(R1_INSTRUCTION) for row in own)
+    assert own and all(
+        row["data_source"] == name and row["prompt"][0]["content"].endswith(R1_INSTRUCTION) for row in own
+    )
     if name == "dapo_math":
         assert len(own) == 8 and all("Answer:" not in row["prompt"][0]["content"] for row in own)
         return

@@ -24,7 +24,9 @@ echo "step:1 - done"
 """
 
 
-@pytest.fixture(params=[RAY_NODE_START_TIMEOUT, f"DistNetworkError: port: 39839, code: -98, name: {RENDEZVOUS_PORT_TAKEN}"])
+@pytest.fixture(
+    params=[RAY_NODE_START_TIMEOUT, f"DistNetworkError: port: 39839, code: -98, name: {RENDEZVOUS_PORT_TAKEN}"]
+)
 def flaky_script(tmp_path, request) -> Path:
     script = tmp_path / "flaky.sh"
     script.write_text(FLAKY_SCRIPT.format(message=request.param))
@@ -67,8 +69,9 @@ def test_the_retries_are_bounded_and_the_last_failure_is_returned(tmp_path, flak
 
 def test_any_other_failure_is_not_retried(tmp_path, flaky_script):
     workdir = tmp_path / "run"
-    summary = run_cpu_training(workdir, steps=1, timeout=60, env={"FAIL_TIMES": "0", "OTHER_FAILURE": "1"},
-                               script=flaky_script)
+    summary = run_cpu_training(
+        workdir, steps=1, timeout=60, env={"FAIL_TIMES": "0", "OTHER_FAILURE": "1"}, script=flaky_script
+    )
     assert summary.return_code == 3 and _calls(workdir) == 1
     assert not list(workdir.glob("train.log.ray-start-*"))
 

@@ -8,7 +8,13 @@ import math
 
 import pytest
 
-from maspo_verl.experiments.evaluation.pass_at_k import format_table, latest_dump, load_generations, pass_at_k, summarize
+from maspo_verl.experiments.evaluation.pass_at_k import (
+    format_table,
+    latest_dump,
+    load_generations,
+    pass_at_k,
+    summarize,
+)
 from maspo_verl.experiments.evaluation.pass_at_k import main as table_main
 from maspo_verl.experiments.evaluation.plot import load_log, plot_runs
 from maspo_verl.experiments.evaluation.plot import main as plot_main
@@ -51,8 +57,18 @@ def write_dump(path, outcomes, step=10):
         for source, problems in outcomes.items():
             for problem, accs in problems.items():
                 for index, acc in enumerate(accs):
-                    record = {"input": f"{source}:{problem}", "output": "...", "gts": "1", "score": acc, "step": step,
-                              "reward": acc, "acc": acc, "pred": "1", "data_source": source, "uid": f"{problem}-uid_0_{index}"}
+                    record = {
+                        "input": f"{source}:{problem}",
+                        "output": "...",
+                        "gts": "1",
+                        "score": acc,
+                        "step": step,
+                        "reward": acc,
+                        "acc": acc,
+                        "pred": "1",
+                        "data_source": source,
+                        "uid": f"{problem}-uid_0_{index}",
+                    }
                     handle.write(json.dumps(record) + "\n")
     return path
 
@@ -64,7 +80,9 @@ OUTCOMES = {
 
 
 def test_table_per_benchmark_hand_computed(tmp_path):
-    results = {r.name: r for r in summarize(load_generations(str(latest_dump(str(write_dump(tmp_path, OUTCOMES))))), k=2)}
+    results = {
+        r.name: r for r in summarize(load_generations(str(latest_dump(str(write_dump(tmp_path, OUTCOMES))))), k=2)
+    }
     assert [r for r in results] == ["aime24", "math500"]  # the paper's column order
     # aime24: Avg = 5/8; Pass@2 = mean(1 - C(3,2)/C(4,2), 1) = mean(0.5, 1)
     assert results["aime24"].average == pytest.approx(62.5)
@@ -128,10 +146,18 @@ def assert_png(path):
 
 
 def test_plot_writes_a_png_with_the_dynamics_panels(tmp_path):
-    runs = [load_log(synthetic_log(tmp_path / "maspo.jsonl")), load_log(synthetic_log(tmp_path / "grpo.jsonl", slope=0.01))]
+    runs = [
+        load_log(synthetic_log(tmp_path / "maspo.jsonl")),
+        load_log(synthetic_log(tmp_path / "grpo.jsonl", slope=0.01)),
+    ]
     assert runs[0]["val-core/aime24/acc/mean@32"][0] == (4, pytest.approx(0.28))
     titles = plot_runs(runs, ["MASPO", "GRPO"], str(tmp_path / "out" / "dynamics.png"))
-    assert titles[:4] == ["Training reward", "Policy entropy", "Response length (tokens)", "Validation accuracy, mean over benchmarks"]
+    assert titles[:4] == [
+        "Training reward",
+        "Policy entropy",
+        "Response length (tokens)",
+        "Validation accuracy, mean over benchmarks",
+    ]
     assert {"MASPO: gated_frac_pos", "MASPO: sigma_pos_mean"} <= set(titles)
     assert_png(tmp_path / "out" / "dynamics.png")
 
@@ -154,7 +180,9 @@ def test_a_run_keeps_its_legend_colour_in_panels_other_runs_lack(tmp_path, monke
     legend_colour = {line.get_label(): line.get_color() for line in reward.get_lines()}
     assert legend_colour["GRPO"] != legend_colour["MASPO"]
     maspo_panel = axes[titles.index("MASPO: sigma_pos_mean")]
-    assert [(line.get_label(), line.get_color()) for line in maspo_panel.get_lines()] == [("MASPO", legend_colour["MASPO"])]
+    assert [(line.get_label(), line.get_color()) for line in maspo_panel.get_lines()] == [
+        ("MASPO", legend_colour["MASPO"])
+    ]
 
 
 def test_plot_reads_a_tensorboard_folder(tmp_path):

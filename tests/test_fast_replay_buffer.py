@@ -65,12 +65,16 @@ def test_same_batch_as_verls_buffer_with_10_ms_instead_of_2_s_waits(monkeypatch)
     verl_batch, verl_metrics, verl_sleeps, verl_tq = _sample_and_record_sleeps(
         _build(verl_replay_buffer.ReplayBuffer), monkeypatch
     )
-    fast_batch, fast_metrics, fast_sleeps, fast_tq = _sample_and_record_sleeps(_build(FastPollReplayBuffer), monkeypatch)
+    fast_batch, fast_metrics, fast_sleeps, fast_tq = _sample_and_record_sleeps(
+        _build(FastPollReplayBuffer), monkeypatch
+    )
 
     assert verl_sleeps == [2.0, 2.0], "verl's unpatched buffer sleeps 2 s per poll (the idle time this patch removes)"
     assert fast_sleeps == [POLL_INTERVAL_SECONDS] * 2 == [0.01, 0.01]
     assert fast_batch.partition_id == verl_batch.partition_id
-    assert sorted(zip(fast_batch.keys, map(str, fast_batch.tags))) == sorted(zip(verl_batch.keys, map(str, verl_batch.tags)))
+    assert sorted(zip(fast_batch.keys, map(str, fast_batch.tags), strict=True)) == sorted(
+        zip(verl_batch.keys, map(str, verl_batch.tags), strict=True)
+    )
     assert fast_batch.keys == ["p0_0_0", "p0_1_0"]
     assert fast_metrics == verl_metrics
     assert fast_tq.cleared == verl_tq.cleared == [("train", ["p0"])]
@@ -90,14 +94,20 @@ def test_bad_poll_interval_names_the_key(bad):
 def test_refuses_the_async_trainers():
     with pytest.raises(ValueError, match="trainer.v1.mode=sync"):
         FastPollReplayBuffer(
-            trainer_mode="separate_async", trainer_config=OmegaConf.create({}), max_off_policy_threshold=None,
-            max_off_policy_strategy="drop", sampler_kwargs=OmegaConf.create({}),
+            trainer_mode="separate_async",
+            trainer_config=OmegaConf.create({}),
+            max_off_policy_threshold=None,
+            max_off_policy_strategy="drop",
+            sampler_kwargs=OmegaConf.create({}),
         )
 
 
 def test_refuses_other_verl_versions(monkeypatch):
     monkeypatch.setattr("maspo_verl.patches.installed_verl_version", lambda: "0.8.0")
-    with pytest.raises(UnsupportedVerlVersion, match="tested for verl 0.9.0, for verl 0.9.1 and for verl 0.10.0.dev0; the installed verl is 0.8.0"):
+    with pytest.raises(
+        UnsupportedVerlVersion,
+        match="tested for verl 0.9.0, for verl 0.9.1 and for verl 0.10.0.dev0; the installed verl is 0.8.0",
+    ):
         _build(FastPollReplayBuffer)
 
 

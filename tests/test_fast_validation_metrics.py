@@ -65,7 +65,7 @@ def _metrics_and_rng_state(sources, uids, infos):
 
 
 def _assert_same_rng_state(first, second):
-    assert first[0] == second[0] and all(np.array_equal(a, b) for a, b in zip(first[1:], second[1:]))
+    assert first[0] == second[0] and all(np.array_equal(a, b) for a, b in zip(first[1:], second[1:], strict=True))
 
 
 @pytest.mark.parametrize("samples_per_prompt, with_pred", [(16, False), (5, False), (4, True), (1, False)])
@@ -112,8 +112,10 @@ def test_vectorized_reductions_equal_verls(data, subset_size):
         ([1.0, float("inf"), 0.0], [np.max, np.min]),
         ([2**60, 1, 3], [np.max, np.min]),  # beyond float64's exact integers
         ([0.2, 0.9, 0.4], [np.mean]),  # a reduction the patch does not vectorize
-        ([{"val": 1.0, "pred": "a"}, {"val": 0.0, "pred": "b"}, {"val": 1.0, "pred": "a"}],
-         [partial(metric_utils.calc_maj_val, vote_key="pred", val_key="val")]),
+        (
+            [{"val": 1.0, "pred": "a"}, {"val": 0.0, "pred": "b"}, {"val": 1.0, "pred": "a"}],
+            [partial(metric_utils.calc_maj_val, vote_key="pred", val_key="val")],
+        ),
     ],
     ids=["nan", "inf", "huge-int", "mean", "majority-vote"],
 )
@@ -145,7 +147,9 @@ def test_apply_is_idempotent_and_remove_restores_verls_function():
 
 def test_unsupported_verl_version_is_refused(monkeypatch):
     monkeypatch.setattr(maspo_verl.patches, "installed_verl_version", lambda: "0.8.0")
-    with pytest.raises(UnsupportedVerlVersion, match=r"apply_fast_validation_metrics was written and tested for verl 0\.9\.0"):
+    with pytest.raises(
+        UnsupportedVerlVersion, match=r"apply_fast_validation_metrics was written and tested for verl 0\.9\.0"
+    ):
         apply_fast_validation_metrics()
     assert metric_utils.bootstrap_metric is VERL_BOOTSTRAP_METRIC
 
@@ -159,7 +163,9 @@ print(json.dumps({"function": metric_utils.bootstrap_metric.__module__ + "." + m
 
 
 def _probe(value: str | None) -> subprocess.CompletedProcess:
-    environment = {key: item for key, item in os.environ.items() if key not in ("VERL_PLATFORM", "MASPO_FAST_VALIDATION_METRICS")}
+    environment = {
+        key: item for key, item in os.environ.items() if key not in ("VERL_PLATFORM", "MASPO_FAST_VALIDATION_METRICS")
+    }
     if value is not None:
         environment["MASPO_FAST_VALIDATION_METRICS"] = value
     return subprocess.run([sys.executable, "-c", PROBE], env=environment, capture_output=True, text=True, timeout=120)

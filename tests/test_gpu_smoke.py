@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_run_scripts import RUN_SCRIPTS, composed, run_script
 
 from maspo_verl.experiments import rehearse
 from maspo_verl.experiments.dry_run import dry_run
-from test_run_scripts import RUN_SCRIPTS, composed, run_script
 
 pytestmark = pytest.mark.kind("unit")
 
@@ -31,7 +31,9 @@ def smoke(*args: str, path: str | None = None, **env: str) -> subprocess.Complet
     environment = {**os.environ, **env}
     if path is not None:
         environment["PATH"] = path
-    return subprocess.run(["bash", str(SMOKE), *args], capture_output=True, text=True, env=environment, timeout=60, check=False)
+    return subprocess.run(
+        ["bash", str(SMOKE), *args], capture_output=True, text=True, env=environment, timeout=60, check=False
+    )
 
 
 def printed_checks(stdout: str) -> dict[str, list[str]]:
@@ -43,7 +45,9 @@ def printed_checks(stdout: str) -> dict[str, list[str]]:
 
 
 def test_shellcheck_clean():
-    result = subprocess.run([str(SHELLCHECK), "-x", str(SMOKE)], capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [str(SHELLCHECK), "-x", str(SMOKE)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stdout
 
 
@@ -57,7 +61,10 @@ def test_print_lists_every_check_in_order_with_its_own_venv(tmp_path):
     loss = checks["loss"]
     assert loss[loss.index("-p", loss.index("pytest")) + 3] == "maspo_cuda_default_device"
     assert {str(REPO / "tests/test_loss.py"), str(REPO / "tests/test_gate.py")} <= set(loss)
-    assert str(tmp_path / "venv/bin/python") in checks["bench"] and str(REPO / "benchmarks/bench_loss.py") in checks["bench"]
+    assert (
+        str(tmp_path / "venv/bin/python") in checks["bench"]
+        and str(REPO / "benchmarks/bench_loss.py") in checks["bench"]
+    )
     for name, script in (("maspo", "maspo.sh"), ("vanilla", "grpo.sh")):
         assert "REHEARSE=gpu" in checks[name] and checks[name][-1] == str(RUN_SCRIPTS / "1.5b" / script)
         assert f"OUTPUT_DIR={tmp_path}/work/runs" in checks[name]
@@ -96,14 +103,30 @@ def test_without_a_gpu_it_stops_before_installing_and_its_cuda_plugin_refuses(tm
     fake_bin.mkdir()
     (fake_bin / "nvidia-smi").write_text("#!/usr/bin/env bash\necho 'No devices were found' >&2\nexit 6\n")
     (fake_bin / "nvidia-smi").chmod(0o755)
-    result = smoke("--workdir", str(tmp_path / "work"), "--venv", str(tmp_path / "venv"), path=f"{fake_bin}:{os.environ['PATH']}")
+    result = smoke(
+        "--workdir", str(tmp_path / "work"), "--venv", str(tmp_path / "venv"), path=f"{fake_bin}:{os.environ['PATH']}"
+    )
     assert result.returncode == 1 and "needs one CUDA device" in result.stderr
     assert not (tmp_path / "venv").exists()
     # the plugin the loss check loads: on this CPU box it must refuse, not silently test on CPU
     (tmp_path / "test_any.py").write_text("def test_nothing():\n    pass\n")
     plugin = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "maspo_cuda_default_device", str(tmp_path / "test_any.py")],
-        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "maspo_cuda_default_device",
+            str(tmp_path / "test_any.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(tmp_path / "work" / "pytest_plugin")},
     )
     assert plugin.returncode != 0 and "torch sees no CUDA device" in plugin.stderr + plugin.stdout
@@ -113,7 +136,11 @@ def test_without_a_gpu_it_stops_before_installing_and_its_cuda_plugin_refuses(tm
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(("script", "loss_mode"), [("1.5b/maspo.sh", "maspo"), ("1.5b/grpo.sh", "vanilla")])
 def test_gpu_rehearsal_configs_compose_for_one_gpu_with_vllm(script, loss_mode, tmp_path):
-    env = {"DATA_DIR": str(tmp_path / "data"), "OUTPUT_DIR": str(tmp_path / "out"), "REHEARSAL_DIR": str(tmp_path / "inputs")}
+    env = {
+        "DATA_DIR": str(tmp_path / "data"),
+        "OUTPUT_DIR": str(tmp_path / "out"),
+        "REHEARSAL_DIR": str(tmp_path / "inputs"),
+    }
     real = run_script(RUN_SCRIPTS / script, **env)
     gpu = run_script(RUN_SCRIPTS / script, REHEARSE="gpu", **env)
     assert gpu.returncode == 0, gpu.stderr

@@ -16,7 +16,9 @@ def test_the_package_shows_the_method_the_experiments_and_the_sandbox():
     subpackages = {path.name for path in PACKAGE.iterdir() if (path / "__init__.py").is_file()}
     assert subpackages == {"baselines", "experiments", "sandbox"}
     assert {"loss.py", "gate.py", "config.py", "plugin.py"} <= {path.name for path in PACKAGE.glob("*.py")}
-    assert {"data.py", "reward.py", "dry_run.py", "rehearse.py"} <= {p.name for p in (PACKAGE / "experiments").glob("*.py")}
+    assert {"data.py", "reward.py", "dry_run.py", "rehearse.py"} <= {
+        p.name for p in (PACKAGE / "experiments").glob("*.py")
+    }
     assert (PACKAGE / "experiments" / "evaluation" / "pass_at_k.py").is_file()
     assert {"compare.py", "statistics.py", "runner.py"} <= {p.name for p in (PACKAGE / "sandbox").glob("*.py")}
     assert (PACKAGE / "sandbox" / "tiny" / "task.py").is_file()
@@ -36,8 +38,13 @@ def private_imports(path: Path) -> list[str]:
         elif isinstance(node, ast.Import):
             modules.update(alias.asname or alias.name for alias in node.names if alias.name.startswith("maspo_verl"))
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
-                and isinstance(node.value, ast.Name) and node.value.id in modules):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+        ):
             found.append(f"{label}:{node.lineno}: {node.value.id}.{node.attr}")
     return found
 
@@ -52,4 +59,6 @@ def test_the_private_import_check_sees_both_forms(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("from maspo_verl.sandbox.compare import _hidden\nfrom maspo_verl import cli\ncli._probe()\n")
     assert [line.split(": ", 1)[1] for line in private_imports(sample)] == [
-        "maspo_verl.sandbox.compare._hidden", "cli._probe"]
+        "maspo_verl.sandbox.compare._hidden",
+        "cli._probe",
+    ]

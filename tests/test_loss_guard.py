@@ -28,7 +28,10 @@ def _verl_has(*keys: str) -> bool:
 
 def _legacy_bypass() -> list[str]:
     """verl's legacy trainer with bypass mode; verl 0.8 has only that trainer and no trainer.use_v1 key."""
-    return ["algorithm.rollout_correction.bypass_mode=true", *(["trainer.use_v1=false"] if _verl_has("trainer.use_v1") else [])]
+    return [
+        "algorithm.rollout_correction.bypass_mode=true",
+        *(["trainer.use_v1=false"] if _verl_has("trainer.use_v1") else []),
+    ]
 
 
 @pytest.mark.unit
@@ -46,8 +49,13 @@ def test_findings_name_the_key_and_what_to_unset():
     refusals, _ = loss_path_findings("maspo", {"distillation_enabled": True, "distillation_use_task_rewards": False})
     assert "distillation.distillation_loss.use_task_rewards=false" in refusals[0]
     refusals, notes = loss_path_findings(
-        "maspo", {"distillation_enabled": True, "distillation_use_task_rewards": True,
-                  "distillation_use_policy_gradient": True, "distillation_policy_loss_mode": "vanilla"}
+        "maspo",
+        {
+            "distillation_enabled": True,
+            "distillation_use_task_rewards": True,
+            "distillation_use_policy_gradient": True,
+            "distillation_policy_loss_mode": "vanilla",
+        },
     )
     assert not refusals and "verl's vanilla PPO loss" in notes[0]
     # verl's defaults (and keys a verl lacks: None) are neither
@@ -74,7 +82,10 @@ def test_check_refuses_every_loss_replacing_setting_naming_the_key(capsys):
     if _verl_has("distillation.distillation_loss.policy_loss_mode"):  # verl 0.8 has no distillation trainer
         cases += [
             (DISTILL_VANILLA_ONLY, "FAIL: distillation.distillation_loss.policy_loss_mode=maspo"),
-            (DISTILL_NO_TASK_REWARDS, "FAIL: distillation.enabled=true with distillation.distillation_loss.use_task_rewards=false"),
+            (
+                DISTILL_NO_TASK_REWARDS,
+                "FAIL: distillation.enabled=true with distillation.distillation_loss.use_task_rewards=false",
+            ),
         ]
     for overrides, message in cases:
         code, out, err = _check(capsys, overrides)
@@ -104,7 +115,9 @@ def test_verl_building_the_actor_config_refuses_and_logs_like_the_driver(caplog)
     with pytest.raises(Exception, match=r"algorithm.rollout_correction.bypass_mode=true with the legacy trainer"):
         omega_conf_to_dataclass(cfg.actor_rollout_ref.actor.policy_loss)
     # verl's own loss mode is the user's choice: not guarded
-    vanilla = cli.compose_trainer_config("maspo", [*_legacy_bypass(), "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla"])
+    vanilla = cli.compose_trainer_config(
+        "maspo", [*_legacy_bypass(), "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla"]
+    )
     assert omega_conf_to_dataclass(vanilla.actor_rollout_ref.actor.policy_loss).loss_mode == "vanilla"
 
     if _verl_has("trainer.use_v1"):
@@ -120,7 +133,10 @@ def test_dry_run_of_a_paper_script_refuses_legacy_bypass_mode():
     env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable}
     result = subprocess.run(
         ["bash", str(ROOT / "examples/run_scripts/7b/maspo.sh"), *_legacy_bypass()],
-        capture_output=True, text=True, env=env, timeout=280,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=280,
     )
     assert result.returncode != 0
     assert "DRY RUN FAILED: algorithm.rollout_correction.bypass_mode=true with the legacy trainer" in result.stderr
@@ -131,11 +147,20 @@ def test_dry_run_of_a_paper_script_refuses_legacy_bypass_mode():
 def test_a_cpu_run_with_legacy_bypass_mode_fails_before_its_first_step(tmp_path):
     """verl's own main_ppo (the packaged CPU script) stops in its driver's config validation, before
     Ray or any worker starts, with our message naming the key."""
-    env = {**os.environ, "WORK_DIR": str(tmp_path), "PYTHON": sys.executable, "TOTAL_STEPS": "1",
-           "MASPO_CPU_THREADS": "1", "RAY_TMPDIR": str(tmp_path / "ray")}
+    env = {
+        **os.environ,
+        "WORK_DIR": str(tmp_path),
+        "PYTHON": sys.executable,
+        "TOTAL_STEPS": "1",
+        "MASPO_CPU_THREADS": "1",
+        "RAY_TMPDIR": str(tmp_path / "ray"),
+    }
     result = subprocess.run(
         ["bash", str(ROOT / "examples/run_scripts/cpu/train_maspo_cpu.sh"), *_legacy_bypass()],
-        capture_output=True, text=True, env=env, timeout=560,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=560,
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]

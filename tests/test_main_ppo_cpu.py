@@ -36,8 +36,11 @@ AGENT_LOOP = "actor_rollout_ref.rollout.agent.default_agent_loop"
 # agent-loop worker), or verl's own (per-sample manager, verl's reward actor).
 ROLLOUT_PATH = {
     "maspo": [f"{AGENT_LOOP}=hf_cpu_single_turn_agent_local_reward", "reward.num_workers=0"],
-    "maspo_again": [f"{AGENT_LOOP}=hf_cpu_single_turn_agent", "reward.num_workers=1",
-                    "++actor_rollout_ref.rollout.agent.agent_loop_manager_class=null"],
+    "maspo_again": [
+        f"{AGENT_LOOP}=hf_cpu_single_turn_agent",
+        "reward.num_workers=1",
+        "++actor_rollout_ref.rollout.agent.agent_loop_manager_class=null",
+    ],
 }
 STEPS = 2
 VAL_N = 4
@@ -68,8 +71,13 @@ def two_runs(tmp_path_factory):
             workdir,
             steps=STEPS,
             timeout=1500,
-            env={**PLUGIN_ENVIRONMENT, "LOSS_MODE": "maspo", "VAL_N": str(VAL_N), "PPO_MINI_BATCH_SIZE": "4",
-                 "SAVE_FREQ": str(STEPS)},
+            env={
+                **PLUGIN_ENVIRONMENT,
+                "LOSS_MODE": "maspo",
+                "VAL_N": str(VAL_N),
+                "PPO_MINI_BATCH_SIZE": "4",
+                "SAVE_FREQ": str(STEPS),
+            },
             overrides=[
                 *MASPO_OVERRIDES,
                 *ROLLOUT_PATH[name],
@@ -121,6 +129,8 @@ def test_a_rerun_of_one_seed_through_verls_own_rollout_path_repeats_every_traini
         for key, value in first.metrics_by_step[step].items():
             if any(part in key for part in NOT_REPRODUCED):
                 continue
-            assert again.metrics_by_step[step].get(key) == value, f"step {step} {key}: {value} vs {again.metrics_by_step[step].get(key)}"
+            assert again.metrics_by_step[step].get(key) == value, (
+                f"step {step} {key}: {value} vs {again.metrics_by_step[step].get(key)}"
+            )
             compared += 1
     assert compared > 100, "the comparison covered the losses, MASPO's gate metrics, rewards and validation"

@@ -42,8 +42,21 @@ def wheel(tmp_path_factory) -> Path:
     source = tmp_path_factory.mktemp("source") / "maspo-verl"
     shutil.copytree(ROOT, source, ignore=NOT_PACKAGED)
     out = tmp_path_factory.mktemp("dist")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(out),
-          str(source)], cwd=out)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        cwd=out,
+    )
     (built,) = out.glob("maspo_verl-*.whl")
     return built
 
@@ -54,10 +67,13 @@ def wheel_venv(wheel, tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("wheel-venv") / "venv"
     venv.EnvBuilder(with_pip=False).create(home)
     python = home / "bin" / "python"
-    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)],
-         cwd=home)
-    own_site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=home)
-                    .stdout.strip())
+    _run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", str(wheel)],
+        cwd=home,
+    )
+    own_site = Path(
+        _run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=home).stdout.strip()
+    )
     (own_site / "zz_project_env.pth").write_text(sysconfig.get_path("purelib") + "\n")
     return home
 
@@ -96,9 +112,14 @@ def test_wheel_ships_configs_patches_cpu_script_and_the_entry_point(wheel):
         names = set(archive.namelist())
         (entry_points_name,) = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
         entry_points = archive.read(entry_points_name).decode()
-    for path in ("maspo_verl/configs/maspo.yaml", "maspo_verl/configs/experiment/r1_distill_7b.yaml",
-                 "maspo_verl/patches/cpu_platform.py", "maspo_verl/patches/README.md",
-                 "maspo_verl/sandbox/tiny/train_cpu.sh", "maspo_verl/compat.py"):
+    for path in (
+        "maspo_verl/configs/maspo.yaml",
+        "maspo_verl/configs/experiment/r1_distill_7b.yaml",
+        "maspo_verl/patches/cpu_platform.py",
+        "maspo_verl/patches/README.md",
+        "maspo_verl/sandbox/tiny/train_cpu.sh",
+        "maspo_verl/compat.py",
+    ):
         assert path in names, path
     assert not any(name.startswith(("tests/", "examples/", "configs/", "patches/")) for name in names)
     assert "[verl.plugins]\nmaspo = maspo_verl.plugin" in entry_points
@@ -109,8 +130,9 @@ def test_wheel_ships_configs_patches_cpu_script_and_the_entry_point(wheel):
 @pytest.mark.timeout(1800)
 def test_wheel_outside_a_checkout_runs_config_dir_check_and_a_one_step_e2e(wheel_venv, tmp_path):
     python = str(wheel_venv / "bin" / "python")
-    site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=tmp_path)
-                .stdout.strip())
+    site = Path(
+        _run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=tmp_path).stdout.strip()
+    )
     where = _run([python, "-c", "import maspo_verl; print(maspo_verl.__file__)"], cwd=tmp_path, env=_clean_env())
     assert Path(where.stdout.strip()).is_relative_to(site), where.stdout
 
@@ -121,8 +143,12 @@ def test_wheel_outside_a_checkout_runs_config_dir_check_and_a_one_step_e2e(wheel
     compare_help = _run([str(wheel_venv / "bin" / "maspo-compare"), "--help"], cwd=tmp_path, env=_clean_env())
     assert "--preset" in compare_help.stdout
 
-    check = _run([python, "-m", "maspo_verl", "check", "--e2e", "--e2e-steps", "1"], cwd=tmp_path, timeout=1500,
-                 env=_clean_env(TMPDIR=str(tmp_path)))
+    check = _run(
+        [python, "-m", "maspo_verl", "check", "--e2e", "--e2e-steps", "1"],
+        cwd=tmp_path,
+        timeout=1500,
+        env=_clean_env(TMPDIR=str(tmp_path)),
+    )
     assert "'maspo' is registered by `import verl` in a fresh process" in check.stdout
     assert f"config: {config_dir / 'maspo.yaml'}" in check.stdout
     assert "e2e: PASS" in check.stdout, check.stdout[-4000:]
@@ -136,5 +162,7 @@ def test_the_wheel_smoke_script_is_shellcheck_clean_and_rejects_unknown_argument
     shellcheck = Path(sys.executable).with_name("shellcheck")
     result = subprocess.run([str(shellcheck), "-x", str(script)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
-    result = subprocess.run(["bash", str(script), "--stpes", "2"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        ["bash", str(script), "--stpes", "2"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert result.returncode == 2 and "--stpes" in result.stderr

@@ -5,8 +5,8 @@ table and the plot; a killed rehearsal resumes from its checkpoint with its metr
 The substitution check runs for every experiment script (in process: Hydra only). The MASPO
 script is rehearsed end to end, killed after its first checkpoint and rerun with the same command
 (~1.5 min a run on 2 cores). verl's vanilla loss runs end to end in tests/test_compare.py; each
-of our losses (MASPO, DAC, BAPO) runs through verl's actor update in tests/test_cpu_actor.py. Every script: `python -m maspo_verl.experiments.rehearse all` (docs/experiments.md,
-with its measured time).
+of our losses (MASPO, DAC, BAPO) runs through verl's actor update in tests/test_cpu_actor.py. Every script:
+`python -m maspo_verl.experiments.rehearse all` (docs/experiments.md, with its measured time).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from test_run_scripts import RUN_SCRIPTS, composed, printed_main_ppo_args, run_script
 
 from maspo_verl.experiments import rehearse
-from maspo_verl.experiments.evaluation.plot import load_log
 from maspo_verl.experiments.evaluation.pass_at_k import BENCHMARK_ORDER
-from test_run_scripts import RUN_SCRIPTS, composed, printed_main_ppo_args, run_script
+from maspo_verl.experiments.evaluation.plot import load_log
 
 pytestmark = pytest.mark.kind("verl")
 
@@ -57,7 +57,14 @@ def test_the_substitution_touches_only_allow_listed_keys(script, tmp_path):
     assert rehearse.disallowed_keys(diff) == [], rehearse.format_diff(diff)
     changed = {key for key, _, _ in diff}
     assert MUST_CHANGE <= changed
-    for kept in ("actor_rollout_ref.actor.policy_loss", "algorithm.", "reward.custom_reward_function", "trainer.logger", "trainer.resume_mode", "trainer.save_freq"):
+    for kept in (
+        "actor_rollout_ref.actor.policy_loss",
+        "algorithm.",
+        "reward.custom_reward_function",
+        "trainer.logger",
+        "trainer.resume_mode",
+        "trainer.save_freq",
+    ):
         assert not [key for key in changed if key.startswith(kept)], kept
 
 
@@ -66,10 +73,30 @@ def test_a_change_outside_the_allow_list_is_refused_and_named(tmp_path, capsys):
     env = {"DATA_DIR": str(tmp_path / "data")}
     real_args = printed_main_ppo_args(run_script(script, **env).stdout)
     rehearsal_args = printed_main_ppo_args(run_script(script, REHEARSE="cpu", **env).stdout)
-    assert rehearse.main(["preflight", "--inputs", str(tmp_path), "--no-prepare", "--real", *real_args, "--rehearsal", *rehearsal_args]) == 0
+    assert (
+        rehearse.main(
+            [
+                "preflight",
+                "--inputs",
+                str(tmp_path),
+                "--no-prepare",
+                "--real",
+                *real_args,
+                "--rehearsal",
+                *rehearsal_args,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    sneaked = [*rehearsal_args, "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla", "actor_rollout_ref.actor.optim.lr=1e-3"]
-    status = rehearse.main(["preflight", "--inputs", str(tmp_path), "--no-prepare", "--real", *real_args, "--rehearsal", *sneaked])
+    sneaked = [
+        *rehearsal_args,
+        "actor_rollout_ref.actor.policy_loss.loss_mode=vanilla",
+        "actor_rollout_ref.actor.optim.lr=1e-3",
+    ]
+    status = rehearse.main(
+        ["preflight", "--inputs", str(tmp_path), "--no-prepare", "--real", *real_args, "--rehearsal", *sneaked]
+    )
     captured = capsys.readouterr()
     assert status == 1
     assert "actor_rollout_ref.actor.policy_loss.loss_mode" in captured.err
@@ -81,7 +108,12 @@ def test_a_change_outside_the_allow_list_is_refused_and_named(tmp_path, capsys):
 def test_allow_list_kinds():
     assert rehearse.substitution_kind("ray_kwargs.ray_init.num_cpus") == "devices and GPU counts"
     assert rehearse.substitution_kind("actor_rollout_ref.rollout.val_kwargs.n") == "validation samples and frequency"
-    for key in ("actor_rollout_ref.rollout.val_kwargs.temperature", "trainer.save_freq", "actor_rollout_ref.actor.optim.lr", "data.prompt_key"):
+    for key in (
+        "actor_rollout_ref.rollout.val_kwargs.temperature",
+        "trainer.save_freq",
+        "actor_rollout_ref.actor.optim.lr",
+        "data.prompt_key",
+    ):
         assert rehearse.substitution_kind(key) is None, key
 
 
@@ -147,7 +179,11 @@ def rehearsal_env(tmp_path, tmp_path_factory):
 def _start(script: str, env: dict, started: list, log: Path, *args: str) -> subprocess.Popen:
     handle = open(log, "w")  # noqa: SIM115  (closed with the process)
     process = subprocess.Popen(
-        ["bash", str(RUN_SCRIPTS / script), *args], env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        ["bash", str(RUN_SCRIPTS / script), *args],
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     started.append(process)
     return process
@@ -210,7 +246,9 @@ def test_rehearsal_of_the_maspo_script_runs_it_end_to_end_and_resumes_when_kille
     # The kill must land between step 1's log line and step 2's checkpoint, under a second on CPU
     # now: poll often (a poll reads two small files).
     while not step_one_logged():
-        assert process.poll() is None, "the run ended before it could be killed after step 1:\n" + (tmp_path / "log1").read_text()[-6000:]
+        assert process.poll() is None, (
+            "the run ended before it could be killed after step 1:\n" + (tmp_path / "log1").read_text()[-6000:]
+        )
         assert time.monotonic() < deadline, "no checkpoint after 25 minutes"
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)  # as a preempted job: no clean shutdown
@@ -225,5 +263,9 @@ def test_rehearsal_of_the_maspo_script_runs_it_end_to_end_and_resumes_when_kille
     resumed = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert resumed["step"] == 2
     # the new file holds only what the resumed run logged; the plot reads both parts
-    assert 1 not in [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if "critic/score/mean" in json.loads(line)["data"]]
+    assert 1 not in [
+        json.loads(line)["step"]
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if "critic/score/mean" in json.loads(line)["data"]
+    ]
     _check_outputs(run_dir, output, "actor/maspo/gate_weight_mean")

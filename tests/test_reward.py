@@ -110,11 +110,15 @@ def test_a_hanging_check_costs_only_itself_and_queueing_is_not_its_deadline():
     pool = reward._HelperPool(size=2)
     try:
         with ThreadPoolExecutor(max_workers=4) as threads:
-            list(threads.map(lambda _: pool.run(hang_or_verify, ("\\boxed{1}", ["1"], 5), 120.0), range(2)))  # start both helpers
+            list(
+                threads.map(lambda _: pool.run(hang_or_verify, ("\\boxed{1}", ["1"], 5), 120.0), range(2))
+            )  # start both helpers
             started = time.monotonic()
             hanging = threads.submit(pool.run, hang_or_verify, ("HANG", ["1"], 5), 3.0)
             time.sleep(0.5)
-            others = [threads.submit(pool.run, hang_or_verify, (f"\\boxed{{{k}}}", [str(k)], 5, 0.5), 20.0) for k in (2, 3, 4)]
+            others = [
+                threads.submit(pool.run, hang_or_verify, (f"\\boxed{{{k}}}", [str(k)], 5, 0.5), 20.0) for k in (2, 3, 4)
+            ]
             assert [future.result(timeout=300) for future in others] == [(1.0, "2"), (1.0, "3"), (1.0, "4")]
             with pytest.raises(TimeoutError):
                 hanging.result(timeout=300)

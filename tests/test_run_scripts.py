@@ -33,7 +33,11 @@ LOSS_MODE = "actor_rollout_ref.actor.policy_loss.loss_mode"
 
 
 def experiment_scripts() -> list[Path]:
-    return sorted(p for p in RUN_SCRIPTS.rglob("*.sh") if "cpu" not in p.relative_to(RUN_SCRIPTS).parts[:-1] and p.name != "common.sh")
+    return sorted(
+        p
+        for p in RUN_SCRIPTS.rglob("*.sh")
+        if "cpu" not in p.relative_to(RUN_SCRIPTS).parts[:-1] and p.name != "common.sh"
+    )
 
 
 def expected_values(script: Path) -> dict[str, object]:
@@ -154,7 +158,9 @@ def test_batch_sizes_that_do_not_fit_the_gpus_fail_naming_the_key():
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=8",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=7",
     )
-    with pytest.raises(DryRunError, match="whole micro-batches of actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"):
+    with pytest.raises(
+        DryRunError, match="whole micro-batches of actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"
+    ):
         dry_run(composed(result.stdout))
 
 
@@ -175,7 +181,9 @@ def test_ray_cluster_roles_print_their_ray_start_commands():
     entrypoint = words[words.index("--") + 1 :]
     assert entrypoint[:2] == ["sh", "-c"] and "mkdir -p" in entrypoint[2] and entrypoint[2].endswith('exec "$@"')
     assert "--num-gpus=8" in head.stdout
-    refused = run_script(RUN_SCRIPTS / "multinode/ray_cluster.sh", "submit", dry_run_mode="0", NNODES="4", OUTPUT_DIR="relative/runs")
+    refused = run_script(
+        RUN_SCRIPTS / "multinode/ray_cluster.sh", "submit", dry_run_mode="0", NNODES="4", OUTPUT_DIR="relative/runs"
+    )
     assert refused.returncode == 2 and "absolute path on a file system all nodes share" in refused.stderr
 
 
@@ -198,7 +206,14 @@ def test_ray_cluster_job_makes_its_run_directory_and_keeps_earlier_metrics(tmp_p
         "RECORD": str(tmp_path / "record"),
     }
     environment.pop("DRY_RUN", None)
-    result = subprocess.run(["bash", str(RUN_SCRIPTS / "multinode/ray_cluster.sh"), "submit"], env=environment, capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        ["bash", str(RUN_SCRIPTS / "multinode/ray_cluster.sh"), "submit"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "-m verl.trainer.main_ppo" in (tmp_path / "record").read_text()
     assert (run_dir / "metrics.part1.jsonl").read_text() == '{"step": 1, "data": {}}\n'
@@ -223,7 +238,9 @@ def test_slurm_ray_nodes_start_with_the_runs_logger_paths_and_resources(tmp_path
         '#!/usr/bin/env bash\nif [[ " $* " == *" hostname "* ]]; then echo 10.0.0.1; exit 0; fi\n'
         'echo "SRUN $* LOGGER=$VERL_FILE_LOGGER_PATH" >> "$RECORD"\n'
     )
-    (fake_bin / "fakepython").write_text('#!/usr/bin/env bash\necho "PYTHON RAY_ADDRESS=$RAY_ADDRESS $*" >> "$RECORD"\n')
+    (fake_bin / "fakepython").write_text(
+        '#!/usr/bin/env bash\necho "PYTHON RAY_ADDRESS=$RAY_ADDRESS $*" >> "$RECORD"\n'
+    )
     for tool in ("scontrol", "srun", "fakepython"):
         (fake_bin / tool).chmod(0o755)
     environment = {
@@ -239,12 +256,21 @@ def test_slurm_ray_nodes_start_with_the_runs_logger_paths_and_resources(tmp_path
         "RECORD": str(tmp_path / "record"),
     }
     environment.pop("DRY_RUN", None)
-    result = subprocess.run(["bash", str(RUN_SCRIPTS / "multinode/slurm.sh")], env=environment, capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        ["bash", str(RUN_SCRIPTS / "multinode/slurm.sh")],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     record = (tmp_path / "record").read_text().splitlines()
     starts = [line for line in record if line.startswith("SRUN") and "ray start" in line]
     logger_path = f"{tmp_path}/shared/maspo/maspo-r1_distill_7b-2nodes/metrics.jsonl"
-    assert len(starts) == 2 and all(f"LOGGER={logger_path}" in line and "--num-cpus=96 --num-gpus=8" in line for line in starts)
+    assert len(starts) == 2 and all(
+        f"LOGGER={logger_path}" in line and "--num-cpus=96 --num-gpus=8" in line for line in starts
+    )
     training = [line for line in record if line.startswith("PYTHON")]
     assert len(training) == 1 and "RAY_ADDRESS=10.0.0.1:6379" in training[0]
     assert f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={logger_path}" in training[0]
@@ -252,14 +278,19 @@ def test_slurm_ray_nodes_start_with_the_runs_logger_paths_and_resources(tmp_path
 
 def test_metrics_of_an_earlier_run_are_kept_as_numbered_parts(tmp_path):
     metrics = tmp_path / "run" / "metrics.jsonl"
-    script = f'source {shlex.quote(str(RUN_SCRIPTS / "common.sh"))}; maspo_keep_metrics_parts'
+    script = f"source {shlex.quote(str(RUN_SCRIPTS / 'common.sh'))}; maspo_keep_metrics_parts"
     environment = {**os.environ, "VERL_FILE_LOGGER_PATH": str(metrics)}
     for attempt in range(3):
-        result = subprocess.run(["bash", "-c", script], env=environment, capture_output=True, text=True, timeout=30, check=True)
+        result = subprocess.run(
+            ["bash", "-c", script], env=environment, capture_output=True, text=True, timeout=30, check=True
+        )
         assert metrics.parent.is_dir()
         metrics.write_text(f'{{"step": {attempt + 1}, "data": {{}}}}\n')
     assert "metrics.part2.jsonl" in result.stdout
-    assert [(tmp_path / "run" / f"metrics.part{n}.jsonl").read_text() for n in (1, 2)] == ['{"step": 1, "data": {}}\n', '{"step": 2, "data": {}}\n']
+    assert [(tmp_path / "run" / f"metrics.part{n}.jsonl").read_text() for n in (1, 2)] == [
+        '{"step": 1, "data": {}}\n',
+        '{"step": 2, "data": {}}\n',
+    ]
     metrics.write_text("")
     subprocess.run(["bash", "-c", script], env=environment, check=True, timeout=30)
     assert not (tmp_path / "run" / "metrics.part3.jsonl").exists(), "an empty file is not a part"
@@ -273,9 +304,16 @@ def test_every_documented_val_n_fits_transfer_queue(val_n):
 
 def test_dry_run_shows_what_a_long_cluster_run_would_hit():
     result = run_script(RUN_SCRIPTS / "7b/maspo.sh", VAL_N="512")
-    with pytest.raises(DryRunError, match=r"data.val_batch_size \(256\) x actor_rollout_ref.rollout.val_kwargs.n \(512\).*total_storage_size"):
+    with pytest.raises(
+        DryRunError,
+        match=r"data.val_batch_size \(256\) x actor_rollout_ref.rollout.val_kwargs.n \(512\).*total_storage_size",
+    ):
         dry_run(composed(result.stdout))
-    result = run_script(RUN_SCRIPTS / "7b/maspo.sh", "data.val_batch_size=null", "transfer_queue.backend.SimpleStorage.total_storage_size=10000")
+    result = run_script(
+        RUN_SCRIPTS / "7b/maspo.sh",
+        "data.val_batch_size=null",
+        "transfer_queue.backend.SimpleStorage.total_storage_size=10000",
+    )
     config = composed(result.stdout)
     from maspo_verl.experiments.dry_run import cluster_run_findings
 
@@ -285,7 +323,9 @@ def test_dry_run_shows_what_a_long_cluster_run_would_hit():
     assert any("keeps every checkpoint" in warning for warning in report.warnings)
     report = dry_run(composed(run_script(RUN_SCRIPTS / "7b/maspo.sh").stdout))
     assert not any("checkpoint" in warning for warning in report.warnings)
-    report = dry_run(composed(run_script(RUN_SCRIPTS / "7b/maspo.sh", "trainer.val_only=true", "trainer.resume_mode=disable").stdout))
+    report = dry_run(
+        composed(run_script(RUN_SCRIPTS / "7b/maspo.sh", "trainer.val_only=true", "trainer.resume_mode=disable").stdout)
+    )
     assert any("evaluates actor_rollout_ref.model.path" in warning for warning in report.warnings)
 
 
@@ -322,14 +362,18 @@ def test_dry_run_cli_validates_for_another_gpu_count(capsys):
     assert "ppo_mini_batch_size" in capsys.readouterr().err
 
 
-PAPER_TARGET = re.compile(r"^# Paper(?: \(Table 1, [0-9.]+B\))?: (?:Avg@32 / Pass@32 = \d+\.\d / \d+\.\d|not reported)", re.M)
+PAPER_TARGET = re.compile(
+    r"^# Paper(?: \(Table 1, [0-9.]+B\))?: (?:Avg@32 / Pass@32 = \d+\.\d / \d+\.\d|not reported)", re.M
+)
 
 
 @pytest.mark.parametrize("scale", ["1.5b", "7b", "14b"])
 def test_every_method_script_states_its_paper_target(scale):
     for script in sorted((RUN_SCRIPTS / scale).glob("*.sh")):
         header = script.read_text()
-        assert PAPER_TARGET.search(header), f"{script.name}: no '# Paper ...: Avg@32 / Pass@32 = x / y' or 'not reported' line"
+        assert PAPER_TARGET.search(header), (
+            f"{script.name}: no '# Paper ...: Avg@32 / Pass@32 = x / y' or 'not reported' line"
+        )
         if scale == "14b" and script.stem not in ("maspo", "grpo"):
             assert "Our extension, not a paper row" in header, script.name
 

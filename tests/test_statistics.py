@@ -37,10 +37,15 @@ def test_mean_ci_of_one_value_has_no_interval():
     assert result.as_dict()["low"] is None
 
 
-@pytest.mark.parametrize("values, confidence, message", [
-    ([], 0.95, "non-empty"), ([[0.1, 0.2]], 0.95, "1-D"), ([0.1, float("nan")], 0.95, "finite"),
-    ([0.1, 0.2], 1.0, "confidence"),
-])
+@pytest.mark.parametrize(
+    "values, confidence, message",
+    [
+        ([], 0.95, "non-empty"),
+        ([[0.1, 0.2]], 0.95, "1-D"),
+        ([0.1, float("nan")], 0.95, "finite"),
+        ([0.1, 0.2], 1.0, "confidence"),
+    ],
+)
 def test_mean_ci_rejects_bad_input(values, confidence, message):
     with pytest.raises(ValueError, match=message):
         mean_ci(values, confidence)
@@ -61,7 +66,9 @@ def test_paired_difference_is_scipys_paired_t_test():
     # the same as a one-sample t-test of the per-seed differences, by hand
     differences = method - baseline
     half_width = stats.t.ppf(0.975, 6) * differences.std(ddof=1) / math.sqrt(7)
-    assert (result.low, result.high) == pytest.approx((differences.mean() - half_width, differences.mean() + half_width))
+    assert (result.low, result.high) == pytest.approx(
+        (differences.mean() - half_width, differences.mean() + half_width)
+    )
 
 
 def test_known_answer_three_seeds():
@@ -128,7 +135,8 @@ def test_planned_mde_is_the_t_quantile_sum_times_the_standard_error():
     # more comparisons ask for a stricter level, so a larger effect
     assert planned_minimum_detectable_difference(0.05, 10, comparisons=9) > mde
     assert planned_minimum_detectable_difference(0.05, 10, comparisons=9) == pytest.approx(
-        (stats.t.ppf(1 - 0.05 / 18, 9) + stats.t.ppf(0.8, 9)) * 0.05 / math.sqrt(10))
+        (stats.t.ppf(1 - 0.05 / 18, 9) + stats.t.ppf(0.8, 9)) * 0.05 / math.sqrt(10)
+    )
 
 
 def test_planned_mde_has_its_stated_power_in_simulation():
@@ -140,12 +148,15 @@ def test_planned_mde_has_its_stated_power_in_simulation():
     assert 0.76 <= np.mean(rejections) <= 0.84
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(seed_standard_deviation=-1.0, seeds=3), "seed_standard_deviation"),
-    (dict(seed_standard_deviation=0.1, seeds=1), "seeds"),
-    (dict(seed_standard_deviation=0.1, seeds=3, comparisons=0), "comparisons"),
-    (dict(seed_standard_deviation=0.1, seeds=3, power=1.5), "power"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(seed_standard_deviation=-1.0, seeds=3), "seed_standard_deviation"),
+        (dict(seed_standard_deviation=0.1, seeds=1), "seeds"),
+        (dict(seed_standard_deviation=0.1, seeds=3, comparisons=0), "comparisons"),
+        (dict(seed_standard_deviation=0.1, seeds=3, power=1.5), "power"),
+    ],
+)
 def test_planned_mde_rejects_bad_input_naming_the_argument(kwargs, message):
     with pytest.raises(ValueError, match=message):
         planned_minimum_detectable_difference(**kwargs)

@@ -15,8 +15,13 @@ pytestmark = pytest.mark.kind("verl")
 ROOT = Path(__file__).resolve().parents[1]
 # The files the contract reads, relative to the verl package folder.
 CONTRACT_FILES = (
-    "__init__.py", "version/version", "trainer/ppo/core_algos.py", "trainer/ppo/rollout_corr_helper.py",
-    "workers/utils/losses.py", "workers/config/actor.py", "utils/config.py",
+    "__init__.py",
+    "version/version",
+    "trainer/ppo/core_algos.py",
+    "trainer/ppo/rollout_corr_helper.py",
+    "workers/utils/losses.py",
+    "workers/config/actor.py",
+    "utils/config.py",
 )
 
 
@@ -49,8 +54,9 @@ def test_the_installed_verl_keeps_the_contract():
 
 
 def test_the_loss_call_site_passes_exactly_what_our_loss_accepts():
-    from maspo_verl.loss import compute_policy_loss_maspo
     import inspect
+
+    from maspo_verl.loss import compute_policy_loss_maspo
 
     assert set(inspect.signature(compute_policy_loss_maspo).parameters) == verl_contract.LOSS_CALL_KEYWORDS
 
@@ -58,23 +64,54 @@ def test_the_loss_call_site_passes_exactly_what_our_loss_accepts():
 @pytest.mark.parametrize(
     "relative, old, new, expected",
     [
-        ("trainer/ppo/core_algos.py", "def register_policy_loss(", "def register_loss(",
-         "verl/trainer/ppo/core_algos.py: function register_policy_loss is missing"),
-        ("trainer/ppo/core_algos.py", "def get_policy_loss_fn(", "def policy_loss_fn_for(",
-         "function get_policy_loss_fn is missing"),
-        ("trainer/ppo/core_algos.py", "    loss_mask: torch.Tensor,\n    loss_agg_mode", "    mask: torch.Tensor,\n    loss_agg_mode",
-         "agg_loss lost the parameter(s) ['loss_mask']"),
-        ("workers/utils/losses.py", "        rollout_is_weights=rollout_is_weights,\n    )",
-         "        rollout_is_weights=rollout_is_weights,\n        entropy=entropy,\n    )",
-         "ppo_loss passes keyword(s) ['entropy'] that compute_policy_loss_maspo does not accept"),
-        ("workers/utils/losses.py", "        rollout_is_weights=rollout_is_weights,\n    )", "    )",
-         "ppo_loss no longer passes ['rollout_is_weights'] to the policy loss"),
-        ("workers/config/actor.py", "    clip_ratio_c: float", "    dual_clip_ratio: float",
-         "verl/workers/config/actor.py: ActorConfig lost the field(s) ['clip_ratio_c']"),
-        ("workers/config/actor.py", '    loss_mode: str = "vanilla"', '    mode: str = "vanilla"',
-         "PolicyLossConfig lost the field(s) ['loss_mode']"),
-        ("__init__.py", "VERL_USE_EXTERNAL_MODULES", "VERL_EXTERNAL_MODULES",
-         "no longer reads VERL_USE_EXTERNAL_MODULES"),
+        (
+            "trainer/ppo/core_algos.py",
+            "def register_policy_loss(",
+            "def register_loss(",
+            "verl/trainer/ppo/core_algos.py: function register_policy_loss is missing",
+        ),
+        (
+            "trainer/ppo/core_algos.py",
+            "def get_policy_loss_fn(",
+            "def policy_loss_fn_for(",
+            "function get_policy_loss_fn is missing",
+        ),
+        (
+            "trainer/ppo/core_algos.py",
+            "    loss_mask: torch.Tensor,\n    loss_agg_mode",
+            "    mask: torch.Tensor,\n    loss_agg_mode",
+            "agg_loss lost the parameter(s) ['loss_mask']",
+        ),
+        (
+            "workers/utils/losses.py",
+            "        rollout_is_weights=rollout_is_weights,\n    )",
+            "        rollout_is_weights=rollout_is_weights,\n        entropy=entropy,\n    )",
+            "ppo_loss passes keyword(s) ['entropy'] that compute_policy_loss_maspo does not accept",
+        ),
+        (
+            "workers/utils/losses.py",
+            "        rollout_is_weights=rollout_is_weights,\n    )",
+            "    )",
+            "ppo_loss no longer passes ['rollout_is_weights'] to the policy loss",
+        ),
+        (
+            "workers/config/actor.py",
+            "    clip_ratio_c: float",
+            "    dual_clip_ratio: float",
+            "verl/workers/config/actor.py: ActorConfig lost the field(s) ['clip_ratio_c']",
+        ),
+        (
+            "workers/config/actor.py",
+            '    loss_mode: str = "vanilla"',
+            '    mode: str = "vanilla"',
+            "PolicyLossConfig lost the field(s) ['loss_mode']",
+        ),
+        (
+            "__init__.py",
+            "VERL_USE_EXTERNAL_MODULES",
+            "VERL_EXTERNAL_MODULES",
+            "no longer reads VERL_USE_EXTERNAL_MODULES",
+        ),
         ("utils/config.py", "def omega_conf_to_dataclass(", "def to_dataclass(", "omega_conf_to_dataclass is missing"),
     ],
 )
@@ -105,7 +142,9 @@ def test_a_missing_call_site_file_is_named(verl_copy):
 def test_the_script_checks_a_source_tree_and_fails_naming_the_symbol(verl_copy, tmp_path):
     script = ROOT / "scripts" / "check_verl_api.sh"
     env = {"PATH": "/usr/bin:/bin", "PYTHON": sys.executable}
-    ok = subprocess.run(["bash", str(script), str(verl_copy.parent)], capture_output=True, text=True, env=env, timeout=100)
+    ok = subprocess.run(
+        ["bash", str(script), str(verl_copy.parent)], capture_output=True, text=True, env=env, timeout=100
+    )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip().endswith(": OK")
     _edit(verl_copy / "trainer/ppo/core_algos.py", "def agg_loss(", "def aggregate_loss(")

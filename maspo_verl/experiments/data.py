@@ -96,7 +96,13 @@ def benchmark_of(data_source: Any) -> str | None:
         if "2024" in key or "aime24" in key:
             return "aime24"
         return None
-    for marker, name in (("amc", "amc23"), ("math500", "math500"), ("minerva", "minerva"), ("olympiad", "olympiadbench"), ("dapo", "dapo_math")):
+    for marker, name in (
+        ("amc", "amc23"),
+        ("math500", "math500"),
+        ("minerva", "minerva"),
+        ("olympiad", "olympiadbench"),
+        ("dapo", "dapo_math"),
+    ):
         if marker in key:
             return name
     return None
@@ -250,7 +256,9 @@ def build_rows(records: Iterable[dict[str, Any]], name: str, split: str) -> Iter
         index += 1
 
 
-def prepare(name: str, source: str | None, output_dir: str, hub_split: str | None = None, max_rows: int | None = None) -> tuple[str, int]:
+def prepare(
+    name: str, source: str | None, output_dir: str, hub_split: str | None = None, max_rows: int | None = None
+) -> tuple[str, int]:
     """Write `<output_dir>/<name>.parquet`; return its path and row count."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -275,8 +283,12 @@ def prepare(name: str, source: str | None, output_dir: str, hub_split: str | Non
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m maspo_verl.experiments.data", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASETS)}, or 'all' (training + six evaluation sets)")
-    parser.add_argument("--input", default=None, help="hub dataset name, or local file/folder (default: each dataset's hub name)")
+    parser.add_argument(
+        "--dataset", required=True, help=f"one of {', '.join(DATASETS)}, or 'all' (training + six evaluation sets)"
+    )
+    parser.add_argument(
+        "--input", default=None, help="hub dataset name, or local file/folder (default: each dataset's hub name)"
+    )
     parser.add_argument("--output-dir", required=True, help="writes <output-dir>/<dataset>.parquet")
     parser.add_argument("--split", default=None, help="hub split to read (default: each dataset's own)")
     parser.add_argument("--max-rows", type=int, default=None, help="keep at most this many rows (smoke tests)")

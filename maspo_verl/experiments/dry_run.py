@@ -152,7 +152,10 @@ def worker_constraint_errors(config: DictConfig, n_gpus: int) -> list[str]:
         )
     if actor.use_dynamic_bsz:
         sequence_length = config.data.max_prompt_length + config.data.max_response_length
-        for key in ("actor_rollout_ref.actor.ppo_max_token_len_per_gpu", "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu"):
+        for key in (
+            "actor_rollout_ref.actor.ppo_max_token_len_per_gpu",
+            "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu",
+        ):
             budget = _select(config, key)
             if budget is None or budget * sequence_parallel < sequence_length:
                 errors.append(
@@ -251,7 +254,10 @@ def cluster_run_findings(config: DictConfig) -> tuple[list[str], list[str]]:
                 "++actor_rollout_ref.model.override_config.attn_implementation=sdpa"
             )
     if trainer.get("val_only") and trainer.get("resume_mode") == "disable":
-        warnings.append("trainer.val_only=true with trainer.resume_mode=disable evaluates actor_rollout_ref.model.path, not a checkpoint")
+        warnings.append(
+            "trainer.val_only=true with trainer.resume_mode=disable evaluates actor_rollout_ref.model.path, "
+            "not a checkpoint"
+        )
     return errors, warnings
 
 
@@ -381,7 +387,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m maspo_verl.experiments.dry_run",
         description="Compose and validate a verl PPO config (as main_ppo would) without starting Ray or a model.",
     )
-    parser.add_argument("--n-gpus", type=int, default=None, help="validate for N GPUs on one node instead of trainer.nnodes x trainer.n_gpus_per_node")
+    parser.add_argument(
+        "--n-gpus",
+        type=int,
+        default=None,
+        help="validate for N GPUs on one node instead of trainer.nnodes x trainer.n_gpus_per_node",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the verdict")
     args, rest = parser.parse_known_args(argv)
     try:

@@ -1,7 +1,7 @@
 """Rehearse a GPU experiment script on CPU: the script's own config, a small explicit substitution.
 
     REHEARSE=cpu bash examples/run_scripts/1.5b/maspo.sh      # calls `preflight`, then main_ppo, then `report`
-    python -m maspo_verl.experiments.rehearse all [--output-dir DIR]      # every experiment script, one PASS/FAIL line each
+    python -m maspo_verl.experiments.rehearse all [--output-dir DIR]      # every experiment script: PASS/FAIL lines
     python -m maspo_verl.experiments.rehearse report --run-dir D --metrics M --label L   # Pass@k table + plot of a run
 
 `REHEARSE=cpu` (examples/run_scripts/common.sh) builds the script's real main_ppo command, then the
@@ -90,7 +90,10 @@ ALLOWED_SUBSTITUTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "actor_rollout_ref.ref.log_prob_max_token_len_per_gpu",
         ),
     ),
-    ("prompt and response lengths", ("data.max_prompt_length", "data.max_response_length", "actor_rollout_ref.rollout.max_model_len")),
+    (
+        "prompt and response lengths",
+        ("data.max_prompt_length", "data.max_response_length", "actor_rollout_ref.rollout.max_model_len"),
+    ),
     ("number of steps", ("trainer.total_training_steps",)),
     ("validation samples and frequency", ("actor_rollout_ref.rollout.val_kwargs.n", "trainer.test_freq")),
     (
@@ -189,7 +192,9 @@ def disallowed_keys(diff: list[tuple[str, Any, Any]]) -> list[str]:
     return [key for key, _, _ in diff if substitution_kind(key) is None]
 
 
-def prepare_inputs(directory: str | Path, fixtures_dir: str | Path = FIXTURES_DIR, backend: str = "cpu") -> dict[str, Path]:
+def prepare_inputs(
+    directory: str | Path, fixtures_dir: str | Path = FIXTURES_DIR, backend: str = "cpu"
+) -> dict[str, Path]:
     """Write `<directory>/model` (tiny Qwen2) and `<directory>/data/<dataset>.parquet` once; return their paths.
 
     The data go through the real pipeline, `maspo_verl.experiments.data.prepare`, on the fixture files.
@@ -261,17 +266,31 @@ def rehearse_all(output_dir: str | Path, scripts: list[Path], python: str = sys.
 
     output_dir = Path(output_dir).resolve()
     (output_dir / "logs").mkdir(parents=True, exist_ok=True)
-    environment = {**os.environ, "REHEARSE": "cpu", "PYTHON": python, "OUTPUT_DIR": str(output_dir / "runs"), "REHEARSAL_DIR": str(output_dir / "rehearsal_inputs")}
+    environment = {
+        **os.environ,
+        "REHEARSE": "cpu",
+        "PYTHON": python,
+        "OUTPUT_DIR": str(output_dir / "runs"),
+        "REHEARSAL_DIR": str(output_dir / "rehearsal_inputs"),
+    }
     failures, started_all = 0, time.monotonic()
     for script in scripts:
         name = f"{script.parent.name}_{script.stem}"
         log = output_dir / "logs" / f"{name}.log"
         started = time.monotonic()
         with open(log, "w") as handle:
-            status = subprocess.run(["bash", str(script)], env=environment, stdout=handle, stderr=subprocess.STDOUT, check=False).returncode
+            status = subprocess.run(
+                ["bash", str(script)], env=environment, stdout=handle, stderr=subprocess.STDOUT, check=False
+            ).returncode
         failures += status != 0
-        print(f"{'PASS' if status == 0 else 'FAIL'} {script.parent.name}/{script.name} {time.monotonic() - started:.0f}s (log: {log})", flush=True)
-    print(f"{len(scripts) - failures}/{len(scripts)} scripts rehearsed in {(time.monotonic() - started_all) / 60:.1f} min")
+        print(
+            f"{'PASS' if status == 0 else 'FAIL'} {script.parent.name}/{script.name} "
+            f"{time.monotonic() - started:.0f}s (log: {log})",
+            flush=True,
+        )
+    print(
+        f"{len(scripts) - failures}/{len(scripts)} scripts rehearsed in {(time.monotonic() - started_all) / 60:.1f} min"
+    )
     return failures
 
 
@@ -296,7 +315,10 @@ def report(run_dir: str, metrics: str, label: str, k: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:
-        parser = argparse.ArgumentParser(prog="python -m maspo_verl.experiments.rehearse report", description="the Pass@k table and the plot of one run (one interpreter for both)")
+        parser = argparse.ArgumentParser(
+            prog="python -m maspo_verl.experiments.rehearse report",
+            description="the Pass@k table and the plot of one run (one interpreter for both)",
+        )
         parser.add_argument("--run-dir", required=True)
         parser.add_argument("--metrics", required=True, help="the run's VERL_FILE_LOGGER_PATH")
         parser.add_argument("--label", required=True)
@@ -304,9 +326,14 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv[1:])
         return report(args.run_dir, args.metrics, args.label, args.k)
     if argv[:1] == ["all"]:
-        parser = argparse.ArgumentParser(prog="python -m maspo_verl.experiments.rehearse all", description="REHEARSE=cpu every experiment script (slow: minutes per script)")
+        parser = argparse.ArgumentParser(
+            prog="python -m maspo_verl.experiments.rehearse all",
+            description="REHEARSE=cpu every experiment script (slow: minutes per script)",
+        )
         parser.add_argument("--output-dir", default="rehearsal_all", help="runs/, logs/ and rehearsal_inputs/ go here")
-        parser.add_argument("--only", action="append", default=[], help="a script as <folder>/<name>.sh (repeatable; default: all)")
+        parser.add_argument(
+            "--only", action="append", default=[], help="a script as <folder>/<name>.sh (repeatable; default: all)"
+        )
         args = parser.parse_args(argv[1:])
         scripts = experiment_scripts()
         if args.only:
@@ -317,12 +344,27 @@ def main(argv: list[str] | None = None) -> int:
     # The two commands come last and are not parsed by argparse (they hold --config-path etc.).
     commands = argv[argv.index("--real") :] if "--real" in argv else []
     argv = argv[: len(argv) - len(commands)]
-    parser = argparse.ArgumentParser(prog="python -m maspo_verl.experiments.rehearse", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["prepare", "preflight"], help="prepare: write the inputs; preflight: prepare, then check the substitution")
+    parser = argparse.ArgumentParser(
+        prog="python -m maspo_verl.experiments.rehearse", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "command",
+        choices=["prepare", "preflight"],
+        help="prepare: write the inputs; preflight: prepare, then check the substitution",
+    )
     parser.add_argument("--inputs", required=True, help="folder for the tiny model and the prepared data")
-    parser.add_argument("--fixtures", default=str(FIXTURES_DIR), help="fixture datasets (default: the checkout's tests/fixtures/datasets)")
+    parser.add_argument(
+        "--fixtures",
+        default=str(FIXTURES_DIR),
+        help="fixture datasets (default: the checkout's tests/fixtures/datasets)",
+    )
     parser.add_argument("--no-prepare", action="store_true", help="preflight only checks the substitution (DRY_RUN)")
-    parser.add_argument("--backend", choices=["cpu", "gpu"], default="cpu", help="REHEARSE=cpu (hf_cpu) or gpu (vLLM: a tiny model with head size 64)")
+    parser.add_argument(
+        "--backend",
+        choices=["cpu", "gpu"],
+        default="cpu",
+        help="REHEARSE=cpu (hf_cpu) or gpu (vLLM: a tiny model with head size 64)",
+    )
     parser.epilog = "preflight takes: --real <main_ppo args...> --rehearsal <main_ppo args...>"
     args = parser.parse_args(argv)
     try:
@@ -339,7 +381,10 @@ def main(argv: list[str] | None = None) -> int:
             print(format_diff(diff))
             outside = disallowed_keys(diff)
             if outside:
-                print(f"[rehearse] refused: keys outside the allow-list would change: {', '.join(outside)}", file=sys.stderr)
+                print(
+                    f"[rehearse] refused: keys outside the allow-list would change: {', '.join(outside)}",
+                    file=sys.stderr,
+                )
                 return 1
     except (ValueError, FileNotFoundError) as error:
         print(f"[rehearse] error: {error}", file=sys.stderr)

@@ -228,7 +228,9 @@ def _checked(answer_text: str, ground_truths: list[str], timeout_seconds: float)
     if threading.current_thread() is threading.main_thread():
         return verify_answer(answer_text, ground_truths, timeout_seconds)
     # verl's reward loop calls from worker threads, where math-verify's signal timeouts cannot work.
-    return _worker_pool().run(verify_answer, (answer_text, ground_truths, timeout_seconds), _worker_deadline(timeout_seconds))
+    return _worker_pool().run(
+        verify_answer, (answer_text, ground_truths, timeout_seconds), _worker_deadline(timeout_seconds)
+    )
 
 
 def compute_score(

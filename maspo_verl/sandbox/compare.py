@@ -56,9 +56,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from maspo_verl.sandbox.runner import CPU_SCRIPT, kill_live_runs, require_cpu_backend_verl, run_cpu_training
 from maspo_verl.patches import UnsupportedVerlVersion
+
+if TYPE_CHECKING:
+    from maspo_verl.sandbox.tiny.warmup import WarmupSettings
+from maspo_verl.sandbox.runner import CPU_SCRIPT, kill_live_runs, require_cpu_backend_verl, run_cpu_training
 
 __all__ = ["METHODS", "PRESETS", "Arm", "Method", "Preset", "RunSettings", "main", "summarize_run"]
 
@@ -82,7 +86,8 @@ class Method:
 METHODS: dict[str, Method] = {
     "grpo": Method("GRPO (clip 0.2)", "vanilla"),
     "clip_higher": Method(
-        "Clip Higher (0.2/0.28)", "vanilla",
+        "Clip Higher (0.2/0.28)",
+        "vanilla",
         ("actor_rollout_ref.actor.clip_ratio_low=0.2", "actor_rollout_ref.actor.clip_ratio_high=0.28"),
     ),
     "sapo": Method("SAPO", "sapo"),
@@ -94,7 +99,9 @@ METHODS: dict[str, Method] = {
     "dac": Method("DAC", "dac", ("actor_rollout_ref.actor.clip_ratio_c=10",)),
     # BAPO as its authors released it (bapo.variant=recipe, the default) and as its paper writes it.
     "bapo": Method("BAPO (recipe)", "bapo"),
-    "bapo_paper": Method("BAPO (paper: Eq. 8, Alg. 1)", "bapo", ("actor_rollout_ref.actor.policy_loss.bapo.variant=paper",)),
+    "bapo_paper": Method(
+        "BAPO (paper: Eq. 8, Alg. 1)", "bapo", ("actor_rollout_ref.actor.policy_loss.bapo.variant=paper",)
+    ),
     "entropy_advantage": Method(
         "Entropy Advantage (GRPO)", "vanilla", ("actor_rollout_ref.actor.policy_loss.entropy_advantage.enable=true",)
     ),
@@ -143,8 +150,19 @@ class RunSettings:
         return (self.train_batch_size // self.ppo_mini_batch_size) * self.ppo_epochs
 
     def validate(self) -> None:
-        for key in ("steps", "train_batch_size", "rollout_n", "ppo_mini_batch_size", "ppo_epochs", "val_n",
-                    "val_problems", "pass_k", "test_freq", "cpu_threads", "run_timeout_s"):
+        for key in (
+            "steps",
+            "train_batch_size",
+            "rollout_n",
+            "ppo_mini_batch_size",
+            "ppo_epochs",
+            "val_n",
+            "val_problems",
+            "pass_k",
+            "test_freq",
+            "cpu_threads",
+            "run_timeout_s",
+        ):
             if getattr(self, key) < 1:
                 raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(self, key)}")
         if self.train_batch_size % self.ppo_mini_batch_size:
@@ -157,7 +175,9 @@ class RunSettings:
         if self.pass_k > self.val_n:
             raise ValueError(f"--pass-k ({self.pass_k}) must be <= --val-n ({self.val_n}): pass@k needs k samples")
         if self.train_problems not in TRAIN_PROBLEMS:
-            raise ValueError(f"--train-problems must be one of {', '.join(TRAIN_PROBLEMS)}, got {self.train_problems!r}")
+            raise ValueError(
+                f"--train-problems must be one of {', '.join(TRAIN_PROBLEMS)}, got {self.train_problems!r}"
+            )
         if not (self.learning_rate >= 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"--learning-rate must be a number >= 0 (0 freezes the policy), got {self.learning_rate}")
 
@@ -231,16 +251,22 @@ def _off_policy_arms(settings: RunSettings, learning_rate: float = OFF_POLICY_LE
     short keeps where the methods can differ most."""
     arms = []
     for updates in (16, 4):
-        arm_settings = (("ppo_mini_batch_size", settings.train_batch_size // updates), ("ppo_epochs", 1),
-                        ("learning_rate", learning_rate))
+        arm_settings = (
+            ("ppo_mini_batch_size", settings.train_batch_size // updates),
+            ("ppo_epochs", 1),
+            ("learning_rate", learning_rate),
+        )
         base = f"grpo@{updates}"
         arms.append(Arm(base, "grpo", f"GRPO, {updates} upd/batch", None, arm_settings))
         for method in ("clip_higher", "maspo"):
-            arms.append(Arm(f"{method}@{updates}", method, f"{METHODS[method].label}, {updates} upd/batch", base,
-                            arm_settings))
+            arms.append(
+                Arm(f"{method}@{updates}", method, f"{METHODS[method].label}, {updates} upd/batch", base, arm_settings)
+            )
         if updates == 4:
             control = _frozen_policy_control(base, "@4")
-            arms.append(replace(control, label=f"{control.label}, 4 upd/batch", settings=(*arm_settings, *control.settings)))
+            arms.append(
+                replace(control, label=f"{control.label}, 4 upd/batch", settings=(*arm_settings, *control.settings))
+            )
     return tuple(arms)
 
 
@@ -250,7 +276,9 @@ def _sensitivity_arms() -> tuple[Arm, ...]:
     for alpha in (0.0, 0.3, 0.5):
         for beta in (0.0, 0.03, 0.1):
             overrides = (f"{MASPO_KEY}.alpha={alpha}", f"{MASPO_KEY}.beta_pos={beta}", f"{MASPO_KEY}.beta_neg={beta}")
-            arms.append(Arm(f"maspo_a{alpha}_b{beta}", "maspo", f"MASPO alpha {alpha} beta {beta}", "grpo", (), overrides))
+            arms.append(
+                Arm(f"maspo_a{alpha}_b{beta}", "maspo", f"MASPO alpha {alpha} beta {beta}", "grpo", (), overrides)
+            )
     return tuple(arms)
 
 
@@ -265,34 +293,49 @@ PILOT_SEED_SD = 0.03
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
-        (_method_arm("maspo"), _method_arm("grpo")), (0,), TESTBED,
+        (_method_arm("maspo"), _method_arm("grpo")),
+        (0,),
+        TESTBED,
         "about two minutes: shows both methods learn in verl's trainer; one seed gives no interval",
     ),
     "full": Preset(
-        (_method_arm("grpo"), _method_arm("maspo"), _frozen_policy_control()), tuple(range(5)), TESTBED,
+        (_method_arm("grpo"), _method_arm("maspo"), _frozen_policy_control()),
+        tuple(range(5)),
+        TESTBED,
         "MASPO vs GRPO with a positive control, as many paired seeds as fit 20 minutes on 2 cores",
         PILOT_SEED_SD,
     ),
     "paper": Preset(
-        (*(_method_arm(m) for m in PAPER_METHODS), _frozen_policy_control()), (0, 1, 2), TESTBED,
+        (*(_method_arm(m) for m in PAPER_METHODS), _frozen_policy_control()),
+        (0, 1, 2),
+        TESTBED,
         "the paper's main-result methods against GRPO at one shared setting, 3 seeds, with a positive control",
         PILOT_SEED_SD,
     ),
     "ablations": Preset(
-        (_method_arm("maspo", None), *(_method_arm(m, "maspo") for m in ABLATIONS),
-         _frozen_policy_control("maspo", method="maspo")), (0, 1, 2), TESTBED,
+        (
+            _method_arm("maspo", None),
+            *(_method_arm(m, "maspo") for m in ABLATIONS),
+            _frozen_policy_control("maspo", method="maspo"),
+        ),
+        (0, 1, 2),
+        TESTBED,
         "MASPO's three components, each switched off, against MASPO itself (what removing it costs, as the paper's "
         "ablation asks), 3 seeds, with a positive control",
         PILOT_SEED_SD,
     ),
     "off_policy": Preset(
-        _off_policy_arms(TESTBED), (0, 1, 2), TESTBED,
+        _off_policy_arms(TESTBED),
+        (0, 1, 2),
+        TESTBED,
         "the axis along which a trust region matters: 4 and 16 PPO updates per rollout batch (16: the paper's "
         "reported batch 512 / mini-batch 32), at lr 2.5e-4, where GRPO clips several percent of tokens",
         PILOT_SEED_SD,
     ),
     "sensitivity": Preset(
-        _sensitivity_arms(), (0, 1), TESTBED,
+        _sensitivity_arms(),
+        (0, 1),
+        TESTBED,
         "MASPO's alpha x beta grid (alpha 0 / 0.3 / 0.5, beta 0 / 0.03 / 0.1) against GRPO, like the paper's "
         "sensitivity analysis",
     ),
@@ -327,7 +370,9 @@ def _validation_outcomes(dump: str) -> dict[str, list[bool]]:
     from maspo_verl.experiments.evaluation.pass_at_k import is_correct
 
     outcomes: dict[str, list[bool]] = {}
-    for problem, correct in parse_jsonl(dump, lambda r: (f"{r.get('data_source', 'unknown')}/{r['input']}", is_correct(r))):
+    for problem, correct in parse_jsonl(
+        dump, lambda r: (f"{r.get('data_source', 'unknown')}/{r['input']}", is_correct(r))
+    ):
         outcomes.setdefault(problem, []).append(correct)
     return dict(sorted(outcomes.items()))
 
@@ -378,16 +423,22 @@ def summarize_run(run_dir: Path, settings: RunSettings) -> dict:
         "entropy_last": last("actor/entropy"),
         "pg_clipfrac_mean": mean("actor/pg_clipfrac"),
         "ppo_kl_mean": mean("actor/ppo_kl"),
-        "step_seconds_median": statistics.median(v for _, v in series["timing_s/step"]) if series.get("timing_s/step") else None,
+        "step_seconds_median": statistics.median(v for _, v in series["timing_s/step"])
+        if series.get("timing_s/step")
+        else None,
         "steps_logged": len(series.get("critic/score/mean", [])),
         "val_start_digest": _dump_digest(start_dump),
     }
     for key in sorted(k for k in series if k.startswith("actor/maspo/")):
         summary[key.replace("actor/", "") + "_mean"] = mean(key)
     if summary.get("maspo/gated_frac_pos_mean") is not None:
-        summary["maspo/gated_frac_mean"] = summary["maspo/gated_frac_pos_mean"] + summary.get("maspo/gated_frac_neg_mean", 0.0)
+        summary["maspo/gated_frac_mean"] = summary["maspo/gated_frac_pos_mean"] + summary.get(
+            "maspo/gated_frac_neg_mean", 0.0
+        )
     if summary["train_reward_first_quarter"] is not None:
-        summary["train_reward_quarter_rise"] = summary["train_reward_last_quarter"] - summary["train_reward_first_quarter"]
+        summary["train_reward_quarter_rise"] = (
+            summary["train_reward_last_quarter"] - summary["train_reward_first_quarter"]
+        )
     return summary
 
 
@@ -477,7 +528,7 @@ def weights_digest(model_dir: Path) -> str | None:
     return digest.hexdigest()[:20]
 
 
-def write_comparison_data(directory: Path, warmup: "WarmupSettings", settings: RunSettings) -> dict[str, Path]:
+def write_comparison_data(directory: Path, warmup: WarmupSettings, settings: RunSettings) -> dict[str, Path]:
     """train/val parquet of a comparison. One draw of the task under the warm-up's data seed, in order: the
     warm-up's training problems, then the `val_problems` held-out ones (the warm-up's own validation set is their
     start), then as many again as the warm-up had, unseen by both. RL trains on the first block
@@ -486,8 +537,8 @@ def write_comparison_data(directory: Path, warmup: "WarmupSettings", settings: R
 
     extra = warmup.num_train if settings.train_problems == "unseen" else 0
     problems, _ = make_problems(warmup.task, warmup.num_train + settings.val_problems + extra, 0, warmup.data_seed)
-    held_out = problems[warmup.num_train:warmup.num_train + settings.val_problems]
-    train = problems[warmup.num_train + settings.val_problems:] if extra else problems[:warmup.num_train]
+    held_out = problems[warmup.num_train : warmup.num_train + settings.val_problems]
+    train = problems[warmup.num_train + settings.val_problems :] if extra else problems[: warmup.num_train]
     train_path, val_path = write_problem_parquet(directory, train, held_out, warmup.task.data_source)
     return {"train": train_path, "val": val_path}
 
@@ -545,8 +596,17 @@ class Progress:
         self.bar.close()
 
 
-def _run_one(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: Path, run_dir: Path,
-             script: Path, progress: Progress, resume: bool) -> RunResult:
+def _run_one(
+    arm: Arm,
+    seed: int,
+    settings: RunSettings,
+    data: dict,
+    model_dir: Path,
+    run_dir: Path,
+    script: Path,
+    progress: Progress,
+    resume: bool,
+) -> RunResult:
     fingerprint = run_fingerprint(arm, seed, settings, data, model_dir)
     weights = weights_digest(model_dir)
     record_path = run_dir / RUN_RECORD
@@ -556,8 +616,10 @@ def _run_one(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: 
         # records from before weights were kept, or no weights to compare with: as before
         same_weights = weights is None or record.get("weights") in (None, weights)
         if finished and not same_weights:
-            progress.bar.write(f"[compare] {arm.name} seed {seed}: the finished run in {run_dir} started from other "
-                               "warm-up weights (built on another machine?): redone from this machine's")
+            progress.bar.write(
+                f"[compare] {arm.name} seed {seed}: the finished run in {run_dir} started from other "
+                "warm-up weights (built on another machine?): redone from this machine's"
+            )
         elif finished:
             # run_dir as it is now: an output folder moved or unpacked elsewhere is still read from where it is;
             # its numbers read again from its logs, so a report always has this version's summary keys
@@ -566,29 +628,48 @@ def _run_one(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: 
                 result.summary = summarize_run(run_dir, settings)
             except (OSError, ValueError):
                 pass  # logs not kept (e.g. an archive of records only): the recorded numbers
-            progress.finished(f"{arm.name}-seed{seed}", settings.steps, f"[compare] {arm.name} seed {seed}: reused {run_dir}")
+            progress.finished(
+                f"{arm.name}-seed{seed}", settings.steps, f"[compare] {arm.name} seed {seed}: reused {run_dir}"
+            )
             return result
     if run_dir.exists():
         shutil.rmtree(run_dir)  # unfinished or made with other settings: redo it whole
     name = f"{arm.name}-seed{seed}"
     run = run_cpu_training(
-        run_dir, settings.steps, run_overrides(arm, seed, run_dir), settings.run_timeout_s,
-        run_environment(arm, settings, data, model_dir), script=script, log_name="verl.log",
+        run_dir,
+        settings.steps,
+        run_overrides(arm, seed, run_dir),
+        settings.run_timeout_s,
+        run_environment(arm, settings, data, model_dir),
+        script=script,
+        log_name="verl.log",
         on_line=progress.watcher(name),
     )
     if run.return_code != 0:
-        reason = f"timed out after {settings.run_timeout_s}s" if run.return_code == -1 else f"exit code {run.return_code}"
+        reason = (
+            f"timed out after {settings.run_timeout_s}s" if run.return_code == -1 else f"exit code {run.return_code}"
+        )
         result = RunResult(arm.name, seed, False, run.seconds, str(run_dir), f"{reason}; see {run.log_path}")
     else:
         try:
-            result = RunResult(arm.name, seed, True, run.seconds, str(run_dir), summary=summarize_run(run_dir, settings),
-                               environment=machine_and_packages())
+            result = RunResult(
+                arm.name,
+                seed,
+                True,
+                run.seconds,
+                str(run_dir),
+                summary=summarize_run(run_dir, settings),
+                environment=machine_and_packages(),
+            )
         except (OSError, ValueError) as error:
             result = RunResult(arm.name, seed, False, run.seconds, str(run_dir), f"{error}; see {run.log_path}")
     if result.ok:  # written last: its presence means the run finished
         record_path.write_text(json.dumps({"fingerprint": fingerprint, "weights": weights, "result": asdict(result)}))
-    line = (f"val acc {result.summary['val_acc_start']:.3f} -> {result.summary['val_acc_final']:.3f}"
-            if result.ok else f"FAILED: {result.error}")
+    line = (
+        f"val acc {result.summary['val_acc_start']:.3f} -> {result.summary['val_acc_final']:.3f}"
+        if result.ok
+        else f"FAILED: {result.error}"
+    )
     progress.finished(name, settings.steps, f"[compare] {arm.name} seed {seed}: {line} ({result.seconds:.0f}s)")
     return result
 
@@ -611,7 +692,10 @@ def step0_check(results: list[RunResult]) -> dict[int, dict]:
     for result in results:
         if result.ok:
             by_seed.setdefault(result.seed, {})[result.arm] = result.summary["val_start_digest"]
-    return {seed: {"identical": len(set(digests.values())) == 1, "digests": digests} for seed, digests in sorted(by_seed.items())}
+    return {
+        seed: {"identical": len(set(digests.values())) == 1, "digests": digests}
+        for seed, digests in sorted(by_seed.items())
+    }
 
 
 def environment_check(results: list[RunResult]) -> dict[int, dict]:
@@ -637,13 +721,27 @@ def environment_check(results: list[RunResult]) -> dict[int, dict]:
     return checks
 
 
-PER_ARM_METRICS = ("val_acc_start", "val_acc_final", "val_acc_rise", "train_reward_mean", "train_reward_first_quarter",
-                   "train_reward_last_quarter", "train_reward_quarter_rise", "entropy_last", "pg_clipfrac_mean",
-                   "ppo_kl_mean", "maspo/gated_frac_mean", "maspo/gate_weight_mean_mean", "step_seconds_median")
+PER_ARM_METRICS = (
+    "val_acc_start",
+    "val_acc_final",
+    "val_acc_rise",
+    "train_reward_mean",
+    "train_reward_first_quarter",
+    "train_reward_last_quarter",
+    "train_reward_quarter_rise",
+    "entropy_last",
+    "pg_clipfrac_mean",
+    "ppo_kl_mean",
+    "maspo/gated_frac_mean",
+    "maspo/gate_weight_mean_mean",
+    "step_seconds_median",
+)
 ALPHA = 0.05
 
 
-def analyse(arms: list[Arm], results: list[RunResult], settings: RunSettings, pilot_seed_sd: float | None = None) -> dict:
+def analyse(
+    arms: list[Arm], results: list[RunResult], settings: RunSettings, pilot_seed_sd: float | None = None
+) -> dict:
     """Per arm: means over seeds with 95% t-intervals; per arm vs its baseline: the paired t over seeds.
 
     Each metric of COMPARED_METRICS (and pass@k) is compared per seed; the p-values of one metric over all the
@@ -694,9 +792,16 @@ def analyse(arms: list[Arm], results: list[RunResult], settings: RunSettings, pi
     comparisons = max(1, sum(PRIMARY in pair for pair in paired.values()))
     planned = None
     if pilot_seed_sd is not None and seeds >= 2:
-        planned = {"pilot_seed_sd": pilot_seed_sd, "seeds": seeds, "comparisons": comparisons, "alpha": ALPHA,
-                   "power": 0.8, "minimum_detectable_difference": stats.planned_minimum_detectable_difference(
-                       pilot_seed_sd, seeds, comparisons, ALPHA, 0.8)}
+        planned = {
+            "pilot_seed_sd": pilot_seed_sd,
+            "seeds": seeds,
+            "comparisons": comparisons,
+            "alpha": ALPHA,
+            "power": 0.8,
+            "minimum_detectable_difference": stats.planned_minimum_detectable_difference(
+                pilot_seed_sd, seeds, comparisons, ALPHA, 0.8
+            ),
+        }
     instrument = {
         "baselines_learn": {
             arm.name: {
@@ -705,7 +810,8 @@ def analyse(arms: list[Arm], results: list[RunResult], settings: RunSettings, pi
                 "rise_interval_excludes_0": (per_arm[arm.name].get("val_acc_rise") or {}).get("low") is not None
                 and per_arm[arm.name]["val_acc_rise"]["low"] > 0,
             }
-            for arm in arms if arm.baseline is None and arm.name in per_arm
+            for arm in arms
+            if arm.baseline is None and arm.name in per_arm
         },
         "controls_detected": {name: pair.get("control_detected") for name, pair in paired.items() if pair["expected"]},
     }
@@ -737,26 +843,46 @@ def _verdict_cell(pair: dict) -> str:
         return "-"
     text = comparison["verdict"]
     if pair.get("expected"):
-        text += (" (control: detected)" if pair.get("control_detected")
-                 else " (control NOT detected: this testbed cannot judge the methods)")
+        text += (
+            " (control: detected)"
+            if pair.get("control_detected")
+            else " (control NOT detected: this testbed cannot judge the methods)"
+        )
     return text
 
 
 def _trust_region_cells(arm: Arm, numbers: dict) -> list[str]:
     """GRPO-style clip fraction, MASPO's gated fraction and gate weight: three quantities, three columns."""
     is_maspo = METHODS[arm.method].loss_mode == "maspo"
-    return ["-" if is_maspo else _mean(numbers, "pg_clipfrac_mean"),
-            _mean(numbers, "maspo/gated_frac_mean") if is_maspo else "-",
-            _mean(numbers, "maspo/gate_weight_mean_mean") if is_maspo else "-"]
+    return [
+        "-" if is_maspo else _mean(numbers, "pg_clipfrac_mean"),
+        _mean(numbers, "maspo/gated_frac_mean") if is_maspo else "-",
+        _mean(numbers, "maspo/gate_weight_mean_mean") if is_maspo else "-",
+    ]
 
 
 def format_table(arms: list[Arm], analysis: dict, settings: RunSettings) -> str:
     """The Markdown table of comparison.md: every number of the report, one row per arm."""
     k = settings.pass_k
-    header = ["arm", "seeds", "val acc start", "val acc final [95% CI]", "rise from step 0 [95% CI]",
-              "train reward 1st -> last quarter", f"pass@{k} final", "Δ val acc vs baseline [95% CI]", "p", "p (Holm)",
-              "verdict (val acc)", "Δ train reward AUC [95% CI]", "p (Holm)", f"Δ pass@{k} [95% CI]", "clip frac",
-              "gated frac", "gate w"]
+    header = [
+        "arm",
+        "seeds",
+        "val acc start",
+        "val acc final [95% CI]",
+        "rise from step 0 [95% CI]",
+        "train reward 1st -> last quarter",
+        f"pass@{k} final",
+        "Δ val acc vs baseline [95% CI]",
+        "p",
+        "p (Holm)",
+        "verdict (val acc)",
+        "Δ train reward AUC [95% CI]",
+        "p (Holm)",
+        f"Δ pass@{k} [95% CI]",
+        "clip frac",
+        "gated frac",
+        "gate w",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for arm in arms:
         numbers = analysis["per_arm"].get(arm.name)
@@ -789,34 +915,51 @@ def format_table(arms: list[Arm], analysis: dict, settings: RunSettings) -> str:
 def _notes(analysis: dict) -> list[str]:
     notes = []
     if any(pair.get(PRIMARY, {}).get("p_value") is None for pair in analysis["paired"].values()):
-        notes.append("One seed: a difference but no interval and no p. One training run says nothing about how a "
-                     "rerun with another seed would differ; run more seeds (e.g. --preset full).")
+        notes.append(
+            "One seed: a difference but no interval and no p. One training run says nothing about how a "
+            "rerun with another seed would differ; run more seeds (e.g. --preset full)."
+        )
     planned = analysis.get("planned")
     if planned:
-        notes.append(f"Planned minimum detectable difference of final val acc (fixed before the runs): "
-                     f"{planned['minimum_detectable_difference']:.3f} at {planned['power']:.0%} power, "
-                     f"{planned['seeds']} seeds, Holm family of {planned['comparisons']}, pilot seed-level sd "
-                     f"{planned['pilot_seed_sd']:.3f}.")
+        notes.append(
+            f"Planned minimum detectable difference of final val acc (fixed before the runs): "
+            f"{planned['minimum_detectable_difference']:.3f} at {planned['power']:.0%} power, "
+            f"{planned['seeds']} seeds, Holm family of {planned['comparisons']}, pilot seed-level sd "
+            f"{planned['pilot_seed_sd']:.3f}."
+        )
     for name, learns in analysis["instrument"]["baselines_learn"].items():
         rise, quarters = learns["val_acc_rise"], learns["train_reward_quarter_rise"]
         if rise:
-            notes.append(f"{name} learns: val acc rise from step 0 {_with_interval(rise, signed=True)}; training "
-                         f"reward last minus first quarter {_with_interval(quarters, signed=True)}.")
+            notes.append(
+                f"{name} learns: val acc rise from step 0 {_with_interval(rise, signed=True)}; training "
+                f"reward last minus first quarter {_with_interval(quarters, signed=True)}."
+            )
     for name, detected in analysis["instrument"]["controls_detected"].items():
         if detected is False:
-            notes.append(f"The positive control {name} was NOT detected: the testbed cannot see a known effect, so "
-                         "a null result for a method here is no evidence of no effect.")
+            notes.append(
+                f"The positive control {name} was NOT detected: the testbed cannot see a known effect, so "
+                "a null result for a method here is no evidence of no effect."
+            )
     return [""] + [f"- {note}" for note in notes] if notes else []
 
 
-TERMINAL_COLUMNS = ((22, "arm"), (5, "seeds"), (13, "acc 0->final"), (24, "Δ acc vs base [95% CI]"),
-                    (7, "p Holm"), (24, "verdict"))
+TERMINAL_COLUMNS = (
+    (22, "arm"),
+    (5, "seeds"),
+    (13, "acc 0->final"),
+    (24, "Δ acc vs base [95% CI]"),
+    (7, "p Holm"),
+    (24, "verdict"),
+)
 
 
 def format_terminal_table(arms: list[Arm], analysis: dict) -> str:
-    """The same comparison in <= 100 columns for a terminal: arm (by name), final accuracy, its difference and verdict."""
+    """The comparison in <= 100 columns for a terminal: arm (by name), final accuracy, its difference and verdict."""
+
     def row(cells):
-        return " ".join(str(cell)[:width].ljust(width) for (width, _), cell in zip(TERMINAL_COLUMNS, cells)).rstrip()
+        return " ".join(
+            str(cell)[:width].ljust(width) for (width, _), cell in zip(TERMINAL_COLUMNS, cells, strict=True)
+        ).rstrip()
 
     lines = [row([title for _, title in TERMINAL_COLUMNS])]
     for arm in arms:
@@ -826,14 +969,21 @@ def format_terminal_table(arms: list[Arm], analysis: dict) -> str:
             continue
         pair = analysis["paired"].get(arm.name, {})
         primary = pair.get(PRIMARY)
-        verdict = _verdict_cell(pair).replace(" (control NOT detected: this testbed cannot judge the methods)",
-                                              " (control MISSED)")
-        lines.append(row([
-            arm.name, len(numbers["seeds"]), f"{_mean(numbers, 'val_acc_start')}->{_mean(numbers, 'val_acc_final')}",
-            _with_interval(primary, signed=True) if primary else "(baseline)",
-            _p(primary["p_holm"]) if primary else "", verdict.replace("(control: detected)", "(control ok)")
-            if primary else "",
-        ]))
+        verdict = _verdict_cell(pair).replace(
+            " (control NOT detected: this testbed cannot judge the methods)", " (control MISSED)"
+        )
+        lines.append(
+            row(
+                [
+                    arm.name,
+                    len(numbers["seeds"]),
+                    f"{_mean(numbers, 'val_acc_start')}->{_mean(numbers, 'val_acc_final')}",
+                    _with_interval(primary, signed=True) if primary else "(baseline)",
+                    _p(primary["p_holm"]) if primary else "",
+                    verdict.replace("(control: detected)", "(control ok)") if primary else "",
+                ]
+            )
+        )
     return "\n".join(lines + [textwrap.fill(line, 100, subsequent_indent="  ") for line in _notes(analysis)])
 
 
@@ -886,8 +1036,10 @@ def _parse_methods(text: str) -> list[Arm]:
     methods = [METHOD_ALIASES.get(part.strip(), part.strip()) for part in text.split(",") if part.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        raise ValueError(f"unknown method(s) {unknown or [text]}; choose from {', '.join(METHODS)} "
-                         f"(also {', '.join(f'{alias} = {name}' for alias, name in METHOD_ALIASES.items())})")
+        raise ValueError(
+            f"unknown method(s) {unknown or [text]}; choose from {', '.join(METHODS)} "
+            f"(also {', '.join(f'{alias} = {name}' for alias, name in METHOD_ALIASES.items())})"
+        )
     if len(set(methods)) != len(methods):
         raise ValueError(f"--methods lists a method twice: {text!r}")
     baseline = BASELINE_METHOD if BASELINE_METHOD in methods else None
@@ -905,29 +1057,52 @@ def default_jobs() -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m maspo_verl.sandbox.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m maspo_verl.sandbox.compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
-    parser.add_argument("--methods", help=f"comma-separated, from: {', '.join(METHODS)} (replaces the preset's arms; "
-                                          "verl's name vanilla is accepted for grpo)")
+    parser.add_argument(
+        "--methods",
+        help=f"comma-separated, from: {', '.join(METHODS)} (replaces the preset's arms; "
+        "verl's name vanilla is accepted for grpo)",
+    )
     parser.add_argument("--seeds", help="comma-separated integers (preset's by default)")
-    parser.add_argument("--arms", help="comma-separated arm names: run or report only these of the preset's arms "
-                                       "(with their baselines), e.g. grpo@16,maspo@16")
+    parser.add_argument(
+        "--arms",
+        help="comma-separated arm names: run or report only these of the preset's arms "
+        "(with their baselines), e.g. grpo@16,maspo@16",
+    )
     for settings_field in fields(RunSettings):
         default = getattr(RunSettings(), settings_field.name)
-        parser.add_argument(f"--{settings_field.name.replace('_', '-')}", type=type(default), default=None,
-                            help=f"(preset's by default; quick: {default})")
+        parser.add_argument(
+            f"--{settings_field.name.replace('_', '-')}",
+            type=type(default),
+            default=None,
+            help=f"(preset's by default; quick: {default})",
+        )
     parser.add_argument("--jobs", type=int, default=None, help=f"runs side by side (default here: {default_jobs()})")
     parser.add_argument("--fresh", action="store_true", help="redo finished runs instead of reusing them")
-    parser.add_argument("--output-dir", default=None, help="where runs, JSON and PNG go (default: runs/compare-<preset>)")
-    parser.add_argument("--cache-dir", default=None, help="warm-up model cache (default: $MASPO_VERL_CACHE or ~/.cache/maspo_verl)")
-    parser.add_argument("--script", default=str(CPU_SCRIPT), help="the CPU training script (default: the packaged maspo_verl/sandbox/tiny/train_cpu.sh)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (lines per validation and run stay)")
+    parser.add_argument(
+        "--output-dir", default=None, help="where runs, JSON and PNG go (default: runs/compare-<preset>)"
+    )
+    parser.add_argument(
+        "--cache-dir", default=None, help="warm-up model cache (default: $MASPO_VERL_CACHE or ~/.cache/maspo_verl)"
+    )
+    parser.add_argument(
+        "--script",
+        default=str(CPU_SCRIPT),
+        help="the CPU training script (default: the packaged maspo_verl/sandbox/tiny/train_cpu.sh)",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (lines per validation and run stay)"
+    )
     return parser
 
 
 def _interrupt_on_sigterm() -> None:
     """SIGTERM (a scheduler, `kill`) stops the comparison like Ctrl-C: runs under way are killed, finished ones kept."""
+
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
@@ -978,13 +1153,17 @@ def main(argv: list[str] | None = None) -> int:
 
     warmup_settings = WarmupSettings()
     runs_total = len(arms) * len(seeds)
-    print(f"[compare] preset {args.preset}: {len(arms)} arm(s) x {len(seeds)} seed(s) = {runs_total} main_ppo runs, "
-          f"{jobs} at a time; output {output_dir}")
+    print(
+        f"[compare] preset {args.preset}: {len(arms)} arm(s) x {len(seeds)} seed(s) = {runs_total} main_ppo runs, "
+        f"{jobs} at a time; output {output_dir}"
+    )
     print(f"[compare] why these settings: {preset.reason if not args.methods else 'chosen on the command line'}")
     started = time.monotonic()
     model_dir, warmup, reused = cached_warmup(warmup_settings, args.cache_dir)
-    print(f"[compare] warm-up model {'reused from' if reused else 'trained into'} {model_dir} "
-          f"(greedy val accuracy {warmup['val_greedy_accuracy']:.2f})")
+    print(
+        f"[compare] warm-up model {'reused from' if reused else 'trained into'} {model_dir} "
+        f"(greedy val accuracy {warmup['val_greedy_accuracy']:.2f})"
+    )
     data = write_comparison_data(output_dir / "data", warmup_settings, settings)
 
     jobs_list = [(arm, seed) for seed in seeds for arm in arms]  # interleaved: drift hits all arms alike
@@ -995,8 +1174,18 @@ def main(argv: list[str] | None = None) -> int:
     executor = ThreadPoolExecutor(max_workers=jobs)
     try:
         futures = [
-            executor.submit(_run_one, arm, seed, arm.run_settings(settings), data, model_dir,
-                            output_dir / "runs" / f"{arm.name}-seed{seed}", script, progress, not args.fresh)
+            executor.submit(
+                _run_one,
+                arm,
+                seed,
+                arm.run_settings(settings),
+                data,
+                model_dir,
+                output_dir / "runs" / f"{arm.name}-seed{seed}",
+                script,
+                progress,
+                not args.fresh,
+            )
             for arm, seed in jobs_list
         ]
         for future in futures:
@@ -1005,8 +1194,11 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
         executor.shutdown(wait=False, cancel_futures=True)
         killed = kill_live_runs()
-        print(f"\n[compare] interrupted: killed {killed} run(s) under way; finished runs are kept in {output_dir / 'runs'} "
-              "and reused by the same command", file=sys.stderr)
+        print(
+            f"\n[compare] interrupted: killed {killed} run(s) under way; finished runs are kept in "
+            f"{output_dir / 'runs'} and reused by the same command",
+            file=sys.stderr,
+        )
     finally:
         executor.shutdown(wait=not interrupted)
         progress.close()
@@ -1035,29 +1227,41 @@ def main(argv: list[str] | None = None) -> int:
     (output_dir / "comparison.json").write_text(json.dumps(report, indent=2))
     for seed, check in pairing.items():
         if not check["identical"]:
-            print(f"[compare] WARNING: seed {seed}: the arms' step-0 validations differ ({check['digests']}): "
-                  "the runs are not paired; differences carry sampling noise", file=sys.stderr)
+            print(
+                f"[compare] WARNING: seed {seed}: the arms' step-0 validations differ ({check['digests']}): "
+                "the runs are not paired; differences carry sampling noise",
+                file=sys.stderr,
+            )
     for seed, check in environments.items():
         if check["identical"] is None and check["environments"]:
-            print(f"[compare] note: seed {seed}: {', '.join(check['unrecorded'])} have no environment record (runs "
-                  "from before records were kept), so whether they ran where the other arms did is unknown",
-                  file=sys.stderr)
+            print(
+                f"[compare] note: seed {seed}: {', '.join(check['unrecorded'])} have no environment record (runs "
+                "from before records were kept), so whether they ran where the other arms did is unknown",
+                file=sys.stderr,
+            )
         if check["identical"] is False:
-            print(f"[compare] WARNING: seed {seed}: its arms were run on different machines or package versions "
-                  f"({check['environments']}): they may differ by float paths, not only by method; rerun them in one "
-                  "environment (--fresh) for a paired comparison", file=sys.stderr)
+            print(
+                f"[compare] WARNING: seed {seed}: its arms were run on different machines or package versions "
+                f"({check['environments']}): they may differ by float paths, not only by method; rerun them in one "
+                "environment (--fresh) for a paired comparison",
+                file=sys.stderr,
+            )
     if analysis["per_arm"]:
         (output_dir / "comparison.md").write_text(format_table(arms, analysis, settings) + "\n")
         print(format_terminal_table(arms, analysis))
         print(f"[compare] every number, as a Markdown table: {output_dir / 'comparison.md'}")
         if importlib.util.find_spec("matplotlib") is None:  # the `plot` extra: the runs and the table need none of it
-            print("[compare] learning_curves.png not drawn: matplotlib is not installed (pip install 'maspo-verl[plot]')",
-                  file=sys.stderr)
+            print(
+                "[compare] learning_curves.png not drawn: matplotlib is not installed (pip install 'maspo-verl[plot]')",
+                file=sys.stderr,
+            )
         else:
             plot(arms, results, output_dir / "learning_curves.png")
     failed = [r for r in results if not r.ok]
-    print(f"[compare] {len(results) - len(failed)}/{len(results)} runs ok ({sum(r.reused for r in results)} reused) in "
-          f"{report['wall_seconds'] / 60:.1f} min; wrote {output_dir / 'comparison.json'}")
+    print(
+        f"[compare] {len(results) - len(failed)}/{len(results)} runs ok ({sum(r.reused for r in results)} reused) in "
+        f"{report['wall_seconds'] / 60:.1f} min; wrote {output_dir / 'comparison.json'}"
+    )
     return 1 if failed else 0
 
 

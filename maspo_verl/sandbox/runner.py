@@ -73,7 +73,9 @@ class RunSummary:
         }
 
     def maspo_metric_keys(self) -> set[str]:
-        return {key for metrics in self.metrics_by_step.values() for key in metrics if key.startswith(MASPO_METRIC_PREFIX)}
+        return {
+            key for metrics in self.metrics_by_step.values() for key in metrics if key.startswith(MASPO_METRIC_PREFIX)
+        }
 
     def problems(self, expected_steps: int) -> list[str]:
         """Everything that falls short of a complete MASPO run of `expected_steps` steps."""
@@ -83,7 +85,9 @@ class RunSummary:
         if self.training_steps != list(range(1, expected_steps + 1)):
             found.append(f"verl logged training steps {self.training_steps}, expected 1..{expected_steps}")
         if len(self.validation) < 2:
-            found.append(f"verl logged validation at steps {sorted(self.validation)}, expected before and after training")
+            found.append(
+                f"verl logged validation at steps {sorted(self.validation)}, expected before and after training"
+            )
         if not self.maspo_metric_keys():
             found.append("no actor/maspo/* metric: loss_mode=maspo did not run inside verl's Ray workers")
         if self.checkpoint is None:
@@ -174,9 +178,12 @@ def run_cpu_training(
             return summary
         kept = log_path.with_name(f"{log_name}.ray-start-{attempt}")
         log_path.replace(kept)
-        print(f"[e2e] Ray or torch.distributed failed to start up in {workdir} (an overloaded machine, a taken port?); "
-              f"starting the run again ({attempt + 1}/{start_up_attempts}); that attempt's log: {kept}",
-              file=sys.stderr, flush=True)
+        print(
+            f"[e2e] Ray or torch.distributed failed to start up in {workdir} (an overloaded machine, a taken port?); "
+            f"starting the run again ({attempt + 1}/{start_up_attempts}); that attempt's log: {kept}",
+            file=sys.stderr,
+            flush=True,
+        )
     return summary
 
 
@@ -263,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="maspo_e2e_"))
-    print(f"e2e: training MASPO with verl's main_ppo on CPU in {workdir} (log: {workdir / 'train.log'}) ...", flush=True)
+    print(
+        f"e2e: training MASPO with verl's main_ppo on CPU in {workdir} (log: {workdir / 'train.log'}) ...", flush=True
+    )
     try:
         summary = run_cpu_training(workdir, steps=args.steps, timeout=args.timeout)
     except (OSError, UnsupportedVerlVersion) as error:

@@ -23,8 +23,8 @@ dicts (NaN and infinity -> None).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -169,12 +169,19 @@ def paired_seed_difference(
     differences = method - baseline
     seeds = int(differences.size)
     mean_difference = float(differences.mean())
-    common = dict(metric=metric, method=float(method.mean()), baseline=float(baseline.mean()),
-                  difference=mean_difference, seeds=seeds, confidence=confidence,
-                  per_seed=[float(d) for d in differences])
+    common = dict(
+        metric=metric,
+        method=float(method.mean()),
+        baseline=float(baseline.mean()),
+        difference=mean_difference,
+        seeds=seeds,
+        confidence=confidence,
+        per_seed=[float(d) for d in differences],
+    )
     if seeds == 1:
-        return SeedDifference(low=math.nan, high=math.nan, standard_error=math.nan, degrees_of_freedom=0,
-                              p_value=math.nan, **common)
+        return SeedDifference(
+            low=math.nan, high=math.nan, standard_error=math.nan, degrees_of_freedom=0, p_value=math.nan, **common
+        )
     standard_error = float(differences.std(ddof=1)) / math.sqrt(seeds)
     if standard_error == 0.0:  # scipy gives NaN here; the data are unambiguous
         p_value = 1.0 if mean_difference == 0.0 else 0.0
@@ -183,8 +190,9 @@ def paired_seed_difference(
         test = stats.ttest_rel(method, baseline)
         p_value = float(test.pvalue)
         low, high = (float(bound) for bound in test.confidence_interval(confidence))
-    return SeedDifference(low=low, high=high, standard_error=standard_error, degrees_of_freedom=seeds - 1,
-                          p_value=p_value, **common)
+    return SeedDifference(
+        low=low, high=high, standard_error=standard_error, degrees_of_freedom=seeds - 1, p_value=p_value, **common
+    )
 
 
 def holm_adjust(p_values: Mapping[str, float]) -> dict[str, float]:

@@ -37,7 +37,14 @@ __all__ = [
 
 # Column order of the paper's main table.
 BENCHMARK_ORDER = ("aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench")
-_TITLES = {"aime24": "AIME24", "aime25": "AIME25", "amc23": "AMC23", "math500": "MATH500", "minerva": "Minerva", "olympiadbench": "Olympiad"}
+_TITLES = {
+    "aime24": "AIME24",
+    "aime25": "AIME25",
+    "amc23": "AMC23",
+    "math500": "MATH500",
+    "minerva": "Minerva",
+    "olympiadbench": "Olympiad",
+}
 
 
 def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
@@ -71,7 +78,11 @@ def latest_dump(path: str, step: int | None = None) -> str:
         return path
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such validation dump file or folder")
-    steps = {int(name[: -len(".jsonl")]): name for name in os.listdir(path) if name.endswith(".jsonl") and name[: -len(".jsonl")].isdigit()}
+    steps = {
+        int(name[: -len(".jsonl")]): name
+        for name in os.listdir(path)
+        if name.endswith(".jsonl") and name[: -len(".jsonl")].isdigit()
+    }
     if not steps:
         raise FileNotFoundError(f"{path}: no <step>.jsonl validation dumps (set trainer.validation_data_dir)")
     if step is not None and step not in steps:
@@ -92,6 +103,7 @@ def load_generations(path: str) -> dict[str, dict[str, list[bool]]]:
 
     A problem is the prompt uid verl writes (`uid` minus its `_<session>_<index>` suffix), else the input text.
     """
+
     def outcome(record: dict) -> tuple[str, str, bool]:
         uid = record.get("uid")
         problem = str(uid).rsplit("_", 2)[0] if uid is not None else str(record.get("input"))
@@ -151,7 +163,9 @@ def format_table(rows: list[tuple[str, list[BenchmarkResult]]], k: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m maspo_verl.experiments.evaluation.pass_at_k", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m maspo_verl.experiments.evaluation.pass_at_k", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("dumps", nargs="+", help="validation_data_dir folders or <step>.jsonl files, one per run")
     parser.add_argument("--label", action="append", default=[], help="row label per dump, in order (default: the path)")
     parser.add_argument("--k", type=int, default=32, help="k of Avg@k / Pass@k (default 32, the paper's)")

@@ -51,7 +51,9 @@ def _load_tensorboard(folder: str) -> Series:
 
     accumulator = EventAccumulator(folder, size_guidance={"scalars": 0})
     accumulator.Reload()
-    return {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+    return {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
+    }
 
 
 def load_log(path: str) -> Series:
@@ -132,7 +134,9 @@ def plot_runs(runs: list[Series], labels: list[str], output: str, panels=DEFAULT
             points = _averaged(run, keys) if average else run.get(keys[0], [])
             if points:
                 steps, values = zip(*points, strict=True)
-                axis.plot(steps, values, label=label, color=color, marker="o" if len(points) < 20 else None, markersize=3)
+                axis.plot(
+                    steps, values, label=label, color=color, marker="o" if len(points) < 20 else None, markersize=3
+                )
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
@@ -148,9 +152,13 @@ def plot_runs(runs: list[Series], labels: list[str], output: str, panels=DEFAULT
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m maspo_verl.experiments.evaluation.plot", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m maspo_verl.experiments.evaluation.plot", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("logs", nargs="+", help="metrics.jsonl files (verl file logger) or TensorBoard folders")
-    parser.add_argument("--label", action="append", default=[], help="legend label per log, in order (default: file name)")
+    parser.add_argument(
+        "--label", action="append", default=[], help="legend label per log, in order (default: file name)"
+    )
     parser.add_argument("-o", "--output", default="training_dynamics.png", help="PNG to write")
     args = parser.parse_args(argv)
     if args.label and len(args.label) != len(args.logs):

@@ -1,4 +1,5 @@
-"""Write the tiny task's data and model: `python -m maspo_verl.sandbox.tiny --out DIR [--num-train N] [--num-val M] [--seed S]`."""
+"""Write the tiny task's data and model:
+`python -m maspo_verl.sandbox.tiny --out DIR [--num-train N] [--num-val M] [--seed S]`."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Union
+from typing import ClassVar
 
 from maspo_verl.sandbox.tiny.tokenizer import BOXED_OPEN
 
@@ -52,12 +52,14 @@ class ArithmeticTask:
             raise ValueError(f"task.max_digits must be in 1..4, got {self.max_digits}")
         unknown = sorted(set(self.operators) - {"+", "-", "*"})
         if not self.operators or unknown:
-            raise ValueError(f"task.operators must be a non-empty subset of ['+', '-', '*'], got {list(self.operators)}")
+            raise ValueError(
+                f"task.operators must be a non-empty subset of ['+', '-', '*'], got {list(self.operators)}"
+            )
 
     def num_distinct(self) -> int:
         return (10**self.max_digits) ** 2 * len(self.operators)
 
-    def draw(self, rng: random.Random) -> "ArithmeticProblem":
+    def draw(self, rng: random.Random) -> ArithmeticProblem:
         upper = 10**self.max_digits
         left, right, operator = rng.randrange(upper), rng.randrange(upper), rng.choice(self.operators)
         if operator == "-" and right > left:
@@ -80,12 +82,12 @@ class SortingTask:
     def num_distinct(self) -> int:
         return 10**self.length
 
-    def draw(self, rng: random.Random) -> "ArithmeticProblem":
+    def draw(self, rng: random.Random) -> ArithmeticProblem:
         digits = [rng.randrange(10) for _ in range(self.length)]
         return ArithmeticProblem("".join(map(str, digits)) + "=", "".join(map(str, sorted(digits))))
 
 
-Task = Union[ArithmeticTask, SortingTask]
+Task = ArithmeticTask | SortingTask
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,9 @@ def make_problems(
 ) -> tuple[list[ArithmeticProblem], list[ArithmeticProblem]]:
     """Disjoint train and validation problems, drawn without replacement under `seed`."""
     if num_train + num_val > task.num_distinct():
-        raise ValueError(f"num_train + num_val = {num_train + num_val} exceeds the {task.num_distinct()} distinct problems")
+        raise ValueError(
+            f"num_train + num_val = {num_train + num_val} exceeds the {task.num_distinct()} distinct problems"
+        )
     rng = random.Random(seed)
     chosen: set[str] = set()
     problems = []

@@ -26,8 +26,7 @@ SIGNS = ("+", "-", "*", "=", "{", "}", SPACE, NEWLINE)
 
 # Qwen2's ChatML turns; the generation prompt ends with the assistant header.
 CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    + TURN_START + "{{ message['role'] }}\n{{ message['content'] }}" + TURN_END + "\n"
+    "{% for message in messages %}" + TURN_START + "{{ message['role'] }}\n{{ message['content'] }}" + TURN_END + "\n"
     "{% endfor %}"
     "{% if add_generation_prompt %}" + TURN_START + "assistant\n{% endif %}"
 )

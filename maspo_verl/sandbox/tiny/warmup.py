@@ -62,7 +62,12 @@ class WarmupSettings:
         import torch
         import transformers
 
-        payload = {**asdict(self), "task_kind": type(self.task).__name__, "torch": torch.__version__, "transformers": transformers.__version__}
+        payload = {
+            **asdict(self),
+            "task_kind": type(self.task).__name__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -132,16 +137,21 @@ def greedy_accuracy(model, tokenizer, problems, max_new_tokens: int = 8) -> floa
         for problem in problems:
             prompt_ids, _ = _encode(tokenizer, problem.prompt, None)
             output = model.generate(
-                torch.tensor([prompt_ids]), attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
-                max_new_tokens=max_new_tokens, do_sample=False,
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                torch.tensor([prompt_ids]),
+                attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
             )
             text = tokenizer.decode(output[0, len(prompt_ids) :], skip_special_tokens=True)
             correct += compute_score("", text, problem.answer)["acc"]
     return correct / max(len(problems), 1)
 
 
-def cached_warmup(settings: WarmupSettings = WarmupSettings(), cache_dir: str | Path | None = None) -> tuple[Path, dict, bool]:
+def cached_warmup(
+    settings: WarmupSettings = WarmupSettings(), cache_dir: str | Path | None = None
+) -> tuple[Path, dict, bool]:
     """The warmed-up model directory for `settings`, trained once and reused.
 
     Returns (model_dir, metadata, reused). The entry is written to a temporary folder and renamed
