@@ -2,7 +2,8 @@
 
     python -m maspo_verl.sandbox.compare                          # quick: MASPO vs GRPO, 1 seed, ~2.5 min
     python -m maspo_verl.sandbox.compare --preset full            # MASPO vs GRPO, 5 seeds, a positive control
-    python -m maspo_verl.sandbox.compare --preset paper           # the paper's Table 1 rows + MASPO's ablations
+    python -m maspo_verl.sandbox.compare --preset paper           # the paper's main-result methods vs GRPO
+    python -m maspo_verl.sandbox.compare --preset ablations       # MASPO without each component vs MASPO
     python -m maspo_verl.sandbox.compare --preset off_policy      # at 4 and 16 updates per rollout batch
     python -m maspo_verl.sandbox.compare --preset sensitivity     # MASPO's alpha x beta grid vs GRPO
     python -m maspo_verl.sandbox.compare --methods maspo,grpo,sapo --seeds 0,1 --steps 12 --jobs 2
