@@ -10,7 +10,7 @@ CPU-only box. `apply_hf_cpu_rollout()` registers a backend named "hf_cpu"
 - `HfCpuServer`, the server: `generate(prompt_ids, sampling_params, request_id, sample_index)`
   returns verl's `TokenOutput` (with log-probs when `rollout.calculate_log_probs`). Requests that
   arrive together share one batched sampling loop over the model's KV cache (`sample_token_ids`:
-  Hugging Face `generate`'s logits processing, greedy tested equal to it), yet each row draws
+  transformers' own logits processors, greedy tested equal to `generate`), yet each row draws
   from its own `torch.Generator`, seeded from (rollout seed, weights version, prompt ids, sample
   index): a response never depends on batching, timing or arrival order. verl's stock agent loop
   sends no sample index; our `hf_cpu_single_turn_agent` (patches/hf_agent_loop.py) sends verl's
@@ -38,6 +38,13 @@ from typing import Any, Generator, Optional
 
 import ray
 import torch
+from transformers import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.rollout import base as rollout_base
 from verl.workers.rollout.base import BaseRollout
@@ -52,6 +59,7 @@ __all__ = [
     "HfCpuServer",
     "HfCpuServerAdapter",
     "apply_hf_cpu_rollout",
+    "logits_processors",
     "row_seed",
     "sample_token_ids",
     "server_actor_name",
@@ -90,32 +98,34 @@ def row_seed(rollout_seed: int, weights_version: Optional[int], prompt_ids: list
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
 
 
-def _apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
-    """Hugging Face's RepetitionPenaltyLogitsProcessor on tokens `seen` (bool, rows x vocab) of each row's own
-    prompt and response (left padding excluded): negative logits x penalty, positive ones / penalty."""
-    penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
-    return torch.where(seen, penalised, logits)
-
-
-def _top_k_top_p(scores: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Hugging Face's TopKLogitsWarper then TopPLogitsWarper on temperature-scaled logits (rows x vocab):
-    top_k <= 0 and top_p >= 1 are off; at least one token per row survives."""
-    if 0 < top_k < scores.shape[-1]:
-        kth_best = torch.topk(scores, top_k, dim=-1).values[:, -1:]
-        scores = scores.masked_fill(scores < kth_best, float("-inf"))
-    if top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, dim=-1, descending=False)
-        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
-        drop_sorted = cumulative <= 1.0 - top_p
-        drop_sorted[:, -1] = False
-        scores = scores.masked_fill(drop_sorted.scatter(-1, order, drop_sorted), float("-inf"))
-    return scores
+def logits_processors(
+    temperature: float, top_k: int, top_p: float, repetition_penalty: float, vocab_size: int
+) -> LogitsProcessorList:
+    """Hugging Face's logits processors for these settings, in the order its `generate` applies them:
+    repetition penalty, then (when sampling, temperature > 0) temperature, top-k and top-p; greedy keeps
+    only the penalty. A setting that is off adds no processor: penalty 1, top_k <= 0 or >= `vocab_size`
+    (keeps every token), top_p >= 1. The sampling loop calls them as `generate` does: `(token ids so far, scores)`.
+    """
+    processors = LogitsProcessorList()
+    if repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(float(repetition_penalty)))
+    if temperature > 0:
+        processors.append(TemperatureLogitsWarper(float(temperature)))
+        if 0 < top_k < vocab_size:
+            processors.append(TopKLogitsWarper(int(top_k)))
+        if top_p < 1.0:
+            processors.append(TopPLogitsWarper(float(top_p)))
+    return processors
 
 
 def _inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """Token per row whose CDF interval holds that row's uniform in [0, 1): probs (rows x vocab), uniforms (rows,).
     Tokens of probability 0 are never chosen (side="right"; rounding at the top end falls back to the
-    row's last token of positive probability)."""
+    row's last token of positive probability).
+
+    The one step of Hugging Face's sampling done here rather than by transformers: `generate` draws with
+    `torch.multinomial(probs, 1)` from one RNG for the whole batch, so a row's token would depend on
+    the rows beside it; here each row draws from its own generator (see `sample_token_ids`)."""
     cdf = probs.cumsum(dim=-1)
     chosen = torch.searchsorted(cdf, (uniforms * cdf[:, -1]).unsqueeze(-1), right=True).squeeze(-1)
     vocab = torch.arange(probs.shape[-1])
@@ -140,11 +150,12 @@ def sample_token_ids(
     """Batched autoregressive sampling over a Hugging Face causal LM's KV cache, one RNG per row.
 
     prompts: B token-id lists (left-padded here); generators: B `torch.Generator`s (None when
-    temperature == 0: greedy argmax). Row r draws its `max_new_tokens` uniforms from
-    `generators[r]` up front and takes token t by inverse CDF of the filtered distribution with
-    uniform t, so its response does not depend on which rows share its batch (up to float
-    rounding of batched matmuls, ~1e-7 in a logit). A row stops after its first token in
-    `eos_token_ids` (kept) or at `max_new_tokens`.
+    temperature == 0: greedy argmax). Each step's logits go through Hugging Face's processors
+    (`logits_processors`: repetition penalty, temperature, top-k, top-p, as `generate` applies them).
+    Row r draws its `max_new_tokens` uniforms from `generators[r]` up front and takes token t by
+    inverse CDF of the processed distribution with uniform t, so its response does not depend on which
+    rows share its batch (up to float rounding of batched matmuls, ~1e-7 in a logit). A row stops
+    after its first token in `eos_token_ids` (kept) or at `max_new_tokens`. Prompts must not be empty.
     Returns (token ids, log-probs) per row, log-probs = log_softmax(logits / temperature) of the raw
     logits at the chosen token (raw logits when greedy), as verl's actor computes them.
     """
@@ -155,6 +166,8 @@ def sample_token_ids(
         raise ValueError(f"sample_token_ids: generators must hold one generator per prompt ({batch_size}), got {got}")
     if sampling:
         uniforms = torch.stack([torch.rand(max_new_tokens, generator=generator) for generator in generators])
+    if any(len(prompt) == 0 for prompt in prompts):
+        raise ValueError("sample_token_ids: every prompt needs at least one token")
     longest = max(len(prompt) for prompt in prompts)
     input_ids = torch.full((batch_size, longest), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((batch_size, longest), dtype=torch.long)
@@ -163,27 +176,29 @@ def sample_token_ids(
         attention_mask[row, longest - len(prompt) :] = 1
     # Positions count real tokens only, as Hugging Face's generate does for left padding.
     position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
-    seen = None
+    history = None  # the token ids the repetition penalty sees: each row's own prompt and response
     if repetition_penalty != 1.0:
-        seen = torch.zeros((batch_size, model.config.vocab_size), dtype=torch.bool)
-        seen.scatter_(1, input_ids, attention_mask.bool())
+        # Left padding is not part of a row's prompt: it is filled with the row's first prompt token,
+        # which the penalty sees anyway (it penalises a token once however often it occurs).
+        first_tokens = input_ids.gather(1, (longest - torch.tensor([len(prompt) for prompt in prompts])).unsqueeze(-1))
+        history = torch.where(attention_mask.bool(), input_ids, first_tokens)
 
     output = model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1
     )
+    processors = logits_processors(temperature, top_k, top_p, repetition_penalty, output.logits.shape[-1])
     eos = torch.tensor(eos_token_ids or [-1], dtype=torch.long)
     finished = torch.zeros(batch_size, dtype=torch.bool)
     lengths = torch.zeros(batch_size, dtype=torch.long)
     steps_tokens, steps_log_probs = [], []
     for step in range(max_new_tokens):
         logits = output.logits[:, -1, :].float()
-        scaled = logits / temperature if sampling else logits
-        penalised = _apply_repetition_penalty(logits, seen, repetition_penalty) if seen is not None else logits
+        scaled = logits / temperature if sampling else logits  # the log-prob's distribution: no penalty, no filter
+        scores = processors(history, logits)
         if sampling:
-            probs = _top_k_top_p(penalised / temperature, top_k, top_p).softmax(dim=-1)
-            next_tokens = _inverse_cdf_sample(probs, uniforms[:, step])
+            next_tokens = _inverse_cdf_sample(scores.softmax(dim=-1), uniforms[:, step])
         else:
-            next_tokens = penalised.argmax(dim=-1)
+            next_tokens = scores.argmax(dim=-1)
         next_tokens = next_tokens.masked_fill(finished, pad_token_id)
         steps_tokens.append(next_tokens)
         steps_log_probs.append(torch.log_softmax(scaled, dim=-1).gather(-1, next_tokens.unsqueeze(-1)).squeeze(-1))
@@ -191,8 +206,8 @@ def sample_token_ids(
         finished = finished | torch.isin(next_tokens, eos)
         if bool(finished.all()) or step == max_new_tokens - 1:
             break
-        if seen is not None:
-            seen[torch.arange(batch_size), next_tokens] |= ~finished
+        if history is not None:  # a finished row appends padding here: its further tokens are dropped anyway
+            history = torch.cat([history, next_tokens.unsqueeze(-1)], dim=-1)
         attention_mask = torch.cat([attention_mask, torch.ones((batch_size, 1), dtype=torch.long)], dim=-1)
         position_ids = position_ids[:, -1:] + 1
         output = model(
@@ -268,6 +283,8 @@ class HfCpuServer:
         if image_data or video_data:
             raise NotImplementedError("the hf_cpu rollout does not take images or videos")
         prompt_ids = [int(token) for token in prompt_ids]
+        if not prompt_ids:
+            raise ValueError("hf_cpu generate: prompt_ids is empty")
         if sample_index is None:
             sample_index = self._arrival_index(prompt_ids)
         elif isinstance(sample_index, bool) or not hasattr(sample_index, "__index__") or sample_index < 0:

@@ -29,6 +29,8 @@ from conftest_cpu import (  # noqa: F401  (pytest fixtures)
     to_verl_batch,
 )
 
+pytestmark = pytest.mark.kind("verl")
+
 SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": True}
 GREEDY = {"temperature": 0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": True}
 AGREE, DIVERGED = 1e-4, 5e-2  # max |log-prob difference| per token
@@ -325,15 +327,20 @@ def _first_token_frequencies(server, prompt, sampling_params, num_samples: int) 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, -1, 1.0), (0.3, -1, 1.0), (1.0, 5, 1.0), (1.0, -1, 0.5)])
 def test_sampled_first_tokens_follow_the_filtered_model_distribution(make_server, prompts, temperature, top_k, top_p):
-    """4000 first tokens of one prompt (sample indices 0..3999) against softmax(filter(logits / T)): chi-square."""
+    """4000 first tokens of one prompt (sample indices 0..3999) against softmax(filter(logits / T)): chi-square,
+    the filter being transformers' own warpers."""
     from scipy.stats import chisquare
-
-    from maspo_verl.patches.hf_rollout import _top_k_top_p
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
     server, _ = make_server()
     with torch.no_grad():
         logits = server.model(input_ids=torch.tensor([prompts[0]])).logits[:, -1, :].float()
-    expected = _top_k_top_p(logits / temperature, top_k, top_p).softmax(-1)[0].double()
+    expected = TemperatureLogitsWarper(temperature)(None, logits)
+    if top_k > 0:
+        expected = TopKLogitsWarper(top_k)(None, expected)
+    if top_p < 1:
+        expected = TopPLogitsWarper(top_p)(None, expected)
+    expected = expected.softmax(-1)[0].double()
     params = {**SAMPLING, "temperature": temperature, "top_k": top_k, "top_p": top_p}
     num_samples = 4000
     observed = _first_token_frequencies(server, prompts[0], params, num_samples) * num_samples
@@ -347,29 +354,87 @@ def test_sampled_first_tokens_follow_the_filtered_model_distribution(make_server
     assert chisquare(observed[support].numpy()).pvalue < 1e-6
 
 
-def test_top_k_top_p_and_repetition_penalty_match_hugging_face():
-    from transformers.generation.logits_process import (
+def test_logits_are_processed_by_transformers_own_processors_in_generates_order():
+    """Penalty, then temperature, top-k, top-p (the order of Hugging Face `generate`); greedy: the penalty only;
+    a setting that is off adds no processor."""
+    from transformers import (
+        LogitsProcessorList,
         RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
         TopKLogitsWarper,
         TopPLogitsWarper,
     )
 
-    from maspo_verl.patches.hf_rollout import _apply_repetition_penalty, _top_k_top_p
+    from maspo_verl.patches.hf_rollout import logits_processors
 
-    generator = torch.Generator().manual_seed(0)
-    scores = torch.randn(6, 50, generator=generator) * 3
-    for top_k, top_p in [(5, 1.0), (-1, 0.7), (10, 0.3), (50, 0.95)]:
-        expected = scores
-        if top_k > 0:
-            expected = TopKLogitsWarper(top_k)(None, expected)
-        if top_p < 1:
-            expected = TopPLogitsWarper(top_p)(None, expected)
-        torch.testing.assert_close(_top_k_top_p(scores, top_k, top_p), expected, rtol=0, atol=0)
+    def described(processors):
+        assert isinstance(processors, LogitsProcessorList)
+        return [(type(p), getattr(p, "penalty", None) or getattr(p, "temperature", None) or getattr(p, "top_k", None)
+                 or getattr(p, "top_p", None)) for p in processors]
 
-    history = torch.randint(0, 50, (6, 7), generator=generator)
-    seen = torch.zeros(6, 50, dtype=torch.bool).scatter_(1, history, True)
-    expected = RepetitionPenaltyLogitsProcessor(1.3)(history, scores.clone())
-    torch.testing.assert_close(_apply_repetition_penalty(scores, seen, 1.3), expected, rtol=0, atol=0)
+    assert described(logits_processors(0.7, 5, 0.9, 1.2, vocab_size=50)) == [
+        (RepetitionPenaltyLogitsProcessor, 1.2), (TemperatureLogitsWarper, 0.7), (TopKLogitsWarper, 5),
+        (TopPLogitsWarper, 0.9),
+    ]
+    assert described(logits_processors(1.0, -1, 1.0, 1.0, vocab_size=50)) == [(TemperatureLogitsWarper, 1.0)]
+    # k = the vocabulary keeps every token
+    assert described(logits_processors(1.0, 50, 1.0, 1.0, vocab_size=50)) == [(TemperatureLogitsWarper, 1.0)]
+    assert described(logits_processors(0, 5, 0.5, 1.0, vocab_size=50)) == []  # greedy: argmax of the raw logits
+    assert described(logits_processors(0, 5, 0.5, 0.8, vocab_size=50)) == [(RepetitionPenaltyLogitsProcessor, 0.8)]
+
+
+def _prompts_and_responses_seen(monkeypatch, server, requests, sampling_params):
+    """Run `requests` in one batch, recording the token ids each step's processors get, per row."""
+    from maspo_verl.patches import hf_rollout
+
+    seen = []
+    build = hf_rollout.logits_processors
+
+    def recording(*args, **kwargs):
+        processors = build(*args, **kwargs)
+
+        class Recording(type(processors)):
+            def __call__(self, input_ids, scores, **kw):
+                seen.append(input_ids.clone())
+                return super().__call__(input_ids, scores, **kw)
+
+        return Recording(processors)
+
+    monkeypatch.setattr(hf_rollout, "logits_processors", recording)
+    outputs = asyncio.run(_concurrently(server, requests, sampling_params))
+    monkeypatch.setattr(hf_rollout, "logits_processors", build)
+    return outputs, seen
+
+
+@pytest.mark.timeout(120)
+def test_repetition_penalty_sees_each_rows_own_tokens_never_the_left_padding(make_server, mixed_prompts, monkeypatch):
+    """transformers' penalty is handed the batch's token ids; a row's left padding must not count as seen."""
+    server, _ = make_server()
+    requests = _requests(mixed_prompts, 2)
+    params = {**SAMPLING, "repetition_penalty": 1.3}
+    outputs, seen = _prompts_and_responses_seen(monkeypatch, server, requests, params)
+    assert len(seen) == max(len(output.token_ids) for output in outputs)
+    assert len({len(prompt) for prompt, _ in requests}) > 1, "the test needs left-padded rows"
+    assert server.pad_token_id not in {token for prompt, _ in requests for token in prompt}
+    for row, ((prompt, _), output) in enumerate(zip(requests, outputs, strict=True)):
+        for step in range(len(output.token_ids)):
+            assert set(seen[step][row].tolist()) == set(prompt) | set(output.token_ids[:step]), (row, step)
+
+
+@pytest.mark.timeout(120)
+def test_penalised_and_filtered_samples_do_not_depend_on_the_batch(make_server, mixed_prompts):
+    """Repetition penalty, top-k and top-p on left-padded batches: each response as when sampled alone."""
+    requests = _requests(mixed_prompts, 2)
+    params = {**SAMPLING, "temperature": 0.8, "top_k": 20, "top_p": 0.9, "repetition_penalty": 1.2}
+    server, _ = make_server()
+    sizes = _record_batch_sizes(server)
+    batched = asyncio.run(_concurrently(server, requests, params))
+    alone = asyncio.run(_one_at_a_time(server, requests, params))
+    assert sizes[0] == len(requests) and set(sizes[1:]) == {1}
+    _assert_same_outputs(alone, batched)
+    unpenalised = asyncio.run(_concurrently(server, requests, {**params, "repetition_penalty": 1.0}))
+    changed = [a.token_ids != b.token_ids for a, b in zip(batched, unpenalised, strict=True)]
+    assert any(changed), "the penalty changed nothing"
 
 
 @pytest.mark.timeout(120)
@@ -403,6 +468,37 @@ def test_greedy_sampling_loop_equals_hugging_face_generate(make_server, mixed_pr
         expected = log_probs[row, torch.arange(length), generated.sequences[row, longest : longest + length]]
         torch.testing.assert_close(torch.tensor(output.log_probs), expected, atol=BATCH_ROUNDING, rtol=0)
 
+
+
+@pytest.mark.timeout(120)
+def test_greedy_with_repetition_penalty_equals_hugging_face_generate_per_prompt(make_server, mixed_prompts):
+    """Batched and left-padded here, one unpadded prompt at a time in `generate` (which would count a batch's
+    left padding as seen tokens): the same tokens, the same log-probs of the raw logits."""
+    server, _ = make_server()
+    penalty = 3.0  # the tiny random model's greedy responses change from 3 on
+    outputs = asyncio.run(_concurrently(server, _requests(mixed_prompts, 1), {**GREEDY, "repetition_penalty": penalty}))
+    unpenalised = asyncio.run(_concurrently(server, _requests(mixed_prompts, 1), GREEDY))
+    changed = [a.token_ids != b.token_ids for a, b in zip(outputs, unpenalised, strict=True)]
+    assert any(changed), "the penalty changed nothing"
+    for prompt, output in zip(mixed_prompts, outputs, strict=True):
+        with torch.no_grad():
+            generated = server.model.generate(
+                input_ids=torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                max_new_tokens=8, do_sample=False, temperature=None, top_p=None, top_k=None,
+                repetition_penalty=penalty, eos_token_id=server.eos_token_ids, pad_token_id=server.pad_token_id,
+                return_dict_in_generate=True, output_logits=True,
+            )
+        tokens = generated.sequences[0, len(prompt) :]
+        assert output.token_ids == tokens.tolist()
+        log_probs = torch.log_softmax(torch.stack(generated.logits, dim=1)[0].float(), dim=-1)
+        expected = log_probs[torch.arange(len(tokens)), tokens]
+        torch.testing.assert_close(torch.tensor(output.log_probs), expected, atol=BATCH_ROUNDING, rtol=0)
+
+
+def test_empty_prompt_is_refused(make_server):
+    server, _ = make_server()
+    with pytest.raises(ValueError, match="prompt_ids is empty"):
+        asyncio.run(server.generate(prompt_ids=[], sampling_params=SAMPLING, request_id="r", sample_index=0))
 
 def test_bad_sample_index_is_refused(make_server, prompts):
     server, _ = make_server()
