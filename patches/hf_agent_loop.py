@@ -13,8 +13,9 @@ verl's `AgentLoopWorker._compute_score` (verl/experimental/agent_loop/agent_loop
 packs every single response into a DataProto and sends it by Ray to a `RewardLoopWorker` actor,
 which on a 2-core box costs more CPU than the sampling itself (README, "Speed of a CPU run"). verl
 skips that call when the agent loop's output already carries `reward_score`, so this loop builds
-verl's own `RewardLoopWorker` (a plain class before `ray.remote`) once per process and awaits its
-`compute_score` on the one-row DataProto verl would have sent; the configured reward manager and
+verl's own `RewardLoopWorker` (a plain class before `ray.remote`) once per process and runs verl's
+own `AgentLoopWorker._compute_score` with that worker in place of the reward actor: verl builds the
+one-row DataProto it would have sent, and the configured reward manager and
 `reward.custom_reward_function` score it as they would in the actor. With it,
 `reward.num_workers=0` starts no reward actors at all. Rule-based rewards only: a reward model
 needs verl's reward-model router, and the loop refuses `reward.reward_model.enable=true`.
@@ -30,23 +31,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import time
 from typing import Any
 
-import numpy as np
-import torch
-from tensordict import TensorDict
-from verl import DataProto
-from verl.experimental.agent_loop.agent_loop import register
+from verl.experimental.agent_loop.agent_loop import AgentLoopWorker, register
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
-from verl.utils.model import compute_position_id_with_mask
 
 __all__ = [
     "AGENT_LOOP_NAME",
     "LOCAL_REWARD_AGENT_LOOP_NAME",
     "HfCpuLocalRewardSingleTurnAgentLoop",
     "HfCpuSingleTurnAgentLoop",
-    "reward_input",
 ]
 
 AGENT_LOOP_NAME = "hf_cpu_single_turn_agent"
@@ -96,43 +90,39 @@ class HfCpuSingleTurnAgentLoop(SingleTurnAgentLoop):
         return await super().run(sampling_params, **kwargs)
 
 
-def reward_input(output, sample_fields: dict[str, Any]) -> DataProto:
-    """The one-row DataProto verl's `AgentLoopWorker._compute_score` sends a RewardLoopWorker for `output`.
+class _InProcessRewardActor:
+    """verl's `RewardLoopWorker` in this process, called the way verl calls the Ray actor:
+    `await handle.compute_score.remote(data)`.
 
-    As verl's V1 trainer sends it (verl/trainer/ppo/v1/agent_loop_tq.py). verl's older
-    `AgentLoopWorker` path adds `raw_prompt` to the output's extra fields first, so there a reward
-    function also finds it in `extra_info`; the V1 trainer, the only one the CPU backend runs, does not.
-
-    Args:
-        output: the agent loop's `AgentLoopOutput` (one turn: `prompt_ids`, `response_ids`).
-        sample_fields: the sample's dataset fields, as verl passes them to the agent loop's `run`
-            (`data_source`, `reward_model`, `extra_info`, `raw_prompt`, `uid`, `session_id`, ...).
-
-    The tensors are (1, prompt_len), (1, response_len) and (1, prompt_len + response_len); the
-    fields become one-row numpy columns as verl builds them. Values are deep-copied: verl's reward
-    manager updates `extra_info` in place, and in this process that dict is still the sample's own,
-    which verl stores afterwards.
+    The DataProto is deep-copied first, as Ray's pickling hands the actor a copy: verl's reward manager
+    updates `extra_info` in place, and in this process that dict is still the sample's own, which verl
+    stores afterwards.
     """
-    prompt_ids = torch.tensor(output.prompt_ids, dtype=torch.int64)
-    response_ids = torch.tensor(output.response_ids, dtype=torch.int64)
-    input_ids = torch.cat([prompt_ids, response_ids]).unsqueeze(0)
-    attention_mask = torch.ones_like(input_ids)
-    batch = TensorDict(
-        {
-            "prompts": prompt_ids.unsqueeze(0),
-            "responses": response_ids.unsqueeze(0),
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "position_ids": compute_position_id_with_mask(attention_mask),  # text-only: 0 .. len - 1
-        },
-        batch_size=1,
-    )
-    non_tensor_batch = {key: np.array([copy.deepcopy(value)]) for key, value in sample_fields.items()}
-    non_tensor_batch["__num_turns__"] = np.array([output.num_turns])
-    non_tensor_batch["tool_extra_fields"] = np.array([copy.deepcopy(output.extra_fields)], dtype=object)
-    non_tensor_batch["prompt_len"] = np.array([len(output.prompt_ids)])
-    non_tensor_batch["response_len"] = np.array([len(output.response_ids)])
-    return DataProto(batch=batch, non_tensor_batch=non_tensor_batch)
+
+    def __init__(self, reward_worker):
+        async def remote(data):
+            return await reward_worker.compute_score(copy.deepcopy(data))
+
+        self.compute_score = type("compute_score", (), {"remote": staticmethod(remote)})
+
+
+class _ScoringWorker(AgentLoopWorker):
+    """verl's `AgentLoopWorker`, holding only what its `_compute_score` reads, to call that method here.
+
+    `_compute_score` is a worker method (it reads the worker's reward actors, processor, tokenizer and
+    multi-modal settings) and the agent loop has no handle on the worker running it; verl's
+    `AgentLoopWorker.__init__` would load tools, a tokenizer and tracing again, so it is not run. The
+    values are the agent loop's own, which verl's worker built it from. `_compute_score` then builds the
+    DataProto, picks the one "reward actor" with `random.choice` (a draw from Python's `random`, as in
+    verl's worker), awaits it and writes `reward_score`, `reward_extra_info` and the `compute_score`
+    timing into the output.
+    """
+
+    def __init__(self, agent_loop, reward_worker):  # deliberately not AgentLoopWorker.__init__
+        self.processor = agent_loop.processor
+        self.tokenizer = agent_loop.tokenizer
+        self.mm_processor_kwargs = agent_loop.mm_processor_kwargs
+        self.reward_loop_worker_handles = [_InProcessRewardActor(reward_worker)]
 
 
 _reward_worker: tuple[tuple[int, int], Any] | None = None  # (config and event-loop ids, worker)
@@ -157,8 +147,8 @@ class HfCpuLocalRewardSingleTurnAgentLoop(HfCpuSingleTurnAgentLoop):
     """`hf_cpu_single_turn_agent`, scoring its response with verl's reward manager in this process.
 
     verl's agent-loop worker computes the score only when the output has none
-    (`AgentLoopWorker._compute_score`), so setting `reward_score` and
-    `extra_fields["reward_extra_info"]` here replaces that Ray round trip with the same call.
+    (`AgentLoopWorker._compute_score`), so running that same method here, with verl's reward worker in
+    this process in place of the Ray actor, replaces the Ray round trip.
     verl's rate-limited reward manager ("limited") then limits per agent-loop worker process.
     """
 
@@ -182,9 +172,7 @@ class HfCpuLocalRewardSingleTurnAgentLoop(HfCpuSingleTurnAgentLoop):
 
     async def run(self, sampling_params: dict[str, Any], **kwargs):
         output = await super().run(sampling_params, **kwargs)
-        started = time.perf_counter()
-        result = await _local_reward_worker(self.config).compute_score(reward_input(output, kwargs))
-        output.reward_score = result["reward_score"]
-        output.extra_fields["reward_extra_info"] = result["reward_extra_info"]
-        output.metrics.compute_score = time.perf_counter() - started
+        # verl's worker would call this with the same sample fields (`_run_agent_loop` passes `run` and
+        # `_agent_loop_postprocess` the same kwargs) after `run` returns.
+        await _ScoringWorker(self, _local_reward_worker(self.config))._compute_score([output], kwargs=kwargs)
         return output

@@ -678,13 +678,12 @@ def test_local_reward_agent_loop_scores_with_the_configured_reward_function(make
         _instantiate_agent_loop(vllm_config, server, tokenizer, name=LOCAL_REWARD_AGENT_LOOP_NAME)
 
 
-def test_reward_input_is_the_one_row_dataproto_verls_agent_loop_worker_sends(monkeypatch):
-    """Captured from verl's own `AgentLoopWorker._compute_score`, with a stand-in reward actor."""
+def _verls_reward_request(output, fields):
+    """The DataProto verl's own `AgentLoopWorker._compute_score` sends a reward actor for `output`, captured
+    with a stand-in actor on a bare worker (no Ray, no model)."""
     import copy
 
-    from verl.experimental.agent_loop.agent_loop import AgentLoopMetrics, AgentLoopOutput, AgentLoopWorker
-
-    from maspo_verl.patches.hf_agent_loop import reward_input
+    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
 
     sent = []
 
@@ -695,16 +694,62 @@ def test_reward_input_is_the_one_row_dataproto_verls_agent_loop_worker_sends(mon
                 sent.append(copy.deepcopy(data))  # what Ray's pickling hands the actor
                 return {"reward_score": 1.0, "reward_extra_info": {"acc": 1.0}}
 
-    worker = AgentLoopWorker.__new__(AgentLoopWorker)  # verl's method on a bare instance: no Ray, no model
+    worker = AgentLoopWorker.__new__(AgentLoopWorker)
     worker.reward_loop_worker_handles = [RewardActor()]
     worker.processor, worker.mm_processor_kwargs = None, {}
-    output = AgentLoopOutput(prompt_ids=[5, 6, 7], response_ids=[8, 9], response_mask=[1, 1], num_turns=2,
-                             metrics=AgentLoopMetrics(), extra_fields={"turn_scores": [], "tool_rewards": []})
+    asyncio.run(worker._compute_score([output.model_copy(deep=True)], kwargs=copy.deepcopy(fields)))
+    return sent[0]
+
+
+@pytest.mark.timeout(120)
+def test_local_reward_loop_hands_the_reward_worker_verls_own_dataproto(
+    make_server, tiny_workdir, monkeypatch, tmp_path  # noqa: F811
+):
+    """The loop runs verl's `_compute_score` with verl's reward worker in process: the worker receives,
+    tensor for tensor and column for column, what verl's agent-loop worker sends its reward actor, and
+    the sample's fields are left as they were."""
+    import copy
+
+    from transformers import AutoTokenizer
+
+    from maspo_verl.patches import hf_agent_loop
+    from maspo_verl.patches.hf_rollout import apply_hf_cpu_rollout
+
+    apply_hf_cpu_rollout()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_workdir["model"]))
+    reward_file = tmp_path / "echo_reward.py"
+    reward_file.write_text(ECHO_REWARD)
+    server, config = make_server(
+        extra=(f"reward.custom_reward_function.path={reward_file}", "reward.custom_reward_function.name=compute_score")
+    )
+    received = []
+    build = hf_agent_loop._local_reward_worker
+
+    def recording_worker(loop_config):
+        worker = build(loop_config)
+
+        class Recording:
+            async def compute_score(self, data):
+                received.append(copy.deepcopy(data))
+                return await worker.compute_score(data)
+
+        return Recording()
+
+    monkeypatch.setattr(hf_agent_loop, "_local_reward_worker", recording_worker)
     fields = dict(raw_prompt=[{"role": "user", "content": "1+1="}], uid="u", session_id=3, index=4,
                   data_source="tiny_arithmetic", reward_model={"ground_truth": "2"}, extra_info={"index": 4})
-    asyncio.run(worker._compute_score([output.model_copy(deep=True)], kwargs=fields))
-    ours, verls = reward_input(output, fields), sent[0]
+    sample = copy.deepcopy(fields)
 
+    async def run_one():
+        loop, _ = _instantiate_agent_loop(config, server, tokenizer, name=hf_agent_loop.LOCAL_REWARD_AGENT_LOOP_NAME)
+        return await loop.run(dict(SAMPLING), **sample)
+
+    output = asyncio.run(run_one())
+    assert sample == fields, "verl's reward manager updates extra_info in place: the sample's own must not change"
+    unscored = output.model_copy(deep=True)
+    unscored.reward_score = None
+    unscored.extra_fields.pop("reward_extra_info")
+    ours, verls = received[0], _verls_reward_request(unscored, fields)
     assert sorted(ours.batch.keys()) == sorted(verls.batch.keys())
     for key in verls.batch.keys():
         assert torch.equal(ours.batch[key], verls.batch[key]), key
@@ -712,4 +757,4 @@ def test_reward_input_is_the_one_row_dataproto_verls_agent_loop_worker_sends(mon
     for key, column in verls.non_tensor_batch.items():
         assert ours.non_tensor_batch[key].shape == column.shape, key
         assert ours.non_tensor_batch[key].tolist() == column.tolist(), key
-    assert fields["extra_info"] == {"index": 4}
+    assert output.reward_score is not None and output.metrics.compute_score > 0
