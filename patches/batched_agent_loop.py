@@ -13,10 +13,11 @@ changes only how their calls and results travel:
 - the agent loops' `generate` calls of one batch go to the hf_cpu server in one Ray call
   (`HfCpuServer.generate_many`), collected for `CLIENT_WINDOW_SECONDS` after the last one;
 - each agent loop is run by verl's own `_run_agent_loop` (the registered loop, Hydra-built, traced);
-- its outputs are scored and turned into TransferQueue rows as verl's `_agent_loop_postprocess`
-  does (`trajectory_rows`: same keys, fields and tags), and all rows of the batch are put in one
-  `kv_batch_put`, followed by one put of every prompt's terminal status. A failed session fails
-  its prompt as in verl; its sibling sessions are still stored.
+- its outputs are scored and turned into TransferQueue rows by verl's own `_agent_loop_postprocess`
+  (`AgentLoopWorkerTQ._agent_loop_postprocess`, run with its one put redirected to this worker,
+  `_collect_rows`), and all rows of the batch are put in one `kv_batch_put`, followed by one put of
+  every prompt's terminal status. A failed session fails its prompt as in verl; its sibling sessions
+  are still stored.
 
 The trainer still polls the replay buffer as before; it sees a batch's prompts finish together.
 Select it through verl's documented manager hook (TaskRunnerV1.init_agent_loop_manager, verl's
@@ -27,17 +28,18 @@ contract: implement `generate_sequences`, put the outputs into TransferQueue):
 The CPU backend (maspo_verl/sandbox/tiny/cpu_backend.sh) selects it. It checks the verl version (at
 import, before verl's internals are imported) and, when verl builds it, refuses any rollout other
 than hf_cpu and any trainer but verl's V1 sync one (`check_manager_config`). The rows it stores are those verl's
-worker stores: tested field by field against verl's `_agent_loop_postprocess`, and a training run
-through it repeats every metric of a run through verl's manager (tests/test_main_ppo_cpu.py).
+worker builds (tested field by field against what verl's `_agent_loop_postprocess` puts), and a
+training run through it repeats every metric of a run through verl's manager (tests/test_main_ppo_cpu.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import types
 from typing import Any
 
-from maspo_verl.patches import CPU_BACKEND_VERL_VERSIONS, require_verl_version
+from maspo_verl.patches import CPU_BACKEND_VERL_VERSIONS, UnsupportedVerlVersion, require_verl_version
 
 # Before verl's internals are imported: on another verl, loading the class from the config key
 # names the supported versions instead of failing on a missing module.
@@ -60,7 +62,6 @@ __all__ = [
     "HfCpuAgentLoopManager",
     "check_manager_config",
     "HfCpuAgentLoopWorker",
-    "trajectory_rows",
 ]
 
 logger = logging.getLogger(__name__)
@@ -183,54 +184,70 @@ def _fail_unresolved(requests: list[tuple[dict[str, Any], asyncio.Future]], erro
             future.set_exception(error)
 
 
-def trajectory_rows(worker, outputs: list, kwargs: dict[str, Any]) -> tuple[list[str], list[dict], list[dict]]:
-    """TransferQueue keys, fields and tags of one session's agent-loop outputs, as verl's worker stores them.
+class _SessionRows:
+    """What verl's `_agent_loop_postprocess` would put into TransferQueue for one session, kept instead.
 
-    verl's `AgentLoopWorkerTQ._agent_loop_postprocess` (verl/trainer/ppo/v1/agent_loop_tq.py)
-    builds the same rows and puts them itself; here they are returned, so that a whole batch goes
-    in one put. Key `{uid}_{session_id}_{index}`; fields: the output's `as_dict()`, the sample's
-    dataset fields, `loss_mask` (= `response_mask`), `input_ids` (prompt + response, (seq_len,)),
-    `position_ids` and `multi_modal_inputs` from the worker's own helpers; tags: status "success",
-    lengths, and the global steps the replay buffer's staleness control reads.
-
-    Args:
-        worker: the agent-loop worker (its `_compute_multi_modal_inputs` and `_compute_position_ids`).
-        outputs: the session's `AgentLoopOutput`s (one per turn output; single-turn loops give one).
-        kwargs: the sample's fields as verl passed them to the agent loop (incl. `uid`, `session_id`).
+    verl's method scores a session's outputs, builds their rows (key `{uid}_{session_id}_{index}`, the
+    output's fields with the sample's, `input_ids`, `position_ids`, `loss_mask`, ...; tags with the
+    status, lengths and global steps) and stores them itself:
+    `tq.async_kv_batch_put(keys=..., fields=list_of_dict_to_tensordict(fields), tags=..., partition_id=...)`.
+    The row building is inline there (verl has no function returning the rows), and the put is the
+    per-session call this manager exists to batch. So verl's code runs with those two module-level
+    names resolved to this object (`_collect_rows`): `list_of_dict_to_tensordict` hands the row dicts
+    through unchanged (verl's own function converts the whole batch's rows in `_run_batch`) and the put
+    records them. Any other TransferQueue call from that method raises, naming it.
     """
-    uid, session_id = kwargs["uid"], kwargs["session_id"]
-    keys, fields, tags = [], [], []
-    for index, output in enumerate(outputs):
-        prompts = torch.tensor(output.prompt_ids, dtype=torch.int64)
-        responses = torch.tensor(output.response_ids, dtype=torch.int64)
-        input_ids = torch.cat([prompts, responses], dim=0)
-        attention_mask = torch.ones_like(input_ids, dtype=torch.int64)
-        multi_modal_inputs = worker._compute_multi_modal_inputs(output, input_ids)
-        position_ids = worker._compute_position_ids(
-            input_ids.unsqueeze(0), attention_mask.unsqueeze(0), multi_modal_inputs
-        ).squeeze(0)
-        field = output.as_dict()
-        field.update(kwargs)
-        field.pop("multi_modal_data", None)  # verl stores no raw images or videos
-        field["loss_mask"] = field["response_mask"]
-        field["input_ids"] = input_ids
-        field["position_ids"] = position_ids
-        field["multi_modal_inputs"] = multi_modal_inputs
-        prompt_len, response_len = field["prompts"].size(0), field["responses"].size(0)
-        keys.append(f"{uid}_{session_id}_{index}")
-        fields.append(field)
-        tags.append(
-            {
-                "status": "success",
-                "prompt_len": prompt_len,
-                "response_len": response_len,
-                "seq_len": prompt_len + response_len,
-                "global_steps": kwargs["global_steps"],
-                "min_global_steps": field["extra_fields"].get("min_global_steps"),
-                "max_global_steps": field["extra_fields"].get("max_global_steps"),
-            }
+
+    def __init__(self):
+        self.keys: list[str] = []
+        self.fields: list[dict] = []
+        self.tags: list[dict] = []
+        self.partition_ids: set[str] = set()
+
+    @staticmethod
+    def list_of_dict_to_tensordict(rows: list[dict]) -> list[dict]:
+        return rows
+
+    async def async_kv_batch_put(self, *, keys, fields, tags, partition_id) -> None:
+        if not isinstance(fields, list):
+            raise TypeError(f"verl's _agent_loop_postprocess put {type(fields).__name__} fields, not its row dicts")
+        self.keys.extend(keys)
+        self.fields.extend(fields)
+        self.tags.extend(tags)
+        self.partition_ids.add(partition_id)
+
+    def __getattr__(self, name: str):
+        raise AttributeError(
+            f"verl's _agent_loop_postprocess called TransferQueue's {name!r}, which HfCpuAgentLoopManager does not "
+            "batch: this verl stores rollouts in a way the patch was not written for"
         )
-    return keys, fields, tags
+
+
+def _require_rows_put_through_tq(function) -> None:
+    """Refuse a verl whose `_agent_loop_postprocess` does not name `tq.async_kv_batch_put` and
+    `list_of_dict_to_tensordict`, the two names `_collect_rows` redirects (checked at import)."""
+    if not {"tq", "async_kv_batch_put", "list_of_dict_to_tensordict"} <= set(function.__code__.co_names):
+        raise UnsupportedVerlVersion(
+            "HfCpuAgentLoopManager: verl's AgentLoopWorkerTQ._agent_loop_postprocess no longer stores its rows with "
+            "tq.async_kv_batch_put(fields=list_of_dict_to_tensordict(...)); the patch must be updated for this verl"
+        )
+
+
+_VERLS_POSTPROCESS = AgentLoopWorkerTQ.__ray_actor_class__._agent_loop_postprocess
+_require_rows_put_through_tq(_VERLS_POSTPROCESS)
+
+
+def _collect_rows(rows: _SessionRows):
+    """verl's `AgentLoopWorkerTQ._agent_loop_postprocess`, its own code, with the names `tq` and
+    `list_of_dict_to_tensordict` resolved to `rows` for this one call. Nothing in verl's module is
+    rebound: the function gets a copy of its module's globals with those two entries replaced."""
+    function = _VERLS_POSTPROCESS
+    namespace = {**function.__globals__, "tq": rows, "list_of_dict_to_tensordict": rows.list_of_dict_to_tensordict}
+    collecting = types.FunctionType(
+        function.__code__, namespace, function.__name__, function.__defaults__, function.__closure__
+    )
+    collecting.__kwdefaults__ = function.__kwdefaults__
+    return collecting
 
 
 def _rows_by_key_set(fields: list[dict]) -> list[list[int]]:
@@ -385,12 +402,11 @@ class HfCpuAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
             )
 
     async def _agent_loop_postprocess(self, output, validate, **kwargs):
-        """verl's scoring and teacher steps for one session; returns its TransferQueue rows instead of putting them."""
+        """verl's own `_agent_loop_postprocess` for one session (scoring, teacher log-probs, rows), returning
+        the session's TransferQueue keys, fields and tags instead of putting them (`_SessionRows`); None
+        for an empty output, which verl only logs."""
         outputs = output if isinstance(output, list) else [output]
-        if not outputs:
-            logger.warning(f"Empty output for prompt {kwargs['uid']}_{kwargs['session_id']}")
-            return None
-        if outputs[-1].reward_score is None and self.reward_loop_worker_handles == []:
+        if outputs and outputs[-1].reward_score is None and self.reward_loop_worker_handles == []:
             from maspo_verl.patches.hf_agent_loop import LOCAL_REWARD_AGENT_LOOP_NAME
 
             raise ValueError(
@@ -398,20 +414,14 @@ class HfCpuAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
                 "started no reward actor to score it: set reward.num_workers>=1, or use the agent loop "
                 f"{LOCAL_REWARD_AGENT_LOOP_NAME!r}, which scores in the agent-loop worker"
             )
-        await self._compute_score(outputs, kwargs=kwargs)
-        final_output = outputs[-1]
-        await self._compute_teacher_logprobs(
-            final_output,
-            prompt_ids=final_output.prompt_ids,
-            response_ids=final_output.response_ids,
-            validate=validate,
-            sample_kwargs=kwargs,
-        )
-        if final_output.reward_score is not None:
-            for earlier in outputs[:-1]:
-                earlier.reward_score = final_output.reward_score
-                earlier.extra_fields["reward_extra_info"] = final_output.extra_fields["reward_extra_info"]
-        return trajectory_rows(self, outputs, kwargs)
+        rows = _SessionRows()
+        await _collect_rows(rows)(self, output, validate, **kwargs)
+        if not rows.keys:
+            return None
+        partition_id = "val" if validate else "train"
+        if rows.partition_ids != {partition_id}:
+            raise RuntimeError(f"verl's _agent_loop_postprocess put rows into {sorted(rows.partition_ids)}, not {partition_id!r}")
+        return rows.keys, rows.fields, rows.tags
 
 
 class HfCpuAgentLoopManager(AgentLoopManagerTQ):

@@ -1,7 +1,9 @@
 """The batched agent-loop manager (patches/batched_agent_loop.py), without Ray or a model.
 
 - the TransferQueue rows it stores are the ones verl's own `AgentLoopWorkerTQ._agent_loop_postprocess`
-  puts, captured from verl's method: keys, tags, and every field's values and dtypes;
+  puts, captured from verl's method: keys, tags, and every field's values and dtypes; verl's method
+  itself builds them (its put redirected for the call, nothing in verl's module rebound), and a verl
+  that stores rows otherwise is refused;
 - a batch: one put marks its prompts running, one put stores all rows, one put the terminal statuses;
   a failed session fails its prompt (verl's rule) and its siblings are stored anyway;
 - rows with different key sets go in separate puts (verl's row-to-TensorDict takes the first row's keys);
@@ -24,10 +26,13 @@ import copy
 
 import pytest
 import torch
+import transfer_queue
 from tensordict import NonTensorData, NonTensorStack, TensorDict
 
 from maspo_verl.patches import batched_agent_loop
 from maspo_verl.patches.batched_agent_loop import BatchingServerClient, HfCpuAgentLoopWorker
+
+pytestmark = pytest.mark.kind("verl")
 
 
 def _output(prompt_ids, response_ids, reward=None, global_steps=3):
@@ -77,7 +82,8 @@ def test_rows_are_those_verls_worker_puts(outputs, monkeypatch):
     asyncio.run(verls_worker._agent_loop_postprocess(_bare_worker(), copy.deepcopy(outputs), False, **copy.deepcopy(SAMPLE)))
     keys, fields, tags = asyncio.run(_bare_worker()._agent_loop_postprocess(copy.deepcopy(outputs), False, **copy.deepcopy(SAMPLE)))
 
-    (verls,) = put
+    (verls,) = put  # ours put nothing: verl's method ran with its put redirected to us
+    assert agent_loop_tq.tq is transfer_queue and agent_loop_tq.list_of_dict_to_tensordict is list_of_dict_to_tensordict
     assert verls["partition_id"] == "train"
     assert keys == verls["keys"] == [f"u7_2_{i}" for i in range(len(outputs))]
     assert tags == verls["tags"]
@@ -93,6 +99,43 @@ def test_rows_are_those_verls_worker_puts(outputs, monkeypatch):
             assert mine.tolist() == want.tolist(), key
     assert fields[-1]["rm_scores"][-1] == outputs[-1].reward_score  # the score travels into the stored row
 
+
+
+def test_an_empty_output_stores_nothing(monkeypatch):
+    recorder = _Recorder()
+    monkeypatch.setattr(transfer_queue, "async_kv_batch_put", recorder)
+    assert asyncio.run(_bare_worker()._agent_loop_postprocess([], False, **copy.deepcopy(SAMPLE))) is None
+    assert recorder.calls == []
+
+
+tq = transfer_queue  # the module-level name verl's `_agent_loop_postprocess` stores through
+
+
+async def _puts_a_status(self, output, validate, **kwargs):  # a verl storing rows with another TransferQueue call
+    await tq.async_kv_put(key=kwargs["uid"], partition_id="train", tag={"status": "x"})
+
+
+async def _puts_a_tensordict(self, output, validate, **kwargs):  # a verl converting rows with another function
+    await tq.async_kv_batch_put(keys=["k"], fields=TensorDict({}, batch_size=1), tags=[{}], partition_id="train")
+
+
+def test_a_verl_storing_rows_otherwise_is_refused(monkeypatch):
+    """At import (the names verl's method must use), and at run time, before anything reaches TransferQueue."""
+    from maspo_verl.patches import UnsupportedVerlVersion
+
+    with pytest.raises(UnsupportedVerlVersion, match="no longer stores its rows with tq.async_kv_batch_put"):
+        batched_agent_loop._require_rows_put_through_tq(_puts_a_status)
+    recorder = _Recorder()
+    monkeypatch.setattr(transfer_queue, "async_kv_batch_put", recorder)
+    monkeypatch.setattr(transfer_queue, "async_kv_put", recorder)
+    session = dict(output=[_output([5], [6], reward=1.0)], validate=False, **copy.deepcopy(SAMPLE))
+    monkeypatch.setattr(batched_agent_loop, "_VERLS_POSTPROCESS", _puts_a_status)
+    with pytest.raises(AttributeError, match="called TransferQueue's 'async_kv_put'"):
+        asyncio.run(_bare_worker()._agent_loop_postprocess(**session))
+    monkeypatch.setattr(batched_agent_loop, "_VERLS_POSTPROCESS", _puts_a_tensordict)
+    with pytest.raises(TypeError, match="put TensorDict fields, not its row dicts"):
+        asyncio.run(_bare_worker()._agent_loop_postprocess(**session))
+    assert recorder.calls == []
 
 class _Recorder:
     def __init__(self):
