@@ -1,8 +1,10 @@
 """Config blocks under verl's policy-loss config, `actor_rollout_ref.actor.policy_loss.<block>.*`.
 
-MASPO (`maspo`) and each baseline (`dac`, `bapo`, `entropy_advantage`) keep their keys in a block
-of `MaspoPolicyLossConfig`. These helpers validate values with errors that name the key, build a
-block from what Hydra hands over, and find a loss's block in verl's actor config.
+MASPO keeps its keys in the `maspo` block of `maspo_verl.MaspoPolicyLossConfig`; each baseline
+(`dac`, `bapo`, `entropy_advantage`) in a block of its subclass
+`maspo_verl.baselines.PolicyLossConfigWithBaselines`. These helpers validate values with errors
+that name the key, build a block from what Hydra hands over, and find a loss's block in verl's
+actor config.
 """
 
 from __future__ import annotations
@@ -70,11 +72,12 @@ def config_block_from(value: Any, config_class: type, block: str):
     return config_class(**values)
 
 
-def resolve_config_block(config: Any, block: str, config_class: type, loss_mode: str):
+def resolve_config_block(config: Any, block: str, config_class: type, loss_mode: str, policy_loss_class: str):
     """The `policy_loss.<block>` settings of verl's actor config `config`, as `config_class`.
 
     verl's plain `PolicyLossConfig` has no such block: the defaults are used and the log says so
-    once per process (select `maspo_verl.MaspoPolicyLossConfig` as `policy_loss._target_` to set it).
+    once per process, naming `policy_loss_class` (the policy-loss config that carries the block,
+    to select as `policy_loss._target_`).
     """
     if config is None:
         raise ValueError(f"loss_mode={loss_mode} needs the actor config (config=None was passed)")
@@ -85,10 +88,11 @@ def resolve_config_block(config: Any, block: str, config_class: type, loss_mode:
     if value is None and block not in _warned_default_blocks:
         logger.warning(
             "loss_mode=%s without a policy_loss.%s block: using the defaults %s. Set "
-            "actor_rollout_ref.actor.policy_loss._target_=maspo_verl.MaspoPolicyLossConfig to set policy_loss.%s.*",
+            "actor_rollout_ref.actor.policy_loss._target_=%s to set policy_loss.%s.*",
             loss_mode,
             block,
             config_class(),
+            policy_loss_class,
             block,
         )
         _warned_default_blocks.add(block)

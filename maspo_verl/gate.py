@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 
 __all__ = [
-    "dual_clipped_surrogate",
     "gaussian_gate_weight",
     "hard_clip_bounds",
+    "hard_gate_surrogate",
     "mass_adaptive_limiter",
     "outward_regions",
     "risk_factors",
@@ -162,21 +162,25 @@ def hard_clip_bounds(
     return lower, upper
 
 
-def dual_clipped_surrogate(
+def hard_gate_surrogate(
     ratio: torch.Tensor,
     advantages: torch.Tensor,
-    lower: torch.Tensor | float,
-    upper: torch.Tensor | float,
+    lower: torch.Tensor,
+    upper: torch.Tensor,
     clip_ratio_c: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """verl's vanilla per-token PPO loss with the ratio clipped to [lower, upper] instead of
-    [1 - eps_low, 1 + eps_high]: max(-A r, -A clip(r, lower, upper)), and for A < 0 the dual clip
+    """Per-token loss of the hard-gate ablation (`gate=hard`): PPO's clipped surrogate on MASPO's
+    bounds `hard_clip_bounds`, max(-A r, -A clip(r, lower, upper)), and for A < 0 verl's dual clip
     min(that, -A c) (Ye et al. 2020, arXiv 1912.09729).
+
+    It is verl's vanilla per-token loss with adaptive bounds, the same formula as the baselines'
+    `maspo_verl.baselines.common.dual_clipped_surrogate`; written here because the MASPO core does
+    not import the baselines (tests/test_gate.py checks the two agree bit for bit).
 
     Args:
         ratio: r, (bs, response_length), carries the gradient.
         advantages: A, (bs, response_length).
-        lower, upper: ratio bounds, floats or tensors broadcastable to ratio.
+        lower, upper: ratio bounds, (bs, response_length).
         clip_ratio_c: dual-clip bound c > 1.
 
     Returns:

@@ -28,7 +28,7 @@ import torch
 from verl.utils.metric import AggregationType, Metric
 from verl.workers.utils.padding import no_padding_2_padding
 
-from maspo_verl.baselines.common import config_block_from
+from maspo_verl.config_blocks import config_block_from
 from maspo_verl.baselines.entropy_advantage import EntropyAdvantageConfig, entropy_shaped_advantages
 from maspo_verl.patches import require_verl_version
 

@@ -30,7 +30,9 @@ from maspo_verl.baselines.bapo import (
     recipe_bound_candidates,
     recipe_search_path,
 )
-from maspo_verl.baselines.common import config_block_from
+from maspo_verl.config_blocks import config_block_from
+
+pytestmark = pytest.mark.kind("unit")
 
 
 @dataclass
@@ -414,6 +416,7 @@ def _bapo_rank(rank, world_size, init_file, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.verl
 @pytest.mark.timeout(300)  # two spawned interpreters import torch and verl: slow on a loaded 2-core box
 def test_data_parallel_search_sees_every_ranks_micro_batch(tmp_path):
     torch.multiprocessing.spawn(_bapo_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
@@ -441,6 +444,7 @@ def test_data_parallel_search_sees_every_ranks_micro_batch(tmp_path):
         assert "search_scope=micro_batch" in result["pipeline_error"]
 
 
+@pytest.mark.verl
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("variant", ["recipe", "paper"])
 def test_our_yaml_leaves_the_defaults_to_the_variant(variant):

@@ -13,7 +13,7 @@ from helpers import LossInputs, actor_config, random_loss_inputs, run_verl_ppo_l
 from verl.trainer.ppo.core_algos import agg_loss, compute_policy_loss_vanilla, get_policy_loss_fn
 from verl.workers.config import PolicyLossConfig
 
-from maspo_verl.baselines.common import config_block_from
+from maspo_verl.config_blocks import config_block_from
 from maspo_verl.baselines.dac import (
     METRIC_KEYS,
     DacConfig,
@@ -21,6 +21,8 @@ from maspo_verl.baselines.dac import (
     dac_ratio_bounds,
     dcpo_upper_bound_cap,
 )
+
+pytestmark = pytest.mark.kind("unit")
 
 AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 

@@ -1,17 +1,22 @@
-"""maspo_verl.gate: each mechanism against values computed here from the paper's formulas."""
+"""maspo_verl.gate: each mechanism against values computed here from the paper's formulas; the
+hard-gate ablation's surrogate against the baselines' PPO surrogate, bit for bit."""
 
 import math
 
 import pytest
 import torch
 
+from maspo_verl.baselines.common import dual_clipped_surrogate
 from maspo_verl.gate import (
     gaussian_gate_weight,
     hard_clip_bounds,
+    hard_gate_surrogate,
     mass_adaptive_limiter,
     risk_factors,
     trust_region_widths,
 )
+
+pytestmark = pytest.mark.kind("unit")
 
 
 @pytest.mark.parametrize(
@@ -99,3 +104,24 @@ def test_hard_clip_bounds_scale_with_relative_widths():
     assert lower.item() == pytest.approx(1 - 0.2 * 0.5) and upper.item() == pytest.approx(1 + 0.28 * 2.0)
     lower, upper = hard_clip_bounds(torch.tensor([2.0]), torch.tensor([2.0]), 2.0, 0.2, 0.2)
     assert (lower.item(), upper.item()) == pytest.approx((0.8, 1.2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_hard_gate_surrogate_is_the_baselines_ppo_surrogate_bit_for_bit(dtype):
+    """MASPO's core keeps its own copy of PPO's dual-clipped surrogate (it does not import the
+    baselines); both copies give the same losses, masks and gradients, ties included."""
+    generator = torch.Generator().manual_seed(0)
+    log_ratio = torch.randn(64, 33, generator=generator, dtype=torch.float64) * 0.8
+    log_ratio[:, :4] = 0.0  # r = 1 exactly: ties between the clipped and unclipped terms
+    advantages = (torch.randn(64, 1, generator=generator, dtype=torch.float64) * 2).expand(64, 33).to(dtype)
+    sigma_pos, sigma_neg = (torch.rand(64, 33, generator=generator, dtype=torch.float64).to(dtype) * 3 + 1 for _ in "..")
+    lower, upper = hard_clip_bounds(sigma_pos, sigma_neg, 1.0, 0.2, 0.28)
+    results = []
+    for surrogate in (hard_gate_surrogate, dual_clipped_surrogate):
+        log_prob = log_ratio.to(dtype).requires_grad_(True)
+        losses, clip_active, dual_clip_active = surrogate(torch.exp(log_prob), advantages, lower, upper, 3.0)
+        (gradient,) = torch.autograd.grad(losses.sum(), log_prob)
+        results.append((losses.detach(), clip_active, dual_clip_active, gradient))
+    for ours, theirs in zip(*results, strict=True):
+        assert torch.equal(ours, theirs)
+    assert results[0][1].any() and results[0][2].any()  # both clips were exercised

@@ -54,16 +54,13 @@ import torch.distributed as dist
 from verl.base_config import BaseConfig
 from verl.trainer.ppo.core_algos import register_policy_loss
 
-from maspo_verl.baselines.common import (
+from maspo_verl.baselines.common import clip_metrics, dual_clipped_surrogate, resolve_baseline_block
+from maspo_verl.config_blocks import require_choice, require_number
+from maspo_verl.conventions import (
     aggregate_policy_loss,
-    clip_metrics,
     dual_clip_bound,
-    dual_clipped_surrogate,
-    metrics_from,
+    policy_loss_statistics,
     prepare_policy_loss_inputs,
-    require_choice,
-    require_number,
-    resolve_config_block,
 )
 
 __all__ = [
@@ -341,9 +338,9 @@ def compute_policy_loss_bapo(
         (loss, metrics): the scalar loss in log_prob's dtype and the scalar metrics METRIC_KEYS;
         `actor/bapo/positive_share` is P / (P + N) at the chosen pair for either variant.
     """
-    bapo = resolve_config_block(config, "bapo", BapoConfig, "bapo")
+    bapo = resolve_baseline_block(config, "bapo", BapoConfig, "bapo")
     clip_ratio_c = dual_clip_bound(config, "bapo") if bapo.variant == "recipe" else None
-    inputs = prepare_policy_loss_inputs("bapo", old_log_prob, log_prob, advantages, response_mask)
+    inputs = prepare_policy_loss_inputs(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
 
     if bapo.variant == "paper":
         lower_candidates = paper_bound_grid(bapo.lower_bound_start, bapo.lower_bound_max, bapo.lower_bound_step)
@@ -376,22 +373,16 @@ def compute_policy_loss_bapo(
         pg_losses, clip_active, dual_clip_active = dual_clipped_surrogate(
             inputs.ratio, inputs.advantages, c_low, c_high, clip_ratio_c
         )
-    pg_loss = aggregate_policy_loss(
-        pg_losses, inputs.response_mask, loss_agg_mode, config, inputs.num_valid, rollout_is_weights
-    )
-
     with torch.no_grad():
-        metrics = metrics_from(
-            METRIC_KEYS,
-            clip_metrics(inputs, clip_active, dual_clip_active)
-            + [
-                c_low,
-                c_high,
-                positive_share(positive_mass[upper_index], negative_mass[lower_index]),
-                positive_share(positive_mass[0], negative_mass[0]),
-                search_steps,
-                search_ranks,
-            ],
-            inputs.ratio.device,
-        )
+        statistics = {
+            **clip_metrics(inputs, clip_active, dual_clip_active),
+            "actor/bapo/lower_bound": c_low,
+            "actor/bapo/upper_bound": c_high,
+            "actor/bapo/positive_share": positive_share(positive_mass[upper_index], negative_mass[lower_index]),
+            "actor/bapo/positive_share_at_start": positive_share(positive_mass[0], negative_mass[0]),
+            "actor/bapo/search_steps": search_steps,
+            "actor/bapo/search_ranks": search_ranks,
+        }
+    metrics = policy_loss_statistics("bapo", inputs, log_prob, statistics)  # one host sync besides the search's
+    pg_loss = aggregate_policy_loss(pg_losses, inputs, loss_agg_mode, config, metrics.pop("num_valid"))
     return pg_loss.to(log_prob.dtype), metrics

@@ -26,15 +26,13 @@ import verl.utils.torch_functional as verl_F
 from verl.base_config import BaseConfig
 from verl.trainer.ppo.core_algos import register_policy_loss
 
-from maspo_verl.baselines.common import (
+from maspo_verl.baselines.common import clip_metrics, dual_clipped_surrogate, resolve_baseline_block
+from maspo_verl.config_blocks import require_number
+from maspo_verl.conventions import (
     aggregate_policy_loss,
-    clip_metrics,
     dual_clip_bound,
-    dual_clipped_surrogate,
-    metrics_from,
+    policy_loss_statistics,
     prepare_policy_loss_inputs,
-    require_number,
-    resolve_config_block,
 )
 
 __all__ = ["DacConfig", "METRIC_KEYS", "compute_policy_loss_dac", "dac_ratio_bounds", "dcpo_upper_bound_cap"]
@@ -144,9 +142,9 @@ def compute_policy_loss_dac(
     Returns:
         (loss, metrics): the scalar loss in log_prob's dtype and the scalar metrics METRIC_KEYS.
     """
-    dac = resolve_config_block(config, "dac", DacConfig, "dac")
+    dac = resolve_baseline_block(config, "dac", DacConfig, "dac")
     clip_ratio_c = dual_clip_bound(config, "dac")
-    inputs = prepare_policy_loss_inputs("dac", old_log_prob, log_prob, advantages, response_mask)
+    inputs = prepare_policy_loss_inputs(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
     mask = inputs.response_mask
     cap = dcpo_upper_bound_cap(dac.upper_bound_cap, clip_ratio_c)
     with torch.no_grad():
@@ -155,17 +153,13 @@ def compute_policy_loss_dac(
     pg_losses, clip_active, dual_clip_active = dual_clipped_surrogate(
         inputs.ratio, inputs.advantages, lower, upper, clip_ratio_c
     )
-    pg_loss = aggregate_policy_loss(pg_losses, mask, loss_agg_mode, config, inputs.num_valid, rollout_is_weights)
-
     with torch.no_grad():
-        metrics = metrics_from(
-            METRIC_KEYS,
-            clip_metrics(inputs, clip_active, dual_clip_active)
-            + [
-                verl_F.masked_mean(lower, mask),
-                verl_F.masked_mean(upper, mask),
-                verl_F.masked_mean((upper >= cap).float(), mask),
-            ],
-            inputs.ratio.device,
-        )
+        statistics = {
+            **clip_metrics(inputs, clip_active, dual_clip_active),
+            "actor/dac/lower_bound_mean": verl_F.masked_mean(lower, mask),
+            "actor/dac/upper_bound_mean": verl_F.masked_mean(upper, mask),
+            "actor/dac/upper_bound_capped_frac": verl_F.masked_mean((upper >= cap).float(), mask),
+        }
+    metrics = policy_loss_statistics("dac", inputs, log_prob, statistics)  # one host sync
+    pg_loss = aggregate_policy_loss(pg_losses, inputs, loss_agg_mode, config, metrics.pop("num_valid"))
     return pg_loss.to(log_prob.dtype), metrics

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from verl.base_config import BaseConfig
 
-from maspo_verl.baselines.common import require_bool, require_number
+from maspo_verl.config_blocks import require_bool, require_number
 
 __all__ = ["EntropyAdvantageConfig", "entropy_shaped_advantages"]
 
