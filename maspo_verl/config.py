@@ -1,23 +1,22 @@
 """MASPO configuration: the `policy_loss.maspo.*` keys and verl's `PolicyLossConfig` carrying them.
 
 Hydra path of every key: `actor_rollout_ref.actor.policy_loss.maspo.<key>`.
-Selecting `actor_rollout_ref.actor.policy_loss._target_=maspo_verl.MaspoPolicyLossConfig`
-(done by `configs/maspo.yaml`) makes verl build `MaspoPolicyLossConfig` for the actor, so the
-MASPO keys live in verl's own, frozen, validated config tree.
+Selecting `actor_rollout_ref.actor.policy_loss._target_=maspo_verl.MaspoPolicyLossConfig` makes
+verl build `MaspoPolicyLossConfig` for the actor, so the MASPO keys live in verl's own, frozen,
+validated config tree. The baselines' blocks (`dac`, `bapo`, `entropy_advantage`) are added by
+its subclass `maspo_verl.baselines.PolicyLossConfigWithBaselines`, which `configs/maspo.yaml`
+selects: this module, like the rest of MASPO's core, does not import the baselines.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from verl.base_config import BaseConfig
 from verl.workers.config import PolicyLossConfig
 
-from maspo_verl.baselines.bapo import BapoConfig
-from maspo_verl.baselines.dac import DacConfig
-from maspo_verl.baselines.entropy_advantage import EntropyAdvantageConfig
 from maspo_verl.config_blocks import config_block_from, require_bool, require_choice, require_number
 
 __all__ = ["GATE_MODES", "MaspoConfig", "MaspoPolicyLossConfig", "maspo_config_from"]
@@ -90,18 +89,19 @@ def maspo_config_from(value: Any) -> MaspoConfig:
 
 @dataclass
 class MaspoPolicyLossConfig(PolicyLossConfig):
-    """verl's `PolicyLossConfig` plus one block per loss of this package; `loss_mode` defaults to "maspo".
+    """verl's `PolicyLossConfig` plus MASPO's `maspo` block; `loss_mode` defaults to "maspo".
 
     Select it with `actor_rollout_ref.actor.policy_loss._target_=maspo_verl.MaspoPolicyLossConfig`.
-    verl's own loss modes (e.g. "vanilla" for GRPO, "sapo") keep working with this class, so one
-    config tree serves MASPO and every baseline of the paper.
+    verl's own loss modes (e.g. "vanilla" for GRPO, "sapo") keep working with this class. A subclass
+    adds blocks as dataclass fields listed in `CONFIG_BLOCKS` (block name -> its config class), as
+    `maspo_verl.baselines.PolicyLossConfigWithBaselines` does for the baselines.
     """
+
+    # Every block field and its config class; `__post_init__` builds each from what Hydra hands over.
+    CONFIG_BLOCKS: ClassVar[dict[str, type]] = {"maspo": MaspoConfig}
 
     loss_mode: str = "maspo"
     maspo: MaspoConfig = field(default_factory=MaspoConfig)
-    dac: DacConfig = field(default_factory=DacConfig)
-    bapo: BapoConfig = field(default_factory=BapoConfig)
-    entropy_advantage: EntropyAdvantageConfig = field(default_factory=EntropyAdvantageConfig)
     # verl settings outside the policy-loss block that replace or re-feed the loss
     # (maspo_verl.loss_guard.TRAINER_SETTING_KEYS), interpolated from the trainer config by
     # configs/maspo.yaml; empty (nothing checked here) on verl's plain ppo_trainer.
@@ -110,12 +110,7 @@ class MaspoPolicyLossConfig(PolicyLossConfig):
     def __post_init__(self):
         # Hydra's instantiate(_convert_="partial") hands a nested block over as a dict when it
         # carries no _target_ of its own; fields are frozen after __init__, hence object.__setattr__.
-        for block, config_class in (
-            ("maspo", MaspoConfig),
-            ("dac", DacConfig),
-            ("bapo", BapoConfig),
-            ("entropy_advantage", EntropyAdvantageConfig),
-        ):
+        for block, config_class in self.CONFIG_BLOCKS.items():
             object.__setattr__(self, block, config_block_from(getattr(self, block), config_class, block))
         if self.trainer_settings:
             _refuse_loss_replacing_settings(self.loss_mode, dict(self.trainer_settings))

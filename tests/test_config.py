@@ -14,6 +14,8 @@ from maspo_verl import MaspoConfig, MaspoPolicyLossConfig
 from maspo_verl.cli import config_dir
 from maspo_verl.config import maspo_config_from
 
+pytestmark = pytest.mark.kind("unit")
+
 PAPER_DEFAULTS = dict(
     sigma_base=1.0, alpha=0.3, beta_pos=0.03, beta_neg=0.03, sigma_high=10.0, adv_low=0.1, adv_high=10.0,
     gate="gaussian", mass_adaptive=True, risk_control=True,
@@ -75,6 +77,7 @@ def _verl_config_dir():
     return os.path.dirname(verl.trainer.config.__file__)
 
 
+@pytest.mark.verl
 def test_verl_ppo_trainer_with_loss_mode_maspo_builds_actor_config():
     cfg = _compose("ppo_trainer", BUILDABLE + ["actor_rollout_ref.actor.policy_loss.loss_mode=maspo"], _verl_config_dir())
     actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
@@ -82,6 +85,7 @@ def test_verl_ppo_trainer_with_loss_mode_maspo_builds_actor_config():
     assert actor.policy_loss.loss_mode == "maspo"  # plain PolicyLossConfig: the loss uses the defaults
 
 
+@pytest.mark.verl
 def test_verl_ppo_trainer_with_our_target_takes_maspo_keys_with_plus():
     overrides = BUILDABLE + [
         "actor_rollout_ref.actor.policy_loss._target_=maspo_verl.MaspoPolicyLossConfig",
@@ -93,6 +97,7 @@ def test_verl_ppo_trainer_with_our_target_takes_maspo_keys_with_plus():
     assert actor.policy_loss.maspo.alpha == 0.5 and actor.policy_loss.maspo.beta_pos == 0.03
 
 
+@pytest.mark.verl
 def test_our_maspo_yaml_composes_over_verl_and_overrides_need_no_plus():
     overrides = BUILDABLE + [
         "actor_rollout_ref.actor.policy_loss.maspo.alpha=0.5",
@@ -111,6 +116,7 @@ def test_our_maspo_yaml_composes_over_verl_and_overrides_need_no_plus():
     assert yaml_defaults == {**PAPER_DEFAULTS, "alpha": 0.5, "gate": "hard", "risk_control": False}
 
 
+@pytest.mark.verl
 def test_our_yaml_keeps_verl_baselines_selectable():
     cfg = _compose("maspo", BUILDABLE + ["actor_rollout_ref.actor.policy_loss.loss_mode=vanilla"])
     actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
@@ -129,3 +135,45 @@ def test_invalid_override_fails_at_config_build_naming_the_key(override, key):
     cfg = _compose("maspo", BUILDABLE + [override])
     with pytest.raises(InstantiationException, match=f"policy_loss.maspo.{key}"):
         omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+
+
+def test_the_core_config_carries_maspo_only_and_the_baselines_subclass_adds_their_blocks():
+    from maspo_verl.baselines import BapoConfig, DacConfig, EntropyAdvantageConfig, PolicyLossConfigWithBaselines
+
+    assert MaspoPolicyLossConfig.CONFIG_BLOCKS == {"maspo": MaspoConfig}
+    with pytest.raises(TypeError, match="dac"):
+        MaspoPolicyLossConfig(dac={"eps_low": 0.1})
+    config = PolicyLossConfigWithBaselines(loss_mode="dac", maspo={"alpha": 0.5}, dac={"eps_low": 0.1})
+    assert isinstance(config, MaspoPolicyLossConfig) and config.maspo.alpha == 0.5
+    assert (type(config.dac), type(config.bapo), type(config.entropy_advantage)) == (
+        DacConfig, BapoConfig, EntropyAdvantageConfig)
+    assert config.dac.eps_low == 0.1 and config.bapo.variant == "recipe" and config.entropy_advantage.enable is False
+    with pytest.raises(ValueError, match=r"policy_loss.bapo has unknown key\(s\) \['varient'\]"):
+        PolicyLossConfigWithBaselines(bapo={"varient": "paper"})
+
+
+def test_our_maspo_yaml_selects_the_config_with_every_block_overridable_without_plus():
+    from maspo_verl.baselines import PolicyLossConfigWithBaselines
+
+    overrides = BUILDABLE + [
+        "actor_rollout_ref.actor.policy_loss.loss_mode=dac",
+        "actor_rollout_ref.actor.policy_loss.maspo.alpha=0.5",
+        "actor_rollout_ref.actor.policy_loss.dac.eps_high=0.3",
+        "actor_rollout_ref.actor.policy_loss.bapo.variant=paper",
+        "actor_rollout_ref.actor.policy_loss.entropy_advantage.kappa=3.0",
+    ]
+    policy_loss = omega_conf_to_dataclass(_compose("maspo", overrides).actor_rollout_ref.actor).policy_loss
+    assert type(policy_loss) is PolicyLossConfigWithBaselines
+    assert (policy_loss.loss_mode, policy_loss.maspo.alpha, policy_loss.dac.eps_high) == ("dac", 0.5, 0.3)
+    assert (policy_loss.bapo.variant, policy_loss.bapo.positive_share_target) == ("paper", 0.4)
+    assert policy_loss.entropy_advantage.kappa == 3.0 and policy_loss.entropy_advantage.enable is False
+
+
+def test_verl_ppo_trainer_with_the_baselines_target_takes_their_keys_with_plus():
+    overrides = BUILDABLE + [
+        "actor_rollout_ref.actor.policy_loss._target_=maspo_verl.baselines.PolicyLossConfigWithBaselines",
+        "actor_rollout_ref.actor.policy_loss.loss_mode=dac",
+        "+actor_rollout_ref.actor.policy_loss.dac.eps_low=0.1",
+    ]
+    actor = omega_conf_to_dataclass(_compose("ppo_trainer", overrides, _verl_config_dir()).actor_rollout_ref.actor)
+    assert actor.policy_loss.dac.eps_low == 0.1 and actor.policy_loss.maspo.alpha == 0.3

@@ -13,6 +13,8 @@ import pytest
 
 from maspo_verl.compat import has_plugin_entry_points, installed_verl_version
 
+pytestmark = pytest.mark.kind("verl")
+
 PROBE = (
     "import verl\n"
     "from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY\n"
@@ -71,19 +73,23 @@ def test_fresh_process_registry(env, registered):
 
 
 @pytest.mark.timeout(300)
-def test_selecting_our_config_class_as_target_imports_the_package():
+@pytest.mark.parametrize(
+    "target",
+    ["maspo_verl.MaspoPolicyLossConfig", "maspo_verl.baselines.PolicyLossConfigWithBaselines"],  # core; configs/maspo.yaml
+)
+def test_selecting_our_config_class_as_target_imports_the_package(target):
     code = (
         "from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY\n"
         "from verl.utils.config import omega_conf_to_dataclass\n"
         "from omegaconf import OmegaConf\n"
         "assert 'maspo' not in POLICY_LOSS_REGISTRY\n"
-        "cfg = OmegaConf.create({'_target_': 'maspo_verl.MaspoPolicyLossConfig', 'maspo': {'alpha': 0.5}})\n"
+        f"cfg = OmegaConf.create({{'_target_': '{target}', 'maspo': {{'alpha': 0.5}}}})\n"
         "loss_config = omega_conf_to_dataclass(cfg)\n"
-        "print(type(loss_config).__name__, loss_config.maspo.alpha, 'maspo' in POLICY_LOSS_REGISTRY)\n"
+        "print(type(loss_config).__name__, loss_config.maspo.alpha, {'maspo', 'dac', 'bapo'} <= set(POLICY_LOSS_REGISTRY))\n"
     )
     result = _fresh_python(code, VERL_USE_EXTERNAL_PLUGINS="none")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "MaspoPolicyLossConfig 0.5 True"
+    assert result.stdout.strip().splitlines()[-1] == f"{target.rsplit('.', 1)[1]} 0.5 True"
 
 
 @pytest.mark.timeout(300)
@@ -111,7 +117,7 @@ def test_check_command_fails_clearly_on_a_bad_value(monkeypatch, capsys):
 def test_check_command_rejects_an_unregistered_loss_mode_naming_the_registered_ones(monkeypatch, capsys):
     code, out, err = _check_in_process(monkeypatch, capsys, "actor_rollout_ref.actor.policy_loss.loss_mode=masp", **CHECK_ENV)
     assert code == 1, out + err
-    assert "loss_mode='masp': Unsupported loss mode: masp. Supported modes are:" in err
+    assert "loss_mode='masp' (did you mean 'maspo'?): Unsupported loss mode: masp. Supported modes are:" in err
     registered = err.split("Supported modes are:", 1)[1]
     for mode in ("'vanilla'", "'maspo'", "'dac'", "'bapo'"):  # verl's own and ours
         assert mode in registered, registered

@@ -10,10 +10,14 @@ this package (which `import maspo_verl` does) registers:
 
 and provides the Entropy Advantage settings (arXiv 2506.14758), `policy_loss.entropy_advantage.*`,
 which shape the advantages of any loss mode through the opt-in patch
-`maspo_verl.patches.entropy_advantage`. See docs/baselines.md.
+`maspo_verl.patches.entropy_advantage`. `PolicyLossConfigWithBaselines`, the policy-loss config
+`configs/maspo.yaml` selects, carries the `maspo` block and these blocks. The baselines use MASPO's
+verl conventions (`maspo_verl.conventions`); MASPO's core does not import this package. See
+docs/baselines.md.
 """
 
 from maspo_verl.baselines.bapo import BapoConfig, compute_policy_loss_bapo
+from maspo_verl.baselines.config import PolicyLossConfigWithBaselines
 from maspo_verl.baselines.dac import DacConfig, compute_policy_loss_dac
 from maspo_verl.baselines.entropy_advantage import EntropyAdvantageConfig, entropy_shaped_advantages
 
@@ -21,6 +25,7 @@ __all__ = [
     "BapoConfig",
     "DacConfig",
     "EntropyAdvantageConfig",
+    "PolicyLossConfigWithBaselines",
     "compute_policy_loss_bapo",
     "compute_policy_loss_dac",
     "entropy_shaped_advantages",

@@ -1,0 +1,225 @@
+"""maspo_verl.conventions: verl's policy-loss conventions, written once and followed alike by MASPO and
+every baseline loss; and MASPO's core (loss, gate, config, conventions) importing no baseline."""
+
+import ast
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import actor_config, random_loss_inputs
+from verl.trainer.ppo.core_algos import agg_loss, get_policy_loss_fn
+
+import maspo_verl  # noqa: F401  (registers the losses)
+from maspo_verl.conventions import (
+    PolicyLossInputs,
+    aggregate_policy_loss,
+    clip_ratio_bounds,
+    dual_clip_bound,
+    host_values,
+    policy_loss_statistics,
+    prepare_policy_loss_inputs,
+)
+
+pytestmark = pytest.mark.kind("unit")
+
+PACKAGE = Path(maspo_verl.__file__).resolve().parent
+CORE = ("loss", "gate", "config", "config_blocks", "conventions")
+OUR_LOSSES = ("maspo", "dac", "bapo")
+
+
+def test_inputs_are_at_least_float32_zero_on_padding_with_one_ratio():
+    inputs = random_loss_inputs(seed=0, dtype=torch.bfloat16, with_rollout_is_weights=True)
+    mask = inputs.response_mask
+    old_log_prob = torch.where(mask, inputs.old_log_prob, torch.nan)
+    weights = torch.where(mask, inputs.rollout_is_weights, torch.inf)
+    prepared = prepare_policy_loss_inputs(old_log_prob, inputs.log_prob, inputs.advantages, mask, weights)
+    assert prepared.compute_dtype == torch.float32 and prepared.old_log_prob.dtype == torch.float32
+    for tensor in (prepared.old_log_prob, prepared.advantages, prepared.log_ratio, prepared.rollout_is_weights):
+        assert torch.equal(tensor[~mask], torch.zeros_like(tensor[~mask]))
+    assert torch.equal(prepared.ratio[~mask], torch.ones_like(prepared.ratio[~mask]))
+    expected = torch.exp((inputs.log_prob.float() - inputs.old_log_prob.float()).clamp(-20, 20))
+    assert torch.equal(prepared.ratio[mask], expected[mask].detach())
+    assert prepared.ratio.requires_grad  # the baselines' (and the hard gate's) ratio carries the gradient
+    detached = prepare_policy_loss_inputs(
+        old_log_prob, inputs.log_prob, inputs.advantages, mask, ratio_requires_grad=False
+    )
+    assert not detached.ratio.requires_grad and torch.equal(detached.ratio, prepared.ratio.detach())
+    wide = prepare_policy_loss_inputs(old_log_prob.double(), inputs.log_prob.double(), inputs.advantages, mask)
+    assert wide.compute_dtype == torch.float64 and wide.ratio.dtype == torch.float64
+
+
+def test_clamp_is_verls_and_the_raw_log_ratio_is_kept():
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    prepared = prepare_policy_loss_inputs(torch.zeros(1, 3), torch.tensor([[-30.0, 0.5, 30.0]]), torch.ones(1, 3), mask)
+    assert prepared.log_ratio.tolist() == [[-30.0, 0.5, 30.0]]
+    assert prepared.clamped_log_ratio.tolist() == [[-20.0, 0.5, 20.0]]
+
+
+def test_statistics_are_named_and_come_back_in_one_sync():
+    values = host_values({"b": torch.tensor(2), "a": 0.8, "c": torch.tensor([3.5])}, torch.float32, torch.device("cpu"))
+    assert list(values) == ["b", "a", "c"]
+    assert values == {"b": 2.0, "a": float(torch.tensor(0.8)), "c": 3.5}  # a Python number reads as on the device
+
+
+@pytest.mark.parametrize("bad", ["old_log_prob", "advantages", "log_prob", "rollout_is_weights"])
+def test_nan_on_a_valid_token_raises_naming_the_tensor(bad):
+    inputs = random_loss_inputs(seed=1, with_rollout_is_weights=True)
+    tensors = dict(
+        old_log_prob=inputs.old_log_prob,
+        log_prob=inputs.log_prob.detach(),
+        advantages=inputs.advantages,
+        rollout_is_weights=inputs.rollout_is_weights,
+    )
+    tensors[bad] = tensors[bad].clone()
+    tensors[bad][0, 0] = torch.nan
+    prepared = prepare_policy_loss_inputs(
+        tensors["old_log_prob"],
+        tensors["log_prob"],
+        tensors["advantages"],
+        inputs.response_mask,
+        tensors["rollout_is_weights"],
+    )
+    with pytest.raises(ValueError, match=rf"loss_mode=x got NaN/inf on valid response tokens in: .*{bad} \(1 token"):
+        policy_loss_statistics("x", prepared, tensors["log_prob"], {"s": torch.tensor(1.0)})
+
+
+def test_aggregation_multiplies_the_weights_and_passes_verls_global_batch_info():
+    inputs = random_loss_inputs(seed=2, with_rollout_is_weights=True)
+    prepared = prepare_policy_loss_inputs(
+        inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, inputs.rollout_is_weights
+    )
+    config = actor_config(loss_mode="vanilla", plain=True)
+    losses = -prepared.advantages * prepared.ratio
+    info = dict(dp_size=2, batch_num_tokens=77, global_batch_size=9)
+    config.global_batch_info.update(info)
+    for mode in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"):
+        loss = aggregate_policy_loss(losses, prepared, mode, config, num_valid=1.0)
+        assert torch.equal(loss, agg_loss(losses * prepared.rollout_is_weights, prepared.response_mask, mode, **info))
+
+
+def test_an_empty_micro_batch_gives_zero_loss_and_zero_gradient():
+    inputs = random_loss_inputs(seed=3)
+    mask = torch.zeros_like(inputs.response_mask)
+    prepared = prepare_policy_loss_inputs(inputs.old_log_prob, inputs.log_prob, inputs.advantages, mask)
+    assert isinstance(prepared, PolicyLossInputs)
+    statistics = policy_loss_statistics("x", prepared, inputs.log_prob, {})
+    assert statistics == {"num_valid": 0.0}
+    loss = aggregate_policy_loss(-prepared.advantages * prepared.ratio, prepared, "token-mean", None, 0.0)
+    (gradient,) = torch.autograd.grad(loss, inputs.log_prob)
+    assert loss.item() == 0.0 and torch.equal(gradient, torch.zeros_like(gradient))
+
+
+def test_verls_clip_keys():
+    config = actor_config(loss_mode="vanilla", plain=True, clip_ratio_low=0.1, clip_ratio_high=0.28)
+    assert clip_ratio_bounds(config) == (0.1, 0.28)
+    assert clip_ratio_bounds({"clip_ratio": 0.3, "clip_ratio_low": None}) == (0.3, 0.3)
+    assert dual_clip_bound(config, "x") == 3.0
+    with pytest.raises(ValueError, match="clip_ratio_c .* must be > 1.0 for loss_mode=x"):
+        dual_clip_bound({"clip_ratio_c": 1.0}, "x")
+
+
+def run_loss(loss_mode, inputs, **actor_keys):
+    log_prob = inputs.log_prob.detach().clone().requires_grad_(True)
+    loss, metrics = get_policy_loss_fn(loss_mode)(
+        old_log_prob=inputs.old_log_prob,
+        log_prob=log_prob,
+        advantages=inputs.advantages,
+        response_mask=inputs.response_mask,
+        loss_agg_mode="token-mean",
+        config=actor_config(loss_mode=loss_mode, **actor_keys),
+        rollout_is_weights=inputs.rollout_is_weights,
+    )
+    (gradient,) = torch.autograd.grad(loss, log_prob)
+    return loss, gradient, metrics
+
+
+@pytest.mark.parametrize("loss_mode", OUR_LOSSES)
+def test_every_loss_follows_the_same_conventions(loss_mode):
+    """dtype, padding, the NaN check (rollout weights included), the empty micro-batch and the
+    metric shape behave alike for MASPO and each baseline: they share one implementation."""
+    for dtype in (torch.bfloat16, torch.float64):
+        inputs = random_loss_inputs(seed=4, dtype=dtype, with_rollout_is_weights=True)
+        loss, gradient, metrics = run_loss(loss_mode, inputs)
+        assert loss.dtype == dtype and gradient.dtype == dtype and torch.isfinite(loss)
+        assert all(type(value) is float for value in metrics.values())
+        _, _, again = run_loss(loss_mode, random_loss_inputs(seed=5, dtype=dtype))
+        assert list(again) == list(metrics)
+
+    inputs = random_loss_inputs(seed=6, with_rollout_is_weights=True)
+    padding = ~inputs.response_mask
+    inputs.old_log_prob[padding] = torch.nan
+    inputs.rollout_is_weights[padding] = torch.inf
+    loss, gradient, _ = run_loss(loss_mode, inputs)
+    assert torch.isfinite(loss) and torch.isfinite(gradient).all() and not gradient[padding].any()
+
+    inputs.rollout_is_weights[0, 0] = torch.nan  # a valid token
+    with pytest.raises(ValueError, match=rf"loss_mode={loss_mode} got NaN/inf .* rollout_is_weights \(1 token"):
+        run_loss(loss_mode, inputs)
+
+    inputs = random_loss_inputs(seed=7)
+    inputs.response_mask[:] = False
+    loss, gradient, metrics = run_loss(loss_mode, inputs)
+    assert loss.item() == 0.0 and not gradient.any() and all(map(math.isfinite, metrics.values()))
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module an `import` / `from ... import` anywhere in `path` names (function bodies too)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_core_modules_name_no_baseline():
+    for module in CORE:
+        found = {name for name in imported_modules(PACKAGE / f"{module}.py") if name.startswith("maspo_verl.baselines")}
+        assert found == set(), f"maspo_verl/{module}.py imports {found}"
+
+
+BLOCKED_BASELINES = """
+import importlib.abc, pathlib, sys, types
+
+class NoBaselines(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "maspo_verl.baselines" or name.startswith("maspo_verl.baselines."):
+            raise ImportError(f"blocked: {name}")
+        return None
+
+sys.meta_path.insert(0, NoBaselines())
+# The package without its __init__ (which imports the baselines to register them): the core alone.
+package = types.ModuleType("maspo_verl")
+package.__path__ = [str(pathlib.Path(PACKAGE))]
+sys.modules["maspo_verl"] = package
+
+import torch
+from verl.workers.config import ActorConfig
+import maspo_verl.conventions, maspo_verl.gate, maspo_verl.config_blocks
+from maspo_verl.config import MaspoPolicyLossConfig
+from maspo_verl.loss import compute_policy_loss_maspo
+
+config = ActorConfig(strategy="fsdp", ppo_mini_batch_size=2, ppo_micro_batch_size_per_gpu=1, rollout_n=1,
+                     policy_loss=MaspoPolicyLossConfig(maspo={"gate": "hard"}))
+log_prob = torch.randn(2, 3, requires_grad=True)
+mask = torch.ones(2, 3, dtype=torch.bool)
+loss, metrics = compute_policy_loss_maspo(torch.randn(2, 3), log_prob, torch.randn(2, 3), mask, config=config)
+loss.backward()
+assert not [name for name in sys.modules if name.startswith("maspo_verl.baselines")]
+try:
+    import maspo_verl.baselines.dac
+except ImportError as error:
+    print("core ok;", error)
+"""
+
+
+def test_the_core_imports_and_computes_with_the_baselines_blocked():
+    code = BLOCKED_BASELINES.replace("PACKAGE", repr(str(PACKAGE)))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, cwd="/")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "core ok; blocked: maspo_verl.baselines"
