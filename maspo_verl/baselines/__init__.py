@@ -8,25 +8,32 @@ this package (which `import maspo_verl` does) registers:
   authors' released code (`variant=recipe`, default) or their paper's Eq. 8 and Algorithm 1
   (`variant=paper`);
 
-and provides the Entropy Advantage settings (arXiv 2506.14758), `policy_loss.entropy_advantage.*`,
-which shape the advantages of any loss mode through the opt-in patch
-`maspo_verl.patches.entropy_advantage`. `PolicyLossConfigWithBaselines`, the policy-loss config
-`configs/maspo.yaml` selects, carries the `maspo` block and these blocks. The baselines use MASPO's
-verl conventions (`maspo_verl.conventions`); MASPO's core does not import this package. See
-docs/baselines.md.
+and provides Entropy Advantage (arXiv 2506.14758), `policy_loss.entropy_advantage.*`, which shapes
+the advantages of any loss mode through `apply_entropy_advantage()` (a wrapper of verl's
+`ppo_loss`). `PolicyLossConfigWithBaselines`, the policy-loss config `configs/maspo.yaml` selects,
+carries the `maspo` block and these blocks, and applies that wrapper when its
+`entropy_advantage.enable` is true. The baselines use MASPO's verl conventions
+(`maspo_verl.conventions`); MASPO's core does not import this package. See docs/baselines.md.
 """
 
 from maspo_verl.baselines.bapo import BapoConfig, compute_policy_loss_bapo
 from maspo_verl.baselines.config import PolicyLossConfigWithBaselines
 from maspo_verl.baselines.dac import DacConfig, compute_policy_loss_dac
-from maspo_verl.baselines.entropy_advantage import EntropyAdvantageConfig, entropy_shaped_advantages
+from maspo_verl.baselines.entropy_advantage import (
+    EntropyAdvantageConfig,
+    apply_entropy_advantage,
+    entropy_shaped_advantages,
+    remove_entropy_advantage,
+)
 
 __all__ = [
     "BapoConfig",
     "DacConfig",
     "EntropyAdvantageConfig",
     "PolicyLossConfigWithBaselines",
+    "apply_entropy_advantage",
     "compute_policy_loss_bapo",
     "compute_policy_loss_dac",
     "entropy_shaped_advantages",
+    "remove_entropy_advantage",
 ]

@@ -1,9 +1,11 @@
-"""Entropy Advantage (arXiv 2506.14758) through the opt-in patch of verl's ppo_loss: the shaping
-formula, the patched ppo_loss against verl's unpatched ppo_loss (switch off, alpha = 0, and on
-with advantages shaped in the test), both advantage layouts, the call sites, version check, bad input."""
+"""maspo_verl.baselines.entropy_advantage: Entropy Advantage (arXiv 2506.14758) through its wrapper of
+verl's ppo_loss: the shaping formula, the wrapped ppo_loss against verl's unwrapped ppo_loss (switch
+off, alpha = 0, and on with advantages shaped in the test), both advantage layouts, the call sites,
+the explicit switch (`apply_entropy_advantage`, called by PolicyLossConfigWithBaselines and by
+nothing else), the version check, bad input."""
 
 import dataclasses
-from dataclasses import dataclass, field
+import inspect
 
 import helpers
 import pytest
@@ -12,32 +14,31 @@ import verl.trainer.distillation.losses as verl_distillation_losses
 import verl.workers.engine_workers as verl_engine_workers
 import verl.workers.utils.losses as verl_losses
 from helpers import actor_config, random_loss_inputs, run_verl_ppo_loss
-from verl.workers.config import PolicyLossConfig
 
 import maspo_verl.patches
-from maspo_verl.baselines.dac import DacConfig
-from maspo_verl.baselines.entropy_advantage import EntropyAdvantageConfig, entropy_shaped_advantages
-from maspo_verl.patches import UnsupportedVerlVersion
-from maspo_verl.patches.entropy_advantage import (
+from maspo_verl.baselines import PolicyLossConfigWithBaselines
+from maspo_verl.baselines.entropy_advantage import (
     METRIC_KEYS,
+    EntropyAdvantageConfig,
     apply_entropy_advantage,
     entropy_advantage_applied,
+    entropy_shaped_advantages,
     ppo_loss_with_entropy_advantage,
     remove_entropy_advantage,
 )
+from maspo_verl.patches import UnsupportedVerlVersion
+
+pytestmark = pytest.mark.kind("unit")
 
 VERL_PPO_LOSS = verl_losses.ppo_loss
 
 
-@dataclass
-class PolicyLossWithEntropyAdvantage(PolicyLossConfig):
-    entropy_advantage: EntropyAdvantageConfig = field(default_factory=EntropyAdvantageConfig)
-    dac: DacConfig = field(default_factory=DacConfig)
-
-
 @pytest.fixture
 def unpatched_afterwards():
-    """Every test leaves verl's ppo_loss as it found it (enable=True applies the patch)."""
+    """Every test starts and ends with verl's own ppo_loss. Building the policy-loss config with
+    enable=True applies the wrapper, so an earlier test in this process (a dry run of
+    entropy_adv.sh, say) may have left it applied: undo that first."""
+    remove_entropy_advantage()
     assert not entropy_advantage_applied() and verl_losses.ppo_loss is VERL_PPO_LOSS
     yield
     remove_entropy_advantage()
@@ -45,8 +46,10 @@ def unpatched_afterwards():
 
 
 def entropy_actor_config(loss_mode="vanilla", loss_agg_mode="token-mean", **settings):
+    """verl's actor config with the policy-loss config configs/maspo.yaml selects; with
+    enable=True, building it applies the wrapper in this process."""
     base = actor_config(loss_mode=loss_mode, loss_agg_mode=loss_agg_mode, plain=True)
-    policy_loss = PolicyLossWithEntropyAdvantage(
+    policy_loss = PolicyLossConfigWithBaselines(
         loss_mode=loss_mode, entropy_advantage=EntropyAdvantageConfig(**settings)
     )
     return dataclasses.replace(base, policy_loss=policy_loss)
@@ -75,7 +78,11 @@ def run_ppo_loss(monkeypatch, loss_function, config, inputs, nested_advantages=F
     monkeypatch.setattr(helpers, "ppo_loss", with_entropy)
     loss, metrics = run_verl_ppo_loss(config, inputs)
     (grad,) = torch.autograd.grad(loss, inputs.log_prob)
-    return loss, grad, {key: value.aggregate() if hasattr(value, "aggregate") else value for key, value in metrics.items()}
+    return (
+        loss,
+        grad,
+        {key: value.aggregate() if hasattr(value, "aggregate") else value for key, value in metrics.items()},
+    )
 
 
 def fresh(inputs):
@@ -114,7 +121,7 @@ def test_switch_off_is_verls_ppo_loss(monkeypatch, unpatched_afterwards):
 def test_alpha_zero_leaves_verls_result_unchanged(monkeypatch, unpatched_afterwards):
     inputs = random_loss_inputs(seed=2, ratio_spread=0.5)
     expected = run_ppo_loss(monkeypatch, VERL_PPO_LOSS, entropy_actor_config(enable=False), fresh(inputs))
-    config = entropy_actor_config(enable=True, alpha=0.0)  # applies the patch
+    config = entropy_actor_config(enable=True, alpha=0.0)  # applies the wrapper
     loss, grad, metrics = run_ppo_loss(monkeypatch, verl_losses.ppo_loss, config, fresh(inputs))
     torch.testing.assert_close(loss, expected[0])
     torch.testing.assert_close(grad, expected[1])
@@ -126,7 +133,7 @@ def test_alpha_zero_leaves_verls_result_unchanged(monkeypatch, unpatched_afterwa
 def test_on_equals_verl_with_advantages_shaped_in_the_test(monkeypatch, unpatched_afterwards, loss_mode, nested):
     inputs = random_loss_inputs(seed=3, ratio_spread=0.5)
     config = entropy_actor_config(loss_mode=loss_mode, enable=True, alpha=0.4, kappa=2.0)
-    assert entropy_advantage_applied()  # enable=True applied the patch
+    assert entropy_advantage_applied()  # building the config with enable=True applied the wrapper
     loss, grad, metrics = run_ppo_loss(monkeypatch, verl_losses.ppo_loss, config, fresh(inputs), nested)
 
     entropy = entropy_of(inputs.log_prob.detach())
@@ -165,7 +172,9 @@ def test_call_sites_are_rebound_and_restored(unpatched_afterwards):
 def test_unsupported_verl_version_refuses(monkeypatch, unpatched_afterwards):
     monkeypatch.setattr(maspo_verl.patches, "installed_verl_version", lambda: "0.8.0")
     with pytest.raises(UnsupportedVerlVersion, match="apply_entropy_advantage was written and tested for verl 0.9.1"):
-        EntropyAdvantageConfig(enable=True)
+        apply_entropy_advantage()
+    with pytest.raises(UnsupportedVerlVersion, match="apply_entropy_advantage"):
+        PolicyLossConfigWithBaselines(loss_mode="vanilla", entropy_advantage={"enable": True})
     assert verl_losses.ppo_loss is VERL_PPO_LOSS
 
 
@@ -186,20 +195,44 @@ def test_bad_config_names_the_key(keys, message, unpatched_afterwards):
 @pytest.mark.parametrize("kappa", [1.0, 1, 0.999, 0.0, -2.0])
 def test_kappa_must_exceed_one_as_the_paper_requires(kappa, unpatched_afterwards):
     """arXiv 2506.14758 requires kappa > 1: kappa = 1 is rejected too, naming the full key."""
-    with pytest.raises(ValueError, match=r"actor_rollout_ref\.actor\.policy_loss\.entropy_advantage\.kappa must be > 1"):
+    with pytest.raises(
+        ValueError, match=r"actor_rollout_ref\.actor\.policy_loss\.entropy_advantage\.kappa must be > 1"
+    ):
         EntropyAdvantageConfig(kappa=kappa)
     assert EntropyAdvantageConfig(kappa=1.0001).kappa == 1.0001
 
 
-def test_hydra_instantiation_of_the_block_is_the_switch(unpatched_afterwards):
-    """verl's workers build their ActorConfig with Hydra before binding ppo_loss: instantiating an
-    enabled block applies the patch in that process."""
+def test_building_the_block_alone_changes_nothing(unpatched_afterwards):
+    """The block is a plain value: only the explicit call (made by the policy-loss config) wraps."""
+    assert EntropyAdvantageConfig(enable=True).enable is True
+    assert PolicyLossConfigWithBaselines(loss_mode="vanilla").entropy_advantage.enable is False
+    assert not entropy_advantage_applied() and verl_losses.ppo_loss is VERL_PPO_LOSS
+
+
+def test_hydra_instantiation_of_the_policy_loss_config_is_the_switch(unpatched_afterwards):
+    """verl's workers build their actor config with Hydra before binding ppo_loss: instantiating
+    the policy-loss config with an enabled block applies the wrapper in that process."""
     from omegaconf import OmegaConf
     from verl.utils.config import omega_conf_to_dataclass
 
-    block = OmegaConf.create({"_target_": "maspo_verl.baselines.EntropyAdvantageConfig", "enable": False})
-    assert omega_conf_to_dataclass(block).enable is False and not entropy_advantage_applied()
-    block.enable = True
-    settings = omega_conf_to_dataclass(block)
-    assert (settings.alpha, settings.kappa) == (0.4, 2.0)
+    policy_loss = OmegaConf.create(
+        {
+            "_target_": "maspo_verl.baselines.PolicyLossConfigWithBaselines",
+            "loss_mode": "vanilla",
+            "entropy_advantage": {"_target_": "maspo_verl.baselines.EntropyAdvantageConfig", "enable": False},
+        }
+    )
+    assert omega_conf_to_dataclass(policy_loss).entropy_advantage.enable is False and not entropy_advantage_applied()
+    policy_loss.entropy_advantage.enable = True
+    settings = omega_conf_to_dataclass(policy_loss).entropy_advantage
+    assert (settings.enable, settings.alpha, settings.kappa) == (True, 0.4, 2.0)
     assert verl_engine_workers.ppo_loss is ppo_loss_with_entropy_advantage
+
+
+def test_verl_builds_the_actor_config_before_it_binds_ppo_loss():
+    """Why the policy-loss config is where the wrapper is applied: in verl's worker, the actor
+    config (and with it that class) is built before `ppo_loss` is bound into the loss function."""
+    source = inspect.getsource(verl_engine_workers.ActorRolloutRefWorker.init_model)
+    built = source.index("omega_conf_to_dataclass(self.config.actor)")
+    bound = source.index("partial(ppo_loss, config=actor_config)")
+    assert built < bound
