@@ -12,12 +12,14 @@ changes only how their calls and results travel:
 
 - the agent loops' `generate` calls of one batch go to the hf_cpu server in one Ray call
   (`HfCpuServer.generate_many`), collected for `CLIENT_WINDOW_SECONDS` after the last one;
-- each agent loop is run by verl's own `_run_agent_loop` (the registered loop, Hydra-built, traced);
-- its outputs are scored and turned into TransferQueue rows by verl's own `_agent_loop_postprocess`
-  (`AgentLoopWorkerTQ._agent_loop_postprocess`, run with its one put redirected to this worker,
-  `_collect_rows`), and all rows of the batch are put in one `kv_batch_put`, followed by one put of
-  every prompt's terminal status. A failed session fails its prompt as in verl; its sibling sessions
-  are still stored.
+- the batch runs through verl's own worker code: `generate_sequences` (sampling parameters, one
+  sample per row), `_run_prompt` per prompt (`rollout.n` sessions, the status rule), `_run_agent_loop`
+  per session (the registered loop, Hydra-built) and `_agent_loop_postprocess` (scoring, teacher
+  log-probs, the TransferQueue rows);
+- only their TransferQueue puts are redirected, for the call, to this worker (`_verl_code_with`: the
+  functions' own code with the module-level name `tq` resolved to a collector; nothing in verl is
+  rebound), and stored in three puts per batch: every prompt's "running" status, all rows, every
+  terminal status. A failed session fails its prompt as in verl; its sibling sessions are still stored.
 
 The trainer still polls the replay buffer as before; it sees a batch's prompts finish together.
 Select it through verl's documented manager hook (TaskRunnerV1.init_agent_loop_manager, verl's
@@ -35,6 +37,7 @@ training run through it repeats every metric of a run through verl's manager (te
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import types
 from typing import Any
@@ -46,13 +49,12 @@ from maspo_verl.patches import CPU_BACKEND_VERL_VERSIONS, UnsupportedVerlVersion
 require_verl_version("HfCpuAgentLoopManager", CPU_BACKEND_VERL_VERSIONS)
 
 import ray  # noqa: E402
-import torch  # noqa: E402
 import transfer_queue as tq  # noqa: E402
-from tensordict import NonTensorData, NonTensorStack, TensorDict  # noqa: E402
-from verl.experimental.agent_loop import get_trajectory_info  # noqa: E402
-from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ, apply_greedy_sampling_params  # noqa: E402
+from tensordict import TensorDict  # noqa: E402
+from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ  # noqa: E402
 from verl.utils.tensordict_utils import list_of_dict_to_tensordict  # noqa: E402
 
+from maspo_verl.patches.fast_replay_buffer import canonical_order  # noqa: E402
 from maspo_verl.patches.hf_rollout import BACKEND_NAME, server_actor_name  # noqa: E402
 
 __all__ = [
@@ -193,9 +195,9 @@ class _SessionRows:
     `tq.async_kv_batch_put(keys=..., fields=list_of_dict_to_tensordict(fields), tags=..., partition_id=...)`.
     The row building is inline there (verl has no function returning the rows), and the put is the
     per-session call this manager exists to batch. So verl's code runs with those two module-level
-    names resolved to this object (`_collect_rows`): `list_of_dict_to_tensordict` hands the row dicts
-    through unchanged (verl's own function converts the whole batch's rows in `_run_batch`) and the put
-    records them. Any other TransferQueue call from that method raises, naming it.
+    names resolved to this object (`_verl_code_with`): `list_of_dict_to_tensordict` hands the row dicts
+    through unchanged (verl's own function converts the whole batch's rows in `_store_batch`) and the
+    put records them. Any other TransferQueue call from that method raises, naming it.
     """
 
     def __init__(self):
@@ -223,31 +225,103 @@ class _SessionRows:
         )
 
 
-def _require_rows_put_through_tq(function) -> None:
-    """Refuse a verl whose `_agent_loop_postprocess` does not name `tq.async_kv_batch_put` and
-    `list_of_dict_to_tensordict`, the two names `_collect_rows` redirects (checked at import)."""
-    if not {"tq", "async_kv_batch_put", "list_of_dict_to_tensordict"} <= set(function.__code__.co_names):
+class _BatchPuts:
+    """Stands in for TransferQueue (`tq`) in verl's own `_run_prompt` for the prompts of one batch (and
+    receives their sessions' rows from `_agent_loop_postprocess`), so that `_store_batch` stores them in
+    three puts where verl's worker makes two per prompt and one per session.
+
+    verl's `_run_prompt` puts a prompt's "running" status before starting its sessions and its terminal
+    status ("finished", or "failure" when a session failed) after they all settle; its session logic sits
+    between those puts, so its code runs with `tq` resolved to this object. A "running" put waits until
+    the batch's "running" statuses are stored in one put (the sessions then start, as in verl); a
+    terminal status is recorded for `_store_batch`. Any other TransferQueue call raises, naming it.
+    """
+
+    def __init__(self):
+        loop = asyncio.get_running_loop()
+        self.partition_ids: set[str] = set()
+        self.running_keys: list[str] = []
+        self.running_tags: list[dict] = []
+        self.all_running = loop.create_future()  # done once every prompt has asked for its "running" put
+        self.running_stored = loop.create_future()  # done once `_store_batch` has stored them
+        self.statuses: dict[str, dict] = {}  # uid -> terminal status tag, in the order the prompts finished
+        self.keys: list[str] = []
+        self.fields: list[dict] = []
+        self.tags: list[dict] = []
+        self._expected: int | None = None
+
+    @property
+    def partition_id(self) -> str:
+        if len(self.partition_ids) != 1:
+            raise RuntimeError(f"one batch's rows went to partitions {sorted(self.partition_ids)}")
+        return next(iter(self.partition_ids))
+
+    def expect(self, num_prompts: int) -> None:
+        self._expected = num_prompts
+        self._check_all_running()
+
+    def _check_all_running(self) -> None:
+        if self._expected is not None and len(self.running_keys) >= self._expected and not self.all_running.done():
+            self.all_running.set_result(None)
+
+    async def async_kv_put(self, *, key, partition_id, tag) -> None:
+        self.partition_ids.add(partition_id)
+        if tag.get("status") == "running":
+            self.running_keys.append(key)
+            self.running_tags.append(tag)
+            self._check_all_running()
+            await asyncio.shield(self.running_stored)
+        else:
+            self.statuses[key] = tag
+
+    async def async_kv_batch_put(self, *, keys, fields, tags, partition_id) -> None:
+        self.partition_ids.add(partition_id)
+        self.keys.extend(keys)
+        self.fields.extend(fields)
+        self.tags.extend(tags)
+
+    def __getattr__(self, name: str):
+        raise AttributeError(
+            f"verl's _run_prompt called TransferQueue's {name!r}, which HfCpuAgentLoopManager does not "
+            "batch: this verl stores rollouts in a way the patch was not written for"
+        )
+
+
+_BATCH: contextvars.ContextVar[_BatchPuts] = contextvars.ContextVar("maspo_verl_hf_cpu_batch")
+
+
+def _require_names(function, names: set[str]) -> None:
+    """Refuse a verl whose `function` no longer uses `names`, the module-level names and TransferQueue
+    calls `_verl_code_with` redirects for it (checked at import)."""
+    missing = names - set(function.__code__.co_names)
+    if missing:
         raise UnsupportedVerlVersion(
-            "HfCpuAgentLoopManager: verl's AgentLoopWorkerTQ._agent_loop_postprocess no longer stores its rows with "
-            "tq.async_kv_batch_put(fields=list_of_dict_to_tensordict(...)); the patch must be updated for this verl"
+            f"HfCpuAgentLoopManager: verl's AgentLoopWorkerTQ.{function.__name__} no longer uses {sorted(missing)} "
+            "to store rollouts; the patch must be updated for this verl"
         )
 
 
 _VERLS_POSTPROCESS = AgentLoopWorkerTQ.__ray_actor_class__._agent_loop_postprocess
-_require_rows_put_through_tq(_VERLS_POSTPROCESS)
+_VERLS_RUN_PROMPT = AgentLoopWorkerTQ.__ray_actor_class__._run_prompt
+_require_names(_VERLS_POSTPROCESS, {"tq", "async_kv_batch_put", "list_of_dict_to_tensordict"})
+_require_names(_VERLS_RUN_PROMPT, {"tq", "async_kv_put"})
 
 
-def _collect_rows(rows: _SessionRows):
-    """verl's `AgentLoopWorkerTQ._agent_loop_postprocess`, its own code, with the names `tq` and
-    `list_of_dict_to_tensordict` resolved to `rows` for this one call. Nothing in verl's module is
-    rebound: the function gets a copy of its module's globals with those two entries replaced."""
-    function = _VERLS_POSTPROCESS
-    namespace = {**function.__globals__, "tq": rows, "list_of_dict_to_tensordict": rows.list_of_dict_to_tensordict}
-    collecting = types.FunctionType(
-        function.__code__, namespace, function.__name__, function.__defaults__, function.__closure__
+def _verl_code_with(function, **names):
+    """verl's `function`, its own code, with some module-level names resolved to other objects for one call.
+    Nothing in verl's module is rebound: the function gets a copy of its module's globals with those
+    entries replaced."""
+    redirected = types.FunctionType(
+        function.__code__, {**function.__globals__, **names}, function.__name__, function.__defaults__,
+        function.__closure__,
     )
-    collecting.__kwdefaults__ = function.__kwdefaults__
-    return collecting
+    redirected.__kwdefaults__ = function.__kwdefaults__
+    return redirected
+
+
+def _rank_in(order: list[str]):
+    rank = {key: position for position, key in enumerate(order)}
+    return lambda key: rank.get(key, len(rank))
 
 
 def _rows_by_key_set(fields: list[dict]) -> list[list[int]]:
@@ -262,21 +336,6 @@ def _rows_by_key_set(fields: list[dict]) -> list[list[int]]:
     for index, field in enumerate(fields):
         groups.setdefault(frozenset(field), []).append(index)
     return list(groups.values())
-
-
-def _sample_fields(batch: TensorDict, row: int) -> dict[str, Any]:
-    """Row `row` of the trainer's batch as the keyword arguments of an agent loop (as verl's worker splits it)."""
-    fields = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
-            fields[key] = value[row]
-        elif isinstance(value, NonTensorStack):
-            fields[key] = value[row].data
-        elif isinstance(value, NonTensorData):
-            fields[key] = value.data
-        else:
-            raise TypeError(f"agent-loop batch field {key!r} has unsupported type {type(value).__name__}")
-    return fields
 
 
 MANAGER_KEY = "actor_rollout_ref.rollout.agent.agent_loop_manager_class"
@@ -331,75 +390,66 @@ class HfCpuAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
         super().__init__(config, BatchingServerClient(llm_client), *args, **kwargs)
 
     async def generate_sequences(self, batch: TensorDict) -> None:
-        """Start the batch's rollouts without waiting for them, as verl's worker does (a batch it
-        cannot split into samples raises here, to the trainer)."""
+        """verl's own `generate_sequences` (sampling parameters, one sample per row, one `_run_prompt` task
+        per prompt, without waiting for them), its TransferQueue puts gathered for the batch (`_BatchPuts`),
+        then one task that stores them (`_store_batch`)."""
         if len(batch) == 0:
             return
-        validate = batch["validate"] if "validate" in batch else False  # as verl's worker reads it
-        batch.pop("validate", None)
-        if "agent_name" not in batch:
-            batch["agent_name"] = NonTensorData(self.config.actor_rollout_ref.rollout.agent.default_agent_loop)
-        trajectories = await get_trajectory_info(batch["global_steps"], batch["index"], validate)
-        prompts = [_sample_fields(batch, row) for row in range(len(batch))]
-        task = asyncio.create_task(self._run_batch(prompts, trajectories, validate))
+        puts = _BatchPuts()
+        before = set(self.background_tasks)
+        token = _BATCH.set(puts)  # the prompt tasks verl creates copy this context, and so their sessions
+        try:
+            await super().generate_sequences(batch)
+        finally:
+            _BATCH.reset(token)
+        prompts = self.background_tasks - before  # created last in verl's method: none has started yet
+        puts.expect(len(prompts))
+        task = asyncio.create_task(self._store_batch(puts, prompts))
         self.background_tasks.add(task)
         task.add_done_callback(self.background_tasks.discard)
 
-    def _sampling_params(self, validate: bool) -> dict[str, Any]:
-        config = self.config.actor_rollout_ref.rollout
-        sampling = config.val_kwargs if validate else config
-        return dict(
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            repetition_penalty=1.0,
-            logprobs=config.calculate_log_probs,
-        )
+    async def _run_prompt(self, prompt: dict, sampling_params: dict, trajectory: dict, trace: bool = False) -> None:
+        """verl's own `_run_prompt` (`rollout.n` sessions, `__rollout_n__` / `__do_sample__`, a prompt fails when
+        a session fails), its status puts going to the batch's `_BatchPuts`."""
+        run_prompt = _verl_code_with(_VERLS_RUN_PROMPT, tq=_BATCH.get())
+        await run_prompt(self, prompt, sampling_params, trajectory=trajectory, trace=trace)
 
-    async def _run_batch(self, prompts: list[dict[str, Any]], trajectories: list[dict], validate) -> None:
-        """Run every session of every prompt, then store the rows (one put) and the statuses (one put)."""
-        partition_id = "val" if validate else "train"
-        config = self.config.actor_rollout_ref.rollout
-        sampling_params = self._sampling_params(validate)
-        uids = [prompt["uid"] for prompt in prompts]
-        status = dict.fromkeys(uids, "failure")
+    @staticmethod
+    async def _store_batch(puts: _BatchPuts, prompts: set[asyncio.Task]) -> None:
+        """The batch's three puts: every prompt's "running" status once each prompt has asked for it (its
+        sessions start when it is stored, as in verl), then all rows, then every terminal status; rows and
+        statuses in prompt order (the prompts' "running" order), then session and index. A batch whose rows
+        cannot be stored fails every prompt."""
+        prompts_done = asyncio.ensure_future(asyncio.gather(*prompts, return_exceptions=True))
+        await asyncio.wait({puts.all_running, prompts_done}, return_when=asyncio.FIRST_COMPLETED)
         try:
-            await tq.async_kv_batch_put(keys=uids, partition_id=partition_id, tags=[{"status": "running"}] * len(uids))
-            sessions = []  # (uid, task)
-            for prompt, trajectory in zip(prompts, trajectories, strict=True):
-                n = prompt.pop("__rollout_n__", config.val_kwargs.n if validate else config.n)
-                run_sampling_params = dict(sampling_params)
-                if not prompt.pop("__do_sample__", True) and not validate:
-                    apply_greedy_sampling_params(run_sampling_params)
-                for session_id in range(n):
-                    coroutine = self._run_agent_loop(
-                        run_sampling_params, trajectory=trajectory, trace=False, session_id=session_id, **prompt
-                    )
-                    sessions.append((prompt["uid"], asyncio.create_task(coroutine)))
-            results = await asyncio.gather(*(task for _, task in sessions), return_exceptions=True)
-
-            keys, fields, tags = [], [], []
-            failed = set()
-            for (uid, _), result in zip(sessions, results, strict=True):
-                if isinstance(result, BaseException):
-                    logger.error(f"Error in an agent loop for uid={uid}", exc_info=(type(result), result, result.__traceback__))
-                    failed.add(uid)
-                elif result is not None:
-                    keys.extend(result[0])
-                    fields.extend(result[1])
-                    tags.extend(result[2])
+            if puts.running_keys:
+                await tq.async_kv_batch_put(
+                    keys=puts.running_keys, partition_id=puts.partition_id, tags=puts.running_tags
+                )
+        except Exception as error:  # every prompt's running put raises it, as verl's own put would
+            puts.running_stored.set_exception(error)
+        else:
+            puts.running_stored.set_result(None)
+        for result in await prompts_done:  # a prompt task that raised (verl's own would go unnoticed too)
+            if isinstance(result, BaseException):
+                logger.error("Error in verl's _run_prompt", exc_info=(type(result), result, result.__traceback__))
+        if not puts.statuses:
+            return
+        prompt_order = puts.running_keys
+        statuses = {key: puts.statuses[key] for key in sorted(puts.statuses, key=_rank_in(prompt_order))}
+        try:
+            order = canonical_order(puts.keys, prompt_order)
+            keys, fields, tags = ([items[i] for i in order] for items in (puts.keys, puts.fields, puts.tags))
             for group in _rows_by_key_set(fields):  # one put in the usual case: every row has the same keys
                 await tq.async_kv_batch_put(
-                    keys=[keys[i] for i in group], partition_id=partition_id,
+                    keys=[keys[i] for i in group], partition_id=puts.partition_id,
                     fields=list_of_dict_to_tensordict([fields[i] for i in group]), tags=[tags[i] for i in group],
                 )
-            status = {uid: "failure" if uid in failed else "finished" for uid in uids}
         except Exception as error:
-            logger.exception(f"Error in HfCpuAgentLoopWorker._run_batch: {error}")
-        finally:
-            await tq.async_kv_batch_put(
-                keys=uids, partition_id=partition_id, tags=[{"status": status[uid]} for uid in uids]
-            )
+            logger.exception(f"Error in HfCpuAgentLoopWorker._store_batch: {error}")
+            statuses = {key: {"status": "failure"} for key in statuses}
+        await tq.async_kv_batch_put(keys=list(statuses), partition_id=puts.partition_id, tags=list(statuses.values()))
 
     async def _agent_loop_postprocess(self, output, validate, **kwargs):
         """verl's own `_agent_loop_postprocess` for one session (scoring, teacher log-probs, rows), returning
@@ -415,12 +465,20 @@ class HfCpuAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
                 f"{LOCAL_REWARD_AGENT_LOOP_NAME!r}, which scores in the agent-loop worker"
             )
         rows = _SessionRows()
-        await _collect_rows(rows)(self, output, validate, **kwargs)
+        postprocess = _verl_code_with(
+            _VERLS_POSTPROCESS, tq=rows, list_of_dict_to_tensordict=rows.list_of_dict_to_tensordict
+        )
+        await postprocess(self, output, validate, **kwargs)
         if not rows.keys:
             return None
         partition_id = "val" if validate else "train"
         if rows.partition_ids != {partition_id}:
             raise RuntimeError(f"verl's _agent_loop_postprocess put rows into {sorted(rows.partition_ids)}, not {partition_id!r}")
+        batch = _BATCH.get(None)
+        if batch is not None:  # run by `_run_prompt` for a batch: stored with the batch's other rows
+            await batch.async_kv_batch_put(
+                keys=rows.keys, fields=rows.fields, tags=rows.tags, partition_id=partition_id
+            )
         return rows.keys, rows.fields, rows.tags
 
 

@@ -119,12 +119,17 @@ async def _puts_a_tensordict(self, output, validate, **kwargs):  # a verl conver
     await tq.async_kv_batch_put(keys=["k"], fields=TensorDict({}, batch_size=1), tags=[{}], partition_id="train")
 
 
-def test_a_verl_storing_rows_otherwise_is_refused(monkeypatch):
-    """At import (the names verl's method must use), and at run time, before anything reaches TransferQueue."""
+async def _lists_keys(self, prompt, sampling_params, trajectory, trace=False):  # a verl reading TransferQueue here
+    await tq.async_kv_list(partition_id="train")
+
+
+def test_a_verl_storing_rows_otherwise_is_refused(monkeypatch, caplog):
+    """At import (the names verl's methods must use), and at run time, before anything reaches TransferQueue."""
     from maspo_verl.patches import UnsupportedVerlVersion
 
-    with pytest.raises(UnsupportedVerlVersion, match="no longer stores its rows with tq.async_kv_batch_put"):
-        batched_agent_loop._require_rows_put_through_tq(_puts_a_status)
+    with pytest.raises(UnsupportedVerlVersion, match=r"_puts_a_status no longer uses \['async_kv_batch_put'"):
+        batched_agent_loop._require_names(_puts_a_status, {"tq", "async_kv_batch_put", "list_of_dict_to_tensordict"})
+    batched_agent_loop._require_names(_puts_a_status, {"tq", "async_kv_put"})
     recorder = _Recorder()
     monkeypatch.setattr(transfer_queue, "async_kv_batch_put", recorder)
     monkeypatch.setattr(transfer_queue, "async_kv_put", recorder)
@@ -135,6 +140,15 @@ def test_a_verl_storing_rows_otherwise_is_refused(monkeypatch):
     monkeypatch.setattr(batched_agent_loop, "_VERLS_POSTPROCESS", _puts_a_tensordict)
     with pytest.raises(TypeError, match="put TensorDict fields, not its row dicts"):
         asyncio.run(_bare_worker()._agent_loop_postprocess(**session))
+    monkeypatch.setattr(batched_agent_loop, "_VERLS_RUN_PROMPT", _lists_keys)
+    worker = _worker_with_config()
+
+    async def main():
+        await worker.generate_sequences(_batch(["a"]))
+        await asyncio.gather(*worker.background_tasks, return_exceptions=True)
+
+    asyncio.run(main())  # the prompt task fails, logged; nothing is stored
+    assert "verl's _run_prompt called TransferQueue's 'async_kv_list'" in caplog.text
     assert recorder.calls == []
 
 class _Recorder:
@@ -164,6 +178,21 @@ def _run_batch(worker, batch) -> None:
     asyncio.run(main())
 
 
+def _agent_loop_for(worker, reward=lambda uid, session_id: 1.0, fail=lambda uid, session_id: False, seen=None):
+    """Stands in for verl's `_run_agent_loop` (no agent loop, no server): one output per session, handed to
+    the worker's `_agent_loop_postprocess` as verl's `_run_agent_loop` hands it (same kwargs)."""
+    async def run_agent_loop(sampling_params, trajectory, trace, session_id, agent_name, **sample):
+        if seen is not None:
+            seen.append((sample["uid"], session_id, sampling_params, agent_name))
+        await asyncio.sleep(0.001 * ((session_id * 7) % 3))  # finish out of order
+        if fail(sample["uid"], session_id):
+            raise RuntimeError("boom")
+        output = _output([5, 6], [session_id + 1], reward=reward(sample["uid"], session_id))
+        return await worker._agent_loop_postprocess(output, trajectory["validate"], session_id=session_id, **sample)
+
+    return run_agent_loop
+
+
 def _worker_with_config(n=3, val_n=2):
     from omegaconf import OmegaConf
 
@@ -178,33 +207,52 @@ def _worker_with_config(n=3, val_n=2):
 
 @pytest.mark.parametrize("validate", [False, True], ids=["train", "val"])
 def test_a_batch_is_stored_in_three_puts_and_a_failed_session_fails_only_its_prompt(validate, monkeypatch):
+    """verl's own generate_sequences / _run_prompt / _agent_loop_postprocess run the batch; the puts are ours."""
     recorder = _Recorder()
     monkeypatch.setattr(batched_agent_loop.tq, "async_kv_batch_put", recorder)
     worker = _worker_with_config()
     seen = []
+    run_agent_loop = _agent_loop_for(worker, fail=lambda uid, session_id: (uid, session_id) == ("b", 1), seen=seen)
 
-    async def run_agent_loop(sampling_params, trajectory, trace, session_id, **sample):
-        seen.append((sample["uid"], session_id, sampling_params["temperature"], sample["agent_name"]))
-        await asyncio.sleep(0.001 * ((session_id * 7) % 3))  # finish out of order
-        if sample["uid"] == "b" and session_id == 1:
-            raise RuntimeError("boom")
-        return ([f"{sample['uid']}_{session_id}_0"], [{"row": torch.tensor([session_id])}],
-                [{"status": "success", "global_steps": sample["global_steps"]}])
+    async def sessions_start_once_running_is_stored(*args, **kwargs):
+        assert len(recorder.calls) == 1 and recorder.calls[0]["tags"][0] == {"status": "running"}
+        return await run_agent_loop(*args, **kwargs)
 
-    worker._run_agent_loop = run_agent_loop
+    worker._run_agent_loop = sessions_start_once_running_is_stored
     _run_batch(worker, _batch(["a", "b", "c"], validate))
 
     partition = "val" if validate else "train"
     n = 2 if validate else 3
-    assert sorted(seen) == sorted((uid, s, 0.0 if validate else 1.0, "hf_cpu_single_turn_agent_local_reward")
-                                  for uid in "abc" for s in range(n))
+    sampling = {"temperature": 0.0 if validate else 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0,
+                "logprobs": True}  # as verl's generate_sequences builds them
+    assert sorted(seen, key=str) == sorted(((uid, s, sampling, "hf_cpu_single_turn_agent_local_reward")
+                                            for uid in "abc" for s in range(n)), key=str)
     running, rows, statuses = recorder.calls
     assert running == {"keys": ["a", "b", "c"], "partition_id": partition, "tags": [{"status": "running"}] * 3}
     expected_keys = [f"{uid}_{s}_0" for uid in "abc" for s in range(n) if (uid, s) != ("b", 1)]
-    assert rows["keys"] == expected_keys and rows["partition_id"] == partition
+    assert rows["keys"] == expected_keys and rows["partition_id"] == partition  # prompt, then session order
     assert rows["fields"].batch_size[0] == len(expected_keys)
+    assert [row.tolist() for row in rows["fields"]["responses"].unbind(0)] == [
+        [int(key.split("_")[1]) + 1] for key in expected_keys]
+    assert [tag["global_steps"] for tag in rows["tags"]] == [5] * len(expected_keys)
     assert statuses == {"keys": ["a", "b", "c"], "partition_id": partition,
                         "tags": [{"status": "finished"}, {"status": "failure"}, {"status": "finished"}]}
+
+
+def test_verls_per_sample_rollout_n_and_greedy_flag_are_honoured(monkeypatch):
+    """`__rollout_n__` and `__do_sample__` are read by verl's own `_run_prompt`, which the worker runs."""
+    recorder = _Recorder()
+    monkeypatch.setattr(batched_agent_loop.tq, "async_kv_batch_put", recorder)
+    worker = _worker_with_config(n=3)
+    seen = []
+    worker._run_agent_loop = _agent_loop_for(worker, seen=seen)
+    batch = _batch(["a", "b"])
+    batch["__rollout_n__"] = NonTensorStack(1, 2)
+    batch["__do_sample__"] = NonTensorStack(True, False)
+    _run_batch(worker, batch)
+    sessions = sorted((uid, s, params["temperature"]) for uid, s, params, _ in seen)
+    assert sessions == [("a", 0, 1.0), ("b", 0, 0), ("b", 1, 0)]  # b: n=2, greedy
+    assert recorder.calls[1]["keys"] == ["a_0_0", "b_0_0", "b_1_0"]
 
 
 def test_an_empty_batch_puts_nothing(monkeypatch):
@@ -224,13 +272,30 @@ def test_a_batch_that_cannot_be_stored_marks_every_prompt_failed(monkeypatch):
 
     monkeypatch.setattr(batched_agent_loop.tq, "async_kv_batch_put", failing_put)
     worker = _worker_with_config(n=1)
-
-    async def run_agent_loop(sampling_params, trajectory, trace, session_id, **sample):
-        return [f"{sample['uid']}_0_0"], [{"row": torch.tensor([0])}], [{"status": "success"}]
-
-    worker._run_agent_loop = run_agent_loop
+    worker._run_agent_loop = _agent_loop_for(worker)
     _run_batch(worker, _batch(["a", "b"]))
     assert calls[-1]["tags"] == [{"status": "failure"}] * 2
+
+
+def test_a_failed_running_put_starts_no_session_and_leaves_nothing_waiting(monkeypatch):
+    """As in verl's `_run_prompt`, whose running put raises before any session starts."""
+    calls = []
+
+    async def failing_put(**kwargs):
+        calls.append(kwargs)
+        raise ConnectionError("TransferQueue is gone")
+
+    monkeypatch.setattr(batched_agent_loop.tq, "async_kv_batch_put", failing_put)
+    worker = _worker_with_config(n=2)
+    seen = []
+    worker._run_agent_loop = _agent_loop_for(worker, seen=seen)
+
+    async def main():
+        await worker.generate_sequences(_batch(["a", "b"]))
+        await asyncio.wait_for(asyncio.gather(*worker.background_tasks, return_exceptions=True), timeout=10)
+
+    asyncio.run(main())
+    assert seen == [] and len(calls) == 1 and calls[0]["tags"] == [{"status": "running"}] * 2
 
 
 class _FakeServer:
@@ -292,18 +357,6 @@ def test_the_client_refuses_media_and_passes_a_server_error_to_every_caller():
     assert all(isinstance(result, RuntimeError) and "server died" in str(result) for result in results)
 
 
-def test_a_batch_column_it_cannot_split_raises_to_the_caller_naming_it(monkeypatch):
-    """verl's worker logs such a column and drops it; here `generate_sequences` raises, before any put."""
-    recorder = _Recorder()
-    monkeypatch.setattr(batched_agent_loop.tq, "async_kv_batch_put", recorder)
-    worker = _worker_with_config()
-    batch = _batch(["a"])
-    batch["nested"] = TensorDict({"x": torch.zeros(1)}, batch_size=1)
-    with pytest.raises(TypeError, match="'nested'"):
-        _run_batch(worker, batch)
-    assert recorder.calls == []
-
-
 def _manager_config(name="hf_cpu", use_v1=True, trainer_mode="sync", reward_workers=0,
                     agent_loop="hf_cpu_single_turn_agent_local_reward"):
     from omegaconf import OmegaConf
@@ -356,18 +409,12 @@ def test_rows_with_different_keys_go_in_separate_puts(monkeypatch):
     recorder = _Recorder()
     monkeypatch.setattr(batched_agent_loop.tq, "async_kv_batch_put", recorder)
     worker = _worker_with_config(n=2)
-
-    async def run_agent_loop(sampling_params, trajectory, trace, session_id, **sample):
-        row = {"row": torch.tensor([session_id])}
-        if session_id == 1:
-            row["rm_scores"] = torch.tensor([1.0])  # only a scored output has this field
-        return [f"{sample['uid']}_{session_id}_0"], [row], [{"status": "success"}]
-
-    worker._run_agent_loop = run_agent_loop
+    worker._run_agent_loop = _agent_loop_for(worker, reward=lambda uid, session_id: 1.0 if session_id == 1 else None)
     _run_batch(worker, _batch(["a", "b"]))
     running, unscored, scored, statuses = recorder.calls
-    assert unscored["keys"] == ["a_0_0", "b_0_0"] and sorted(unscored["fields"].keys()) == ["row"]
-    assert scored["keys"] == ["a_1_0", "b_1_0"] and sorted(scored["fields"].keys()) == ["rm_scores", "row"]
+    assert unscored["keys"] == ["a_0_0", "b_0_0"] and "rm_scores" not in unscored["fields"].keys()
+    assert scored["keys"] == ["a_1_0", "b_1_0"] and "rm_scores" in scored["fields"].keys()  # only a scored output
+    assert set(scored["fields"].keys()) - set(unscored["fields"].keys()) == {"rm_scores"}
     assert statuses["tags"] == [{"status": "finished"}] * 2
 
 
