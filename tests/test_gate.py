@@ -114,7 +114,7 @@ def test_hard_gate_surrogate_is_the_baselines_ppo_surrogate_bit_for_bit(dtype):
     log_ratio = torch.randn(64, 33, generator=generator, dtype=torch.float64) * 0.8
     log_ratio[:, :4] = 0.0  # r = 1 exactly: ties between the clipped and unclipped terms
     advantages = (torch.randn(64, 1, generator=generator, dtype=torch.float64) * 2).expand(64, 33).to(dtype)
-    sigma_pos, sigma_neg = (torch.rand(64, 33, generator=generator, dtype=torch.float64).to(dtype) * 3 + 1 for _ in "..")
+    sigma_pos, sigma_neg = (torch.rand(64, 33, generator=generator).to(dtype) * 3 + 1 for _ in range(2))
     lower, upper = hard_clip_bounds(sigma_pos, sigma_neg, 1.0, 0.2, 0.28)
     results = []
     for surrogate in (hard_gate_surrogate, dual_clipped_surrogate):

@@ -75,7 +75,8 @@ def test_fresh_process_registry(env, registered):
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     "target",
-    ["maspo_verl.MaspoPolicyLossConfig", "maspo_verl.baselines.PolicyLossConfigWithBaselines"],  # core; configs/maspo.yaml
+    # MASPO's core class; the class configs/maspo.yaml selects
+    ["maspo_verl.MaspoPolicyLossConfig", "maspo_verl.baselines.PolicyLossConfigWithBaselines"],
 )
 def test_selecting_our_config_class_as_target_imports_the_package(target):
     code = (
@@ -85,7 +86,8 @@ def test_selecting_our_config_class_as_target_imports_the_package(target):
         "assert 'maspo' not in POLICY_LOSS_REGISTRY\n"
         f"cfg = OmegaConf.create({{'_target_': '{target}', 'maspo': {{'alpha': 0.5}}}})\n"
         "loss_config = omega_conf_to_dataclass(cfg)\n"
-        "print(type(loss_config).__name__, loss_config.maspo.alpha, {'maspo', 'dac', 'bapo'} <= set(POLICY_LOSS_REGISTRY))\n"
+        "registered = {'maspo', 'dac', 'bapo'} <= set(POLICY_LOSS_REGISTRY)\n"
+        "print(type(loss_config).__name__, loss_config.maspo.alpha, registered)\n"
     )
     result = _fresh_python(code, VERL_USE_EXTERNAL_PLUGINS="none")
     assert result.returncode == 0, result.stderr
