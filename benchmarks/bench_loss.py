@@ -56,8 +56,13 @@ def make_inputs(tokens: int, dtype: torch.dtype, device: str, seed: int = 0):
 def run_once(loss_mode: str, inputs: dict, config: ActorConfig) -> torch.Tensor:
     log_prob = inputs["log_prob"].detach().requires_grad_(True)
     loss, _ = get_policy_loss_fn(loss_mode)(
-        old_log_prob=inputs["old_log_prob"], log_prob=log_prob, advantages=inputs["advantages"],
-        response_mask=inputs["response_mask"], loss_agg_mode="token-mean", config=config, rollout_is_weights=None,
+        old_log_prob=inputs["old_log_prob"],
+        log_prob=log_prob,
+        advantages=inputs["advantages"],
+        response_mask=inputs["response_mask"],
+        loss_agg_mode="token-mean",
+        config=config,
+        rollout_is_weights=None,
     )
     loss.backward()
     return log_prob.grad
@@ -117,12 +122,17 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     config = ActorConfig(
-        strategy="fsdp", ppo_mini_batch_size=1, ppo_micro_batch_size_per_gpu=1, rollout_n=1,
+        strategy="fsdp",
+        ppo_mini_batch_size=1,
+        ppo_micro_batch_size_per_gpu=1,
+        rollout_n=1,
         policy_loss=MaspoPolicyLossConfig(),
     )
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, devices {devices}, "
-          f"{args.repeats} interleaved repeats, response length {RESPONSE_LENGTH}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, devices {devices}, "
+        f"{args.repeats} interleaved repeats, response length {RESPONSE_LENGTH}"
+    )
     header = f"{'device':6} {'dtype':9} {'tokens':>9} " + " ".join(f"{m + ' ms':>11}" for m in LOSSES)
     header += f" {'maspo/vanilla':>13} {'maspo/sapo':>10} " + " ".join(f"{m + ' B/tok':>13}" for m in LOSSES)
     print(header)
@@ -134,16 +144,20 @@ def main(argv=None) -> int:
                 results[(device, dtype, tokens)] = row
                 times = " ".join(f"{row[m]['median_s'] * 1e3:11.2f}" for m in LOSSES)
                 saved = " ".join(f"{row[m]['saved_bytes_per_token']:13.1f}" for m in LOSSES)
-                print(f"{device:6} {str(dtype).replace('torch.', ''):9} {tokens:9d} {times} "
-                      f"{row['maspo']['median_s'] / row['vanilla']['median_s']:12.3f}x "
-                      f"{row['maspo']['median_s'] / row['sapo']['median_s']:9.3f}x {saved}")
+                print(
+                    f"{device:6} {str(dtype).replace('torch.', ''):9} {tokens:9d} {times} "
+                    f"{row['maspo']['median_s'] / row['vanilla']['median_s']:12.3f}x "
+                    f"{row['maspo']['median_s'] / row['sapo']['median_s']:9.3f}x {saved}"
+                )
 
     reference_tokens = 1_000_000 if 1_000_000 in sizes else max(sizes)
     reference_dtype = torch.float32 if torch.float32 in dtypes else dtypes[0]
     row = results[("cpu", reference_dtype, reference_tokens)]
-    print(f"bench: maspo/vanilla time {row['maspo']['median_s'] / row['vanilla']['median_s']:.3f}x, "
-          f"saved bytes/token maspo {row['maspo']['saved_bytes_per_token']:.1f} "
-          f"vanilla {row['vanilla']['saved_bytes_per_token']:.1f}")
+    print(
+        f"bench: maspo/vanilla time {row['maspo']['median_s'] / row['vanilla']['median_s']:.3f}x, "
+        f"saved bytes/token maspo {row['maspo']['saved_bytes_per_token']:.1f} "
+        f"vanilla {row['vanilla']['saved_bytes_per_token']:.1f}"
+    )
     return 0
 
 

@@ -77,9 +77,7 @@ class MaspoConfig(BaseConfig):
         if self.adv_low <= 0:
             raise ValueError(f"policy_loss.maspo.adv_low must be > 0, got {self.adv_low}")
         if self.adv_high < self.adv_low:
-            raise ValueError(
-                f"policy_loss.maspo.adv_high must be >= adv_low ({self.adv_low}), got {self.adv_high}"
-            )
+            raise ValueError(f"policy_loss.maspo.adv_high must be >= adv_low ({self.adv_low}), got {self.adv_high}")
 
 
 def maspo_config_from(value: Any) -> MaspoConfig:

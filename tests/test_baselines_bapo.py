@@ -147,8 +147,11 @@ def valid_tokens(inputs):
     return [
         (math.exp(min(max(float(lp) - float(old), -20.0), 20.0)), float(a), math.exp(float(old)))
         for lp, old, a, valid in zip(
-            inputs.log_prob.detach().flatten(), inputs.old_log_prob.flatten(), inputs.advantages.flatten(),
-            inputs.response_mask.flatten(), strict=True,
+            inputs.log_prob.detach().flatten(),
+            inputs.old_log_prob.flatten(),
+            inputs.advantages.flatten(),
+            inputs.response_mask.flatten(),
+            strict=True,
         )
         if valid
     ]
@@ -253,11 +256,17 @@ def test_search_value_and_gradient_match_the_source_algorithm(variant, seed, fra
     tokens = valid_tokens(inputs)
     key, target = target_stopping_at(variant, tokens, fraction)
     settings = BapoConfig(variant=variant, search_scope="micro_batch", **{key: target})
-    config = bapo_actor_config(loss_agg_mode="seq-mean-token-mean", variant=variant, search_scope="micro_batch",
-                               **{key: target})
+    config = bapo_actor_config(
+        loss_agg_mode="seq-mean-token-mean", variant=variant, search_scope="micro_batch", **{key: target}
+    )
     loss, metrics = compute_policy_loss_bapo(
-        inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, "seq-mean-token-mean",
-        config=config, rollout_is_weights=inputs.rollout_is_weights,
+        inputs.old_log_prob,
+        inputs.log_prob,
+        inputs.advantages,
+        inputs.response_mask,
+        "seq-mean-token-mean",
+        config=config,
+        rollout_is_weights=inputs.rollout_is_weights,
     )
     (grad,) = torch.autograd.grad(loss, inputs.log_prob)
 
@@ -312,7 +321,9 @@ def test_defaults_are_each_sources():
     assert (paper.upper_bound_start, paper.upper_bound_max, paper.upper_bound_step) == (1.2, 3.0, 0.05)
     assert set(VARIANT_DEFAULTS) == {"recipe", "paper"}
     # A block as Hydra hands it over (nulls = the variant's defaults), and a key set explicitly.
-    block = config_block_from({"variant": "paper", "upper_bound_max": 2.5, "lower_bound_step": None}, BapoConfig, "bapo")
+    block = config_block_from(
+        {"variant": "paper", "upper_bound_max": 2.5, "lower_bound_step": None}, BapoConfig, "bapo"
+    )
     assert (block.upper_bound_max, block.lower_bound_step, block.positive_share_target) == (2.5, 0.02, 0.4)
 
 
@@ -323,11 +334,19 @@ def test_identity_with_verl_vanilla_when_the_search_is_off(variant, clip_c, loss
     dual clip, i.e. vanilla with a dual-clip bound no ratio reaches."""
     inputs = random_loss_inputs(seed=6, ratio_spread=1.2)
     config = bapo_actor_config(
-        loss_agg_mode=loss_agg_mode, variant=variant, lower_bound_start=0.8, lower_bound_max=0.8,
-        upper_bound_start=1.28, upper_bound_max=1.28,
+        loss_agg_mode=loss_agg_mode,
+        variant=variant,
+        lower_bound_start=0.8,
+        lower_bound_max=0.8,
+        upper_bound_start=1.28,
+        upper_bound_max=1.28,
     )
     vanilla = actor_config(
-        loss_mode="vanilla", loss_agg_mode=loss_agg_mode, plain=True, clip_ratio_low=0.2, clip_ratio_high=0.28,
+        loss_mode="vanilla",
+        loss_agg_mode=loss_agg_mode,
+        plain=True,
+        clip_ratio_low=0.2,
+        clip_ratio_high=0.28,
         clip_ratio_c=clip_c,
     )
     args = (inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, loss_agg_mode)
@@ -348,7 +367,10 @@ def test_metrics_keep_their_keys_and_an_empty_micro_batch_gives_zero():
     inputs = random_loss_inputs(seed=9)
     for variant in ("recipe", "paper"):
         loss, metrics = compute_policy_loss_bapo(
-            inputs.old_log_prob, inputs.log_prob, inputs.advantages, torch.zeros_like(inputs.response_mask),
+            inputs.old_log_prob,
+            inputs.log_prob,
+            inputs.advantages,
+            torch.zeros_like(inputs.response_mask),
             config=bapo_actor_config(variant=variant),
         )
         assert loss.item() == 0.0 and tuple(metrics) == METRIC_KEYS
@@ -360,7 +382,10 @@ def test_metrics_keep_their_keys_and_an_empty_micro_batch_gives_zero():
     [
         (dict(variant="ours"), "policy_loss.bapo.variant"),
         (dict(positive_share_target=0.4), "policy_loss.bapo.positive_share_target belongs to variant=paper"),
-        (dict(variant="paper", positive_to_negative_target=1.0), "policy_loss.bapo.positive_to_negative_target belongs"),
+        (
+            dict(variant="paper", positive_to_negative_target=1.0),
+            "policy_loss.bapo.positive_to_negative_target belongs",
+        ),
         (dict(variant="paper", eps=1e-6), "policy_loss.bapo.eps belongs to variant=recipe"),
         (dict(variant="paper", positive_share_target=1.5), "policy_loss.bapo.positive_share_target"),
         (dict(positive_to_negative_target=-1.0), "policy_loss.bapo.positive_to_negative_target"),
@@ -399,11 +424,17 @@ def _bapo_rank(rank, world_size, init_file, out_dir):
         for variant, settings in TWO_RANK_SETTINGS.items():
             for scope in ("data_parallel", "micro_batch"):
                 _, metrics = compute_policy_loss_bapo(
-                    inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask,
+                    inputs.old_log_prob,
+                    inputs.log_prob,
+                    inputs.advantages,
+                    inputs.response_mask,
                     config=bapo_actor_config(search_scope=scope, **settings),
                 )
                 results[f"{variant}/{scope}"] = metrics
-        pipeline = {"policy_loss": {"bapo": {"search_scope": "data_parallel"}}, "engine": {"pipeline_model_parallel_size": 2}}
+        pipeline = {
+            "policy_loss": {"bapo": {"search_scope": "data_parallel"}},
+            "engine": {"pipeline_model_parallel_size": 2},
+        }
         try:
             compute_policy_loss_bapo(
                 inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, config=pipeline
@@ -424,12 +455,18 @@ def test_data_parallel_search_sees_every_ranks_micro_batch(tmp_path):
 
     both = [two_rank_inputs(rank) for rank in range(2)]
     combined = dataclasses.replace(
-        both[0], **{name: torch.cat([getattr(both[0], name), getattr(both[1], name)]) for name in
-                    ("old_log_prob", "log_prob", "advantages", "response_mask")}
+        both[0],
+        **{
+            name: torch.cat([getattr(both[0], name), getattr(both[1], name)])
+            for name in ("old_log_prob", "log_prob", "advantages", "response_mask")
+        },
     )
     for variant, settings in TWO_RANK_SETTINGS.items():
         _, expected = compute_policy_loss_bapo(
-            combined.old_log_prob, combined.log_prob, combined.advantages, combined.response_mask,
+            combined.old_log_prob,
+            combined.log_prob,
+            combined.advantages,
+            combined.response_mask,
             config=bapo_actor_config(search_scope="micro_batch", **settings),
         )
         for result in ranks:
@@ -457,9 +494,13 @@ def test_our_yaml_leaves_the_defaults_to_the_variant(variant):
     from maspo_verl.experiments.dry_run import compose_config
 
     config = compose_config(
-        str(Path(__file__).resolve().parents[1] / "configs"), "maspo",
-        ["+experiment=r1_distill_7b", "actor_rollout_ref.actor.policy_loss.loss_mode=bapo",
-         f"actor_rollout_ref.actor.policy_loss.bapo.variant={variant}"],
+        str(Path(__file__).resolve().parents[1] / "configs"),
+        "maspo",
+        [
+            "+experiment=r1_distill_7b",
+            "actor_rollout_ref.actor.policy_loss.loss_mode=bapo",
+            f"actor_rollout_ref.actor.policy_loss.bapo.variant={variant}",
+        ],
     )
     bapo = omega_conf_to_dataclass(config.actor_rollout_ref.actor).policy_loss.bapo
     assert bapo == BapoConfig(variant=variant)

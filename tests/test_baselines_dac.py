@@ -13,7 +13,6 @@ from helpers import LossInputs, actor_config, random_loss_inputs, run_verl_ppo_l
 from verl.trainer.ppo.core_algos import agg_loss, compute_policy_loss_vanilla, get_policy_loss_fn
 from verl.workers.config import PolicyLossConfig
 
-from maspo_verl.config_blocks import config_block_from
 from maspo_verl.baselines.dac import (
     METRIC_KEYS,
     DacConfig,
@@ -21,6 +20,7 @@ from maspo_verl.baselines.dac import (
     dac_ratio_bounds,
     dcpo_upper_bound_cap,
 )
+from maspo_verl.config_blocks import config_block_from
 
 pytestmark = pytest.mark.kind("unit")
 
@@ -102,7 +102,11 @@ def test_identity_with_verl_vanilla_when_every_old_probability_is_one(loss_agg_m
     lower, upper = reference_bounds(1.0, 0.2, 0.28, 10.0)
     dac_config = dac_actor_config(loss_agg_mode=loss_agg_mode)
     vanilla_config = actor_config(
-        loss_mode="vanilla", loss_agg_mode=loss_agg_mode, plain=True, clip_ratio_low=1 - lower, clip_ratio_high=upper - 1
+        loss_mode="vanilla",
+        loss_agg_mode=loss_agg_mode,
+        plain=True,
+        clip_ratio_low=1 - lower,
+        clip_ratio_high=upper - 1,
     )
     args = (old_log_prob, log_prob, inputs.advantages, inputs.response_mask, loss_agg_mode)
     dac_loss, dac_metrics = compute_policy_loss_dac(*args, config=dac_config)
@@ -122,18 +126,29 @@ def test_value_and_gradient_match_reference(loss_agg_mode):
     settings = dict(eps_low=0.16, eps_high=0.2, upper_bound_cap=2.5)
     config = dac_actor_config(loss_agg_mode=loss_agg_mode, clip_ratio_c=2.0, **settings)
     loss, metrics = compute_policy_loss_dac(
-        inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, loss_agg_mode,
-        config=config, rollout_is_weights=inputs.rollout_is_weights,
+        inputs.old_log_prob,
+        inputs.log_prob,
+        inputs.advantages,
+        inputs.response_mask,
+        loss_agg_mode,
+        config=config,
+        rollout_is_weights=inputs.rollout_is_weights,
     )
     (grad,) = torch.autograd.grad(loss, inputs.log_prob)
 
     log_prob = inputs.log_prob.detach().double().requires_grad_(True)
     token_losses = reference_token_losses(
-        inputs.old_log_prob, log_prob, inputs.advantages, settings["eps_low"], settings["eps_high"],
-        settings["upper_bound_cap"], 2.0,
+        inputs.old_log_prob,
+        log_prob,
+        inputs.advantages,
+        settings["eps_low"],
+        settings["eps_high"],
+        settings["upper_bound_cap"],
+        2.0,
     )
     reference = agg_loss(
-        loss_mat=token_losses * inputs.rollout_is_weights.double(), loss_mask=inputs.response_mask,
+        loss_mat=token_losses * inputs.rollout_is_weights.double(),
+        loss_mask=inputs.response_mask,
         loss_agg_mode=loss_agg_mode,
     )
     (reference_grad,) = torch.autograd.grad(reference, log_prob)
@@ -154,7 +169,12 @@ def test_through_verls_ppo_loss():
 
     direct_config = dac_actor_config(eps_low=0.2, eps_high=0.28)
     direct_loss, direct_metrics = compute_policy_loss_dac(
-        inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, "token-mean", config=direct_config
+        inputs.old_log_prob,
+        inputs.log_prob,
+        inputs.advantages,
+        inputs.response_mask,
+        "token-mean",
+        config=direct_config,
     )
     (direct_grad,) = torch.autograd.grad(direct_loss, inputs.log_prob)
     torch.testing.assert_close(loss, direct_loss)
@@ -263,7 +283,11 @@ def test_cap_follows_dcpo_at_clip_ratio_c_20_through_verls_ppo_loss():
     (grad,) = torch.autograd.grad(loss, inputs.log_prob)
 
     expected_loss, expected_grad = dcpo_reference_loss(
-        inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, 20.0,
+        inputs.old_log_prob,
+        inputs.log_prob,
+        inputs.advantages,
+        inputs.response_mask,
+        20.0,
         lambda q: dcpo_get_clip_low_high(q, 0.2, 0.28, 20.0),
     )
     assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-5)
@@ -275,8 +299,15 @@ def test_cap_follows_dcpo_at_clip_ratio_c_20_through_verls_ppo_loss():
     # The explicit option: a fixed cap of 10 is not DCPO's at clip_ratio_c = 20, and says so in the loss.
     fixed, _ = run_verl_ppo_loss(dac_actor_config(clip_ratio_c=20.0, upper_bound_cap=10.0), inputs)
     fixed_reference, _ = dcpo_reference_loss(
-        inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, 20.0,
-        lambda q: (dcpo_get_clip_low_high(q, 0.2, 0.28, 20.0)[0], min(dcpo_get_clip_low_high(q, 0.2, 0.28, 20.0)[1], 10.0)),
+        inputs.old_log_prob,
+        inputs.log_prob,
+        inputs.advantages,
+        inputs.response_mask,
+        20.0,
+        lambda q: (
+            dcpo_get_clip_low_high(q, 0.2, 0.28, 20.0)[0],
+            min(dcpo_get_clip_low_high(q, 0.2, 0.28, 20.0)[1], 10.0),
+        ),
     )
     assert fixed.item() == pytest.approx(fixed_reference.item(), rel=1e-5)
     assert abs(fixed.item() - loss.item()) > 0.5
@@ -287,7 +318,10 @@ def test_default_cap_is_dcpos_max_of_clip_ratio_c_and_10(clip_ratio_c, cap):
     old_log_prob = torch.full((1, 3), -20.0)  # q = e^-20: the uncapped bound is far above any cap here
     log_prob = (old_log_prob + 1.0).requires_grad_(True)
     _, metrics = compute_policy_loss_dac(
-        old_log_prob, log_prob, torch.ones(1, 3), torch.ones(1, 3, dtype=torch.bool),
+        old_log_prob,
+        log_prob,
+        torch.ones(1, 3),
+        torch.ones(1, 3, dtype=torch.bool),
         config=dac_actor_config(clip_ratio_c=clip_ratio_c),
     )
     assert metrics["actor/dac/upper_bound_mean"] == pytest.approx(cap, rel=1e-6)

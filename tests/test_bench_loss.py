@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.kind("verl")
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_loss.py"
 
 
@@ -14,7 +16,9 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_loss.py"
 def test_benchmark_prints_ratio_line_last():
     result = subprocess.run(
         [sys.executable, str(BENCH), "--sizes", "16K,32K", "--dtypes", "float32,bfloat16", "--repeats", "2"],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()

@@ -17,8 +17,16 @@ from maspo_verl.config import maspo_config_from
 pytestmark = pytest.mark.kind("unit")
 
 PAPER_DEFAULTS = dict(
-    sigma_base=1.0, alpha=0.3, beta_pos=0.03, beta_neg=0.03, sigma_high=10.0, adv_low=0.1, adv_high=10.0,
-    gate="gaussian", mass_adaptive=True, risk_control=True,
+    sigma_base=1.0,
+    alpha=0.3,
+    beta_pos=0.03,
+    beta_neg=0.03,
+    sigma_high=10.0,
+    adv_low=0.1,
+    adv_high=10.0,
+    gate="gaussian",
+    mass_adaptive=True,
+    risk_control=True,
 )
 # Micro-batch size is the experiment's choice; verl's ActorConfig refuses to build without one.
 BUILDABLE = ["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1"]
@@ -79,7 +87,9 @@ def _verl_config_dir():
 
 @pytest.mark.verl
 def test_verl_ppo_trainer_with_loss_mode_maspo_builds_actor_config():
-    cfg = _compose("ppo_trainer", BUILDABLE + ["actor_rollout_ref.actor.policy_loss.loss_mode=maspo"], _verl_config_dir())
+    cfg = _compose(
+        "ppo_trainer", BUILDABLE + ["actor_rollout_ref.actor.policy_loss.loss_mode=maspo"], _verl_config_dir()
+    )
     actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
     assert isinstance(actor, ActorConfig)
     assert actor.policy_loss.loss_mode == "maspo"  # plain PolicyLossConfig: the loss uses the defaults
@@ -146,7 +156,10 @@ def test_the_core_config_carries_maspo_only_and_the_baselines_subclass_adds_thei
     config = PolicyLossConfigWithBaselines(loss_mode="dac", maspo={"alpha": 0.5}, dac={"eps_low": 0.1})
     assert isinstance(config, MaspoPolicyLossConfig) and config.maspo.alpha == 0.5
     assert (type(config.dac), type(config.bapo), type(config.entropy_advantage)) == (
-        DacConfig, BapoConfig, EntropyAdvantageConfig)
+        DacConfig,
+        BapoConfig,
+        EntropyAdvantageConfig,
+    )
     assert config.dac.eps_low == 0.1 and config.bapo.variant == "recipe" and config.entropy_advantage.enable is False
     with pytest.raises(ValueError, match=r"policy_loss.bapo has unknown key\(s\) \['varient'\]"):
         PolicyLossConfigWithBaselines(bapo={"varient": "paper"})

@@ -12,6 +12,8 @@ from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla, get_policy_
 import maspo_verl.config_blocks as config_blocks
 from maspo_verl.loss import METRIC_KEYS, compute_policy_loss_maspo
 
+pytestmark = pytest.mark.kind("unit")
+
 AGG_MODES = ["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 
 
@@ -35,7 +37,11 @@ def reference_token_losses(old_log_prob, log_prob, advantages, maspo, clip_low=0
             if maspo["risk_control"]:
                 k_pos = min(max(1 + maspo["beta_pos"] * a, maspo["adv_low"]), maspo["adv_high"])
                 denominator = 1 - maspo["beta_neg"] * a
-                k_neg = maspo["adv_high"] if denominator <= 0 else min(max(1 / denominator, maspo["adv_low"]), maspo["adv_high"])
+                k_neg = (
+                    maspo["adv_high"]
+                    if denominator <= 0
+                    else min(max(1 / denominator, maspo["adv_low"]), maspo["adv_high"])
+                )
             sigma_pos, sigma_neg = m * k_pos, m * k_neg
             if maspo["gate"] == "gaussian":
                 if a > 0 and r_value > 1:
@@ -73,15 +79,28 @@ def reference_aggregate(losses, mask, mode):
 
 
 MASPO_DEFAULTS = dict(
-    sigma_base=1.0, alpha=0.3, beta_pos=0.03, beta_neg=0.03, sigma_high=10.0, adv_low=0.1, adv_high=10.0,
-    gate="gaussian", mass_adaptive=True, risk_control=True,
+    sigma_base=1.0,
+    alpha=0.3,
+    beta_pos=0.03,
+    beta_neg=0.03,
+    sigma_high=10.0,
+    adv_low=0.1,
+    adv_high=10.0,
+    gate="gaussian",
+    mass_adaptive=True,
+    risk_control=True,
 )
 
 
 def _loss_and_grad(config, inputs, mode="token-mean", use_weights=False):
     inputs.log_prob.grad = None
     loss, metrics = compute_policy_loss_maspo(
-        inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, mode, config,
+        inputs.old_log_prob,
+        inputs.log_prob,
+        inputs.advantages,
+        inputs.response_mask,
+        mode,
+        config,
         inputs.rollout_is_weights if use_weights else None,
     )
     loss.backward()
@@ -111,7 +130,8 @@ def test_value_and_gradient_match_independent_reference(overrides, mode):
     log_prob = inputs.log_prob.detach().double().requires_grad_(True)
     reference = reference_aggregate(
         reference_token_losses(inputs.old_log_prob, log_prob, inputs.advantages, maspo, 0.2, 0.28),
-        inputs.response_mask, mode,
+        inputs.response_mask,
+        mode,
     )
     reference.backward()
     assert loss.item() == pytest.approx(reference.item(), rel=1e-5, abs=1e-7)
@@ -138,14 +158,24 @@ def test_gaussian_gate_attenuates_instead_of_cutting_the_gradient():
 @pytest.mark.parametrize("use_weights", [False, True])
 def test_hard_gate_without_limiter_and_risk_control_is_verl_vanilla(mode, use_weights):
     config = actor_config(
-        loss_agg_mode=mode, gate="hard", mass_adaptive=False, risk_control=False,
-        clip_ratio_low=0.15, clip_ratio_high=0.3, clip_ratio_c=2.0,
+        loss_agg_mode=mode,
+        gate="hard",
+        mass_adaptive=False,
+        risk_control=False,
+        clip_ratio_low=0.15,
+        clip_ratio_high=0.3,
+        clip_ratio_c=2.0,
     )
     inputs = random_loss_inputs(seed=7, ratio_spread=1.2, with_rollout_is_weights=True)  # dual clip fires
     loss, grad, metrics = _loss_and_grad(config, inputs, mode, use_weights)
     inputs.log_prob.grad = None
     vanilla, vanilla_metrics = compute_policy_loss_vanilla(
-        inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, mode, config,
+        inputs.old_log_prob,
+        inputs.log_prob,
+        inputs.advantages,
+        inputs.response_mask,
+        mode,
+        config,
         inputs.rollout_is_weights if use_weights else None,
     )
     vanilla.backward()
@@ -191,7 +221,9 @@ def _gradcheck_with_frozen_gate(inputs, config):
     """For the soft gate, d loss / d log_prob = -A * w * r with w held fixed: compare the analytic
     gradient with finite differences of the surrogate at frozen w."""
     log_prob = inputs.log_prob.detach().clone().requires_grad_(True)
-    loss, _ = compute_policy_loss_maspo(inputs.old_log_prob, log_prob, inputs.advantages, inputs.response_mask, "token-mean", config)
+    loss, _ = compute_policy_loss_maspo(
+        inputs.old_log_prob, log_prob, inputs.advantages, inputs.response_mask, "token-mean", config
+    )
     (analytic,) = torch.autograd.grad(loss, log_prob)
     maspo = {**MASPO_DEFAULTS, "sigma_base": 0.4}
     base = log_prob.detach()
@@ -218,12 +250,20 @@ def _gradcheck_with_frozen_gate(inputs, config):
 @pytest.mark.parametrize("bad_value", [float("nan"), float("inf"), -float("inf")])
 def test_nan_or_inf_on_valid_tokens_raises_naming_the_tensor(name, bad_value):
     inputs = random_loss_inputs(seed=1)
-    tensors = {"old_log_prob": inputs.old_log_prob, "log_prob": inputs.log_prob.detach().clone(), "advantages": inputs.advantages.clone()}
+    tensors = {
+        "old_log_prob": inputs.old_log_prob,
+        "log_prob": inputs.log_prob.detach().clone(),
+        "advantages": inputs.advantages.clone(),
+    }
     tensors[name][0, 0] = bad_value
     with pytest.raises(ValueError, match=name):
         compute_policy_loss_maspo(
-            tensors["old_log_prob"], tensors["log_prob"], tensors["advantages"], inputs.response_mask,
-            "token-mean", actor_config(),
+            tensors["old_log_prob"],
+            tensors["log_prob"],
+            tensors["advantages"],
+            inputs.response_mask,
+            "token-mean",
+            actor_config(),
         )
 
 
@@ -236,7 +276,9 @@ def test_nan_in_padding_reaches_neither_loss_nor_gradient(gate):
     old = inputs.old_log_prob.masked_fill(padded, float("nan"))
     advantages = inputs.advantages.masked_fill(padded, float("inf"))
     log_prob = inputs.log_prob.detach().masked_fill(padded, float("nan")).requires_grad_(True)
-    loss, _ = compute_policy_loss_maspo(old, log_prob, advantages, inputs.response_mask, "token-mean", actor_config(gate=gate))
+    loss, _ = compute_policy_loss_maspo(
+        old, log_prob, advantages, inputs.response_mask, "token-mean", actor_config(gate=gate)
+    )
     loss.backward()
     assert loss.item() == pytest.approx(clean_loss.item())
     assert torch.isfinite(log_prob.grad).all()
@@ -248,7 +290,9 @@ def test_nan_in_padding_reaches_neither_loss_nor_gradient(gate):
 def test_empty_mask_gives_zero_loss_zero_grad_and_finite_metrics(mode, gate):
     inputs = random_loss_inputs(seed=4)
     empty = torch.zeros_like(inputs.response_mask)
-    loss, metrics = compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, empty, mode, actor_config(gate=gate))
+    loss, metrics = compute_policy_loss_maspo(
+        inputs.old_log_prob, inputs.log_prob, inputs.advantages, empty, mode, actor_config(gate=gate)
+    )
     loss.backward()
     assert loss.item() == 0.0
     assert torch.count_nonzero(inputs.log_prob.grad) == 0
@@ -259,16 +303,30 @@ def test_bfloat16_inputs_compute_in_float32_and_return_bfloat16():
     inputs32 = random_loss_inputs(seed=6, ratio_spread=0.05)
     inputs16 = random_loss_inputs(seed=6, ratio_spread=0.05, dtype=torch.bfloat16)
     loss16, metrics16 = compute_policy_loss_maspo(
-        inputs16.old_log_prob, inputs16.log_prob, inputs16.advantages, inputs16.response_mask, "token-mean", actor_config(sigma_base=0.02)
+        inputs16.old_log_prob,
+        inputs16.log_prob,
+        inputs16.advantages,
+        inputs16.response_mask,
+        "token-mean",
+        actor_config(sigma_base=0.02),
     )
     loss16.backward()
     assert loss16.dtype == torch.bfloat16 and inputs16.log_prob.grad.dtype == torch.bfloat16
     # same bf16 values promoted to float32 by hand: MASPO must agree to float32 rounding of the output
     upcast = [t.float() for t in (inputs16.old_log_prob, inputs16.log_prob.detach(), inputs16.advantages)]
-    loss32, metrics32 = compute_policy_loss_maspo(upcast[0], upcast[1].requires_grad_(), upcast[2], inputs16.response_mask, "token-mean", actor_config(sigma_base=0.02))
+    loss32, metrics32 = compute_policy_loss_maspo(
+        upcast[0],
+        upcast[1].requires_grad_(),
+        upcast[2],
+        inputs16.response_mask,
+        "token-mean",
+        actor_config(sigma_base=0.02),
+    )
     assert loss16.float().item() == pytest.approx(loss32.item(), rel=1e-2)
     # ratios near 1 are resolved (float32 math), so the narrow gate actually fires
-    assert metrics16["actor/maspo/gate_weight_mean"] == pytest.approx(metrics32["actor/maspo/gate_weight_mean"], rel=1e-6)
+    assert metrics16["actor/maspo/gate_weight_mean"] == pytest.approx(
+        metrics32["actor/maspo/gate_weight_mean"], rel=1e-6
+    )
     assert metrics16["actor/maspo/gate_weight_mean"] < 1.0
     del inputs32
 
@@ -302,7 +360,9 @@ def test_extreme_inputs_stay_finite():
     advantages = inputs.advantages * 1e4
     for gate in ("gaussian", "hard"):
         log_prob.grad = None
-        loss, metrics = compute_policy_loss_maspo(old, log_prob, advantages, inputs.response_mask, "token-mean", actor_config(gate=gate))
+        loss, metrics = compute_policy_loss_maspo(
+            old, log_prob, advantages, inputs.response_mask, "token-mean", actor_config(gate=gate)
+        )
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(log_prob.grad).all()
         assert all(math.isfinite(v) for v in metrics.values())
@@ -324,14 +384,22 @@ def test_registered_in_verl_and_plain_policy_loss_config_uses_defaults_with_one_
 def test_hard_gate_rejects_invalid_dual_clip():
     inputs = random_loss_inputs(seed=13)
     with pytest.raises(ValueError, match="clip_ratio_c"):
-        compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask,
-                                  "token-mean", actor_config(gate="hard", clip_ratio_c=1.0))
+        compute_policy_loss_maspo(
+            inputs.old_log_prob,
+            inputs.log_prob,
+            inputs.advantages,
+            inputs.response_mask,
+            "token-mean",
+            actor_config(gate="hard", clip_ratio_c=1.0),
+        )
 
 
 def test_missing_config_is_a_clear_error():
     inputs = random_loss_inputs(seed=14)
     with pytest.raises(ValueError, match="config"):
-        compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, "token-mean", None)
+        compute_policy_loss_maspo(
+            inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, "token-mean", None
+        )
 
 
 def test_gate_weight_metric_is_the_mean_over_gated_tokens_in_both_modes():
@@ -343,7 +411,9 @@ def test_gate_weight_metric_is_the_mean_over_gated_tokens_in_both_modes():
         _, _, metrics = _loss_and_grad(config, inputs)
         # per-token gradient weight = d loss_t / d log_prob_t divided by the ungated -A * r
         log_prob = inputs.log_prob.detach().clone().requires_grad_(True)
-        loss, _ = compute_policy_loss_maspo(inputs.old_log_prob, log_prob, inputs.advantages, inputs.response_mask, "token-sum", config)
+        loss, _ = compute_policy_loss_maspo(
+            inputs.old_log_prob, log_prob, inputs.advantages, inputs.response_mask, "token-sum", config
+        )
         (grad,) = torch.autograd.grad(loss, log_prob)
         weight = grad / (-inputs.advantages * ratio)
         assert metrics["actor/maspo/gate_weight_mean"] == pytest.approx(weight[outward].mean().item(), rel=1e-5), gate
@@ -353,7 +423,9 @@ def test_empty_mask_with_nan_rollout_weights_in_padding_is_still_zero():
     inputs = random_loss_inputs(seed=16, with_rollout_is_weights=True)
     empty = torch.zeros_like(inputs.response_mask)
     weights = torch.full_like(inputs.rollout_is_weights, float("nan"))
-    loss, _ = compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, empty, "token-mean", actor_config(), weights)
+    loss, _ = compute_policy_loss_maspo(
+        inputs.old_log_prob, inputs.log_prob, inputs.advantages, empty, "token-mean", actor_config(), weights
+    )
     loss.backward()
     assert loss.item() == 0.0 and torch.count_nonzero(inputs.log_prob.grad) == 0
 
@@ -364,7 +436,11 @@ def test_legacy_dictconfig_actor_config_reads_the_maspo_block():
 
     inputs = random_loss_inputs(seed=17, ratio_spread=0.6)
     legacy = OmegaConf.create(
-        {"clip_ratio": 0.2, "clip_ratio_c": 3.0, "policy_loss": {"loss_mode": "maspo", "maspo": {"sigma_base": 0.3, "gate": "gaussian"}}}
+        {
+            "clip_ratio": 0.2,
+            "clip_ratio_c": 3.0,
+            "policy_loss": {"loss_mode": "maspo", "maspo": {"sigma_base": 0.3, "gate": "gaussian"}},
+        }
     )
     ours = _loss_and_grad(legacy, inputs)
     reference = _loss_and_grad(actor_config(sigma_base=0.3), inputs)
@@ -372,15 +448,24 @@ def test_legacy_dictconfig_actor_config_reads_the_maspo_block():
     torch.testing.assert_close(ours[1], reference[1])
     bad = OmegaConf.create({"policy_loss": {"maspo": {"sigma_base": -1}}})
     with pytest.raises(ValueError, match="sigma_base must be > 0"):
-        compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, "token-mean", bad)
+        compute_policy_loss_maspo(
+            inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask, "token-mean", bad
+        )
 
 
 def test_nan_rollout_weight_on_a_valid_token_raises_naming_it():
     inputs = random_loss_inputs(seed=18, with_rollout_is_weights=True)
     inputs.rollout_is_weights[0, 0] = float("nan")
     with pytest.raises(ValueError, match="rollout_is_weights"):
-        compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, inputs.response_mask,
-                                  "token-mean", actor_config(), inputs.rollout_is_weights)
+        compute_policy_loss_maspo(
+            inputs.old_log_prob,
+            inputs.log_prob,
+            inputs.advantages,
+            inputs.response_mask,
+            "token-mean",
+            actor_config(),
+            inputs.rollout_is_weights,
+        )
 
 
 def test_gate_weight_metric_stays_exact_on_a_million_tokens():
@@ -391,7 +476,9 @@ def test_gate_weight_metric_stays_exact_on_a_million_tokens():
     log_prob[0, 0] += math.log(1.6)  # r = 1.6 on the first token only
     advantages = torch.ones(1, size)
     mask = torch.ones(1, size, dtype=torch.bool)
-    _, metrics = compute_policy_loss_maspo(old, log_prob, advantages, mask, "token-mean", actor_config(risk_control=False))
+    _, metrics = compute_policy_loss_maspo(
+        old, log_prob, advantages, mask, "token-mean", actor_config(risk_control=False)
+    )
     sigma = 0.5**-0.3
     assert metrics["actor/maspo/gate_weight_mean"] == pytest.approx(math.exp(-(0.6**2) / (2 * sigma**2)), rel=1e-5)
 
@@ -459,5 +546,7 @@ def test_ratio_extremes_of_an_empty_side_are_one_with_the_same_keys():
     assert metrics["actor/maspo/ratio_p99_neg"] == 1.0 and metrics["actor/maspo/unbounded_frac_neg"] == 0.0
     assert metrics["actor/maspo/ratio_max_pos"] > 1.0
     empty = torch.zeros_like(inputs.response_mask)
-    _, metrics = compute_policy_loss_maspo(inputs.old_log_prob, inputs.log_prob, inputs.advantages, empty, "token-mean", actor_config())
+    _, metrics = compute_policy_loss_maspo(
+        inputs.old_log_prob, inputs.log_prob, inputs.advantages, empty, "token-mean", actor_config()
+    )
     assert tuple(metrics) == METRIC_KEYS and metrics["actor/maspo/ratio_max_pos"] == 1.0

@@ -36,7 +36,11 @@ def _check(*arguments, **env_overrides):
     env.update(env_overrides)
     return subprocess.run(
         [sys.executable, "-m", "maspo_verl", "check", *arguments],
-        capture_output=True, text=True, timeout=240, cwd="/", env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd="/",
+        env=env,
     )
 
 
@@ -109,7 +113,9 @@ def test_check_command_reports_registration_and_resolved_config():
 
 @pytest.mark.timeout(300)
 def test_check_command_fails_clearly_on_a_bad_value(monkeypatch, capsys):
-    code, out, err = _check_in_process(monkeypatch, capsys, "actor_rollout_ref.actor.policy_loss.maspo.sigma_base=-1", **CHECK_ENV)
+    code, out, err = _check_in_process(
+        monkeypatch, capsys, "actor_rollout_ref.actor.policy_loss.maspo.sigma_base=-1", **CHECK_ENV
+    )
     assert code == 1
     assert "sigma_base must be > 0" in err
     assert "check: FAILED" in out
@@ -117,7 +123,9 @@ def test_check_command_fails_clearly_on_a_bad_value(monkeypatch, capsys):
 
 @pytest.mark.timeout(300)
 def test_check_command_rejects_an_unregistered_loss_mode_naming_the_registered_ones(monkeypatch, capsys):
-    code, out, err = _check_in_process(monkeypatch, capsys, "actor_rollout_ref.actor.policy_loss.loss_mode=masp", **CHECK_ENV)
+    code, out, err = _check_in_process(
+        monkeypatch, capsys, "actor_rollout_ref.actor.policy_loss.loss_mode=masp", **CHECK_ENV
+    )
     assert code == 1, out + err
     assert "loss_mode='masp' (did you mean 'maspo'?): Unsupported loss mode: masp. Supported modes are:" in err
     registered = err.split("Supported modes are:", 1)[1]

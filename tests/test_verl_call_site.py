@@ -7,6 +7,8 @@ from helpers import actor_config, random_loss_inputs, run_verl_ppo_loss, torch_n
 
 from maspo_verl.loss import METRIC_KEYS, compute_policy_loss_maspo
 
+pytestmark = pytest.mark.kind("unit")
+
 
 def test_ppo_loss_calls_maspo_and_returns_its_metrics():
     inputs = random_loss_inputs(seed=21, ratio_spread=0.5)
@@ -31,7 +33,9 @@ def test_ppo_loss_calls_maspo_and_returns_its_metrics():
 def test_gradient_accumulation_invariance(mode, gate):
     """One mini-batch split into 1, 2 and 4 micro-batches with verl's global batch info: the summed
     gradient and the summed loss are the same."""
-    inputs = random_loss_inputs(batch_size=8, response_length=7, seed=22, ratio_spread=0.5, with_rollout_is_weights=True)
+    inputs = random_loss_inputs(
+        batch_size=8, response_length=7, seed=22, ratio_spread=0.5, with_rollout_is_weights=True
+    )
     batch_num_tokens = int(inputs.response_mask.sum())
     global_batch_size = int((inputs.response_mask.sum(-1) > 0).sum())
     results = {}
@@ -42,8 +46,11 @@ def test_gradient_accumulation_invariance(mode, gate):
         total = 0.0
         for start in range(0, 8, size):
             loss, _ = run_verl_ppo_loss(
-                config, inputs, rows=slice(start, start + size),
-                batch_num_tokens=batch_num_tokens, global_batch_size=global_batch_size,
+                config,
+                inputs,
+                rows=slice(start, start + size),
+                batch_num_tokens=batch_num_tokens,
+                global_batch_size=global_batch_size,
             )
             loss.backward()
             total += loss.item()

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -147,15 +147,15 @@ class BapoConfig(BaseConfig):
     """
 
     variant: str = "recipe"
-    positive_to_negative_target: Optional[float] = None
-    positive_share_target: Optional[float] = None
-    lower_bound_start: Optional[float] = None
-    lower_bound_max: Optional[float] = None
-    lower_bound_step: Optional[float] = None
-    upper_bound_start: Optional[float] = None
-    upper_bound_max: Optional[float] = None
-    upper_bound_step: Optional[float] = None
-    eps: Optional[float] = None
+    positive_to_negative_target: float | None = None
+    positive_share_target: float | None = None
+    lower_bound_start: float | None = None
+    lower_bound_max: float | None = None
+    lower_bound_step: float | None = None
+    upper_bound_start: float | None = None
+    upper_bound_max: float | None = None
+    upper_bound_step: float | None = None
+    eps: float | None = None
     search_scope: str = "data_parallel"
 
     def __post_init__(self):
@@ -318,7 +318,7 @@ def compute_policy_loss_bapo(
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
     loss_agg_mode: str = "token-mean",
-    config: Optional[Any] = None,
+    config: Any | None = None,
     rollout_is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """PPO-clip loss with BAPO's searched ratio bounds (arXiv 2510.18927), as the configured variant.
@@ -354,8 +354,12 @@ def compute_policy_loss_bapo(
         token_weights = None
     with torch.no_grad():
         positive_mass, negative_mass = clipped_surrogate_mass(
-            inputs.ratio.detach(), inputs.advantages, inputs.response_mask, token_weights,
-            lower_candidates, upper_candidates,
+            inputs.ratio.detach(),
+            inputs.advantages,
+            inputs.response_mask,
+            token_weights,
+            lower_candidates,
+            upper_candidates,
         )
         stats = torch.cat([positive_mass, negative_mass])
         search_ranks = _sum_across_ranks(stats, bapo, config)

@@ -19,7 +19,7 @@ Config: `actor_rollout_ref.actor.policy_loss.dac.{eps_low, eps_high, upper_bound
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import verl.utils.torch_functional as verl_F
@@ -71,7 +71,7 @@ class DacConfig(BaseConfig):
 
     eps_low: float = 0.2
     eps_high: float = 0.28
-    upper_bound_cap: Optional[float] = None
+    upper_bound_cap: float | None = None
 
     def __post_init__(self):
         for key in ("eps_low", "eps_high"):
@@ -124,7 +124,7 @@ def compute_policy_loss_dac(
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
     loss_agg_mode: str = "token-mean",
-    config: Optional[Any] = None,
+    config: Any | None = None,
     rollout_is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """PPO-clip loss with DCPO's dynamic adaptive clipping bounds and verl's dual clip.
