@@ -10,8 +10,10 @@ generation. On a CPU box they are most of a step's `gen`: about 300 of 500 ms at
 `HfCpuAgentLoopManager` is that same manager with a worker that keeps verl's agent loops and
 changes only how their calls and results travel:
 
-- the agent loops' `generate` calls of one batch go to the hf_cpu server in one Ray call
-  (`HfCpuServer.generate_many`), collected for `CLIENT_WINDOW_SECONDS` after the last one;
+- the agent loops keep verl's own `LLMServerClient`, but its load balancer is in process and hands
+  out one batching "server" (`BatchingServers`): the `generate` calls of one batch go to the hf_cpu
+  server in one Ray call (`HfCpuServer.generate_many`), collected for `CLIENT_WINDOW_SECONDS` after
+  the last one;
 - the batch runs through verl's own worker code: `generate_sequences` (sampling parameters, one
   sample per row), `_run_prompt` per prompt (`rollout.n` sessions, the status rule), `_run_agent_loop`
   per session (the registered loop, Hydra-built) and `_agent_loop_postprocess` (scoring, teacher
@@ -53,6 +55,7 @@ import transfer_queue as tq  # noqa: E402
 from tensordict import TensorDict  # noqa: E402
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ  # noqa: E402
 from verl.utils.tensordict_utils import list_of_dict_to_tensordict  # noqa: E402
+from verl.workers.rollout.llm_server import LLMServerClient  # noqa: E402
 
 from maspo_verl.patches.fast_replay_buffer import canonical_order  # noqa: E402
 from maspo_verl.patches.hf_rollout import BACKEND_NAME, server_actor_name  # noqa: E402
@@ -76,28 +79,51 @@ CLIENT_WINDOW_SECONDS = 0.005
 MANAGER_BANNER = "maspo-verl HfCpuAgentLoopManager: a batch's rollouts in one server call and one TransferQueue put"
 
 
-class BatchingServerClient:
-    """Stands in for verl's `LLMServerClient` in the agent loops: collects `generate` calls and sends
-    them to the hf_cpu servers in one `generate_many` Ray call per server.
+class _RayMethod:
+    """`handle.method.remote(...)`, run in this process."""
 
-    Does what verl's client does around a call (verl/workers/rollout/llm_server.py): drops the
-    vLLM-only `priority` and SGLang-only `mm_processor_output`, and sets the output's
-    `min_global_steps` / `max_global_steps` from its `global_steps`. Calls are spread over the
-    replicas' servers in arrival order (a response does not depend on which server samples it).
+    def __init__(self, function):
+        self.remote = function
+
+
+class BatchingServers:
+    """verl's `LLMServerClient` (verl/workers/rollout/llm_server.py) with this as its load balancer: the
+    agent loops keep verl's own client, which does what it does around every call (drops the vLLM-only
+    `priority` and SGLang-only `mm_processor_output`, sets the output's `min_global_steps` /
+    `max_global_steps`), but the balancer is in process (no Ray round trips to acquire and release a
+    server) and the one "server" it hands out is this object, which collects the `generate` calls and
+    sends them to the hf_cpu servers in one `generate_many` Ray call per server.
+
+    Calls are spread over the replicas' servers in arrival order (a response does not depend on which
+    server samples it). `client()` builds the verl client.
     """
 
-    def __init__(self, llm_client, window_seconds: float = CLIENT_WINDOW_SECONDS):
-        self._llm_client = llm_client
+    SERVER_ID = "hf_cpu_batch"
+
+    def __init__(self, window_seconds: float = CLIENT_WINDOW_SECONDS):
         self._window_seconds = window_seconds
         self._pending: list[tuple[dict[str, Any], asyncio.Future]] = []
         self._flusher: asyncio.TimerHandle | None = None
         self._servers: list[ray.actor.ActorHandle] | None = None
         self._sends: set[asyncio.Task] = set()  # the event loop keeps only weak references to tasks
+        # the load balancer's methods, as verl's client calls them (release is not awaited)
+        self.require_acquire_fields = _RayMethod(self._no_fields)
+        self.require_release_fields = _RayMethod(self._no_fields)
+        self.acquire_server = _RayMethod(self._acquire_server)
+        self.release_server = _RayMethod(lambda **fields: None)
+        # the server's
+        self.generate = _RayMethod(self._generate)
 
-    def __getattr__(self, name: str):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._llm_client, name)
+    def client(self, config) -> LLMServerClient:
+        """verl's own client, balanced by this object."""
+        return LLMServerClient(config, load_balancer_handle=self)
+
+    @staticmethod
+    async def _no_fields() -> list[str]:
+        return []
+
+    async def _acquire_server(self, request_id, **fields):
+        return self.SERVER_ID, self
 
     def _server_handles(self) -> list[ray.actor.ActorHandle]:
         if self._servers is None:
@@ -112,34 +138,21 @@ class BatchingServerClient:
             self._servers = servers
         return self._servers
 
-    async def generate(
-        self,
-        request_id,
-        *,
-        prompt_ids: list[int],
-        sampling_params: dict[str, Any],
-        image_data=None,
-        video_data=None,
-        audio_data=None,
-        mm_processor_kwargs=None,
-        **kwargs: Any,
-    ):
-        if image_data or video_data or audio_data:
+    async def _generate(self, *, prompt_ids, sampling_params, request_id, image_data=None, video_data=None,
+                        audio_data=None, mm_processor_kwargs=None, **kwargs: Any):
+        """The server's `generate` as verl's client calls it: waits for this call's output from the batch."""
+        if image_data or video_data or audio_data or mm_processor_kwargs:
             raise NotImplementedError("the hf_cpu rollout does not take images, videos or audio")
-        kwargs.pop("priority", None)
-        kwargs.pop("mm_processor_output", None)
-        request = dict(prompt_ids=list(prompt_ids), sampling_params=dict(sampling_params), request_id=request_id, **kwargs)
+        request = dict(
+            prompt_ids=list(prompt_ids), sampling_params=dict(sampling_params), request_id=request_id, **kwargs
+        )
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.append((request, future))
         if self._flusher is not None:
             self._flusher.cancel()
         self._flusher = loop.call_later(self._window_seconds, self._flush)
-        output = await future
-        global_steps = output.extra_fields.get("global_steps")
-        output.extra_fields.setdefault("min_global_steps", global_steps)
-        output.extra_fields.setdefault("max_global_steps", global_steps)
-        return output
+        return await future
 
     def _flush(self) -> None:
         self._flusher = None
@@ -387,7 +400,9 @@ class HfCpuAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
     def __init__(self, config, llm_client, *args, **kwargs):
         require_verl_version("HfCpuAgentLoopManager", SUPPORTED_VERL_VERSIONS)
         check_manager_config(config)
-        super().__init__(config, BatchingServerClient(llm_client), *args, **kwargs)
+        # verl's own client class over the in-process batching balancer; `llm_client` (verl's client over
+        # its Ray load balancer) goes unused
+        super().__init__(config, BatchingServers().client(config), *args, **kwargs)
 
     async def generate_sequences(self, batch: TensorDict) -> None:
         """verl's own `generate_sequences` (sampling parameters, one sample per row, one `_run_prompt` task

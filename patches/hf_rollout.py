@@ -267,6 +267,8 @@ class HfCpuServer:
         request_id: str,
         image_data: Optional[list[Any]] = None,
         video_data: Optional[list[Any]] = None,
+        audio_data: Optional[list[Any]] = None,
+        mm_processor_kwargs: Optional[dict[str, Any]] = None,
         sample_index: Optional[int] = None,
         window_seconds: Optional[float] = None,
         **kwargs: Any,
@@ -280,8 +282,8 @@ class HfCpuServer:
         reproducible, not which session gets which. `window_seconds` (default BATCHING_WINDOW_SECONDS)
         is how long a request that finds no batch forming waits for others to join it.
         """
-        if image_data or video_data:
-            raise NotImplementedError("the hf_cpu rollout does not take images or videos")
+        if image_data or video_data or audio_data or mm_processor_kwargs:
+            raise NotImplementedError("the hf_cpu rollout does not take images, videos or audio")
         prompt_ids = [int(token) for token in prompt_ids]
         if not prompt_ids:
             raise ValueError("hf_cpu generate: prompt_ids is empty")

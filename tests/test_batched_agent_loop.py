@@ -30,7 +30,7 @@ import transfer_queue
 from tensordict import NonTensorData, NonTensorStack, TensorDict
 
 from maspo_verl.patches import batched_agent_loop
-from maspo_verl.patches.batched_agent_loop import BatchingServerClient, HfCpuAgentLoopWorker
+from maspo_verl.patches.batched_agent_loop import BatchingServers, HfCpuAgentLoopWorker
 
 pytestmark = pytest.mark.kind("verl")
 
@@ -298,6 +298,17 @@ def test_a_failed_running_put_starts_no_session_and_leaves_nothing_waiting(monke
     assert seen == [] and len(calls) == 1 and calls[0]["tags"] == [{"status": "running"}] * 2
 
 
+def _client(servers=None):
+    """verl's own LLMServerClient over the batching balancer, as the worker builds it; `servers`: the hf_cpu
+    servers' handles (else looked up by name in Ray)."""
+    from omegaconf import OmegaConf
+
+    balancer = BatchingServers()
+    if servers is not None:
+        balancer._servers = servers
+    return balancer.client(OmegaConf.create({"actor_rollout_ref": {"rollout": {"name": "hf_cpu"}}})), balancer
+
+
 class _FakeServer:
     def __init__(self, global_steps=4):
         self.received = []
@@ -317,9 +328,11 @@ class _FakeServer:
 
 @pytest.mark.parametrize("num_servers", [1, 2])
 def test_the_client_sends_concurrent_calls_in_one_ray_call_per_server(num_servers):
+    from verl.workers.rollout.llm_server import LLMServerClient
+
     servers = [_FakeServer() for _ in range(num_servers)]
-    client = BatchingServerClient(llm_client=None)
-    client._servers = servers
+    client, _ = _client(servers)
+    assert type(client) is LLMServerClient  # verl's own client: it drops priority, sets min/max_global_steps
 
     async def main():
         calls = [client.generate(f"r{i}", prompt_ids=[1] * (i + 1), sampling_params={"temperature": 1.0},
@@ -337,9 +350,10 @@ def test_the_client_sends_concurrent_calls_in_one_ray_call_per_server(num_server
 
 
 def test_the_client_refuses_media_and_passes_a_server_error_to_every_caller():
-    client = BatchingServerClient(llm_client=None)
-    with pytest.raises(NotImplementedError, match="images, videos or audio"):
-        asyncio.run(client.generate("r", prompt_ids=[1], sampling_params={}, image_data=["x"]))
+    client, balancer = _client()
+    for media in ({"image_data": ["x"]}, {"audio_data": ["x"]}):
+        with pytest.raises(NotImplementedError, match="images, videos or audio"):
+            asyncio.run(client.generate("r", prompt_ids=[1], sampling_params={}, **media))
 
     class BrokenServer:
         class generate_many:  # noqa: N801
@@ -347,7 +361,7 @@ def test_the_client_refuses_media_and_passes_a_server_error_to_every_caller():
             async def remote(requests):
                 raise RuntimeError("server died")
 
-    client._servers = [BrokenServer()]
+    balancer._servers = [BrokenServer()]
 
     async def main():
         calls = [client.generate(f"r{i}", prompt_ids=[1], sampling_params={}, sample_index=i) for i in range(3)]
@@ -445,8 +459,7 @@ def test_a_failed_request_fails_only_its_own_caller():
         return [ValueError(f"bad request {r['sample_index']}") if r["sample_index"] == 1
                 else TokenOutput(token_ids=[r["sample_index"]], log_probs=None, extra_fields={}) for r in requests]
 
-    client = BatchingServerClient(llm_client=None)
-    client._servers = [_ServerReturning(answer)]
+    client, _ = _client([_ServerReturning(answer)])
     first, second, third = _generate_all(client, 3)
     assert first.token_ids == [0] and third.token_ids == [2]
     assert isinstance(second, ValueError) and "bad request 1" in str(second)
@@ -455,38 +468,36 @@ def test_a_failed_request_fails_only_its_own_caller():
 def test_no_caller_is_left_waiting_when_the_server_answers_too_few():
     from verl.workers.rollout.replica import TokenOutput
 
-    client = BatchingServerClient(llm_client=None)
-    client._servers = [_ServerReturning(lambda requests: [TokenOutput(token_ids=[0], log_probs=None, extra_fields={})])]
+    client, _ = _client([_ServerReturning(lambda requests: [TokenOutput(token_ids=[0], log_probs=None, extra_fields={})])])
     results = _generate_all(client, 3)  # wait_for: a caller left waiting would time out here
     assert all(isinstance(result, RuntimeError) and "returned 1 outputs for 3 requests" in str(result) for result in results)
 
 
 def test_no_caller_is_left_waiting_when_no_server_is_found(monkeypatch):
-    client = BatchingServerClient(llm_client=None)
+    client, balancer = _client()
 
     def no_server():
         raise RuntimeError("no hf_cpu server is running")
 
-    monkeypatch.setattr(client, "_server_handles", no_server)
+    monkeypatch.setattr(balancer, "_server_handles", no_server)
     results = _generate_all(client, 2)
     assert all(isinstance(result, RuntimeError) and "no hf_cpu server" in str(result) for result in results)
 
 
 def test_no_caller_is_left_waiting_when_the_server_call_is_cancelled():
-    client = BatchingServerClient(llm_client=None)
-    client._servers = [_ServerReturning(None)]
+    client, balancer = _client([_ServerReturning(None)])
 
     async def never_answers(requests):
         await asyncio.Event().wait()
 
-    client._servers[0].generate_many.remote = never_answers
+    balancer._servers[0].generate_many.remote = never_answers
 
     async def main():
         calls = [asyncio.ensure_future(client.generate(f"r{i}", prompt_ids=[1], sampling_params={}, sample_index=i))
                  for i in range(2)]
-        while not client._sends:  # the batch was flushed: its server call is under way
+        while not balancer._sends:  # the batch was flushed: its server call is under way
             await asyncio.sleep(0.01)
-        for send in list(client._sends):
+        for send in list(balancer._sends):
             send.cancel()
         return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout=10)
 
@@ -533,8 +544,7 @@ def test_verls_own_run_agent_loop_feeds_the_batched_rows_and_puts(monkeypatch):
         "default_agent_loop": "maspo_test_echo_sample_index"}}}})
     worker.tokenizer, worker.hf_model_type, worker.dataset_cls, worker.tools = None, None, None, []
     server = _FakeServer(global_steps=5)
-    worker.llm_client = BatchingServerClient(llm_client=None)
-    worker.llm_client._servers = [server]
+    worker.llm_client, _ = _client([server])
 
     batch = _batch(["a", "b"])
     batch["raw_prompt"] = NonTensorStack(*([[{"role": "user", "content": "1+1="}]] * 2))

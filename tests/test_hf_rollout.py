@@ -495,10 +495,13 @@ def test_greedy_with_repetition_penalty_equals_hugging_face_generate_per_prompt(
         torch.testing.assert_close(torch.tensor(output.log_probs), expected, atol=BATCH_ROUNDING, rtol=0)
 
 
-def test_empty_prompt_is_refused(make_server):
+def test_empty_prompt_and_media_are_refused(make_server):
     server, _ = make_server()
     with pytest.raises(ValueError, match="prompt_ids is empty"):
         asyncio.run(server.generate(prompt_ids=[], sampling_params=SAMPLING, request_id="r", sample_index=0))
+    for media in ({"image_data": ["x"]}, {"audio_data": ["x"]}, {"mm_processor_kwargs": {"sampling_rate": 16000}}):
+        with pytest.raises(NotImplementedError, match="images, videos or audio"):  # verl's client forwards them
+            asyncio.run(server.generate(prompt_ids=[1], sampling_params=SAMPLING, request_id="r", **media))
 
 def test_bad_sample_index_is_refused(make_server, prompts):
     server, _ = make_server()
