@@ -139,9 +139,10 @@ class BatchingServers:
         return self._servers
 
     async def _generate(self, *, prompt_ids, sampling_params, request_id, image_data=None, video_data=None,
-                        audio_data=None, mm_processor_kwargs=None, **kwargs: Any):
-        """The server's `generate` as verl's client calls it: waits for this call's output from the batch."""
-        if image_data or video_data or audio_data or mm_processor_kwargs:
+                        audio_data=None, mm_processor_kwargs=None, mm_processor_output=None, **kwargs: Any):
+        """The server's `generate` as verl's client calls it: waits for this call's output from the batch.
+        (verl 0.9.1's client drops `mm_processor_output` itself, verl 0.9.0's and main's pass it on.)"""
+        if image_data or video_data or audio_data or mm_processor_kwargs or mm_processor_output:
             raise NotImplementedError("the hf_cpu rollout does not take images, videos or audio")
         request = dict(
             prompt_ids=list(prompt_ids), sampling_params=dict(sampling_params), request_id=request_id, **kwargs
