@@ -4,12 +4,14 @@
   puts, captured from verl's method: keys, tags, and every field's values and dtypes; verl's method
   itself builds them (its put redirected for the call, nothing in verl's module rebound), and a verl
   that stores rows otherwise is refused;
-- a batch: one put marks its prompts running, one put stores all rows, one put the terminal statuses;
-  a failed session fails its prompt (verl's rule) and its siblings are stored anyway;
+- a batch runs through verl's own `generate_sequences` and `_run_prompt` (their puts redirected to
+  the batch): one put marks its prompts running (sessions start after it), one put stores all rows,
+  one put the terminal statuses; a failed session fails its prompt (verl's rule) and its siblings are
+  stored anyway;
 - rows with different key sets go in separate puts (verl's row-to-TensorDict takes the first row's keys);
-- the client gathers concurrent `generate` calls into one `generate_many` per server, returns each
-  caller its own output or its own request's error, never leaves a caller waiting, and sets the
-  global steps verl's client sets;
+- verl's own client over the in-process batching balancer gathers concurrent `generate` calls into one
+  `generate_many` per server, returns each caller its own output or its own request's error, never
+  leaves a caller waiting, and sets the global steps;
 - verl's own `_run_agent_loop` (a registered loop built by Hydra) feeds our rows and puts;
 - the manager and its worker refuse another rollout backend, verl's legacy and async trainers, and
   an unsupported verl, naming what to change.
