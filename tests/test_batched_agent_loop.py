@@ -470,7 +470,8 @@ def test_a_failed_request_fails_only_its_own_caller():
 def test_no_caller_is_left_waiting_when_the_server_answers_too_few():
     from verl.workers.rollout.replica import TokenOutput
 
-    client, _ = _client([_ServerReturning(lambda requests: [TokenOutput(token_ids=[0], log_probs=None, extra_fields={})])])
+    one_output = [TokenOutput(token_ids=[0], log_probs=None, extra_fields={})]
+    client, _ = _client([_ServerReturning(lambda requests: one_output)])
     results = _generate_all(client, 3)  # wait_for: a caller left waiting would time out here
     assert all(isinstance(result, RuntimeError) and "returned 1 outputs for 3 requests" in str(result) for result in results)
 
