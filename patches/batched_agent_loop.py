@@ -138,8 +138,19 @@ class BatchingServers:
             self._servers = servers
         return self._servers
 
-    async def _generate(self, *, prompt_ids, sampling_params, request_id, image_data=None, video_data=None,
-                        audio_data=None, mm_processor_kwargs=None, mm_processor_output=None, **kwargs: Any):
+    async def _generate(
+        self,
+        *,
+        prompt_ids,
+        sampling_params,
+        request_id,
+        image_data=None,
+        video_data=None,
+        audio_data=None,
+        mm_processor_kwargs=None,
+        mm_processor_output=None,
+        **kwargs: Any,
+    ):
         """The server's `generate` as verl's client calls it: waits for this call's output from the batch.
         (verl 0.9.1's client drops `mm_processor_output` itself, verl 0.9.0's and main's pass it on.)"""
         if image_data or video_data or audio_data or mm_processor_kwargs or mm_processor_output:
@@ -326,7 +337,10 @@ def _verl_code_with(function, **names):
     Nothing in verl's module is rebound: the function gets a copy of its module's globals with those
     entries replaced."""
     redirected = types.FunctionType(
-        function.__code__, {**function.__globals__, **names}, function.__name__, function.__defaults__,
+        function.__code__,
+        {**function.__globals__, **names},
+        function.__name__,
+        function.__defaults__,
         function.__closure__,
     )
     redirected.__kwdefaults__ = function.__kwdefaults__
@@ -369,7 +383,8 @@ def check_manager_config(config) -> None:
     if backend != BACKEND_NAME:
         raise ValueError(
             f"{_SELECTED} sends its calls to "
-            f"hf_cpu servers, but actor_rollout_ref.rollout.name={backend!r}: unset {MANAGER_KEY} for verl's own manager"
+            f"hf_cpu servers, but actor_rollout_ref.rollout.name={backend!r}: "
+            f"unset {MANAGER_KEY} for verl's own manager"
         )
     trainer = config.get("trainer", {})
     if not trainer.get("use_v1", False):
@@ -459,8 +474,10 @@ class HfCpuAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
             keys, fields, tags = ([items[i] for i in order] for items in (puts.keys, puts.fields, puts.tags))
             for group in _rows_by_key_set(fields):  # one put in the usual case: every row has the same keys
                 await tq.async_kv_batch_put(
-                    keys=[keys[i] for i in group], partition_id=puts.partition_id,
-                    fields=list_of_dict_to_tensordict([fields[i] for i in group]), tags=[tags[i] for i in group],
+                    keys=[keys[i] for i in group],
+                    partition_id=puts.partition_id,
+                    fields=list_of_dict_to_tensordict([fields[i] for i in group]),
+                    tags=[tags[i] for i in group],
                 )
         except Exception as error:
             logger.exception(f"Error in HfCpuAgentLoopWorker._store_batch: {error}")
@@ -489,7 +506,9 @@ class HfCpuAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
             return None
         partition_id = "val" if validate else "train"
         if rows.partition_ids != {partition_id}:
-            raise RuntimeError(f"verl's _agent_loop_postprocess put rows into {sorted(rows.partition_ids)}, not {partition_id!r}")
+            raise RuntimeError(
+                f"verl's _agent_loop_postprocess put rows into {sorted(rows.partition_ids)}, not {partition_id!r}"
+            )
         batch = _BATCH.get(None)
         if batch is not None:  # run by `_run_prompt` for a batch: stored with the batch's other rows
             await batch.async_kv_batch_put(

@@ -34,7 +34,8 @@ import asyncio
 import hashlib
 import logging
 import os
-from typing import Any, Generator, Optional
+from collections.abc import Generator
+from typing import Any
 
 import ray
 import torch
@@ -90,7 +91,7 @@ def _sampling_key(sampling_params: dict[str, Any]) -> tuple:
     )
 
 
-def row_seed(rollout_seed: int, weights_version: Optional[int], prompt_ids: list[int], sample_index: int) -> int:
+def row_seed(rollout_seed: int, weights_version: int | None, prompt_ids: list[int], sample_index: int) -> int:
     """Seed of one response's `torch.Generator`: a stable hash (sha256, not Python's salted `hash`) of
     (rollout seed, weights version = global step of the last weights received or None, prompt token
     ids, index of the sample among that prompt's samples). Returns an int in [0, 2**63)."""
@@ -137,7 +138,7 @@ def _inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Te
 def sample_token_ids(
     model,
     prompts: list[list[int]],
-    generators: Optional[list[torch.Generator]],
+    generators: list[torch.Generator] | None,
     *,
     max_new_tokens: int,
     eos_token_ids: list[int],
@@ -244,11 +245,11 @@ class HfCpuServer:
         self.pad_token_id = generation_config.pad_token_id
         if self.pad_token_id is None:
             self.pad_token_id = self.eos_token_ids[0] if self.eos_token_ids else 0
-        self.weights_version: Optional[int] = None  # global step of the last weights received
+        self.weights_version: int | None = None  # global step of the last weights received
         self.num_weight_updates = 0
         # (prompt_ids, sampling_params, sample_index, future) of the requests waiting for the next batch
         self._pending: list[tuple[list[int], dict[str, Any], int, asyncio.Future]] = []
-        self._batcher: Optional[asyncio.Task] = None
+        self._batcher: asyncio.Task | None = None
         self._model_lock = asyncio.Lock()
         # Fallback sample indices by arrival, per prompt, for requests that bring none (reset on new weights).
         self._arrivals: dict[tuple[int, ...], int] = {}
@@ -265,12 +266,12 @@ class HfCpuServer:
         prompt_ids: list[int],
         sampling_params: dict[str, Any],
         request_id: str,
-        image_data: Optional[list[Any]] = None,
-        video_data: Optional[list[Any]] = None,
+        image_data: list[Any] | None = None,
+        video_data: list[Any] | None = None,
         audio_data: list[Any] | None = None,
         mm_processor_kwargs: dict[str, Any] | None = None,
-        sample_index: Optional[int] = None,
-        window_seconds: Optional[float] = None,
+        sample_index: int | None = None,
+        window_seconds: float | None = None,
         **kwargs: Any,
     ):
         """verl's server `generate`: token ids in, `TokenOutput` out (log-probs if `sampling_params["logprobs"]`).
@@ -385,7 +386,7 @@ class HfCpuServer:
             for row_tokens, row_log_probs in zip(token_ids, log_probs, strict=True)
         ]
 
-    async def update_weights(self, named_tensors: dict[str, torch.Tensor], global_steps: Optional[int] = None) -> int:
+    async def update_weights(self, named_tensors: dict[str, torch.Tensor], global_steps: int | None = None) -> int:
         """Load the actor's full weights (HF names); refuse names the model does not have."""
         async with self._model_lock:
             model_state = self.model.state_dict()
@@ -408,9 +409,13 @@ class HfCpuServer:
         output_embeddings = self.model.get_output_embeddings()
         if output_embeddings is None or output_embeddings.weight is not self.model.get_input_embeddings().weight:
             return set()
-        return {name for name, parameter in self.model.state_dict(keep_vars=True).items() if parameter is output_embeddings.weight}
+        return {
+            name
+            for name, parameter in self.model.state_dict(keep_vars=True).items()
+            if parameter is output_embeddings.weight
+        }
 
-    def get_weights_version(self) -> tuple[Optional[int], int]:
+    def get_weights_version(self) -> tuple[int | None, int]:
         """(global step of the last weights received, number of weight updates): for tests and debugging."""
         return self.weights_version, self.num_weight_updates
 
@@ -448,7 +453,7 @@ class HfCpuServer:
 
 
 def start_hf_cpu_server(
-    config, model_config, replica_rank: int = 0, name_suffix: str = "", node_id: Optional[str] = None
+    config, model_config, replica_rank: int = 0, name_suffix: str = "", node_id: str | None = None
 ) -> ray.actor.ActorHandle:
     """Start replica `replica_rank`'s `HfCpuServer` Ray actor (named, on `node_id` when given)."""
     options: dict[str, Any] = {
@@ -491,7 +496,7 @@ class HfCpuServerAdapter(BaseRollout):
         super().__init__(config, model_config, device_mesh)
         rank = int(os.environ.get("RANK", "0"))
         self.replica_rank = rank if replica_rank == -1 else replica_rank  # one worker per replica
-        self._server: Optional[ray.actor.ActorHandle] = None
+        self._server: ray.actor.ActorHandle | None = None
 
     def _server_handle(self) -> ray.actor.ActorHandle:
         if self._server is None:
@@ -508,8 +513,8 @@ class HfCpuServerAdapter(BaseRollout):
         self,
         weights: Generator[tuple[str, torch.Tensor], None, None],
         wire_format: str = "named_tensors",
-        global_steps: Optional[int] = None,
-        peft_config: Optional[dict] = None,
+        global_steps: int | None = None,
+        peft_config: dict | None = None,
         **kwargs,
     ):
         """Collect the full weights verl yields and load them into this replica's server."""

@@ -41,11 +41,19 @@ def _output(prompt_ids, response_ids, reward=None, global_steps=3):
     from verl.experimental.agent_loop.agent_loop import AgentLoopMetrics, AgentLoopOutput
 
     output = AgentLoopOutput(
-        prompt_ids=prompt_ids, response_ids=response_ids, response_mask=[1] * len(response_ids),
-        response_logprobs=[-0.5 - 0.1 * i for i in range(len(response_ids))], num_turns=2,
+        prompt_ids=prompt_ids,
+        response_ids=response_ids,
+        response_mask=[1] * len(response_ids),
+        response_logprobs=[-0.5 - 0.1 * i for i in range(len(response_ids))],
+        num_turns=2,
         metrics=AgentLoopMetrics(generate_sequences=0.01),
-        extra_fields={"global_steps": global_steps, "min_global_steps": global_steps, "max_global_steps": global_steps,
-                      "turn_scores": [], "tool_rewards": []},
+        extra_fields={
+            "global_steps": global_steps,
+            "min_global_steps": global_steps,
+            "max_global_steps": global_steps,
+            "turn_scores": [],
+            "tool_rewards": [],
+        },
     )
     if reward is not None:
         output.reward_score = reward
@@ -53,9 +61,17 @@ def _output(prompt_ids, response_ids, reward=None, global_steps=3):
     return output
 
 
-SAMPLE = dict(raw_prompt=[{"role": "user", "content": "1+1="}], uid="u7", session_id=2, index=4, global_steps=3,
-              data_source="tiny_arithmetic", reward_model={"ground_truth": "2"}, extra_info={"index": 4},
-              agent_name="hf_cpu_single_turn_agent_local_reward")
+SAMPLE = dict(
+    raw_prompt=[{"role": "user", "content": "1+1="}],
+    uid="u7",
+    session_id=2,
+    index=4,
+    global_steps=3,
+    data_source="tiny_arithmetic",
+    reward_model={"ground_truth": "2"},
+    extra_info={"index": 4},
+    agent_name="hf_cpu_single_turn_agent_local_reward",
+)
 
 
 def _bare_worker():
@@ -66,10 +82,14 @@ def _bare_worker():
     return worker
 
 
-@pytest.mark.parametrize("outputs", [
-    [_output([5, 6, 7], [8, 9], reward=1.0)],
-    [_output([5, 6], [8], reward=None), _output([5, 6, 8, 3], [4, 2, 9], reward=0.0)],  # two turn outputs
-], ids=["single-turn", "two-outputs"])
+@pytest.mark.parametrize(
+    "outputs",
+    [
+        [_output([5, 6, 7], [8, 9], reward=1.0)],
+        [_output([5, 6], [8], reward=None), _output([5, 6, 8, 3], [4, 2, 9], reward=0.0)],  # two turn outputs
+    ],
+    ids=["single-turn", "two-outputs"],
+)
 def test_rows_are_those_verls_worker_puts(outputs, monkeypatch):
     from verl.trainer.ppo.v1 import agent_loop_tq
     from verl.utils.tensordict_utils import list_of_dict_to_tensordict
@@ -81,8 +101,12 @@ def test_rows_are_those_verls_worker_puts(outputs, monkeypatch):
 
     monkeypatch.setattr(agent_loop_tq.tq, "async_kv_batch_put", capture)
     verls_worker = agent_loop_tq.AgentLoopWorkerTQ.__ray_actor_class__
-    asyncio.run(verls_worker._agent_loop_postprocess(_bare_worker(), copy.deepcopy(outputs), False, **copy.deepcopy(SAMPLE)))
-    keys, fields, tags = asyncio.run(_bare_worker()._agent_loop_postprocess(copy.deepcopy(outputs), False, **copy.deepcopy(SAMPLE)))
+    asyncio.run(
+        verls_worker._agent_loop_postprocess(_bare_worker(), copy.deepcopy(outputs), False, **copy.deepcopy(SAMPLE))
+    )
+    keys, fields, tags = asyncio.run(
+        _bare_worker()._agent_loop_postprocess(copy.deepcopy(outputs), False, **copy.deepcopy(SAMPLE))
+    )
 
     (verls,) = put  # ours put nothing: verl's method ran with its put redirected to us
     assert agent_loop_tq.tq is transfer_queue and agent_loop_tq.list_of_dict_to_tensordict is list_of_dict_to_tensordict
@@ -100,7 +124,6 @@ def test_rows_are_those_verls_worker_puts(outputs, monkeypatch):
         else:
             assert mine.tolist() == want.tolist(), key
     assert fields[-1]["rm_scores"][-1] == outputs[-1].reward_score  # the score travels into the stored row
-
 
 
 def test_an_empty_output_stores_nothing(monkeypatch):
@@ -153,6 +176,7 @@ def test_a_verl_storing_rows_otherwise_is_refused(monkeypatch, caplog):
     assert "verl's _run_prompt called TransferQueue's 'async_kv_list'" in caplog.text
     assert recorder.calls == []
 
+
 class _Recorder:
     def __init__(self):
         self.calls = []
@@ -173,6 +197,7 @@ def _batch(uids, validate=False):
 
 def _run_batch(worker, batch) -> None:
     """The worker's `generate_sequences`, then the background task it starts, to completion."""
+
     async def main():
         await worker.generate_sequences(batch)
         await asyncio.gather(*worker.background_tasks)
@@ -183,6 +208,7 @@ def _run_batch(worker, batch) -> None:
 def _agent_loop_for(worker, reward=lambda uid, session_id: 1.0, fail=lambda uid, session_id: False, seen=None):
     """Stands in for verl's `_run_agent_loop` (no agent loop, no server): one output per session, handed to
     the worker's `_agent_loop_postprocess` as verl's `_run_agent_loop` hands it (same kwargs)."""
+
     async def run_agent_loop(sampling_params, trajectory, trace, session_id, agent_name, **sample):
         if seen is not None:
             seen.append((sample["uid"], session_id, sampling_params, agent_name))
@@ -200,10 +226,21 @@ def _worker_with_config(n=3, val_n=2):
 
     worker = _bare_worker()
     worker.background_tasks = set()
-    worker.config = OmegaConf.create({"actor_rollout_ref": {"rollout": {
-        "n": n, "temperature": 1.0, "top_p": 1.0, "top_k": -1, "calculate_log_probs": True,
-        "val_kwargs": {"n": val_n, "temperature": 0.0, "top_p": 1.0, "top_k": -1},
-        "agent": {"default_agent_loop": "hf_cpu_single_turn_agent_local_reward"}}}})
+    worker.config = OmegaConf.create(
+        {
+            "actor_rollout_ref": {
+                "rollout": {
+                    "n": n,
+                    "temperature": 1.0,
+                    "top_p": 1.0,
+                    "top_k": -1,
+                    "calculate_log_probs": True,
+                    "val_kwargs": {"n": val_n, "temperature": 0.0, "top_p": 1.0, "top_k": -1},
+                    "agent": {"default_agent_loop": "hf_cpu_single_turn_agent_local_reward"},
+                }
+            }
+        }
+    )
     return worker
 
 
@@ -225,20 +262,30 @@ def test_a_batch_is_stored_in_three_puts_and_a_failed_session_fails_only_its_pro
 
     partition = "val" if validate else "train"
     n = 2 if validate else 3
-    sampling = {"temperature": 0.0 if validate else 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0,
-                "logprobs": True}  # as verl's generate_sequences builds them
-    assert sorted(seen, key=str) == sorted(((uid, s, sampling, "hf_cpu_single_turn_agent_local_reward")
-                                            for uid in "abc" for s in range(n)), key=str)
+    sampling = {
+        "temperature": 0.0 if validate else 1.0,
+        "top_p": 1.0,
+        "top_k": -1,
+        "repetition_penalty": 1.0,
+        "logprobs": True,
+    }  # as verl's generate_sequences builds them
+    assert sorted(seen, key=str) == sorted(
+        ((uid, s, sampling, "hf_cpu_single_turn_agent_local_reward") for uid in "abc" for s in range(n)), key=str
+    )
     running, rows, statuses = recorder.calls
     assert running == {"keys": ["a", "b", "c"], "partition_id": partition, "tags": [{"status": "running"}] * 3}
     expected_keys = [f"{uid}_{s}_0" for uid in "abc" for s in range(n) if (uid, s) != ("b", 1)]
     assert rows["keys"] == expected_keys and rows["partition_id"] == partition  # prompt, then session order
     assert rows["fields"].batch_size[0] == len(expected_keys)
     assert [row.tolist() for row in rows["fields"]["responses"].unbind(0)] == [
-        [int(key.split("_")[1]) + 1] for key in expected_keys]
+        [int(key.split("_")[1]) + 1] for key in expected_keys
+    ]
     assert [tag["global_steps"] for tag in rows["tags"]] == [5] * len(expected_keys)
-    assert statuses == {"keys": ["a", "b", "c"], "partition_id": partition,
-                        "tags": [{"status": "finished"}, {"status": "failure"}, {"status": "finished"}]}
+    assert statuses == {
+        "keys": ["a", "b", "c"],
+        "partition_id": partition,
+        "tags": [{"status": "finished"}, {"status": "failure"}, {"status": "finished"}],
+    }
 
 
 def test_verls_per_sample_rollout_n_and_greedy_flag_are_honoured(monkeypatch):
@@ -322,8 +369,14 @@ class _FakeServer:
                 from verl.workers.rollout.replica import TokenOutput
 
                 self.received.append(requests)
-                return [TokenOutput(token_ids=[r["sample_index"], len(r["prompt_ids"])], log_probs=None,
-                                    extra_fields={"global_steps": self.global_steps}) for r in requests]
+                return [
+                    TokenOutput(
+                        token_ids=[r["sample_index"], len(r["prompt_ids"])],
+                        log_probs=None,
+                        extra_fields={"global_steps": self.global_steps},
+                    )
+                    for r in requests
+                ]
 
         self.generate_many = generate_many
 
@@ -337,8 +390,17 @@ def test_the_client_sends_concurrent_calls_in_one_ray_call_per_server(num_server
     assert type(client) is LLMServerClient  # verl's own client: it drops priority, sets min/max_global_steps
 
     async def main():
-        calls = [client.generate(f"r{i}", prompt_ids=[1] * (i + 1), sampling_params={"temperature": 1.0},
-                                 sample_index=i, priority=3, mm_processor_output=None) for i in range(10)]
+        calls = [
+            client.generate(
+                f"r{i}",
+                prompt_ids=[1] * (i + 1),
+                sampling_params={"temperature": 1.0},
+                sample_index=i,
+                priority=3,
+                mm_processor_output=None,
+            )
+            for i in range(10)
+        ]
         return await asyncio.gather(*calls)
 
     outputs = asyncio.run(main())
@@ -347,8 +409,9 @@ def test_the_client_sends_concurrent_calls_in_one_ray_call_per_server(num_server
     assert sorted(request["sample_index"] for request in sent) == list(range(10))
     assert all("priority" not in request and "mm_processor_output" not in request for request in sent)
     assert [output.token_ids for output in outputs] == [[i, i + 1] for i in range(10)]  # each caller its own
-    assert all(output.extra_fields["min_global_steps"] == output.extra_fields["max_global_steps"] == 4
-               for output in outputs)
+    assert all(
+        output.extra_fields["min_global_steps"] == output.extra_fields["max_global_steps"] == 4 for output in outputs
+    )
 
 
 def test_the_client_refuses_media_and_passes_a_server_error_to_every_caller():
@@ -373,30 +436,54 @@ def test_the_client_refuses_media_and_passes_a_server_error_to_every_caller():
     assert all(isinstance(result, RuntimeError) and "server died" in str(result) for result in results)
 
 
-def _manager_config(name="hf_cpu", use_v1=True, trainer_mode="sync", reward_workers=0,
-                    agent_loop="hf_cpu_single_turn_agent_local_reward"):
+def _manager_config(
+    name="hf_cpu",
+    use_v1=True,
+    trainer_mode="sync",
+    reward_workers=0,
+    agent_loop="hf_cpu_single_turn_agent_local_reward",
+):
     from omegaconf import OmegaConf
 
-    return OmegaConf.create({"actor_rollout_ref": {"rollout": {"name": name, "agent": {"default_agent_loop": agent_loop}}},
-                             "trainer": {"use_v1": use_v1, "v1": {"trainer_mode": trainer_mode}},
-                             "reward": {"num_workers": reward_workers}})
+    return OmegaConf.create(
+        {
+            "actor_rollout_ref": {"rollout": {"name": name, "agent": {"default_agent_loop": agent_loop}}},
+            "trainer": {"use_v1": use_v1, "v1": {"trainer_mode": trainer_mode}},
+            "reward": {"num_workers": reward_workers},
+        }
+    )
 
 
-@pytest.mark.parametrize("config, message", [
-    (dict(name="vllm"), "actor_rollout_ref.rollout.name='vllm'.*unset actor_rollout_ref.rollout.agent.agent_loop_manager_class"),
-    (dict(use_v1=False), r"V1 trainer \(trainer.use_v1=true\), got trainer.use_v1=False.*unset actor_rollout_ref"),
-    (dict(trainer_mode="async"), r"V1 sync trainer \(trainer.v1.trainer_mode=sync\), got 'async'.*unset actor_rollout_ref"),
-    (dict(agent_loop="hf_cpu_single_turn_agent"),
-     r"reward.num_workers=0 starts no reward actor.*default_agent_loop='hf_cpu_single_turn_agent'.*set reward.num_workers>=1"),
-], ids=["vllm", "legacy-trainer", "async-trainer", "no-reward-actor-for-a-scoreless-loop"])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (
+            dict(name="vllm"),
+            "actor_rollout_ref.rollout.name='vllm'.*unset actor_rollout_ref.rollout.agent.agent_loop_manager_class",
+        ),
+        (dict(use_v1=False), r"V1 trainer \(trainer.use_v1=true\), got trainer.use_v1=False.*unset actor_rollout_ref"),
+        (
+            dict(trainer_mode="async"),
+            r"V1 sync trainer \(trainer.v1.trainer_mode=sync\), got 'async'.*unset actor_rollout_ref",
+        ),
+        (
+            dict(agent_loop="hf_cpu_single_turn_agent"),
+            r"reward.num_workers=0 starts no reward actor.*default_agent_loop='hf_cpu_single_turn_agent'"
+            r".*set reward.num_workers>=1",
+        ),
+    ],
+    ids=["vllm", "legacy-trainer", "async-trainer", "no-reward-actor-for-a-scoreless-loop"],
+)
 @pytest.mark.parametrize("cls", ["manager", "worker"])
 def test_the_manager_and_its_worker_refuse_what_they_were_not_written_for(config, message, cls):
     from maspo_verl.patches.batched_agent_loop import HfCpuAgentLoopManager, check_manager_config
 
     check_manager_config(_manager_config())  # the CPU backend's own settings pass
     check_manager_config(_manager_config(agent_loop="hf_cpu_single_turn_agent", reward_workers=1))
-    build = {"manager": lambda c: HfCpuAgentLoopManager(c, llm_client=None),
-             "worker": lambda c: HfCpuAgentLoopWorker(c, llm_client=None)}[cls]
+    build = {
+        "manager": lambda c: HfCpuAgentLoopManager(c, llm_client=None),
+        "worker": lambda c: HfCpuAgentLoopWorker(c, llm_client=None),
+    }[cls]
     with pytest.raises(ValueError, match=message):
         build(_manager_config(**config))
 
@@ -406,7 +493,9 @@ def test_an_unscored_response_without_reward_actors_fails_its_session_naming_the
     worker = _bare_worker()
     worker.reward_loop_worker_handles = []  # what verl passes with reward.num_workers=0
     sample = {**copy.deepcopy(SAMPLE), "agent_name": "single_turn_agent"}
-    with pytest.raises(ValueError, match="agent loop 'single_turn_agent' returned an unscored response and reward.num_workers=0"):
+    with pytest.raises(
+        ValueError, match="agent loop 'single_turn_agent' returned an unscored response and reward.num_workers=0"
+    ):
         asyncio.run(worker._agent_loop_postprocess([_output([5, 6], [8], reward=None)], False, **sample))
 
 
@@ -458,8 +547,12 @@ def test_a_failed_request_fails_only_its_own_caller():
     from verl.workers.rollout.replica import TokenOutput
 
     def answer(requests):
-        return [ValueError(f"bad request {r['sample_index']}") if r["sample_index"] == 1
-                else TokenOutput(token_ids=[r["sample_index"]], log_probs=None, extra_fields={}) for r in requests]
+        return [
+            ValueError(f"bad request {r['sample_index']}")
+            if r["sample_index"] == 1
+            else TokenOutput(token_ids=[r["sample_index"]], log_probs=None, extra_fields={})
+            for r in requests
+        ]
 
     client, _ = _client([_ServerReturning(answer)])
     first, second, third = _generate_all(client, 3)
@@ -473,7 +566,9 @@ def test_no_caller_is_left_waiting_when_the_server_answers_too_few():
     one_output = [TokenOutput(token_ids=[0], log_probs=None, extra_fields={})]
     client, _ = _client([_ServerReturning(lambda requests: one_output)])
     results = _generate_all(client, 3)  # wait_for: a caller left waiting would time out here
-    assert all(isinstance(result, RuntimeError) and "returned 1 outputs for 3 requests" in str(result) for result in results)
+    assert all(
+        isinstance(result, RuntimeError) and "returned 1 outputs for 3 requests" in str(result) for result in results
+    )
 
 
 def test_no_caller_is_left_waiting_when_no_server_is_found(monkeypatch):
@@ -496,8 +591,10 @@ def test_no_caller_is_left_waiting_when_the_server_call_is_cancelled():
     balancer._servers[0].generate_many.remote = never_answers
 
     async def main():
-        calls = [asyncio.ensure_future(client.generate(f"r{i}", prompt_ids=[1], sampling_params={}, sample_index=i))
-                 for i in range(2)]
+        calls = [
+            asyncio.ensure_future(client.generate(f"r{i}", prompt_ids=[1], sampling_params={}, sample_index=i))
+            for i in range(2)
+        ]
         while not balancer._sends:  # the batch was flushed: its server call is under way
             await asyncio.sleep(0.01)
         for send in list(balancer._sends):
@@ -520,12 +617,18 @@ class EchoSampleIndexLoop:
 
         prompt_ids = [5, 6, 7]
         output = await self.server_manager.generate(
-            f"{sample['uid']}-{sample['session_id']}", prompt_ids=prompt_ids, sampling_params=sampling_params,
+            f"{sample['uid']}-{sample['session_id']}",
+            prompt_ids=prompt_ids,
+            sampling_params=sampling_params,
             sample_index=sample["session_id"],
         )
         result = AgentLoopOutput(
-            prompt_ids=prompt_ids, response_ids=list(output.token_ids), response_mask=[1] * len(output.token_ids),
-            num_turns=2, metrics=AgentLoopMetrics(), extra_fields=dict(output.extra_fields),
+            prompt_ids=prompt_ids,
+            response_ids=list(output.token_ids),
+            response_mask=[1] * len(output.token_ids),
+            num_turns=2,
+            metrics=AgentLoopMetrics(),
+            extra_fields=dict(output.extra_fields),
         )
         result.reward_score = float(sample["session_id"])
         result.extra_fields["reward_extra_info"] = {"acc": bool(sample["session_id"])}
@@ -543,8 +646,13 @@ def test_verls_own_run_agent_loop_feeds_the_batched_rows_and_puts(monkeypatch):
     recorder = _Recorder()
     monkeypatch.setattr(batched_agent_loop.tq, "async_kv_batch_put", recorder)
     worker = _worker_with_config(n=2)
-    worker.config = OmegaConf.merge(worker.config, {"data": {}, "actor_rollout_ref": {"rollout": {"agent": {
-        "default_agent_loop": "maspo_test_echo_sample_index"}}}})
+    worker.config = OmegaConf.merge(
+        worker.config,
+        {
+            "data": {},
+            "actor_rollout_ref": {"rollout": {"agent": {"default_agent_loop": "maspo_test_echo_sample_index"}}},
+        },
+    )
     worker.tokenizer, worker.hf_model_type, worker.dataset_cls, worker.tools = None, None, None, []
     server = _FakeServer(global_steps=5)
     worker.llm_client, _ = _client([server])

@@ -140,7 +140,7 @@ def test_batched_greedy_generation_matches_one_request_at_a_time(actor_and_serve
     _, server = actor_and_server
     together = _generate(local_ray, server, prompts, GREEDY)
     alone = [_generate(local_ray, server, [prompt], GREEDY)[0] for prompt in prompts[:3]]
-    for batched, single in zip(together, alone):
+    for batched, single in zip(together, alone, strict=True):
         assert batched.token_ids == single.token_ids, "left padding in a batch changed greedy generation"
         torch.testing.assert_close(torch.tensor(batched.log_probs), torch.tensor(single.log_probs), atol=1e-4, rtol=0)
     assert all(1 <= len(output.token_ids) <= 8 for output in together), "responses must respect response_length"
@@ -225,7 +225,9 @@ async def _concurrently(server, requests, sampling_params):
 
 async def _one_at_a_time(server, requests, sampling_params):
     return [
-        await server.generate(prompt_ids=prompt, sampling_params=sampling_params, request_id=f"r{i}", sample_index=index)
+        await server.generate(
+            prompt_ids=prompt, sampling_params=sampling_params, request_id=f"r{i}", sample_index=index
+        )
         for i, (prompt, index) in enumerate(requests)
     ]
 
@@ -233,7 +235,9 @@ async def _one_at_a_time(server, requests, sampling_params):
 def _assert_same_outputs(expected, actual) -> None:
     for want, got in zip(expected, actual, strict=True):
         assert got.token_ids == want.token_ids
-        torch.testing.assert_close(torch.tensor(got.log_probs), torch.tensor(want.log_probs), atol=BATCH_ROUNDING, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(got.log_probs), torch.tensor(want.log_probs), atol=BATCH_ROUNDING, rtol=0
+        )
 
 
 @pytest.mark.timeout(120)
@@ -273,10 +277,14 @@ def test_generate_many_is_one_generate_per_request_in_one_batch(make_server, mix
     server, _ = make_server()
     reference = asyncio.run(_one_at_a_time(server, requests, SAMPLING))
     sizes = _record_batch_sizes(server)
-    many = asyncio.run(server.generate_many([
-        dict(prompt_ids=prompt, sampling_params=SAMPLING, request_id=f"r{i}", sample_index=index)
-        for i, (prompt, index) in enumerate(requests)
-    ]))
+    many = asyncio.run(
+        server.generate_many(
+            [
+                dict(prompt_ids=prompt, sampling_params=SAMPLING, request_id=f"r{i}", sample_index=index)
+                for i, (prompt, index) in enumerate(requests)
+            ]
+        )
+    )
     assert sizes == [len(requests)]
     _assert_same_outputs(reference, many)
 
@@ -286,10 +294,19 @@ def test_generate_many_puts_a_bad_requests_error_in_its_place(make_server, mixed
     requests = _requests(mixed_prompts)[:3]
     server, _ = make_server()
     reference = asyncio.run(_one_at_a_time(server, [requests[0], requests[2]], SAMPLING))
-    many = asyncio.run(server.generate_many([
-        dict(prompt_ids=prompt, sampling_params=SAMPLING, request_id=f"r{i}", sample_index=-1 if i == 1 else index)
-        for i, (prompt, index) in enumerate(requests)
-    ]))
+    many = asyncio.run(
+        server.generate_many(
+            [
+                dict(
+                    prompt_ids=prompt,
+                    sampling_params=SAMPLING,
+                    request_id=f"r{i}",
+                    sample_index=-1 if i == 1 else index,
+                )
+                for i, (prompt, index) in enumerate(requests)
+            ]
+        )
+    )
     assert isinstance(many[1], ValueError) and "sample_index must be an int >= 0, got -1" in str(many[1])
     _assert_same_outputs(reference, [many[0], many[2]])
 
@@ -305,12 +322,14 @@ def test_sampled_responses_vary_with_sample_index_seed_and_weights(make_server, 
 
     other_seed, _ = make_server(seed=1)
     reseeded = [tuple(output.token_ids) for output in asyncio.run(_concurrently(other_seed, requests, SAMPLING))]
-    assert sum(a != b for a, b in zip(responses, reseeded)) >= len(requests) * 3 // 4, "rollout.seed is ignored"
+    assert sum(a != b for a, b in zip(responses, reseeded, strict=True)) >= len(requests) * 3 // 4, (
+        "rollout.seed is ignored"
+    )
 
     same_weights = {name: tensor.clone() for name, tensor in server.model.state_dict().items()}
     asyncio.run(server.update_weights(same_weights, global_steps=1))  # new weights version, same values
     next_step = asyncio.run(_concurrently(server, requests, SAMPLING))
-    assert sum(a != tuple(b.token_ids) for a, b in zip(responses, next_step)) >= len(requests) * 3 // 4, (
+    assert sum(a != tuple(b.token_ids) for a, b in zip(responses, next_step, strict=True)) >= len(requests) * 3 // 4, (
         "a new weights version repeated the previous step's samples"
     )
     assert all(output.extra_fields["global_steps"] == 1 for output in next_step)
@@ -320,7 +339,9 @@ def _first_token_frequencies(server, prompt, sampling_params, num_samples: int) 
     requests = [(prompt, index) for index in range(num_samples)]
     outputs = asyncio.run(_concurrently(server, requests, {**sampling_params, "max_tokens": 1}))
     assert all(len(output.token_ids) == 1 for output in outputs)
-    counts = torch.bincount(torch.tensor([output.token_ids[0] for output in outputs]), minlength=server.model.config.vocab_size)
+    counts = torch.bincount(
+        torch.tensor([output.token_ids[0] for output in outputs]), minlength=server.model.config.vocab_size
+    )
     return counts.double() / num_samples
 
 
@@ -369,11 +390,21 @@ def test_logits_are_processed_by_transformers_own_processors_in_generates_order(
 
     def described(processors):
         assert isinstance(processors, LogitsProcessorList)
-        return [(type(p), getattr(p, "penalty", None) or getattr(p, "temperature", None) or getattr(p, "top_k", None)
-                 or getattr(p, "top_p", None)) for p in processors]
+        return [
+            (
+                type(p),
+                getattr(p, "penalty", None)
+                or getattr(p, "temperature", None)
+                or getattr(p, "top_k", None)
+                or getattr(p, "top_p", None),
+            )
+            for p in processors
+        ]
 
     assert described(logits_processors(0.7, 5, 0.9, 1.2, vocab_size=50)) == [
-        (RepetitionPenaltyLogitsProcessor, 1.2), (TemperatureLogitsWarper, 0.7), (TopKLogitsWarper, 5),
+        (RepetitionPenaltyLogitsProcessor, 1.2),
+        (TemperatureLogitsWarper, 0.7),
+        (TopKLogitsWarper, 5),
         (TopPLogitsWarper, 0.9),
     ]
     assert described(logits_processors(1.0, -1, 1.0, 1.0, vocab_size=50)) == [(TemperatureLogitsWarper, 1.0)]
@@ -469,7 +500,6 @@ def test_greedy_sampling_loop_equals_hugging_face_generate(make_server, mixed_pr
         torch.testing.assert_close(torch.tensor(output.log_probs), expected, atol=BATCH_ROUNDING, rtol=0)
 
 
-
 @pytest.mark.timeout(120)
 def test_greedy_with_repetition_penalty_equals_hugging_face_generate_per_prompt(make_server, mixed_prompts):
     """Batched and left-padded here, one unpadded prompt at a time in `generate` (which would count a batch's
@@ -483,10 +513,18 @@ def test_greedy_with_repetition_penalty_equals_hugging_face_generate_per_prompt(
     for prompt, output in zip(mixed_prompts, outputs, strict=True):
         with torch.no_grad():
             generated = server.model.generate(
-                input_ids=torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                max_new_tokens=8, do_sample=False, temperature=None, top_p=None, top_k=None,
-                repetition_penalty=penalty, eos_token_id=server.eos_token_ids, pad_token_id=server.pad_token_id,
-                return_dict_in_generate=True, output_logits=True,
+                input_ids=torch.tensor([prompt]),
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                max_new_tokens=8,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                repetition_penalty=penalty,
+                eos_token_id=server.eos_token_ids,
+                pad_token_id=server.pad_token_id,
+                return_dict_in_generate=True,
+                output_logits=True,
             )
         tokens = generated.sequences[0, len(prompt) :]
         assert output.token_ids == tokens.tolist()
@@ -503,11 +541,14 @@ def test_empty_prompt_and_media_are_refused(make_server):
         with pytest.raises(NotImplementedError, match="images, videos or audio"):  # verl's client forwards them
             asyncio.run(server.generate(prompt_ids=[1], sampling_params=SAMPLING, request_id="r", **media))
 
+
 def test_bad_sample_index_is_refused(make_server, prompts):
     server, _ = make_server()
     for bad in (-1, "0", 1.5):
         with pytest.raises(ValueError, match="sample_index"):
-            asyncio.run(server.generate(prompt_ids=prompts[0], sampling_params=SAMPLING, request_id="r", sample_index=bad))
+            asyncio.run(
+                server.generate(prompt_ids=prompts[0], sampling_params=SAMPLING, request_id="r", sample_index=bad)
+            )
 
 
 @pytest.mark.timeout(120)
@@ -516,7 +557,10 @@ def test_without_sample_index_a_prompts_samples_are_numbered_by_arrival(make_ser
 
     async def unnumbered(count):
         return await asyncio.gather(
-            *[server.generate(prompt_ids=prompts[0], sampling_params=SAMPLING, request_id=f"r{i}") for i in range(count)]
+            *[
+                server.generate(prompt_ids=prompts[0], sampling_params=SAMPLING, request_id=f"r{i}")
+                for i in range(count)
+            ]
         )
 
     without = asyncio.run(unnumbered(4))
@@ -566,10 +610,9 @@ def _instantiate_agent_loop(config, server, tokenizer, name=None):
     import hydra
     from verl.experimental.agent_loop.agent_loop import DictConfigWrap, _agent_loop_registry
     from verl.utils.dataset.rl_dataset import RLHFDataset
+    from verl.workers.rollout.llm_server import LLMServerClient
 
     from maspo_verl.patches.hf_agent_loop import AGENT_LOOP_NAME
-
-    from verl.workers.rollout.llm_server import LLMServerClient
 
     handle = _LocalServerHandle(server)
     client = LLMServerClient(config, load_balancer_handle=_OneServerBalancer(handle))  # verl's own client
@@ -650,8 +693,14 @@ def test_local_reward_agent_loop_scores_with_the_configured_reward_function(make
     )
     messages = [{"role": "user", "content": make_problems(num_train=1, num_val=1, seed=1)[0][0].prompt}]
     extra_info = {"index": 7}
-    fields = dict(raw_prompt=messages, session_id=2, uid="u", data_source="tiny_arithmetic",
-                  reward_model={"ground_truth": "40"}, extra_info=extra_info)
+    fields = dict(
+        raw_prompt=messages,
+        session_id=2,
+        uid="u",
+        data_source="tiny_arithmetic",
+        reward_model={"ground_truth": "40"},
+        extra_info=extra_info,
+    )
 
     async def run_one():  # verl builds the loop inside its running event loop
         loop, _ = _instantiate_agent_loop(config, server, tokenizer, name=LOCAL_REWARD_AGENT_LOOP_NAME)
@@ -663,9 +712,15 @@ def test_local_reward_agent_loop_scores_with_the_configured_reward_function(make
     response = tokenizer.decode(output.response_ids, skip_special_tokens=True)
     assert output.reward_score == len(response) + 40.0
     assert output.extra_fields["reward_extra_info"] == {  # the sample's extra_info, with verl's additions
-        "score": len(response) + 40.0, "source": "tiny_arithmetic", "turns": 2, "index": 7, "tool_rewards": []
+        "score": len(response) + 40.0,
+        "source": "tiny_arithmetic",
+        "turns": 2,
+        "index": 7,
+        "tool_rewards": [],
     }
-    assert extra_info == {"index": 7}, "verl's reward manager updates extra_info in place: the sample's own must not change"
+    assert extra_info == {"index": 7}, (
+        "verl's reward manager updates extra_info in place: the sample's own must not change"
+    )
     assert output.metrics.compute_score > 0
 
     from hydra.errors import InstantiationException
@@ -706,7 +761,10 @@ def _verls_reward_request(output, fields):
 
 @pytest.mark.timeout(120)
 def test_local_reward_loop_hands_the_reward_worker_verls_own_dataproto(
-    make_server, tiny_workdir, monkeypatch, tmp_path  # noqa: F811
+    make_server,
+    tiny_workdir,  # noqa: F811
+    monkeypatch,
+    tmp_path,
 ):
     """The loop runs verl's `_compute_score` with verl's reward worker in process: the worker receives,
     tensor for tensor and column for column, what verl's agent-loop worker sends its reward actor, and
@@ -739,8 +797,15 @@ def test_local_reward_loop_hands_the_reward_worker_verls_own_dataproto(
         return Recording()
 
     monkeypatch.setattr(hf_agent_loop, "_local_reward_worker", recording_worker)
-    fields = dict(raw_prompt=[{"role": "user", "content": "1+1="}], uid="u", session_id=3, index=4,
-                  data_source="tiny_arithmetic", reward_model={"ground_truth": "2"}, extra_info={"index": 4})
+    fields = dict(
+        raw_prompt=[{"role": "user", "content": "1+1="}],
+        uid="u",
+        session_id=3,
+        index=4,
+        data_source="tiny_arithmetic",
+        reward_model={"ground_truth": "2"},
+        extra_info={"index": 4},
+    )
     sample = copy.deepcopy(fields)
 
     async def run_one():
