@@ -39,7 +39,7 @@ else
   install "torch==2.13.0"
 fi
 # Say which torch build pip actually picked: a CUDA build here means a multi-GB download and wasted disk.
-TORCH_BUILD="$("$VENV/bin/python" -c 'import torch; print(torch.__version__, "CUDA " + torch.version.cuda + " build" if torch.version.cuda else "CPU-only build")')"
+TORCH_BUILD="$("$VENV/bin/python" -W ignore -c 'import torch; print(torch.__version__, "CUDA " + torch.version.cuda + " build" if torch.version.cuda else "CPU-only build")')"
 echo "[setup] torch $TORCH_BUILD"
 if [[ "$TORCH_BUILD" == *CUDA* ]]; then
   echo "[setup] WARNING: pip installed a CUDA build of torch; on a CPU-only box rerun with" \
