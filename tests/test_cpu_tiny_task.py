@@ -124,7 +124,10 @@ def test_parquet_has_verls_schema_and_fits_the_cpu_scripts_prompt_length(tiny_wo
     assert row["prompt"][0]["role"] == "user" and row["reward_model"]["style"] == "rule"
     assert row["extra_info"]["split"] == "train"
 
-    data_config = compose_maspo_config("data.max_prompt_length=20", "data.filter_overlong_prompts=true").data
+    # No worker pool for the filter: a fork from a pytest worker that ran Ray in-process can die.
+    data_config = compose_maspo_config(
+        "data.max_prompt_length=20", "data.filter_overlong_prompts=true", "data.filter_overlong_prompts_workers=null"
+    ).data
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_workdir["model"]))
     dataset = RLHFDataset(str(tiny_workdir["val"]), tokenizer, data_config)
     assert len(dataset) == len(pd.read_parquet(tiny_workdir["val"])), "verl dropped prompts longer than 20 tokens"

@@ -140,7 +140,7 @@ def test_batched_greedy_generation_matches_one_request_at_a_time(actor_and_serve
     _, server = actor_and_server
     together = _generate(local_ray, server, prompts, GREEDY)
     alone = [_generate(local_ray, server, [prompt], GREEDY)[0] for prompt in prompts[:3]]
-    for batched, single in zip(together, alone, strict=True):
+    for batched, single in zip(together[:3], alone, strict=True):  # the first three, one at a time
         assert batched.token_ids == single.token_ids, "left padding in a batch changed greedy generation"
         torch.testing.assert_close(torch.tensor(batched.log_probs), torch.tensor(single.log_probs), atol=1e-4, rtol=0)
     assert all(1 <= len(output.token_ids) <= 8 for output in together), "responses must respect response_length"
