@@ -180,6 +180,8 @@ class BatchingServers:
                 task = asyncio.ensure_future(self._send(server, share))
                 self._sends.add(task)
                 task.add_done_callback(self._sends.discard)
+                # A task cancelled before its first step never enters _send's handlers: fail its callers here.
+                task.add_done_callback(lambda done, share=share: _fail_if_cancelled(done, share))
 
     @staticmethod
     async def _send(server, share: list[tuple[dict[str, Any], asyncio.Future]]) -> None:
@@ -203,6 +205,11 @@ class BatchingServers:
         except BaseException as error:  # cancelled (the worker shuts down): the agent loops fail, not hang
             _fail_unresolved(share, RuntimeError(f"hf_cpu generate_many was interrupted: {error!r}"))
             raise
+
+
+def _fail_if_cancelled(task: asyncio.Task, requests: list[tuple[dict[str, Any], asyncio.Future]]) -> None:
+    if task.cancelled():
+        _fail_unresolved(requests, RuntimeError("hf_cpu generate_many was interrupted: cancelled"))
 
 
 def _fail_unresolved(requests: list[tuple[dict[str, Any], asyncio.Future]], error: BaseException) -> None:

@@ -605,6 +605,24 @@ def test_no_caller_is_left_waiting_when_the_server_call_is_cancelled():
     assert all(isinstance(result, RuntimeError) and "interrupted" in str(result) for result in results)
 
 
+def test_no_caller_is_left_waiting_when_the_server_call_is_cancelled_before_it_starts():
+    client, balancer = _client([_ServerReturning(None)])
+
+    async def main():
+        calls = [
+            asyncio.ensure_future(client.generate(f"r{i}", prompt_ids=[1], sampling_params={}, sample_index=i))
+            for i in range(2)
+        ]
+        while not balancer._sends:  # the batch was flushed; its task has not run a step yet
+            await asyncio.sleep(0)
+        for send in list(balancer._sends):
+            send.cancel()
+        return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout=10)
+
+    results = asyncio.run(main())
+    assert all(isinstance(result, RuntimeError) and "interrupted" in str(result) for result in results)
+
+
 class EchoSampleIndexLoop:
     """A registered agent loop (built by verl's own `_run_agent_loop` through Hydra): asks the server
     for one response and returns it scored, as the CPU backend's scoring loop does."""
