@@ -173,9 +173,8 @@ def hard_gate_surrogate(
     bounds `hard_clip_bounds`, max(-A r, -A clip(r, lower, upper)), and for A < 0 verl's dual clip
     min(that, -A c) (Ye et al. 2020, arXiv 1912.09729).
 
-    It is verl's vanilla per-token loss with adaptive bounds, the same formula as the baselines'
-    `maspo_verl.baselines.common.dual_clipped_surrogate`; written here because the MASPO core does
-    not import the baselines (tests/test_gate.py checks the two agree bit for bit).
+    It is verl's vanilla per-token loss with adaptive bounds; the baselines use it as
+    `maspo_verl.baselines.common.dual_clipped_surrogate` (the core does not import the baselines, so it lives here).
 
     Args:
         ratio: r, (bs, response_length), carries the gradient.

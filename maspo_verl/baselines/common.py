@@ -18,6 +18,7 @@ import verl.utils.torch_functional as verl_F
 
 from maspo_verl.config_blocks import resolve_config_block
 from maspo_verl.conventions import PolicyLossInputs
+from maspo_verl.gate import hard_gate_surrogate
 
 __all__ = ["POLICY_LOSS_CONFIG_TARGET", "clip_metrics", "dual_clipped_surrogate", "resolve_baseline_block"]
 
@@ -31,36 +32,9 @@ def resolve_baseline_block(config: Any, block: str, config_class: type, loss_mod
     return resolve_config_block(config, block, config_class, loss_mode, POLICY_LOSS_CONFIG_TARGET)
 
 
-def dual_clipped_surrogate(
-    ratio: torch.Tensor,
-    advantages: torch.Tensor,
-    lower: torch.Tensor | float,
-    upper: torch.Tensor | float,
-    clip_ratio_c: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """verl's vanilla per-token PPO loss with the ratio clipped to [lower, upper] instead of
-    [1 - eps_low, 1 + eps_high]: max(-A r, -A clip(r, lower, upper)), and for A < 0 the dual clip
-    min(that, -A c) (Ye et al. 2020, arXiv 1912.09729).
-
-    Args:
-        ratio: r, (bs, response_length), carries the gradient.
-        advantages: A, (bs, response_length).
-        lower, upper: ratio bounds, floats or tensors broadcastable to ratio.
-        clip_ratio_c: dual-clip bound c > 1.
-
-    Returns:
-        (per-token losses, clip_active, dual_clip_active): the masks are bool tensors marking where
-        the clip (resp. the dual clip) sets the loss, i.e. where the gradient through r is cut.
-    """
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, lower, upper)
-    clipped_max = torch.maximum(unclipped, clipped)
-    dual_clipped = torch.minimum(-advantages * clip_ratio_c, clipped_max)
-    losses = torch.where(advantages < 0, dual_clipped, clipped_max)
-    with torch.no_grad():
-        clip_active = clipped > unclipped
-        dual_clip_active = (clipped_max > -advantages * clip_ratio_c) & (advantages < 0)
-    return losses, clip_active, dual_clip_active
+# verl's vanilla per-token PPO loss with adaptive bounds and the dual clip. MASPO's hard-gate ablation needs the
+# same formula and the core may not import the baselines, so the one implementation lives in the core's gate.py.
+dual_clipped_surrogate = hard_gate_surrogate
 
 
 def clip_metrics(
