@@ -129,6 +129,19 @@ def test_presets_hold_what_the_issue_asks_for():
     assert len(grid) == 3 and len(PRESETS["sensitivity"].arms) == 10
 
 
+def test_sensitivity_grid_runs_where_the_gate_acts_with_grpo_at_the_same_settings():
+    preset = PRESETS["sensitivity"]
+    settings = {a.name: a.run_settings(preset.settings) for a in preset.arms}
+    assert len(set(settings.values())) == 1, "every cell and its GRPO baseline share one setting"
+    (shared,) = set(settings.values())
+    assert shared.updates_per_batch == 16 and shared.ppo_epochs == 1
+    assert shared.learning_rate == OFF_POLICY_LEARNING_RATE
+    baselines = {a.baseline for a in preset.arms if a.baseline}
+    assert baselines == {"grpo@16"} and next(a for a in preset.arms if a.name == "grpo@16").method == "grpo"
+    cells = {(a.overrides[1], a.overrides[2]) for a in preset.arms if a.method == "maspo"}
+    assert all(pos.split("=")[1] == neg.split("=")[1] for pos, neg in cells), "beta_pos = beta_neg in every cell"
+
+
 @pytest.mark.parametrize("name", ["full", "paper", "ablations", "off_policy"])
 def test_every_powered_preset_carries_a_positive_control_and_a_planned_power(name):
     preset = PRESETS[name]
