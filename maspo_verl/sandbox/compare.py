@@ -14,8 +14,9 @@ Runs are paired: every arm of a seed starts from the same warmed-up tiny model
 (`maspo_verl.sandbox.tiny.warmup`, cached), sees the same data in the same order, and samples
 deterministically (the hf_cpu rollout seeds each sample from the rollout seed, the weights' step,
 the prompt and the sample's index), so the arms of a seed share their step-0 validation and
-differ only by what the method does. An arm only changes the policy-loss overrides (and, in
-`off_policy`, the updates per rollout batch); a seed changes the data order, the sampling and
+differ only by what the method does. An arm changes the policy-loss overrides and, where its
+preset says so, the updates per rollout batch and the learning rate (`off_policy`, `sensitivity`, the
+lr-0 controls); a seed changes the data order, the sampling and
 the actor's initialisation of randomness.
 
 Statistics at the level of the replication unit, the training seed (maspo_verl.sandbox.statistics):
@@ -122,7 +123,8 @@ class RunSettings:
     with 16 prompts x 8 responses it rose from 0.23-0.28 to 0.39-0.46 held-out accuracy within 20
     steps at every lr tried from 5e-5 to 5e-4, and a frozen policy did not rise. lr 1e-4 is the
     middle of that range, 10x below the unstable 1e-3. 4 PPO updates per rollout batch (2 mini-batches
-    x 2 epochs) move the ratio off 1 (GRPO then clips ~0.6% of tokens; 16 updates, `off_policy`, ~1.8%).
+    x 2 epochs) move the ratio off 1 (GRPO then clips ~0.6% of tokens; 16 updates: ~1.8% at lr 1e-4,
+    ~4% at `off_policy`'s 2.5e-4).
     """
 
     steps: int = 20
