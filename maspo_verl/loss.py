@@ -142,15 +142,16 @@ def compute_policy_loss_maspo(
         )
         # (A > 0, r > 1) and (A < 0, r < 1): where the update pushes r away from 1. A = 0 on padding.
         regions = outward_regions(ratio, inputs.advantages)
+        outward = regions[0] | regions[1]
 
     if hard_gate:
         pg_losses, gate_statistics = hard_gate_token_losses(
-            inputs, regions, sigma_pos, sigma_neg, maspo.sigma_base, config
+            inputs, outward, sigma_pos, sigma_neg, maspo.sigma_base, config
         )
     else:
-        pg_losses, gate_statistics = soft_gate_token_losses(log_prob, inputs, regions, sigma_pos, sigma_neg)
+        pg_losses, gate_statistics = soft_gate_token_losses(log_prob, inputs, regions, outward, sigma_pos, sigma_neg)
 
-    statistics = {**gate_statistics, **width_and_ratio_statistics(inputs, regions, sigma_pos, sigma_neg)}
+    statistics = {**gate_statistics, **width_and_ratio_statistics(inputs, regions, outward, sigma_pos, sigma_neg)}
     statistics = policy_loss_statistics("maspo", inputs, log_prob, statistics)  # one host sync
     pg_loss = aggregate_policy_loss(pg_losses, inputs, loss_agg_mode, config, statistics["num_valid"])
     return pg_loss.to(log_prob.dtype), maspo_metrics(statistics, maspo.sigma_base)
@@ -181,6 +182,7 @@ def soft_gate_token_losses(
     log_prob: torch.Tensor,
     inputs: PolicyLossInputs,
     regions: tuple[torch.Tensor, torch.Tensor],
+    outward: torch.Tensor,
     sigma_pos: torch.Tensor,
     sigma_neg: torch.Tensor,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -191,6 +193,7 @@ def soft_gate_token_losses(
         log_prob: log pi_theta, (bs, response_length), carries the gradient.
         inputs: the micro-batch from `prepare_policy_loss_inputs` (ratio without autograd history).
         regions: `outward_regions(r, A)`, two bool (bs, response_length) tensors.
+        outward: their union, bool (bs, response_length).
         sigma_pos, sigma_neg: trust-region widths, (bs, response_length).
 
     Returns:
@@ -205,7 +208,7 @@ def soft_gate_token_losses(
         ratio_in_range = inputs.log_ratio.abs() <= LOG_RATIO_LIMIT
     pg_losses = _GatedSurrogate.apply(log_prob, inputs.ratio, ratio_in_range, coefficient)
     with torch.no_grad():
-        outward_count = (regions[0] | regions[1]).sum()
+        outward_count = outward.sum()
         statistics = {
             "clipped": outward_count,
             "dual_clipped": torch.zeros((), dtype=torch.long, device=inputs.ratio.device),
@@ -218,7 +221,7 @@ def soft_gate_token_losses(
 
 def hard_gate_token_losses(
     inputs: PolicyLossInputs,
-    regions: tuple[torch.Tensor, torch.Tensor],
+    outward: torch.Tensor,
     sigma_pos: torch.Tensor,
     sigma_neg: torch.Tensor,
     sigma_base: float,
@@ -230,7 +233,8 @@ def hard_gate_token_losses(
 
     Args:
         inputs: the micro-batch from `prepare_policy_loss_inputs`, its ratio carrying the gradient.
-        regions: `outward_regions(r, A)`; sigma_pos, sigma_neg: widths, all (bs, response_length).
+        outward: bool, where the update pushes r away from 1 (the union of `outward_regions(r, A)`);
+        sigma_pos, sigma_neg: widths; all (bs, response_length).
         sigma_base: MASPO's base width; config: verl's actor config (clip ratios, dual clip bound).
 
     Returns:
@@ -250,7 +254,7 @@ def hard_gate_token_losses(
         statistics = {
             "clipped": clip_active.sum(),
             "dual_clipped": dual_clip_active.sum(),
-            "outward_weight_sum": (gradient_weight * (regions[0] | regions[1])).sum(),
+            "outward_weight_sum": (gradient_weight * outward).sum(),
         }
     return pg_losses, statistics
 
@@ -258,6 +262,7 @@ def hard_gate_token_losses(
 def width_and_ratio_statistics(
     inputs: PolicyLossInputs,
     regions: tuple[torch.Tensor, torch.Tensor],
+    outward: torch.Tensor,
     sigma_pos: torch.Tensor,
     sigma_neg: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
@@ -272,7 +277,7 @@ def width_and_ratio_statistics(
             "negative_log_ratio": -inputs.clamped_log_ratio.sum(),
             "gated_pos": regions[0].sum(),
             "gated_neg": regions[1].sum(),
-            "outward": (regions[0] | regions[1]).sum(),
+            "outward": outward.sum(),
             "sigma_pos_sum": torch.where(regions[0], sigma_pos, 0.0).sum(),
             "sigma_neg_sum": torch.where(regions[1], sigma_neg, 0.0).sum(),
             # A < 0 with r > 1: the side MASPO leaves unbounded, as the authors' code does; only these
