@@ -26,6 +26,21 @@ from verl.workers.utils.padding import left_right_2_no_padding
 
 from maspo_verl import MaspoConfig, MaspoPolicyLossConfig
 
+# MASPO's settings as the paper states them (arXiv 2602.17550), written here independently of
+# maspo_verl.config so that a changed default fails the tests that compare against it.
+PAPER_DEFAULTS = dict(
+    sigma_base=1.0,
+    alpha=0.3,
+    beta_pos=0.03,
+    beta_neg=0.03,
+    sigma_high=10.0,
+    adv_low=0.1,
+    adv_high=10.0,
+    gate="gaussian",
+    mass_adaptive=True,
+    risk_control=True,
+)
+
 
 def actor_config(loss_mode: str = "maspo", loss_agg_mode: str = "token-mean", plain: bool = False, **kwargs):
     """A verl `ActorConfig` whose policy loss is `MaspoPolicyLossConfig` (or verl's plain

@@ -4,6 +4,7 @@ import dataclasses
 import os
 
 import pytest
+from helpers import PAPER_DEFAULTS
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
@@ -16,18 +17,6 @@ from maspo_verl.config import maspo_config_from
 
 pytestmark = pytest.mark.kind("unit")
 
-PAPER_DEFAULTS = dict(
-    sigma_base=1.0,
-    alpha=0.3,
-    beta_pos=0.03,
-    beta_neg=0.03,
-    sigma_high=10.0,
-    adv_low=0.1,
-    adv_high=10.0,
-    gate="gaussian",
-    mass_adaptive=True,
-    risk_control=True,
-)
 # Micro-batch size is the experiment's choice; verl's ActorConfig refuses to build without one.
 BUILDABLE = ["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1"]
 

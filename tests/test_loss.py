@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import actor_config, random_loss_inputs
+from helpers import PAPER_DEFAULTS, actor_config, random_loss_inputs
 from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla, get_policy_loss_fn
 
 import maspo_verl.config_blocks as config_blocks
@@ -78,20 +78,6 @@ def reference_aggregate(losses, mask, mode):
     raise AssertionError(mode)
 
 
-MASPO_DEFAULTS = dict(
-    sigma_base=1.0,
-    alpha=0.3,
-    beta_pos=0.03,
-    beta_neg=0.03,
-    sigma_high=10.0,
-    adv_low=0.1,
-    adv_high=10.0,
-    gate="gaussian",
-    mass_adaptive=True,
-    risk_control=True,
-)
-
-
 def _loss_and_grad(config, inputs, mode="token-mean", use_weights=False):
     inputs.log_prob.grad = None
     loss, metrics = compute_policy_loss_maspo(
@@ -122,7 +108,7 @@ CASES = [
 @pytest.mark.parametrize("overrides", CASES, ids=[str(c) for c in CASES])
 @pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean"])
 def test_value_and_gradient_match_independent_reference(overrides, mode):
-    maspo = {**MASPO_DEFAULTS, **overrides}
+    maspo = {**PAPER_DEFAULTS, **overrides}
     config = actor_config(loss_agg_mode=mode, clip_ratio_low=0.2, clip_ratio_high=0.28, **maspo)
     inputs = random_loss_inputs(seed=3, ratio_spread=0.6)
     loss, grad, _ = _loss_and_grad(config, inputs, mode)
@@ -225,7 +211,7 @@ def _gradcheck_with_frozen_gate(inputs, config):
         inputs.old_log_prob, log_prob, inputs.advantages, inputs.response_mask, "token-mean", config
     )
     (analytic,) = torch.autograd.grad(loss, log_prob)
-    maspo = {**MASPO_DEFAULTS, "sigma_base": 0.4}
+    maspo = {**PAPER_DEFAULTS, "sigma_base": 0.4}
     base = log_prob.detach()
     r = torch.exp(base - inputs.old_log_prob)
     weights = reference_token_losses(inputs.old_log_prob, base, inputs.advantages, maspo) / (-inputs.advantages * r)
