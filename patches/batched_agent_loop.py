@@ -218,7 +218,32 @@ def _fail_unresolved(requests: list[tuple[dict[str, Any], asyncio.Future]], erro
             future.set_exception(error)
 
 
-class _SessionRows:
+class _RecordedPuts:
+    """Rows verl's code would put into TransferQueue, recorded instead; any TransferQueue call other than
+    the ones a subclass records raises, naming `caller` (the verl function that made it)."""
+
+    caller = "verl"
+
+    def __init__(self):
+        self.keys: list[str] = []
+        self.fields: list[dict] = []
+        self.tags: list[dict] = []
+        self.partition_ids: set[str] = set()
+
+    async def async_kv_batch_put(self, *, keys, fields, tags, partition_id) -> None:
+        self.keys.extend(keys)
+        self.fields.extend(fields)
+        self.tags.extend(tags)
+        self.partition_ids.add(partition_id)
+
+    def __getattr__(self, name: str):
+        raise AttributeError(
+            f"verl's {self.caller} called TransferQueue's {name!r}, which HfCpuAgentLoopManager does not "
+            "batch: this verl stores rollouts in a way the patch was not written for"
+        )
+
+
+class _SessionRows(_RecordedPuts):
     """What verl's `_agent_loop_postprocess` would put into TransferQueue for one session, kept instead.
 
     verl's method scores a session's outputs, builds their rows (key `{uid}_{session_id}_{index}`, the
@@ -232,11 +257,7 @@ class _SessionRows:
     put records them. Any other TransferQueue call from that method raises, naming it.
     """
 
-    def __init__(self):
-        self.keys: list[str] = []
-        self.fields: list[dict] = []
-        self.tags: list[dict] = []
-        self.partition_ids: set[str] = set()
+    caller = "_agent_loop_postprocess"
 
     @staticmethod
     def list_of_dict_to_tensordict(rows: list[dict]) -> list[dict]:
@@ -244,20 +265,11 @@ class _SessionRows:
 
     async def async_kv_batch_put(self, *, keys, fields, tags, partition_id) -> None:
         if not isinstance(fields, list):
-            raise TypeError(f"verl's _agent_loop_postprocess put {type(fields).__name__} fields, not its row dicts")
-        self.keys.extend(keys)
-        self.fields.extend(fields)
-        self.tags.extend(tags)
-        self.partition_ids.add(partition_id)
-
-    def __getattr__(self, name: str):
-        raise AttributeError(
-            f"verl's _agent_loop_postprocess called TransferQueue's {name!r}, which HfCpuAgentLoopManager does not "
-            "batch: this verl stores rollouts in a way the patch was not written for"
-        )
+            raise TypeError(f"verl's {self.caller} put {type(fields).__name__} fields, not its row dicts")
+        await super().async_kv_batch_put(keys=keys, fields=fields, tags=tags, partition_id=partition_id)
 
 
-class _BatchPuts:
+class _BatchPuts(_RecordedPuts):
     """Stands in for TransferQueue (`tq`) in verl's own `_run_prompt` for the prompts of one batch (and
     receives their sessions' rows from `_agent_loop_postprocess`), so that `_store_batch` stores them in
     three puts where verl's worker makes two per prompt and one per session.
@@ -269,17 +281,16 @@ class _BatchPuts:
     terminal status is recorded for `_store_batch`. Any other TransferQueue call raises, naming it.
     """
 
+    caller = "_run_prompt"
+
     def __init__(self):
+        super().__init__()
         loop = asyncio.get_running_loop()
-        self.partition_ids: set[str] = set()
         self.running_keys: list[str] = []
         self.running_tags: list[dict] = []
         self.all_running = loop.create_future()  # done once every prompt has asked for its "running" put
         self.running_stored = loop.create_future()  # done once `_store_batch` has stored them
         self.statuses: dict[str, dict] = {}  # uid -> terminal status tag, in the order the prompts finished
-        self.keys: list[str] = []
-        self.fields: list[dict] = []
-        self.tags: list[dict] = []
         self._expected: int | None = None
 
     @property
@@ -305,18 +316,6 @@ class _BatchPuts:
             await asyncio.shield(self.running_stored)
         else:
             self.statuses[key] = tag
-
-    async def async_kv_batch_put(self, *, keys, fields, tags, partition_id) -> None:
-        self.partition_ids.add(partition_id)
-        self.keys.extend(keys)
-        self.fields.extend(fields)
-        self.tags.extend(tags)
-
-    def __getattr__(self, name: str):
-        raise AttributeError(
-            f"verl's _run_prompt called TransferQueue's {name!r}, which HfCpuAgentLoopManager does not "
-            "batch: this verl stores rollouts in a way the patch was not written for"
-        )
 
 
 _BATCH: contextvars.ContextVar[_BatchPuts] = contextvars.ContextVar("maspo_verl_hf_cpu_batch")
