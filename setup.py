@@ -10,7 +10,7 @@ The top-level `patches/` and `configs/` folders install as `maspo_verl.patches` 
 
 from setuptools import find_packages, setup
 
-VERL_RANGE = ">=0.8,<0.11"  # keep equal to maspo_verl.compat.SUPPORTED_VERL
+VERL_RANGE = ">=0.8,<0.11"  # keep equal to maspo_verl.integration.versions.SUPPORTED_VERL
 # verl's worker/trainer modules import these, yet verl 0.9.1's base install does not pull them
 # (its `verl-core` extra does, together with CUDA-only packages such as nvtx and torchcodec).
 VERL_RUNTIME = ["TransferQueue>=0.1.10", "pyzmq", "msgspec", "cachetools", "fastapi", "uvicorn"]
@@ -57,7 +57,7 @@ setup(
         "gpu": [f"verl[vllm]{VERL_RANGE}", "math-verify>=0.8"],
     },
     entry_points={
-        "verl.plugins": ["maspo = maspo_verl.plugin"],
+        "verl.plugins": ["maspo = maspo_verl.integration.plugin"],
         "console_scripts": ["maspo-verl = maspo_verl.cli:main", "maspo-compare = maspo_verl.sandbox.compare:main"],
     },
     classifiers=[

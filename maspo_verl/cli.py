@@ -22,7 +22,9 @@ import difflib
 import os
 import subprocess
 import sys
-from pathlib import Path
+
+from maspo_verl.integration.hydra_config import compose, config_dir
+from maspo_verl.integration.loss_guard import loss_replacing_settings
 
 _REGISTRY_PROBE = (
     "import verl\n"
@@ -30,13 +32,6 @@ _REGISTRY_PROBE = (
     "import sys\n"
     "sys.exit(0 if 'maspo' in POLICY_LOSS_REGISTRY else 3)\n"
 )
-
-
-def config_dir() -> Path:
-    """Folder holding maspo.yaml (configs/ of a checkout, or maspo_verl/configs when installed)."""
-    import maspo_verl.configs
-
-    return Path(maspo_verl.configs.__file__).resolve().parent
 
 
 def registered_in_fresh_process(env_overrides: dict[str, str] | None = None, timeout: float = 120) -> bool:
@@ -55,6 +50,9 @@ def unregistered_loss_mode(loss_mode: str) -> str | None:
     from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
     import maspo_verl  # noqa: F401  (our modes are in the registry of every process verl starts)
+    from maspo_verl.baselines import register_baselines
+
+    register_baselines()
 
     try:
         get_policy_loss_fn(loss_mode)
@@ -124,37 +122,14 @@ def config_error_line(error: BaseException, config_name: str, overrides: list[st
 
 def compose_trainer_config(config_name: str = "maspo", overrides: list[str] | None = None):
     """Compose configs/<config_name>.yaml over verl's ppo_trainer with Hydra overrides."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        return compose(config_name=config_name, overrides=list(overrides or []))
-
-
-def resolve_policy_loss_config(config_name: str = "maspo", overrides: list[str] | None = None):
-    """Compose configs/<config_name>.yaml over verl's ppo_trainer and build the policy-loss config
-    through verl's `omega_conf_to_dataclass`, as verl's workers do. Returns (cfg, policy_loss)."""
-    from verl.utils.config import omega_conf_to_dataclass
-
-    cfg = compose_trainer_config(config_name, overrides)
-    return cfg, omega_conf_to_dataclass(cfg.actor_rollout_ref.actor.policy_loss)
-
-
-def loss_replacing_settings(cfg) -> tuple[list[str], list[str]]:
-    """(refusals, notes) of `maspo_verl.loss_guard` for a composed trainer config whose actor loss is ours."""
-    import maspo_verl  # noqa: F401  (registers our loss modes)
-    from maspo_verl.loss_guard import is_plugin_loss, loss_path_findings, trainer_settings_of
-
-    loss_mode = cfg.actor_rollout_ref.actor.policy_loss.loss_mode
-    if not is_plugin_loss(loss_mode):
-        return [], []
-    return loss_path_findings(loss_mode, trainer_settings_of(cfg))
+    return compose(config_name, overrides)
 
 
 def _check(args: argparse.Namespace) -> int:
     from importlib.metadata import version
 
     import maspo_verl
-    from maspo_verl.compat import has_plugin_entry_points, verl_support
+    from maspo_verl.integration.versions import has_plugin_entry_points, verl_support
 
     verl_version = version("verl")
     print(
@@ -207,7 +182,7 @@ def _check(args: argparse.Namespace) -> int:
         failures.append(
             "'maspo' is not in verl's policy-loss registry in a fresh process, neither through the "
             "verl.plugins entry point nor VERL_USE_EXTERNAL_MODULES=maspo_verl; reinstall with "
-            "`pip install -e .` and run `python -c 'import maspo_verl'` to see the import error"
+            "`pip install -e .` and run `python -c 'import maspo_verl.integration.plugin'` to see the import error"
         )
 
     policy_loss = None

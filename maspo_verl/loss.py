@@ -30,7 +30,7 @@ import torch
 from verl.trainer.ppo.core_algos import register_policy_loss
 
 from maspo_verl.config import MaspoConfig
-from maspo_verl.config_blocks import resolve_config_block
+from maspo_verl.config import resolve_config_block
 from maspo_verl.conventions import (
     LOG_RATIO_LIMIT,
     PolicyLossInputs,

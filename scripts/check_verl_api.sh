@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The verl API maspo-verl relies on (maspo_verl/verl_contract.py), checked in any verl source tree:
+# The verl API maspo-verl relies on (maspo_verl.integration.contract.py), checked in any verl source tree:
 #
 #   bash scripts/check_verl_api.sh                       # the verl installed in .venv (or $PYTHON's)
 #   bash scripts/check_verl_api.sh ~/src/verl            # a checkout
@@ -11,4 +11,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 [[ -x "$PYTHON" ]] || PYTHON=python3
-exec "$PYTHON" -m maspo_verl.verl_contract "$@"
+exec "$PYTHON" -m maspo_verl.integration.contract "$@"

@@ -30,7 +30,7 @@ from maspo_verl.baselines.bapo import (
     recipe_bound_candidates,
     recipe_search_path,
 )
-from maspo_verl.config_blocks import config_block_from
+from maspo_verl.config import config_block_from
 
 pytestmark = pytest.mark.kind("unit")
 

@@ -20,7 +20,7 @@ from maspo_verl.baselines.dac import (
     dac_ratio_bounds,
     dcpo_upper_bound_cap,
 )
-from maspo_verl.config_blocks import config_block_from
+from maspo_verl.config import config_block_from
 
 pytestmark = pytest.mark.kind("unit")
 

@@ -15,7 +15,7 @@ import verl.workers.engine_workers as verl_engine_workers
 import verl.workers.utils.losses as verl_losses
 from helpers import actor_config, random_loss_inputs, run_verl_ppo_loss
 
-import maspo_verl.patches
+import maspo_verl.integration.versions
 from maspo_verl.baselines import PolicyLossConfigWithBaselines
 from maspo_verl.baselines.entropy_advantage import (
     METRIC_KEYS,
@@ -170,7 +170,7 @@ def test_call_sites_are_rebound_and_restored(unpatched_afterwards):
 
 
 def test_unsupported_verl_version_refuses(monkeypatch, unpatched_afterwards):
-    monkeypatch.setattr(maspo_verl.patches, "installed_verl_version", lambda: "0.8.0")
+    monkeypatch.setattr(maspo_verl.integration.versions, "installed_verl_version", lambda: "0.8.0")
     with pytest.raises(UnsupportedVerlVersion, match="apply_entropy_advantage was written and tested for verl 0.9.1"):
         apply_entropy_advantage()
     with pytest.raises(UnsupportedVerlVersion, match="apply_entropy_advantage"):

@@ -500,11 +500,11 @@ def test_an_unscored_response_without_reward_actors_fails_its_session_naming_the
 
 
 def test_the_manager_refuses_an_unsupported_verl(monkeypatch):
-    import maspo_verl.patches
+    import maspo_verl.integration.versions
     from maspo_verl.patches import UnsupportedVerlVersion
     from maspo_verl.patches.batched_agent_loop import HfCpuAgentLoopManager
 
-    monkeypatch.setattr(maspo_verl.patches, "installed_verl_version", lambda: "0.8.0")
+    monkeypatch.setattr(maspo_verl.integration.versions, "installed_verl_version", lambda: "0.8.0")
     with pytest.raises(UnsupportedVerlVersion, match=r"HfCpuAgentLoopManager was written and tested for verl 0\.9\.0"):
         HfCpuAgentLoopManager(_manager_config(), llm_client=None)
 

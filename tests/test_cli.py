@@ -1,4 +1,4 @@
-"""`python -m maspo_verl check | config-dir` and what they say about the installed verl (maspo_verl.compat)."""
+"""`python -m maspo_verl check | config-dir` and what they say about the installed verl (maspo_verl.integration.versions)."""
 
 import importlib.metadata
 import logging
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from maspo_verl import cli, compat
+from maspo_verl import cli
+from maspo_verl.integration import versions as compat
 
 pytestmark = pytest.mark.kind("verl")
 

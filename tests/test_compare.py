@@ -64,7 +64,7 @@ def test_bad_input_is_one_line_and_nonzero_before_any_run(argv, message, capsys,
 
 
 def test_a_verl_the_cpu_backend_does_not_support_is_one_line_and_nonzero_before_any_run(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr("maspo_verl.patches.installed_verl_version", lambda: "0.8.0")
+    monkeypatch.setattr("maspo_verl.integration.versions.installed_verl_version", lambda: "0.8.0")
     assert main(["--output-dir", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert "the CPU backend (maspo_verl.patches) was written and tested for verl 0.9.0" in error

@@ -12,7 +12,7 @@ from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.config import ActorConfig, PolicyLossConfig
 
 from maspo_verl import MaspoConfig, MaspoPolicyLossConfig
-from maspo_verl.cli import config_dir
+from maspo_verl.integration.hydra_config import config_dir
 from maspo_verl.config import maspo_config_from
 
 pytestmark = pytest.mark.kind("unit")
@@ -154,7 +154,17 @@ def test_the_core_config_carries_maspo_only_and_the_baselines_subclass_adds_thei
         PolicyLossConfigWithBaselines(bapo={"varient": "paper"})
 
 
-def test_our_maspo_yaml_selects_the_config_with_every_block_overridable_without_plus():
+def test_our_maspo_yaml_selects_maspos_own_config_class_with_its_block_alone():
+    from maspo_verl import MaspoPolicyLossConfig
+
+    config = _compose("maspo", BUILDABLE + ["actor_rollout_ref.actor.policy_loss.maspo.alpha=0.5"])
+    assert "dac" not in config.actor_rollout_ref.actor.policy_loss
+    policy_loss = omega_conf_to_dataclass(config.actor_rollout_ref.actor).policy_loss
+    assert type(policy_loss) is MaspoPolicyLossConfig
+    assert (policy_loss.loss_mode, policy_loss.maspo.alpha) == ("maspo", 0.5)
+
+
+def test_our_baselines_yaml_selects_the_baselines_class_with_every_block_overridable_without_plus():
     from maspo_verl.baselines import PolicyLossConfigWithBaselines
 
     overrides = BUILDABLE + [
@@ -164,7 +174,7 @@ def test_our_maspo_yaml_selects_the_config_with_every_block_overridable_without_
         "actor_rollout_ref.actor.policy_loss.bapo.variant=paper",
         "actor_rollout_ref.actor.policy_loss.entropy_advantage.kappa=3.0",
     ]
-    policy_loss = omega_conf_to_dataclass(_compose("maspo", overrides).actor_rollout_ref.actor).policy_loss
+    policy_loss = omega_conf_to_dataclass(_compose("baselines", overrides).actor_rollout_ref.actor).policy_loss
     assert type(policy_loss) is PolicyLossConfigWithBaselines
     assert (policy_loss.loss_mode, policy_loss.maspo.alpha, policy_loss.dac.eps_high) == ("dac", 0.5, 0.3)
     assert (policy_loss.bapo.variant, policy_loss.bapo.positive_share_target) == ("paper", 0.4)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest_cpu import build_actor_worker, cpu_platform, single_process_group, tiny_workdir, to_verl_batch  # noqa: F401
 
-import maspo_verl.patches
+import maspo_verl.integration.versions
 from maspo_verl.patches import UnsupportedVerlVersion
 
 pytestmark = pytest.mark.kind("verl")
@@ -56,7 +56,7 @@ def test_unsupported_verl_version_is_refused_naming_the_supported_ones(monkeypat
     from maspo_verl.patches.cpu_platform import apply_cpu_platform
     from maspo_verl.patches.hf_rollout import apply_hf_cpu_rollout
 
-    monkeypatch.setattr(maspo_verl.patches, "installed_verl_version", lambda: "0.8.0")
+    monkeypatch.setattr(maspo_verl.integration.versions, "installed_verl_version", lambda: "0.8.0")
     apply = {"apply_cpu_platform": apply_cpu_platform, "apply_hf_cpu_rollout": apply_hf_cpu_rollout}[patch]
     with pytest.raises(
         UnsupportedVerlVersion,

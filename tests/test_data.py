@@ -11,8 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from maspo_verl.experiments.data import R1_INSTRUCTION, benchmark_of, main, normalize_answer
-from maspo_verl.experiments.rehearse import FIXTURE_FILES
-from maspo_verl.experiments.rehearse import FIXTURES_DIR as FIXTURES
+from maspo_verl.sandbox.rehearse import FIXTURE_FILES
+from maspo_verl.sandbox.rehearse import FIXTURES_DIR as FIXTURES
 
 pytestmark = pytest.mark.kind("unit")
 

@@ -81,7 +81,7 @@ def test_on_a_verl_the_cpu_backend_does_not_support_it_fails_naming_the_versions
 ):
     import maspo_verl.sandbox.runner as e2e
 
-    monkeypatch.setattr("maspo_verl.patches.installed_verl_version", lambda: "0.8.0")
+    monkeypatch.setattr("maspo_verl.integration.versions.installed_verl_version", lambda: "0.8.0")
     monkeypatch.setattr(e2e, "_run_cpu_training_once", lambda *args, **kwargs: pytest.fail("a run was started"))
     assert e2e.main(["--steps", "1", "--workdir", str(tmp_path / "run")]) == 1
     out = capsys.readouterr().out

@@ -103,7 +103,7 @@ def test_refuses_the_async_trainers():
 
 
 def test_refuses_other_verl_versions(monkeypatch):
-    monkeypatch.setattr("maspo_verl.patches.installed_verl_version", lambda: "0.8.0")
+    monkeypatch.setattr("maspo_verl.integration.versions.installed_verl_version", lambda: "0.8.0")
     with pytest.raises(
         UnsupportedVerlVersion,
         match="tested for verl 0.9.0, for verl 0.9.1 and for verl 0.10.0.dev0; the installed verl is 0.8.0",

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import verl.trainer.ppo.metric_utils as metric_utils
 
-import maspo_verl.patches
+import maspo_verl.integration.versions
 from maspo_verl.patches import UnsupportedVerlVersion
 from maspo_verl.patches.fast_validation_metrics import (
     apply_fast_validation_metrics,
@@ -146,7 +146,7 @@ def test_apply_is_idempotent_and_remove_restores_verls_function():
 
 
 def test_unsupported_verl_version_is_refused(monkeypatch):
-    monkeypatch.setattr(maspo_verl.patches, "installed_verl_version", lambda: "0.8.0")
+    monkeypatch.setattr(maspo_verl.integration.versions, "installed_verl_version", lambda: "0.8.0")
     with pytest.raises(
         UnsupportedVerlVersion, match=r"apply_fast_validation_metrics was written and tested for verl 0\.9\.0"
     ):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_run_scripts import RUN_SCRIPTS, composed, run_script
 
-from maspo_verl.experiments import rehearse
+from maspo_verl.sandbox import rehearse
 from maspo_verl.experiments.dry_run import dry_run
 
 pytestmark = pytest.mark.kind("unit")

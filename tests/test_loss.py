@@ -9,7 +9,7 @@ import torch
 from helpers import PAPER_DEFAULTS, actor_config, random_loss_inputs
 from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla, get_policy_loss_fn
 
-import maspo_verl.config_blocks as config_blocks
+import maspo_verl.config as maspo_config
 from maspo_verl.loss import METRIC_KEYS, compute_policy_loss_maspo
 
 pytestmark = pytest.mark.kind("unit")
@@ -356,9 +356,9 @@ def test_extreme_inputs_stay_finite():
 
 def test_registered_in_verl_and_plain_policy_loss_config_uses_defaults_with_one_warning(caplog, monkeypatch):
     assert get_policy_loss_fn("maspo") is compute_policy_loss_maspo
-    monkeypatch.setattr(config_blocks, "_warned_default_blocks", set())
+    monkeypatch.setattr(maspo_config, "_warned_default_blocks", set())
     inputs = random_loss_inputs(seed=12)
-    with caplog.at_level(logging.WARNING, logger="maspo_verl.config_blocks"):
+    with caplog.at_level(logging.WARNING, logger="maspo_verl.config"):
         plain = _loss_and_grad(actor_config(plain=True), inputs)
         _loss_and_grad(actor_config(plain=True), inputs)
     warnings = [r for r in caplog.records if "without a policy_loss.maspo block: using the defaults" in r.getMessage()]

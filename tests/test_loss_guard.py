@@ -1,4 +1,4 @@
-"""verl settings that replace a loss of ours are refused, naming the key (maspo_verl.loss_guard), by
+"""verl settings that replace a loss of ours are refused, naming the key (maspo_verl.integration.loss_guard), by
 `check`, by DRY_RUN and by verl's own driver; settings that change MASPO's inputs are said."""
 
 import logging
@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from maspo_verl import cli
-from maspo_verl.loss_guard import TRAINER_SETTING_KEYS, loss_path_findings, trainer_settings_of
+from maspo_verl.integration.loss_guard import TRAINER_SETTING_KEYS, loss_path_findings, trainer_settings_of
 
 pytestmark = pytest.mark.kind("verl")
 

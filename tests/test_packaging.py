@@ -23,7 +23,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from maspo_verl.compat import SUPPORTED_VERL, TESTED_VERL_VERSIONS
+from maspo_verl.integration.versions import SUPPORTED_VERL, TESTED_VERL_VERSIONS
 
 pytestmark = pytest.mark.kind("verl")
 
@@ -114,15 +114,16 @@ def test_wheel_ships_configs_patches_cpu_script_and_the_entry_point(wheel):
         entry_points = archive.read(entry_points_name).decode()
     for path in (
         "maspo_verl/configs/maspo.yaml",
+        "maspo_verl/configs/baselines.yaml",
         "maspo_verl/configs/experiment/r1_distill_7b.yaml",
         "maspo_verl/patches/cpu_platform.py",
         "maspo_verl/patches/README.md",
         "maspo_verl/sandbox/tiny/train_cpu.sh",
-        "maspo_verl/compat.py",
+        "maspo_verl/integration/versions.py",
     ):
         assert path in names, path
     assert not any(name.startswith(("tests/", "examples/", "configs/", "patches/")) for name in names)
-    assert "[verl.plugins]\nmaspo = maspo_verl.plugin" in entry_points
+    assert "[verl.plugins]\nmaspo = maspo_verl.integration.plugin" in entry_points
     assert "maspo-compare = maspo_verl.sandbox.compare:main" in entry_points
 
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from maspo_verl.compat import has_plugin_entry_points, installed_verl_version
+from maspo_verl.integration.versions import has_plugin_entry_points, installed_verl_version
 
 pytestmark = pytest.mark.kind("verl")
 

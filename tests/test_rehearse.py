@@ -6,7 +6,7 @@ The substitution check runs for every experiment script (in process: Hydra only)
 script is rehearsed end to end, killed after its first checkpoint and rerun with the same command
 (~1.5 min a run on 2 cores). verl's vanilla loss runs end to end in tests/test_compare.py; each
 of our losses (MASPO, DAC, BAPO) runs through verl's actor update in tests/test_cpu_actor.py. Every script:
-`python -m maspo_verl.experiments.rehearse all` (docs/experiments.md, with its measured time).
+`python -m maspo_verl.sandbox.rehearse all` (docs/experiments.md, with its measured time).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_run_scripts import RUN_SCRIPTS, composed, printed_main_ppo_args, run_script
 
-from maspo_verl.experiments import rehearse
+from maspo_verl.sandbox import rehearse
 from maspo_verl.experiments.evaluation.pass_at_k import BENCHMARK_ORDER
 from maspo_verl.experiments.evaluation.plot import load_log
 

@@ -1,4 +1,4 @@
-"""maspo_verl.verl_contract: the verl API the plugin uses holds in the installed verl, and a moved
+"""maspo_verl.integration.contract: the verl API the plugin uses holds in the installed verl, and a moved
 symbol in a verl source tree is reported by name (scripts/check_verl_api.sh runs the same check)."""
 
 import shutil
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from maspo_verl import verl_contract
+from maspo_verl.integration import contract as verl_contract
 
 pytestmark = pytest.mark.kind("verl")
 

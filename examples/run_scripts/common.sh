@@ -16,7 +16,8 @@
 #       actor_rollout_ref.actor.policy_loss.loss_mode=vanilla \ <- the method's own overrides
 #       -- "$@"                                               <- the user's Hydra overrides, last
 #
-# The experiment overlay is configs/experiment/<name>.yaml applied on configs/maspo.yaml, so every
+# The experiment overlay is configs/experiment/<name>.yaml applied on configs/maspo.yaml (or, for a
+# baseline verl lacks, on configs/baselines.yaml: the script sets MASPO_CONFIG_NAME=baselines), so every
 # script of a scale shares one config and differs only in its method overrides.
 #
 # Environment (all optional; unset means "as in the config"):
@@ -43,10 +44,11 @@
 #                        (1024 / 256, 4 updates per step; configs/experiment/math_rl.yaml)
 #   PYTHON               interpreter with maspo-verl and verl installed [python3]
 #   CONFIG_DIR           folder holding maspo.yaml [this checkout's configs/, else the installed copy]
+#   MASPO_CONFIG_NAME    the config in CONFIG_DIR [maspo; the DAC, BAPO and Entropy Advantage scripts: baselines]
 #   REHEARSE=cpu         run this very script on a CPU box: its composed config with a printed,
 #                        allow-listed substitution (tiny model, hf_cpu rollout, tiny sizes, REHEARSE_STEPS
 #                        steps [2]), data prepared from tests/fixtures/datasets, then the Pass@k table and
-#                        the plot of the run (see maspo_rehearse below and maspo_verl/experiments/rehearse.py)
+#                        the plot of the run (see maspo_rehearse below and maspo_verl/sandbox/rehearse.py)
 #   REHEARSE=gpu         the same on one CUDA GPU with verl's vLLM rollout (scripts/gpu_smoke.sh)
 #   REHEARSAL_DIR        where REHEARSE keeps the tiny model and data [$OUTPUT_DIR/rehearsal_inputs_<cpu|gpu>]
 #   EVAL_STEP=N          evaluate this run's checkpoints/global_step_N (trainer.val_only, EVAL_N [32]
@@ -132,7 +134,7 @@ maspo_build_command() {
 
     MASPO_COMMAND=(
         "$PYTHON" -m verl.trainer.main_ppo
-        "--config-path=$(maspo_config_dir)" --config-name=maspo "+experiment=$experiment"
+        "--config-path=$(maspo_config_dir)" "--config-name=${MASPO_CONFIG_NAME:-maspo}" "+experiment=$experiment"
         ${REGIME:+"+regime=$REGIME"}
         "data.train_files=${TRAIN_FILES:-$data_dir/dapo_math.parquet}"
         "data.val_files=${VAL_FILES:-[$val_list]}"
@@ -215,7 +217,7 @@ maspo_launch() {
     maspo_dry_run_or_exec "${MASPO_COMMAND[@]}"
 }
 
-# The rehearsal's sizes: each key is of a kind maspo_verl/experiments/rehearse.py allows to change (sizes and
+# The rehearsal's sizes: each key is of a kind maspo_verl/sandbox/rehearse.py allows to change (sizes and
 # token budgets, lengths, steps, validation n/frequency, devices, CUDA-only options); the preflight
 # refuses any other change. Sets MASPO_REHEARSAL_ARGS (CPU_BACKEND_ARGS come first).
 maspo_rehearsal_args() {
@@ -237,10 +239,9 @@ maspo_rehearsal_args() {
             transfer_queue.backend.SimpleStorage.num_data_storage_units=1
         )
     else
-        local backend="$MASPO_RUN_SCRIPTS_DIR/../../maspo_verl/sandbox/tiny/cpu_backend.sh"
-        if [[ ! -f "$backend" ]]; then
-            backend="$("$PYTHON" -c 'import importlib.util as u, os; print(os.path.join(u.find_spec("maspo_verl").submodule_search_locations[0], "tiny", "cpu_backend.sh"))')"
-        fi
+        # The CPU backend ships with the package's sandbox; ask the package where (a checkout or a wheel).
+        local backend
+        backend="$("$PYTHON" -c 'import maspo_verl.sandbox.tiny as tiny; print(tiny.CPU_BACKEND_SCRIPT)')"
         # shellcheck source=../../maspo_verl/sandbox/tiny/cpu_backend.sh
         source "$backend"
         backend_args=("${CPU_BACKEND_ARGS[@]}")
@@ -285,7 +286,7 @@ maspo_rehearse() {
     local head_length=$((${#MASPO_COMMAND[@]} - ${#MASPO_USER_ARGS[@]}))
     maspo_rehearsal_args "$inputs"
     MASPO_COMMAND=("${MASPO_COMMAND[@]:0:head_length}" "${MASPO_REHEARSAL_ARGS[@]}" "${MASPO_USER_ARGS[@]}")
-    local preflight=("$PYTHON" -m maspo_verl.experiments.rehearse preflight --inputs "$inputs" --backend "$REHEARSE")
+    local preflight=("$PYTHON" -m maspo_verl.sandbox.rehearse preflight --inputs "$inputs" --backend "$REHEARSE")
     case "${DRY_RUN:-0}" in
         print)
             maspo_print_command "${MASPO_COMMAND[@]}"
@@ -305,6 +306,6 @@ maspo_rehearse() {
     "${MASPO_COMMAND[@]}"
     # = python -m maspo_verl.experiments.evaluation.pass_at_k <run>/val_generations --k 2 > <run>/pass_at_k.md and
     #   python -m maspo_verl.experiments.evaluation.plot <metrics> -o <run>/training_dynamics.png, in one interpreter.
-    "$PYTHON" -m maspo_verl.experiments.rehearse report --run-dir "$MASPO_RUN_DIR" --metrics "$VERL_FILE_LOGGER_PATH" \
+    "$PYTHON" -m maspo_verl.sandbox.rehearse report --run-dir "$MASPO_RUN_DIR" --metrics "$VERL_FILE_LOGGER_PATH" \
         --label "${EXPERIMENT_NAME:-$2}" --k 2
 }

@@ -1,7 +1,8 @@
 """The paper's baselines that verl does not ship, registered as verl policy losses.
 
-verl ships GRPO (`vanilla`), Clip Higher (`vanilla` with `clip_ratio_high`) and `sapo`. Importing
-this package (which `import maspo_verl` does) registers:
+verl ships GRPO (`vanilla`), Clip Higher (`vanilla` with `clip_ratio_high`) and `sapo`.
+`register_baselines()` (called by our `verl.plugins` entry point in every process verl starts, and
+by importing this package, as verl's own losses register by decorator) registers:
 
 - `loss_mode=dac`: DCPO's dynamic adaptive clipping (arXiv 2509.02333), `policy_loss.dac.*`;
 - `loss_mode=bapo`: BAPO's adaptive clipping (arXiv 2510.18927), `policy_loss.bapo.*`, as the
@@ -12,9 +13,12 @@ and provides Entropy Advantage (arXiv 2506.14758), `policy_loss.entropy_advantag
 the advantages of any loss mode through `apply_entropy_advantage()` (a wrapper of verl's
 `ppo_loss`). `PolicyLossConfigWithBaselines`, the policy-loss config `configs/maspo.yaml` selects,
 carries the `maspo` block and these blocks, and applies that wrapper when its
-`entropy_advantage.enable` is true. The baselines use MASPO's verl conventions
-(`maspo_verl.conventions`); MASPO's core does not import this package. See docs/baselines.md.
+`entropy_advantage.enable` is true; `configs/baselines.yaml` selects it. The baselines use MASPO's
+verl conventions (`maspo_verl.conventions`); MASPO's core does not import this package. See
+docs/baselines.md.
 """
+
+from verl.trainer.ppo.core_algos import register_policy_loss
 
 from maspo_verl.baselines.bapo import BapoConfig, compute_policy_loss_bapo
 from maspo_verl.baselines.config import PolicyLossConfigWithBaselines
@@ -26,7 +30,11 @@ from maspo_verl.baselines.entropy_advantage import (
     remove_entropy_advantage,
 )
 
+# Each loss mode this package adds to verl's policy-loss registry, and its function.
+BASELINE_LOSSES = {"dac": compute_policy_loss_dac, "bapo": compute_policy_loss_bapo}
+
 __all__ = [
+    "BASELINE_LOSSES",
     "BapoConfig",
     "DacConfig",
     "EntropyAdvantageConfig",
@@ -35,5 +43,13 @@ __all__ = [
     "compute_policy_loss_bapo",
     "compute_policy_loss_dac",
     "entropy_shaped_advantages",
+    "register_baselines",
     "remove_entropy_advantage",
 ]
+
+
+def register_baselines() -> tuple[str, ...]:
+    """Put the baselines' loss modes in verl's policy-loss registry (idempotent); return their names."""
+    for loss_mode, loss_fn in BASELINE_LOSSES.items():
+        register_policy_loss(loss_mode)(loss_fn)
+    return tuple(BASELINE_LOSSES)

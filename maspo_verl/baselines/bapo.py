@@ -55,7 +55,7 @@ from verl.base_config import BaseConfig
 from verl.trainer.ppo.core_algos import register_policy_loss
 
 from maspo_verl.baselines.common import clip_metrics, dual_clipped_surrogate, resolve_baseline_block
-from maspo_verl.config_blocks import require_choice, require_number
+from maspo_verl.config import require_choice, require_number
 from maspo_verl.conventions import (
     aggregate_policy_loss,
     dual_clip_bound,

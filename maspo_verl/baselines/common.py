@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import verl.utils.torch_functional as verl_F
 
-from maspo_verl.config_blocks import resolve_config_block
+from maspo_verl.config import resolve_config_block
 from maspo_verl.conventions import PolicyLossInputs
 from maspo_verl.gate import hard_gate_surrogate
 

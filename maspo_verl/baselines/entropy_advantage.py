@@ -42,9 +42,9 @@ from verl.base_config import BaseConfig
 from verl.utils.metric import AggregationType, Metric
 from verl.workers.utils.padding import no_padding_2_padding
 
-from maspo_verl.config_blocks import config_block_from, require_bool, require_number
+from maspo_verl.config import config_block_from, require_bool, require_number
 from maspo_verl.conventions import host_values
-from maspo_verl.patches import require_verl_version
+from maspo_verl.integration.versions import require_verl_version
 
 __all__ = [
     "METRIC_KEYS",

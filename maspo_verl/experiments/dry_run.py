@@ -10,7 +10,7 @@ Runs, in order, what a real launch hits in its first minutes on a GPU cluster:
      with `omega_conf_to_dataclass`) for the run's GPU count;
   4. the rollout and algorithm dataclasses the workers build;
   5. the registries: policy-loss mode, advantage estimator, custom reward function, reward manager;
-     and the verl settings that would replace a loss of ours or change its inputs (maspo_verl.loss_guard);
+     and the verl settings that would replace a loss of ours or change its inputs (maspo_verl.integration.loss_guard);
   6. the batch-size and parallelism constraints verl only asserts inside its workers;
   7. what a long cluster run hits that no verl check shows (`cluster_run_findings`): TransferQueue
      storage vs. validation/training batch x n, checkpoint retention, the metrics path on several
@@ -90,25 +90,15 @@ def split_main_ppo_args(argv: list[str]) -> tuple[str | None, str | None, list[s
 
 
 def compose_config(config_path: str, config_name: str, overrides: list[str]) -> DictConfig:
-    """Compose the config as `python -m verl.trainer.main_ppo --config-path --config-name overrides` does.
+    """Compose the config as `python -m verl.trainer.main_ppo --config-path --config-name overrides` does."""
+    from maspo_verl.integration.hydra_config import compose
 
-    `hydra.*` overrides only steer Hydra's own job runtime (output dirs, logging) and are skipped.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    config_dir = os.path.abspath(os.path.expanduser(config_path))
-    if not os.path.isdir(config_dir):
-        raise DryRunError(f"--config-path {config_path!r} is not a directory")
-    job_overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=config_dir, version_base=None):
-            return compose(config_name=config_name, overrides=job_overrides)
+        return compose(config_name, overrides, config_path=config_path)
+    except NotADirectoryError as error:
+        raise DryRunError(str(error)) from error
     except Exception as error:  # Hydra's messages name the key; keep them, drop the traceback noise
-        raise DryRunError(f"Hydra could not compose {config_name!r} from {config_dir}: {error}") from error
-    finally:
-        GlobalHydra.instance().clear()
+        raise DryRunError(f"Hydra could not compose {config_name!r} from {config_path}: {error}") from error
 
 
 def _select(config: DictConfig, key: str):
@@ -306,7 +296,7 @@ def dry_run(config: DictConfig, n_gpus: int | None = None) -> DryRunReport:
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import omega_conf_to_dataclass, validate_config
 
-    from maspo_verl.cli import loss_replacing_settings
+    from maspo_verl.integration.loss_guard import loss_replacing_settings
 
     loss_refusals, loss_notes = loss_replacing_settings(config)
     if loss_refusals:

@@ -13,6 +13,7 @@ from maspo_verl.sandbox.tiny.model import TinyModelSize, build_tiny_model, write
 from maspo_verl.sandbox.tiny.task import ArithmeticTask, make_problems, supervised_pairs, write_parquet
 
 __all__ = [
+    "CPU_BACKEND_SCRIPT",
     "REWARD_FILE",
     "ArithmeticTask",
     "TinyModelSize",
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 REWARD_FILE = Path(__file__).with_name("reward.py")
+# What every CPU run of verl's trainer needs (sourced by train_cpu.sh and by the run scripts' REHEARSE=cpu).
+CPU_BACKEND_SCRIPT = Path(__file__).with_name("cpu_backend.sh")
 
 
 def prepare_workdir(

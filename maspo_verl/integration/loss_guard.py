@@ -22,7 +22,13 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-__all__ = ["TRAINER_SETTING_KEYS", "is_plugin_loss", "loss_path_findings", "trainer_settings_of"]
+__all__ = [
+    "TRAINER_SETTING_KEYS",
+    "is_plugin_loss",
+    "loss_path_findings",
+    "loss_replacing_settings",
+    "trainer_settings_of",
+]
 
 # The `trainer_settings` block of MaspoPolicyLossConfig: its key -> the verl key it mirrors.
 TRAINER_SETTING_KEYS = {
@@ -46,6 +52,9 @@ def is_plugin_loss(loss_mode: str) -> bool:
     """Whether verl's registry maps `loss_mode` to a loss of this package (maspo and its baselines)."""
     from verl.trainer.ppo.core_algos import get_policy_loss_fn
 
+    from maspo_verl.baselines import register_baselines
+
+    register_baselines()  # the plugin registers them in every process verl starts; so here too
     try:
         loss_fn = get_policy_loss_fn(loss_mode)
     except ValueError:
@@ -104,3 +113,12 @@ def loss_path_findings(loss_mode: str, settings: Mapping[str, Any]) -> tuple[lis
                 "not through MASPO's gate"
             )
     return refusals, notes
+
+
+def loss_replacing_settings(config: Any) -> tuple[list[str], list[str]]:
+    """(refusals, notes) of `loss_path_findings` for a composed trainer config whose actor loss is ours;
+    ([], []) for a loss of verl's."""
+    loss_mode = OmegaConf.select(config, _LOSS_MODE_KEY)
+    if not is_plugin_loss(loss_mode):
+        return [], []
+    return loss_path_findings(loss_mode, trainer_settings_of(config))

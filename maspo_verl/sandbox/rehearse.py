@@ -1,8 +1,8 @@
 """Rehearse a GPU experiment script on CPU: the script's own config, a small explicit substitution.
 
     REHEARSE=cpu bash examples/run_scripts/1.5b/maspo.sh      # calls `preflight`, then main_ppo, then `report`
-    python -m maspo_verl.experiments.rehearse all [--output-dir DIR]      # every experiment script: PASS/FAIL lines
-    python -m maspo_verl.experiments.rehearse report --run-dir D --metrics M --label L   # Pass@k table + plot of a run
+    python -m maspo_verl.sandbox.rehearse all [--output-dir DIR]      # every experiment script: PASS/FAIL lines
+    python -m maspo_verl.sandbox.rehearse report --run-dir D --metrics M --label L   # Pass@k table + plot of a run
 
 `REHEARSE=cpu` (examples/run_scripts/common.sh) builds the script's real main_ppo command, then the
 same command with the substitution layer (maspo_verl/sandbox/tiny/cpu_backend.sh plus the rehearsal sizes
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:
         parser = argparse.ArgumentParser(
-            prog="python -m maspo_verl.experiments.rehearse report",
+            prog="python -m maspo_verl.sandbox.rehearse report",
             description="the Pass@k table and the plot of one run (one interpreter for both)",
         )
         parser.add_argument("--run-dir", required=True)
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         return report(args.run_dir, args.metrics, args.label, args.k)
     if argv[:1] == ["all"]:
         parser = argparse.ArgumentParser(
-            prog="python -m maspo_verl.experiments.rehearse all",
+            prog="python -m maspo_verl.sandbox.rehearse all",
             description="REHEARSE=cpu every experiment script (slow: minutes per script)",
         )
         parser.add_argument("--output-dir", default="rehearsal_all", help="runs/, logs/ and rehearsal_inputs/ go here")
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = argv[argv.index("--real") :] if "--real" in argv else []
     argv = argv[: len(argv) - len(commands)]
     parser = argparse.ArgumentParser(
-        prog="python -m maspo_verl.experiments.rehearse", description=__doc__.split("\n\n")[0]
+        prog="python -m maspo_verl.sandbox.rehearse", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
         "command",

@@ -1,6 +1,6 @@
 """The verl API maspo-verl relies on, checked in a verl source tree without importing it.
 
-    python -m maspo_verl.verl_contract [VERL_SOURCE]    # a checkout, an unpacked sdist or a .tar.gz;
+    python -m maspo_verl.integration.contract [VERL_SOURCE]    # a checkout, an unpacked sdist or a .tar.gz;
                                                         # default: the installed verl
     bash scripts/check_verl_api.sh [VERL_SOURCE]        # the same
 
@@ -9,7 +9,7 @@ the policy-loss registry, the keywords verl's loss call site passes (which our l
 `agg_loss`'s parameters (the global batch info verl writes is splatted into it), the
 `PolicyLossConfig` / `ActorConfig` fields read by our config and losses, verl's plugin loading
 (`VERL_USE_EXTERNAL_MODULES`; the `verl.plugins` entry points from 0.9.0), and the verl code that
-`maspo_verl.loss_guard` refuses around (bypass mode's loss-mode rewrite, distillation's vanilla-only
+`maspo_verl.integration.loss_guard` refuses around (bypass mode's loss-mode rewrite, distillation's vanilla-only
 check). Reading source, not importing, lets it run on a tree that is not installed or does not import
 here; verl's API drift then shows as "symbol X moved", not as a TypeError minutes into a run.
 """
@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
+
+from maspo_verl.integration.versions import PLUGIN_ENTRY_POINTS_SINCE
 
 __all__ = ["LOSS_CALL_KEYWORDS", "contract_violations", "find_verl_package", "main"]
 
@@ -48,7 +50,6 @@ ACTOR_CONFIG_FIELDS = (
     "tau_pos",
     "tau_neg",
 )
-PLUGIN_ENTRY_POINTS_SINCE = Version("0.9.0")
 
 
 @dataclass
@@ -236,7 +237,7 @@ def _check_plugin_loading(tree: _Tree) -> list[str]:
         problems.append(f"{where}: no longer reads VERL_USE_EXTERNAL_MODULES (how verl 0.8 loads the plugin)")
     if tree.version is None or tree.version.release >= PLUGIN_ENTRY_POINTS_SINCE.release:
         for needle, use in (
-            ('"verl.plugins"', "the entry-point group of maspo_verl.plugin"),
+            ('"verl.plugins"', "the entry-point group of maspo_verl.integration.plugin"),
             ("VERL_USE_EXTERNAL_PLUGINS", "the switch `check` reports"),
         ):
             if needle not in text:
@@ -245,7 +246,7 @@ def _check_plugin_loading(tree: _Tree) -> list[str]:
 
 
 def _check_guarded_paths(tree: _Tree) -> list[str]:
-    """The verl code maspo_verl.loss_guard refuses around: if it moved, the guard may check the wrong thing."""
+    """The verl code maspo_verl.integration.loss_guard refuses around: if it moved, the guard may check the wrong thing."""
     problems = []
     helper = tree.module("trainer/ppo/rollout_corr_helper.py")
     if helper is not None:
@@ -253,12 +254,12 @@ def _check_guarded_paths(tree: _Tree) -> list[str]:
         if isinstance(bypass, ast.FunctionDef) and "bypass_mode" not in ast.unparse(bypass):
             problems.append(
                 "verl/trainer/ppo/rollout_corr_helper.py: apply_bypass_mode no longer sets "
-                "loss_mode 'bypass_mode' (maspo_verl.loss_guard's premise)"
+                "loss_mode 'bypass_mode' (maspo_verl.integration.loss_guard's premise)"
             )
         elif not isinstance(bypass, ast.FunctionDef):
             problems.append(
                 "verl/trainer/ppo/rollout_corr_helper.py: apply_bypass_mode is missing "
-                "(maspo_verl.loss_guard refuses bypass mode on the legacy trainer because of it)"
+                "(maspo_verl.integration.loss_guard refuses bypass mode on the legacy trainer because of it)"
             )
     return problems
 
@@ -287,7 +288,7 @@ def _installed_verl_source() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m maspo_verl.verl_contract",
+        prog="python -m maspo_verl.integration.contract",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
