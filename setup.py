@@ -25,7 +25,7 @@ setup(
     packages=find_packages(include=["maspo_verl", "maspo_verl.*"]) + ["maspo_verl.patches", "maspo_verl.configs"],
     package_dir={"maspo_verl.patches": "patches", "maspo_verl.configs": "configs"},
     package_data={
-        "maspo_verl.configs": ["*.yaml", "experiment/*.yaml", "regime/*.yaml"],
+        "maspo_verl.configs": ["*.yaml", "experiment/*.yaml", "regime/*.yaml", "policy_loss/*.yaml"],
         "maspo_verl.patches": ["README.md"],
         "maspo_verl.sandbox.tiny": ["*.sh"],  # the CPU training script: check --e2e and maspo-compare from a wheel
     },

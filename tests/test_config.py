@@ -164,7 +164,7 @@ def test_our_maspo_yaml_selects_maspos_own_config_class_with_its_block_alone():
     assert (policy_loss.loss_mode, policy_loss.maspo.alpha) == ("maspo", 0.5)
 
 
-def test_our_baselines_yaml_selects_the_baselines_class_with_every_block_overridable_without_plus():
+def test_the_baselines_override_selects_their_class_with_every_block_overridable_without_plus():
     from maspo_verl.baselines import PolicyLossConfigWithBaselines
 
     overrides = BUILDABLE + [
@@ -174,7 +174,7 @@ def test_our_baselines_yaml_selects_the_baselines_class_with_every_block_overrid
         "actor_rollout_ref.actor.policy_loss.bapo.variant=paper",
         "actor_rollout_ref.actor.policy_loss.entropy_advantage.kappa=3.0",
     ]
-    policy_loss = omega_conf_to_dataclass(_compose("baselines", overrides).actor_rollout_ref.actor).policy_loss
+    policy_loss = omega_conf_to_dataclass(_compose("maspo", ["+policy_loss=baselines", *overrides]).actor_rollout_ref.actor).policy_loss
     assert type(policy_loss) is PolicyLossConfigWithBaselines
     assert (policy_loss.loss_mode, policy_loss.maspo.alpha, policy_loss.dac.eps_high) == ("dac", 0.5, 0.3)
     assert (policy_loss.bapo.variant, policy_loss.bapo.positive_share_target) == ("paper", 0.4)

@@ -37,7 +37,7 @@ def test_dry_run_prints_main_ppo_and_validates_the_config_without_starting_anyth
     command = result.stdout.splitlines()[0]
     assert command.startswith("VERL_PLATFORM=cpu ") and "-m verl.trainer.main_ppo" in command
     for expected in (
-        "--config-name=baselines",
+        "--config-name=maspo",
         "actor_rollout_ref.rollout.name=hf_cpu",
         "actor_rollout_ref.actor.strategy=fsdp2",
         "trainer.v1.sampler.custom_sampler.name=FastPollReplayBuffer",

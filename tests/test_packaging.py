@@ -114,7 +114,7 @@ def test_wheel_ships_configs_patches_cpu_script_and_the_entry_point(wheel):
         entry_points = archive.read(entry_points_name).decode()
     for path in (
         "maspo_verl/configs/maspo.yaml",
-        "maspo_verl/configs/baselines.yaml",
+        "maspo_verl/configs/policy_loss/baselines.yaml",
         "maspo_verl/configs/experiment/r1_distill_7b.yaml",
         "maspo_verl/patches/cpu_platform.py",
         "maspo_verl/patches/README.md",

@@ -16,9 +16,9 @@
 #       actor_rollout_ref.actor.policy_loss.loss_mode=vanilla \ <- the method's own overrides
 #       -- "$@"                                               <- the user's Hydra overrides, last
 #
-# The experiment overlay is configs/experiment/<name>.yaml applied on configs/maspo.yaml (or, for a
-# baseline verl lacks, on configs/baselines.yaml: the script sets MASPO_CONFIG_NAME=baselines), so every
-# script of a scale shares one config and differs only in its method overrides.
+# The experiment overlay is configs/experiment/<name>.yaml applied on configs/maspo.yaml, so every
+# script of a scale shares one config and differs only in its method overrides (a baseline verl lacks
+# adds +policy_loss=baselines: the baselines' config class and blocks, configs/policy_loss/baselines.yaml).
 #
 # Environment (all optional; unset means "as in the config"):
 #   DRY_RUN=1            print the command, then compose and validate the config with
@@ -44,7 +44,6 @@
 #                        (1024 / 256, 4 updates per step; configs/experiment/math_rl.yaml)
 #   PYTHON               interpreter with maspo-verl and verl installed [python3]
 #   CONFIG_DIR           folder holding maspo.yaml [this checkout's configs/, else the installed copy]
-#   MASPO_CONFIG_NAME    the config in CONFIG_DIR [maspo; the DAC, BAPO and Entropy Advantage scripts: baselines]
 #   REHEARSE=cpu         run this very script on a CPU box: its composed config with a printed,
 #                        allow-listed substitution (tiny model, hf_cpu rollout, tiny sizes, REHEARSE_STEPS
 #                        steps [2]), data prepared from tests/fixtures/datasets, then the Pass@k table and
@@ -134,7 +133,7 @@ maspo_build_command() {
 
     MASPO_COMMAND=(
         "$PYTHON" -m verl.trainer.main_ppo
-        "--config-path=$(maspo_config_dir)" "--config-name=${MASPO_CONFIG_NAME:-maspo}" "+experiment=$experiment"
+        "--config-path=$(maspo_config_dir)" --config-name=maspo "+experiment=$experiment"
         ${REGIME:+"+regime=$REGIME"}
         "data.train_files=${TRAIN_FILES:-$data_dir/dapo_math.parquet}"
         "data.val_files=${VAL_FILES:-[$val_list]}"

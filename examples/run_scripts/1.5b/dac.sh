@@ -9,8 +9,8 @@
 # expect: actor_rollout_ref.actor.policy_loss.dac.upper_bound_cap=null actor_rollout_ref.actor.clip_ratio_c=10.0 actor_rollout_ref.model.path=deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-MASPO_CONFIG_NAME=baselines  # the baselines' config class and blocks (configs/baselines.yaml)
 maspo_launch r1_distill_1p5b dac-r1-distill-1.5b \
+    +policy_loss=baselines \
     actor_rollout_ref.actor.policy_loss.loss_mode=dac \
     actor_rollout_ref.actor.clip_ratio_c=10.0 \
     -- "$@"

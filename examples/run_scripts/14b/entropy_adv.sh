@@ -10,8 +10,8 @@
 # expect: actor_rollout_ref.actor.policy_loss.entropy_advantage.alpha=0.4 actor_rollout_ref.actor.policy_loss.entropy_advantage.kappa=2.0 actor_rollout_ref.model.path=deepseek-ai/DeepSeek-R1-Distill-Qwen-14B
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-MASPO_CONFIG_NAME=baselines  # the baselines' config class and blocks (configs/baselines.yaml)
 maspo_launch r1_distill_14b entropy-adv-r1-distill-14b \
+    +policy_loss=baselines \
     actor_rollout_ref.actor.policy_loss.loss_mode=vanilla \
     actor_rollout_ref.actor.policy_loss.entropy_advantage.enable=true \
     actor_rollout_ref.actor.calculate_entropy=true \

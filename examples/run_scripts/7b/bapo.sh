@@ -10,7 +10,7 @@
 # expect: actor_rollout_ref.model.path=deepseek-ai/DeepSeek-R1-Distill-Qwen-7B
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-MASPO_CONFIG_NAME=baselines  # the baselines' config class and blocks (configs/baselines.yaml)
 maspo_launch r1_distill_7b bapo-r1-distill-7b \
+    +policy_loss=baselines \
     actor_rollout_ref.actor.policy_loss.loss_mode=bapo \
     -- "$@"

@@ -9,7 +9,7 @@
 #
 # Environment (all optional): WORK_DIR, MODEL_PATH, TRAIN_FILE, VAL_FILE, CKPT_DIR, TOTAL_STEPS,
 # TRAIN_BATCH_SIZE, ROLLOUT_N, PPO_MINI_BATCH_SIZE, PPO_EPOCHS, LEARNING_RATE, MAX_RESPONSE_LENGTH,
-# VAL_N, SAVE_FREQ, TEST_FREQ, LOSS_MODE, RAY_TMPDIR, CONFIG_DIR, CONFIG_NAME, PYTHON.
+# VAL_N, SAVE_FREQ, TEST_FREQ, LOSS_MODE, RAY_TMPDIR, CONFIG_DIR, PYTHON.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -42,8 +42,6 @@ VAL_N=${VAL_N:-1}
 SAVE_FREQ=${SAVE_FREQ:-$TOTAL_STEPS}
 TEST_FREQ=${TEST_FREQ:-$TOTAL_STEPS}
 LOSS_MODE=${LOSS_MODE:-maspo}
-# configs/baselines.yaml: one policy-loss config class for MASPO, verl's losses and the baselines alike.
-CONFIG_NAME=${CONFIG_NAME:-baselines}
 
 export VERL_FILE_LOGGER_PATH=${VERL_FILE_LOGGER_PATH:-$WORK_DIR/metrics.jsonl}  # verl's `file` logger
 
@@ -53,7 +51,9 @@ if [[ -n "${RAY_TMPDIR:-}" ]]; then
 fi
 
 args=(
-  --config-path="$CONFIG_DIR" --config-name="$CONFIG_NAME"
+  --config-path="$CONFIG_DIR" --config-name=maspo
+  # One policy-loss config class for MASPO, verl's losses and the baselines alike (configs/policy_loss/).
+  +policy_loss=baselines
   "${CPU_BACKEND_ARGS[@]}"
   algorithm.adv_estimator=grpo
   actor_rollout_ref.actor.policy_loss.loss_mode="$LOSS_MODE"
