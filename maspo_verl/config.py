@@ -121,7 +121,6 @@ def resolve_config_block(config: Any, block: str, config_class: type, loss_mode:
     return config_block_from(value, config_class, block)
 
 
-
 @dataclass
 class MaspoConfig(BaseConfig):
     """Hyper-parameters of MASPO (arXiv 2602.17550); defaults are the authors' guidance.

@@ -12,8 +12,8 @@ from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.config import ActorConfig, PolicyLossConfig
 
 from maspo_verl import MaspoConfig, MaspoPolicyLossConfig
-from maspo_verl.integration.hydra_config import config_dir
 from maspo_verl.config import maspo_config_from
+from maspo_verl.integration.hydra_config import config_dir
 
 pytestmark = pytest.mark.kind("unit")
 
@@ -174,7 +174,9 @@ def test_the_baselines_override_selects_their_class_with_every_block_overridable
         "actor_rollout_ref.actor.policy_loss.bapo.variant=paper",
         "actor_rollout_ref.actor.policy_loss.entropy_advantage.kappa=3.0",
     ]
-    policy_loss = omega_conf_to_dataclass(_compose("maspo", ["+policy_loss=baselines", *overrides]).actor_rollout_ref.actor).policy_loss
+    policy_loss = omega_conf_to_dataclass(
+        _compose("maspo", ["+policy_loss=baselines", *overrides]).actor_rollout_ref.actor
+    ).policy_loss
     assert type(policy_loss) is PolicyLossConfigWithBaselines
     assert (policy_loss.loss_mode, policy_loss.maspo.alpha, policy_loss.dac.eps_high) == ("dac", 0.5, 0.3)
     assert (policy_loss.bapo.variant, policy_loss.bapo.positive_share_target) == ("paper", 0.4)

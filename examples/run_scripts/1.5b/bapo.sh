@@ -4,8 +4,7 @@
 # micro-batch (sums over all data-parallel ranks) c_low rises 0.8 -> 0.95 by 0.05, then c_high 1.2 -> 2.0 by
 # 0.1, until P / N >= 0.5. The paper's Eq. 8 / Algorithm 1 instead: pass
 # actor_rollout_ref.actor.policy_loss.bapo.variant=paper (see docs/baselines.md).
-# MASPO paper (1.5B): Avg@32 / Pass@32 48.4 / 70.0 (GRPO and MASPO rows to compare with).
-# Paper (Table 1, 1.5B): Avg@32 / Pass@32 = 48.4 / 70.0 over the six benchmarks.
+# Paper (1.5B, as the authors' README reports it): Avg@32 / Pass@32 = 48.4 / 70.0 over the six benchmarks.
 # expect: actor_rollout_ref.actor.policy_loss.loss_mode=bapo actor_rollout_ref.actor.policy_loss.bapo.variant=recipe actor_rollout_ref.actor.policy_loss.bapo.search_scope=data_parallel
 # expect: actor_rollout_ref.model.path=deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B
 set -euo pipefail

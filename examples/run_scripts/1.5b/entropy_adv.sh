@@ -3,8 +3,7 @@
 # min(0.4 * H, |A| / 2) from the policy's per-token entropy H, through the opt-in ppo_loss patch that
 # policy_loss.entropy_advantage.enable=true applies; verl computes H in the actor forward only with
 # actor.calculate_entropy=true. alpha 0.4 / kappa 2 are unverified against the paper's text (see docs/baselines.md).
-# MASPO paper (1.5B): Avg@32 / Pass@32 46.8 / 68.1 (GRPO and MASPO rows to compare with).
-# Paper (Table 1, 1.5B): Avg@32 / Pass@32 = 46.8 / 68.1 over the six benchmarks.
+# Paper (1.5B, as the authors' README reports it): Avg@32 / Pass@32 = 46.8 / 68.1 over the six benchmarks.
 # expect: actor_rollout_ref.actor.policy_loss.loss_mode=vanilla actor_rollout_ref.actor.policy_loss.entropy_advantage.enable=true actor_rollout_ref.actor.calculate_entropy=true
 # expect: actor_rollout_ref.actor.policy_loss.entropy_advantage.alpha=0.4 actor_rollout_ref.actor.policy_loss.entropy_advantage.kappa=2.0 actor_rollout_ref.model.path=deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B
 set -euo pipefail

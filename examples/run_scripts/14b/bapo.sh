@@ -4,9 +4,8 @@
 # micro-batch (sums over all data-parallel ranks) c_low rises 0.8 -> 0.95 by 0.05, then c_high 1.2 -> 2.0 by
 # 0.1, until P / N >= 0.5. The paper's Eq. 8 / Algorithm 1 instead: pass
 # actor_rollout_ref.actor.policy_loss.bapo.variant=paper (see docs/baselines.md).
-# MASPO paper: no 14B row for this baseline (it reports 1.5B and 7B only).
 # Paper: not reported. Our extension, not a paper row: at 14B the paper reports only GRPO and MASPO
-# (Table 1); compare with 14b/grpo.sh and 14b/maspo.sh run the same way.
+# (the authors' README); compare with 14b/grpo.sh and 14b/maspo.sh run the same way.
 # expect: actor_rollout_ref.actor.policy_loss.loss_mode=bapo actor_rollout_ref.actor.policy_loss.bapo.variant=recipe actor_rollout_ref.actor.policy_loss.bapo.search_scope=data_parallel
 # expect: actor_rollout_ref.model.path=deepseek-ai/DeepSeek-R1-Distill-Qwen-14B
 set -euo pipefail

@@ -3,7 +3,7 @@
 # its temperatures tau_pos 1.0 / tau_neg 1.05 (verl's defaults), which verl reads from the actor
 # config (actor_rollout_ref.actor.tau_pos/tau_neg), not from policy_loss.
 # Paper: not reported. Our extension, not a paper row: at 14B the paper reports only GRPO and MASPO
-# (Table 1); compare with 14b/grpo.sh and 14b/maspo.sh run the same way.
+# (the authors' README); compare with 14b/grpo.sh and 14b/maspo.sh run the same way.
 # expect: actor_rollout_ref.actor.policy_loss.loss_mode=sapo actor_rollout_ref.actor.tau_pos=1.0 actor_rollout_ref.actor.tau_neg=1.05
 # expect: actor_rollout_ref.model.path=deepseek-ai/DeepSeek-R1-Distill-Qwen-14B
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Clip Higher baseline (DAPO, arXiv 2503.14476): upper clip ratio raised to 0.28 on DeepSeek-R1-Distill-Qwen-7B.
-# Paper (Table 1, 7B): Avg@32 / Pass@32 = 59.2 / 79.3 over the six benchmarks.
+# Paper (7B, as the authors' README reports it): Avg@32 / Pass@32 = 59.2 / 79.3 over the six benchmarks.
 # expect: actor_rollout_ref.actor.policy_loss.loss_mode=vanilla actor_rollout_ref.actor.clip_ratio_low=0.2 actor_rollout_ref.actor.clip_ratio_high=0.28
 # expect: actor_rollout_ref.model.path=deepseek-ai/DeepSeek-R1-Distill-Qwen-7B
 set -euo pipefail

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # MASPO on DeepSeek-R1-Distill-Qwen-7B: soft Gaussian gate, mass-adaptive limiter and risk
-# controller (arXiv 2602.17550, Sec. 3), all as configured by configs/experiment/r1_distill_*.yaml.
-# Paper (Table 1, 7B): Avg@32 / Pass@32 = 61.8 / 79.8 over the six benchmarks.
+# controller (arXiv 2602.17550, its method section), all as configured by configs/experiment/r1_distill_*.yaml.
+# Paper (7B, as the authors' README reports it): Avg@32 / Pass@32 = 61.8 / 79.8 over the six benchmarks.
 # expect: actor_rollout_ref.actor.policy_loss.loss_mode=maspo actor_rollout_ref.actor.policy_loss.maspo.alpha=0.3 actor_rollout_ref.actor.policy_loss.maspo.gate=gaussian
 # expect: actor_rollout_ref.actor.policy_loss.maspo.mass_adaptive=true actor_rollout_ref.actor.policy_loss.maspo.risk_control=true actor_rollout_ref.model.path=deepseek-ai/DeepSeek-R1-Distill-Qwen-7B
 set -euo pipefail

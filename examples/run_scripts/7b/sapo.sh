@@ -2,7 +2,7 @@
 # SAPO baseline (arXiv 2511.20347) on DeepSeek-R1-Distill-Qwen-7B: verl's own loss_mode=sapo with
 # its temperatures tau_pos 1.0 / tau_neg 1.05 (verl's defaults), which verl reads from the actor
 # config (actor_rollout_ref.actor.tau_pos/tau_neg), not from policy_loss.
-# Paper (Table 1, 7B): Avg@32 / Pass@32 = 58.8 / 76.3 over the six benchmarks.
+# Paper (7B, as the authors' README reports it): Avg@32 / Pass@32 = 58.8 / 76.3 over the six benchmarks.
 # expect: actor_rollout_ref.actor.policy_loss.loss_mode=sapo actor_rollout_ref.actor.tau_pos=1.0 actor_rollout_ref.actor.tau_neg=1.05
 # expect: actor_rollout_ref.model.path=deepseek-ai/DeepSeek-R1-Distill-Qwen-7B
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's Avg@32 / Pass@32 (arXiv 2602.17550, Table 1) of chosen checkpoints of a training run:
+# The paper's Avg@32 / Pass@32 (arXiv 2602.17550; as the authors' README reports them) of chosen checkpoints of a training run:
 # verl's own trainer with trainer.val_only=true on the run's own config (the same script and
 # environment as the training), loading checkpoints/global_step_<N> (trainer.resume_mode=resume_path),
 # 32 samples per problem at temperature 0.6 / top-p 0.95 over the six benchmarks. Training validates

@@ -12,7 +12,7 @@
 # metrics by verl's TaskRunner actor, which Ray may place on any node.
 # `head` / `worker` pass RAY_NUM_CPUS / RAY_NUM_GPUS (default: GPUS_PER_NODE) to `ray start`.
 # Baselines: add the method's overrides, e.g. `submit actor_rollout_ref.actor.policy_loss.loss_mode=vanilla`.
-# Paper (Table 1): the single-node numbers; more nodes change throughput, not the recipe.
+# Paper: the single-node numbers; more nodes change throughput, not the recipe.
 # expect: actor_rollout_ref.actor.policy_loss.loss_mode=maspo trainer.nnodes=2 trainer.n_gpus_per_node=8
 # expect: actor_rollout_ref.model.path=deepseek-ai/DeepSeek-R1-Distill-Qwen-7B
 set -euo pipefail

@@ -18,7 +18,7 @@
 # whichever node runs verl's actors). Ray gets --num-cpus = SLURM_CPUS_PER_TASK and --num-gpus =
 # GPUS_PER_NODE on every node (as verl's examples/tutorial/slurm/ray_on_slurm.slurm does); the run's
 # environment (logger paths) is exported before the Ray nodes start and passed in the runtime env.
-# Paper (Table 1): the single-node numbers; more nodes change throughput, not the recipe.
+# Paper: the single-node numbers; more nodes change throughput, not the recipe.
 # expect: actor_rollout_ref.actor.policy_loss.loss_mode=maspo trainer.nnodes=2 trainer.n_gpus_per_node=8
 # expect: actor_rollout_ref.model.path=deepseek-ai/DeepSeek-R1-Distill-Qwen-7B
 set -euo pipefail
