@@ -29,11 +29,13 @@ contract: implement `generate_sequences`, put the outputs into TransferQueue):
 
     actor_rollout_ref.rollout.agent.agent_loop_manager_class=maspo_verl.patches.batched_agent_loop.HfCpuAgentLoopManager
 
-The CPU backend (maspo_verl/sandbox/tiny/cpu_backend.sh) selects it. It checks the verl version (at
-import, before verl's internals are imported) and, when verl builds it, refuses any rollout other
-than hf_cpu and any trainer but verl's V1 sync one (`check_manager_config`). The rows it stores are those verl's
-worker builds (tested field by field against what verl's `_agent_loop_postprocess` puts), and a
-training run through it repeats every metric of a run through verl's manager (tests/test_main_ppo_cpu.py).
+The CPU backend (maspo_verl/sandbox/tiny/cpu_backend.sh) selects it. Importing the module checks
+nothing and changes nothing in verl; when verl builds the manager (or its worker), it checks the verl
+version and that verl's two methods still store through the names it redirects (`check_verl`), and
+refuses any rollout other than hf_cpu and any trainer but verl's V1 sync one (`check_manager_config`).
+The rows it stores are those verl's worker builds (tested field by field against what verl's
+`_agent_loop_postprocess` puts), and a training run through it repeats every metric of a run through
+verl's manager (tests/test_main_ppo_cpu.py).
 """
 
 from __future__ import annotations
@@ -44,21 +46,23 @@ import logging
 import types
 from typing import Any
 
+import ray
+import transfer_queue as tq
+from tensordict import TensorDict
+
 from maspo_verl.patches import CPU_BACKEND_VERL_VERSIONS, UnsupportedVerlVersion, require_verl_version
 
-# Before verl's internals are imported: on another verl, loading the class from the config key
-# names the supported versions instead of failing on a missing module.
-require_verl_version("HfCpuAgentLoopManager", CPU_BACKEND_VERL_VERSIONS)
+try:
+    from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
+except ImportError:
+    # verl < 0.9 has no V1 trainer: the import has already failed, so say which verls this module is for
+    require_verl_version("HfCpuAgentLoopManager", CPU_BACKEND_VERL_VERSIONS)
+    raise
+from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+from verl.workers.rollout.llm_server import LLMServerClient
 
-import ray  # noqa: E402
-import transfer_queue as tq  # noqa: E402
-from tensordict import TensorDict  # noqa: E402
-from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ  # noqa: E402
-from verl.utils.tensordict_utils import list_of_dict_to_tensordict  # noqa: E402
-from verl.workers.rollout.llm_server import LLMServerClient  # noqa: E402
-
-from maspo_verl.patches.fast_replay_buffer import canonical_order  # noqa: E402
-from maspo_verl.patches.hf_rollout import BACKEND_NAME, server_actor_name  # noqa: E402
+from maspo_verl.patches.fast_replay_buffer import canonical_order
+from maspo_verl.patches.hf_rollout import BACKEND_NAME, server_actor_name
 
 __all__ = [
     "CLIENT_WINDOW_SECONDS",
@@ -66,6 +70,7 @@ __all__ = [
     "SUPPORTED_VERL_VERSIONS",
     "HfCpuAgentLoopManager",
     "check_manager_config",
+    "check_verl",
     "HfCpuAgentLoopWorker",
 ]
 
@@ -323,7 +328,7 @@ _BATCH: contextvars.ContextVar[_BatchPuts] = contextvars.ContextVar("maspo_verl_
 
 def _require_names(function, names: set[str]) -> None:
     """Refuse a verl whose `function` no longer uses `names`, the module-level names and TransferQueue
-    calls `_verl_code_with` redirects for it (checked at import)."""
+    calls `_verl_code_with` redirects for it (checked by `check_verl` when verl builds the manager)."""
     missing = names - set(function.__code__.co_names)
     if missing:
         raise UnsupportedVerlVersion(
@@ -334,8 +339,16 @@ def _require_names(function, names: set[str]) -> None:
 
 _VERLS_POSTPROCESS = AgentLoopWorkerTQ.__ray_actor_class__._agent_loop_postprocess
 _VERLS_RUN_PROMPT = AgentLoopWorkerTQ.__ray_actor_class__._run_prompt
-_require_names(_VERLS_POSTPROCESS, {"tq", "async_kv_batch_put", "list_of_dict_to_tensordict"})
-_require_names(_VERLS_RUN_PROMPT, {"tq", "async_kv_put"})
+
+
+def check_verl() -> str:
+    """Refuse a verl this manager was not written for: another version (`UnsupportedVerlVersion` naming the
+    supported ones), or one whose `_agent_loop_postprocess` / `_run_prompt` no longer store through the names
+    the worker redirects. Run when verl builds the manager and each worker, never at import. Returns the version."""
+    version = require_verl_version("HfCpuAgentLoopManager", SUPPORTED_VERL_VERSIONS)
+    _require_names(_VERLS_POSTPROCESS, {"tq", "async_kv_batch_put", "list_of_dict_to_tensordict"})
+    _require_names(_VERLS_RUN_PROMPT, {"tq", "async_kv_put"})
+    return version
 
 
 def _verl_code_with(function, **names):
@@ -420,7 +433,7 @@ class HfCpuAgentLoopWorker(AgentLoopWorkerTQ.__ray_actor_class__):
     """verl's `AgentLoopWorkerTQ`, running a batch's agent loops together and storing their rows at once."""
 
     def __init__(self, config, llm_client, *args, **kwargs):
-        require_verl_version("HfCpuAgentLoopManager", SUPPORTED_VERL_VERSIONS)
+        check_verl()
         check_manager_config(config)
         # verl's own client class over the in-process batching balancer; `llm_client` (verl's client over
         # its Ray load balancer) goes unused
@@ -528,7 +541,7 @@ class HfCpuAgentLoopManager(AgentLoopManagerTQ):
     `actor_rollout_ref.rollout.agent.agent_loop_manager_class`)."""
 
     def __init__(self, config, *args, **kwargs):
-        require_verl_version("HfCpuAgentLoopManager", SUPPORTED_VERL_VERSIONS)
+        check_verl()
         check_manager_config(config)
         super().__init__(config, *args, **kwargs)
         self.agent_loop_workers_class = ray.remote(HfCpuAgentLoopWorker)

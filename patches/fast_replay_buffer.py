@@ -31,9 +31,14 @@ from __future__ import annotations
 
 import math
 
-from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
-
 from maspo_verl.patches import CPU_BACKEND_VERL_VERSIONS, require_verl_version
+
+try:
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+except ImportError:
+    # verl < 0.9 has no V1 trainer: the import has already failed, so say which verls this module is for
+    require_verl_version("FastPollReplayBuffer", CPU_BACKEND_VERL_VERSIONS)
+    raise
 
 __all__ = [
     "POLL_INTERVAL_SECONDS",

@@ -14,7 +14,7 @@
   leaves a caller waiting, and sets the global steps;
 - verl's own `_run_agent_loop` (a registered loop built by Hydra) feeds our rows and puts;
 - the manager and its worker refuse another rollout backend, verl's legacy and async trainers, and
-  an unsupported verl, naming what to change.
+  an unsupported verl, naming what to change; importing the module checks nothing.
 
 That a training run through the manager repeats every metric of a run through verl's manager is
 tests/test_main_ppo_cpu.py; that `HfCpuServer.generate_many` equals one `generate` per request is
@@ -149,12 +149,19 @@ async def _lists_keys(self, prompt, sampling_params, trajectory, trace=False):  
 
 
 def test_a_verl_storing_rows_otherwise_is_refused(monkeypatch, caplog):
-    """At import (the names verl's methods must use), and at run time, before anything reaches TransferQueue."""
+    """When verl builds the manager or its worker (the names verl's methods must use), and at run time,
+    before anything reaches TransferQueue."""
     from maspo_verl.patches import UnsupportedVerlVersion
+    from maspo_verl.patches.batched_agent_loop import HfCpuAgentLoopManager
 
     with pytest.raises(UnsupportedVerlVersion, match=r"_puts_a_status no longer uses \['async_kv_batch_put'"):
         batched_agent_loop._require_names(_puts_a_status, {"tq", "async_kv_batch_put", "list_of_dict_to_tensordict"})
     batched_agent_loop._require_names(_puts_a_status, {"tq", "async_kv_put"})
+    with monkeypatch.context() as patched:
+        patched.setattr(batched_agent_loop, "_VERLS_RUN_PROMPT", _lists_keys)
+        for build in (HfCpuAgentLoopManager, HfCpuAgentLoopWorker):
+            with pytest.raises(UnsupportedVerlVersion, match=r"_lists_keys no longer uses \['async_kv_put'\]"):
+                build(_manager_config(), llm_client=None)
     recorder = _Recorder()
     monkeypatch.setattr(transfer_queue, "async_kv_batch_put", recorder)
     monkeypatch.setattr(transfer_queue, "async_kv_put", recorder)
@@ -499,14 +506,30 @@ def test_an_unscored_response_without_reward_actors_fails_its_session_naming_the
         asyncio.run(worker._agent_loop_postprocess([_output([5, 6], [8], reward=None)], False, **sample))
 
 
-def test_the_manager_refuses_an_unsupported_verl(monkeypatch):
-    import maspo_verl.integration.versions
-    from maspo_verl.patches import UnsupportedVerlVersion
-    from maspo_verl.patches.batched_agent_loop import HfCpuAgentLoopManager
+def test_the_module_imports_under_an_unsupported_verl_and_the_manager_refuses_it(monkeypatch):
+    """Importing checks nothing (verl's own config loader imports it to find the class); building the
+    manager or its worker, what verl does next, refuses the version, naming the supported ones."""
+    import importlib
+    import sys
 
+    import maspo_verl.integration.versions
+    import maspo_verl.patches
+    from maspo_verl.patches import UnsupportedVerlVersion
+
+    assert batched_agent_loop.check_verl() == maspo_verl.integration.versions.installed_verl_version()
     monkeypatch.setattr(maspo_verl.integration.versions, "installed_verl_version", lambda: "0.8.0")
-    with pytest.raises(UnsupportedVerlVersion, match=r"HfCpuAgentLoopManager was written and tested for verl 0\.9\.0"):
-        HfCpuAgentLoopManager(_manager_config(), llm_client=None)
+    monkeypatch.delitem(sys.modules, batched_agent_loop.__name__)  # put back, with the package attribute, after
+    monkeypatch.setattr(maspo_verl.patches, "batched_agent_loop", batched_agent_loop)
+    fresh = importlib.import_module(batched_agent_loop.__name__)
+    assert fresh is not batched_agent_loop  # the module's code ran again, under verl "0.8.0"
+    for module in (fresh, batched_agent_loop):
+        for build in (module.HfCpuAgentLoopManager, module.HfCpuAgentLoopWorker):
+            with pytest.raises(
+                UnsupportedVerlVersion, match=r"HfCpuAgentLoopManager was written and tested for verl 0\.9\.0"
+            ):
+                build(_manager_config(), llm_client=None)
+        with pytest.raises(UnsupportedVerlVersion, match=r"the installed verl is 0\.8\.0"):
+            module.check_verl()
 
 
 def test_rows_with_different_keys_go_in_separate_puts(monkeypatch):
@@ -658,8 +681,9 @@ def test_verls_own_run_agent_loop_feeds_the_batched_rows_and_puts(monkeypatch):
     against the batching client and hands its output to our `_agent_loop_postprocess`, whose rows
     reach the one put. Catches a verl whose `_run_agent_loop` stops returning the postprocess result."""
     from omegaconf import OmegaConf
-    from verl.experimental.agent_loop.agent_loop import register
+    from verl.experimental.agent_loop.agent_loop import _agent_loop_registry, register
 
+    monkeypatch.setitem(_agent_loop_registry, "maspo_test_echo_sample_index", None)  # taken out again after
     register("maspo_test_echo_sample_index")(EchoSampleIndexLoop)
     recorder = _Recorder()
     monkeypatch.setattr(batched_agent_loop.tq, "async_kv_batch_put", recorder)
