@@ -24,7 +24,7 @@ import subprocess
 import sys
 
 from maspo_verl.integration.hydra_config import compose, config_dir
-from maspo_verl.integration.loss_guard import loss_replacing_settings
+from maspo_verl.integration.loss_guard import MissingVerlKeyError, loss_replacing_settings
 
 _REGISTRY_PROBE = (
     "import verl\n"
@@ -188,7 +188,10 @@ def _check(args: argparse.Namespace) -> int:
     policy_loss = None
     try:
         cfg = compose_trainer_config(args.config_name, args.overrides)
-        refusals, notes = loss_replacing_settings(cfg)
+        try:
+            refusals, notes = loss_replacing_settings(cfg)
+        except MissingVerlKeyError as error:  # a verl key the guard reads was renamed: that is the failure
+            refusals, notes = [str(error)], []
         failures.extend(refusals)
         for note in notes:
             print(f"NOTE: {note}")

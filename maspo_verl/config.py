@@ -194,9 +194,10 @@ class MaspoPolicyLossConfig(PolicyLossConfig):
 
     loss_mode: str = "maspo"
     maspo: MaspoConfig = field(default_factory=MaspoConfig)
-    # verl settings outside the policy-loss block that replace or re-feed the loss
-    # (maspo_verl.integration.loss_guard.TRAINER_SETTING_KEYS), interpolated from the trainer config by
-    # configs/maspo.yaml; empty (nothing checked here) on verl's plain ppo_trainer.
+    # verl settings outside the policy-loss block that replace the loss, change its inputs or add terms
+    # to it (maspo_verl.integration.loss_guard.TRAINER_SETTING_KEYS), interpolated from the trainer config by
+    # configs/maspo.yaml ("__absent__" where the trainer config has no such key: an error naming it);
+    # empty (nothing checked here) on verl's plain ppo_trainer.
     trainer_settings: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -209,14 +210,22 @@ class MaspoPolicyLossConfig(PolicyLossConfig):
 
 
 def _refuse_loss_replacing_settings(loss_mode: str, trainer_settings: dict) -> None:
-    """Raise on verl settings that would not train with this plugin's `loss_mode`; log the ones that
-    change its inputs (once per process)."""
+    """Raise on verl settings under which verl would not train with this plugin's `loss_mode` and on a
+    mirrored verl key the trainer config lacks (naming it); log each setting that changes the loss's
+    inputs or adds terms to it, one line each, once per process (maspo_verl.integration.loss_guard)."""
     from maspo_verl.integration.loss_guard import TRAINER_SETTING_KEYS, is_plugin_loss, loss_path_findings
 
     unknown = sorted(set(trainer_settings) - set(TRAINER_SETTING_KEYS))
     if unknown:
         raise ValueError(
             f"policy_loss.trainer_settings: unknown keys {unknown}; allowed: {sorted(TRAINER_SETTING_KEYS)}"
+        )
+    # A block that mirrors only some keys would read the others as off: each one, as configs/maspo.yaml has it.
+    unmirrored = sorted(set(TRAINER_SETTING_KEYS) - set(trainer_settings))
+    if unmirrored:
+        raise ValueError(
+            f"policy_loss.trainer_settings lacks {unmirrored}: mirror each as configs/maspo.yaml does, e.g. "
+            f"{unmirrored[0]}: ${{oc.select:{TRAINER_SETTING_KEYS[unmirrored[0]]},__absent__}}"
         )
     if not is_plugin_loss(loss_mode):
         return

@@ -296,9 +296,12 @@ def dry_run(config: DictConfig, n_gpus: int | None = None) -> DryRunReport:
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import omega_conf_to_dataclass, validate_config
 
-    from maspo_verl.integration.loss_guard import loss_replacing_settings
+    from maspo_verl.integration.loss_guard import MissingVerlKeyError, loss_replacing_settings
 
-    loss_refusals, loss_notes = loss_replacing_settings(config)
+    try:
+        loss_refusals, loss_notes = loss_replacing_settings(config)
+    except MissingVerlKeyError as error:
+        raise DryRunError(str(error)) from error
     if loss_refusals:
         raise DryRunError("; ".join(loss_refusals))
 
