@@ -4,7 +4,8 @@ verl 0.9 ships platforms for CUDA, NPU and ROCm only; on a machine without an ac
 trainer stops at device setup. `apply_cpu_platform()` adds what is missing without editing verl:
 
 - `PlatformCPU`, registered with verl's public `PlatformRegistry.register(platform="cpu")` and
-  made the current platform (`VERL_PLATFORM=cpu`, which Ray workers inherit);
+  made the current platform (and `VERL_PLATFORM=cpu` set while applied, which Ray workers started
+  meanwhile inherit);
 - the FSDP engines registered for device "cpu" through verl's public `EngineRegistry.register`
   (verl registers them for cuda/npu only), refusing FSDP1 with a clear error: torch cannot run
   FSDP1 on CPU (`sync_module_states=True` needs an accelerator);
@@ -12,6 +13,9 @@ trainer stops at device setup. `apply_cpu_platform()` adds what is missing witho
   (verl builds the backend string "cpu:gloo,cpu:gloo", which torch rejects) and an FSDP2 CPU
   offload policy without pinned memory (verl always pins the reference model's; pinning needs
   an accelerator).
+
+`remove_cpu_platform()` undoes every one of these: verl's registries, platform singleton, rebound
+names and `VERL_PLATFORM` hold the same objects and value as before `apply_cpu_platform()`.
 
 Enable it with `VERL_PLATFORM=cpu` (maspo_verl's `verl.plugins` entry point then calls
 `apply_cpu_platform()` in every process, before verl's engines are imported) or call it
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import types
 from contextlib import contextmanager
 from typing import Any
@@ -41,14 +46,14 @@ __all__ = [
     "PlatformCPU",
     "UnpinnedCPUOffloadPolicy",
     "apply_cpu_platform",
+    "cpu_platform_applied",
     "refuse_fsdp1_on_cpu",
+    "remove_cpu_platform",
 ]
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_VERL_VERSIONS = CPU_BACKEND_VERL_VERSIONS
-
-_applied = False
 
 
 class CpuPlatformError(RuntimeError):
@@ -204,7 +209,8 @@ def _accelerator_present() -> str | None:
     return None
 
 
-# verl's own initialize_global_process_group_ray, kept when the patch rebinds the name.
+# verl's own initialize_global_process_group_ray, kept when the patch rebinds the name (and after its removal,
+# so that a reference to the wrapper taken while the patch was applied still reaches verl's function).
 _VERL_INITIALIZE_PROCESS_GROUP = None
 
 
@@ -220,8 +226,25 @@ class UnpinnedCPUOffloadPolicy(CPUOffloadPolicy):
         super().__init__(pin_memory=False)
 
 
-def _rebind_verl_internals() -> None:
-    """Every rebinding of a verl-internal name this patch makes, in one place (verl 0.9.1).
+_MISSING = object()  # "had no such entry" in what the patch recorded
+
+
+class _Applied:
+    """What `apply_cpu_platform` changed, with the value each place held before (for `remove_cpu_platform`)."""
+
+    def __init__(self, platform_entry, current_platform, environment_value, rebinds):
+        self.platform_entry = platform_entry  # PlatformRegistry._platforms["cpu"] before, or _MISSING
+        self.current_platform = current_platform  # verl's platform singleton before (None: not resolved yet)
+        self.environment_value = environment_value  # os.environ["VERL_PLATFORM"] before, or None
+        self.rebinds = rebinds  # [(module, attribute name, verl's object, ours)]
+
+
+_applied: _Applied | None = None
+
+
+def _rebind_verl_internals(record: list[tuple[types.ModuleType, str, Any, Any]]) -> None:
+    """Every rebinding of a verl-internal name this patch makes, in one place (verl 0.9.1), each appended to
+    `record` as (module, name, verl's object, ours) as it is made, for `remove_cpu_platform`.
 
     1. `initialize_global_process_group_ray` (verl.utils.distributed, imported by name into
        verl.workers.engine_workers): its default backend "cpu:gloo,<device>:<backend>" becomes
@@ -234,18 +257,30 @@ def _rebind_verl_internals() -> None:
     import verl.workers.engine.fsdp.transformer_impl as fsdp_engine_module
     import verl.workers.engine_workers as engine_workers
 
-    if _VERL_INITIALIZE_PROCESS_GROUP is None:
-        _VERL_INITIALIZE_PROCESS_GROUP = verl_distributed.initialize_global_process_group_ray
-    verl_distributed.initialize_global_process_group_ray = _initialize_gloo_process_group
-    engine_workers.initialize_global_process_group_ray = _initialize_gloo_process_group
-    fsdp_engine_module.CPUOffloadPolicy = UnpinnedCPUOffloadPolicy
+    rebinds = [
+        (verl_distributed, "initialize_global_process_group_ray", _initialize_gloo_process_group),
+        (engine_workers, "initialize_global_process_group_ray", _initialize_gloo_process_group),
+        (fsdp_engine_module, "CPUOffloadPolicy", UnpinnedCPUOffloadPolicy),
+    ]
+    verls = verl_distributed.initialize_global_process_group_ray
+    if verls is not _initialize_gloo_process_group:
+        _VERL_INITIALIZE_PROCESS_GROUP = verls
+    for module, name, ours in rebinds:
+        record.append((module, name, getattr(module, name), ours))
+        setattr(module, name, ours)
+
+
+def cpu_platform_applied() -> bool:
+    """True while `apply_cpu_platform` is in effect in this process."""
+    return _applied is not None
 
 
 def apply_cpu_platform() -> None:
-    """Make verl run on CPU in this process (and, through VERL_PLATFORM, in its Ray workers).
+    """Make verl run on CPU in this process (and, through VERL_PLATFORM, in the Ray workers it starts).
 
     Version-checked (verl 0.9.0, 0.9.1, main), idempotent, refused where a GPU/NPU is visible. Must run
     before verl builds any worker; the `verl.plugins` entry point does it at `import verl`.
+    `remove_cpu_platform()` undoes all of it, the environment variable included.
     """
     global _applied
     require_verl_version("apply_cpu_platform", SUPPORTED_VERL_VERSIONS)
@@ -255,17 +290,65 @@ def apply_cpu_platform() -> None:
             f"VERL_PLATFORM=cpu but a {accelerator} is visible: use verl's own platform there "
             "(unset VERL_PLATFORM), or hide the device (CUDA_VISIBLE_DEVICES=) to debug on CPU."
         )
-    if _applied:
+    if _applied is not None:
         return
+    import verl.plugin.platform.platform_manager as platform_manager
     from verl.plugin.platform import PlatformRegistry, get_platform, set_platform
 
-    PlatformRegistry.register(platform="cpu")(PlatformCPU)
-    os.environ["VERL_PLATFORM"] = "cpu"  # Ray workers inherit it and apply this patch too
-    if not isinstance(get_platform(), PlatformCPU):
-        set_platform(PlatformCPU())  # verl resolved a platform before this patch was applied
-    from maspo_verl.patches.cpu_engines import register_cpu_engines
+    _applied = _Applied(
+        platform_entry=PlatformRegistry._platforms.get("cpu", _MISSING),
+        current_platform=platform_manager._current_platform,
+        environment_value=os.environ.get("VERL_PLATFORM"),
+        rebinds=[],
+    )
+    try:
+        PlatformRegistry.register(platform="cpu")(PlatformCPU)
+        # Ray workers started while the patch is applied inherit it and apply the patch too (through the
+        # plugin); remove_cpu_platform() puts the previous value back.
+        os.environ["VERL_PLATFORM"] = "cpu"
+        if not isinstance(get_platform(), PlatformCPU):
+            set_platform(PlatformCPU())  # verl resolved a platform before this patch was applied
+        # only now: importing verl's FSDP engine module resolves verl's platform
+        from maspo_verl.patches.cpu_engines import register_cpu_engines
 
-    register_cpu_engines()
-    _rebind_verl_internals()
-    _applied = True
+        register_cpu_engines()
+        _rebind_verl_internals(_applied.rebinds)
+    except BaseException:
+        remove_cpu_platform()  # a half-applied patch leaves nothing behind
+        raise
     logger.info("maspo_verl: verl CPU platform applied (gloo, FSDP2 only)")
+
+
+def remove_cpu_platform() -> None:
+    """Undo `apply_cpu_platform` (no-op when it is not applied): verl's rebound names, its platform
+    registry and platform singleton, its engine registry and `VERL_PLATFORM` get back exactly what they held
+    before (the same objects; an unset variable is unset again). A place something else has changed since
+    the patch was applied keeps that change."""
+    global _applied
+    applied = _applied
+    if applied is None:
+        return
+    import verl.plugin.platform.platform_manager as platform_manager
+    from verl.plugin.platform import PlatformRegistry
+
+    for module, name, verls, ours in reversed(applied.rebinds):
+        if getattr(module, name) is ours:
+            setattr(module, name, verls)
+    engines = sys.modules.get("maspo_verl.patches.cpu_engines")  # not imported: nothing was registered
+    if engines is not None:
+        engines.unregister_cpu_engines()
+    if isinstance(platform_manager._current_platform, PlatformCPU):
+        # set_platform cannot put back None (an unresolved platform): it logs the new platform's device name
+        platform_manager._current_platform = applied.current_platform
+    if PlatformRegistry._platforms.get("cpu") is PlatformCPU:
+        if applied.platform_entry is _MISSING:
+            del PlatformRegistry._platforms["cpu"]
+        else:
+            PlatformRegistry._platforms["cpu"] = applied.platform_entry
+    if os.environ.get("VERL_PLATFORM") == "cpu":
+        if applied.environment_value is None:
+            del os.environ["VERL_PLATFORM"]
+        else:
+            os.environ["VERL_PLATFORM"] = applied.environment_value
+    _applied = None
+    logger.info("maspo_verl: verl CPU platform removed")

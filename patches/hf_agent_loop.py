@@ -20,9 +20,10 @@ one-row DataProto it would have sent, and the configured reward manager and
 `reward.num_workers=0` starts no reward actors at all. Rule-based rewards only: a reward model
 needs verl's reward-model router, and the loop refuses `reward.reward_model.enable=true`.
 
-Registered with verl's public `register` decorator of the agent-loop registry when
-`apply_hf_cpu_rollout()` runs (in every process, through the `verl.plugins` entry point with
-VERL_PLATFORM=cpu); select one with
+Registered with verl's public `register` decorator of the agent-loop registry by
+`register_agent_loops()`, which `apply_hf_cpu_rollout()` calls (in every process, through the
+`verl.plugins` entry point with VERL_PLATFORM=cpu; importing this module registers nothing, and
+`remove_hf_cpu_rollout()` takes both entries out again); select one with
 `actor_rollout_ref.rollout.agent.default_agent_loop=hf_cpu_single_turn_agent` (or
 `...=hf_cpu_single_turn_agent_local_reward`).
 """
@@ -33,6 +34,7 @@ import asyncio
 import copy
 from typing import Any
 
+from verl.experimental.agent_loop import agent_loop as verl_agent_loop
 from verl.experimental.agent_loop.agent_loop import AgentLoopWorker, register
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 
@@ -41,6 +43,8 @@ __all__ = [
     "LOCAL_REWARD_AGENT_LOOP_NAME",
     "HfCpuLocalRewardSingleTurnAgentLoop",
     "HfCpuSingleTurnAgentLoop",
+    "register_agent_loops",
+    "unregister_agent_loops",
 ]
 
 AGENT_LOOP_NAME = "hf_cpu_single_turn_agent"
@@ -61,7 +65,6 @@ class _ClientWithSampleIndex:
         return getattr(self._client, name)
 
 
-@register(AGENT_LOOP_NAME)
 class HfCpuSingleTurnAgentLoop(SingleTurnAgentLoop):
     """verl's `SingleTurnAgentLoop`, telling the hf_cpu server which of the prompt's samples it generates.
 
@@ -142,7 +145,6 @@ def _local_reward_worker(config):
     return _reward_worker[1]
 
 
-@register(LOCAL_REWARD_AGENT_LOOP_NAME)
 class HfCpuLocalRewardSingleTurnAgentLoop(HfCpuSingleTurnAgentLoop):
     """`hf_cpu_single_turn_agent`, scoring its response with verl's reward manager in this process.
 
@@ -176,3 +178,38 @@ class HfCpuLocalRewardSingleTurnAgentLoop(HfCpuSingleTurnAgentLoop):
         # `_agent_loop_postprocess` the same kwargs) after `run` returns.
         await _ScoringWorker(self, _local_reward_worker(self.config))._compute_score([output], kwargs=kwargs)
         return output
+
+
+_MISSING = object()
+# While registered: each name's entry in verl's `_agent_loop_registry` before (or _MISSING), and ours.
+_registered: dict[str, tuple[Any, dict]] | None = None
+
+
+def register_agent_loops() -> None:
+    """Register both loops with verl's public `register` (idempotent; `apply_hf_cpu_rollout()` calls it)."""
+    global _registered
+    if _registered is not None:
+        return
+    registry = verl_agent_loop._agent_loop_registry
+    registered = {}
+    for loop in (HfCpuSingleTurnAgentLoop, HfCpuLocalRewardSingleTurnAgentLoop):
+        previous = registry.get(loop.registered_name, _MISSING)
+        register(loop.registered_name)(loop)
+        registered[loop.registered_name] = (previous, registry[loop.registered_name])
+    _registered = registered
+
+
+def unregister_agent_loops() -> None:
+    """Give verl's `_agent_loop_registry` back each entry it held before `register_agent_loops()` (verl has
+    no unregister; idempotent). An entry replaced since is left alone."""
+    global _registered
+    if _registered is None:
+        return
+    registry = verl_agent_loop._agent_loop_registry
+    for name, (previous, ours) in _registered.items():
+        if registry.get(name) is ours:
+            if previous is _MISSING:
+                del registry[name]
+            else:
+                registry[name] = previous
+    _registered = None

@@ -22,6 +22,7 @@ CPU-only box. `apply_hf_cpu_rollout()` registers a backend named "hf_cpu"
 
 The adapter is found by verl through `_ROLLOUT_REGISTRY`, a module-level dict with no public
 registration function: `_register_server_adapter()` is the one place this patch writes to it.
+`remove_hf_cpu_rollout()` takes every entry the patch wrote out of verl's registries again.
 
 Not covered: tensor/pipeline/data parallel rollout (world size 1 per replica), standalone or
 disaggregated rollout (the async trainers), multi-modal inputs, tool-calling agent loops,
@@ -60,7 +61,9 @@ __all__ = [
     "HfCpuServer",
     "HfCpuServerAdapter",
     "apply_hf_cpu_rollout",
+    "hf_cpu_rollout_applied",
     "logits_processors",
+    "remove_hf_cpu_rollout",
     "row_seed",
     "sample_token_ids",
     "server_actor_name",
@@ -74,8 +77,6 @@ SUPPORTED_VERL_VERSIONS = CPU_BACKEND_VERL_VERSIONS
 # Requests that arrive within this window share one batched sampling loop (for speed only: each
 # response has its own RNG, so it does not depend on which requests share its batch).
 BATCHING_WINDOW_SECONDS = 0.02
-
-_applied = False
 
 
 def server_actor_name(replica_rank: int, name_suffix: str = "") -> str:
@@ -532,9 +533,22 @@ def _load_replica_class():
     return HfCpuReplica
 
 
-def _register_server_adapter() -> None:
+_MISSING = object()
+# While applied: what `apply_hf_cpu_rollout` wrote, as (registry, key, the entry before or _MISSING, ours).
+_applied: list[tuple[dict, Any, Any, Any]] | None = None
+
+
+def _register_server_adapter() -> tuple[dict, Any, Any, Any]:
     """The one write to a verl internal: `_ROLLOUT_REGISTRY` maps (name, mode) to the adapter class path."""
-    rollout_base._ROLLOUT_REGISTRY[(BACKEND_NAME, "async")] = f"{__name__}.HfCpuServerAdapter"
+    key = (BACKEND_NAME, "async")
+    previous = rollout_base._ROLLOUT_REGISTRY.get(key, _MISSING)
+    rollout_base._ROLLOUT_REGISTRY[key] = f"{__name__}.HfCpuServerAdapter"
+    return rollout_base._ROLLOUT_REGISTRY, key, previous, rollout_base._ROLLOUT_REGISTRY[key]
+
+
+def hf_cpu_rollout_applied() -> bool:
+    """True while `apply_hf_cpu_rollout` is in effect in this process."""
+    return _applied is not None
 
 
 def apply_hf_cpu_rollout() -> None:
@@ -543,13 +557,41 @@ def apply_hf_cpu_rollout() -> None:
     The `verl.plugins` entry point calls it in every process when VERL_PLATFORM=cpu; select the
     backend with `actor_rollout_ref.rollout.name=hf_cpu`, and sampling independent of arrival order
     with `actor_rollout_ref.rollout.agent.default_agent_loop=hf_cpu_single_turn_agent`.
+    `remove_hf_cpu_rollout()` undoes it.
     """
     global _applied
     require_verl_version("apply_hf_cpu_rollout", SUPPORTED_VERL_VERSIONS)
-    if _applied:
+    if _applied is not None:
         return
-    RolloutReplicaRegistry.register(BACKEND_NAME, _load_replica_class)
-    _register_server_adapter()
-    from maspo_verl.patches import hf_agent_loop  # noqa: F401  (registers hf_cpu_single_turn_agent)
+    from maspo_verl.patches.hf_agent_loop import register_agent_loops
 
-    _applied = True
+    replicas = RolloutReplicaRegistry._registry
+    previous_replica = replicas.get(BACKEND_NAME, _MISSING)
+    RolloutReplicaRegistry.register(BACKEND_NAME, _load_replica_class)
+    _applied = [(replicas, BACKEND_NAME, previous_replica, _load_replica_class)]
+    try:
+        _applied.append(_register_server_adapter())
+        register_agent_loops()  # hf_cpu_single_turn_agent and hf_cpu_single_turn_agent_local_reward
+    except BaseException:
+        remove_hf_cpu_rollout()  # a half-applied patch leaves nothing behind
+        raise
+
+
+def remove_hf_cpu_rollout() -> None:
+    """Undo `apply_hf_cpu_rollout` (no-op when it is not applied): verl's rollout-replica registry,
+    `_ROLLOUT_REGISTRY` and agent-loop registry hold exactly the entries they held before (verl has no
+    unregister functions, so the entries are deleted or put back here). An entry something else has
+    replaced since is left alone."""
+    global _applied
+    if _applied is None:
+        return
+    from maspo_verl.patches.hf_agent_loop import unregister_agent_loops
+
+    unregister_agent_loops()
+    for registry, key, previous, ours in reversed(_applied):
+        if registry.get(key) is ours:
+            if previous is _MISSING:
+                del registry[key]
+            else:
+                registry[key] = previous
+    _applied = None
