@@ -48,7 +48,8 @@
 #                        allow-listed substitution (tiny model, hf_cpu rollout, tiny sizes, REHEARSE_STEPS
 #                        steps [2]), data prepared from tests/fixtures/datasets, then the Pass@k table and
 #                        the plot of the run (see maspo_rehearse below and maspo_verl/sandbox/rehearse.py)
-#   REHEARSE=gpu         the same on one CUDA GPU with verl's vLLM rollout (scripts/gpu_smoke.sh)
+#   REHEARSE=gpu         the same on one CUDA GPU (GPUS_PER_NODE [1]) on the production path: verl's vLLM rollout
+#                        as the script sets it, flash-attn with remove-padding, FSDP (scripts/gpu_smoke.sh)
 #   REHEARSAL_DIR        where REHEARSE keeps the tiny model and data [$OUTPUT_DIR/rehearsal_inputs_<cpu|gpu>]
 #   EVAL_STEP=N          evaluate this run's checkpoints/global_step_N (trainer.val_only, EVAL_N [32]
 #                        samples per problem) into <run dir>/eval/global_step_N/ instead of training;
@@ -222,17 +223,14 @@ maspo_launch() {
 maspo_rehearsal_args() {
     local inputs="$1" steps="${REHEARSE_STEPS:-2}" backend_args=()
     if [[ "$REHEARSE" == gpu ]]; then
-        # One CUDA GPU, verl's own vLLM rollout (scripts/gpu_smoke.sh): one device, torch's sdpa
-        # attention and padded inputs (no flash-attn needed), a small vLLM memory share, eager vLLM.
+        # The production path on one node of GPUS_PER_NODE [1] CUDA GPUs (scripts/gpu_smoke.sh): verl's
+        # vLLM rollout at the script's tensor parallelism and memory share with CUDA graphs, flash-attn with
+        # remove-padding, dynamic batch size, FSDP; only the process counts shrink. 14B's vLLM TP 2 needs
+        # GPUS_PER_NODE=2.
         backend_args=(
             trainer.nnodes=1
-            trainer.n_gpus_per_node=1
-            actor_rollout_ref.rollout.tensor_model_parallel_size=1
+            "trainer.n_gpus_per_node=${GPUS_PER_NODE:-1}"
             actor_rollout_ref.rollout.agent.num_workers=1
-            actor_rollout_ref.rollout.gpu_memory_utilization=0.3
-            actor_rollout_ref.rollout.enforce_eager=true
-            actor_rollout_ref.model.use_remove_padding=false
-            ++actor_rollout_ref.model.override_config.attn_implementation=sdpa
             data.dataloader_num_workers=0
             reward.num_workers=1
             transfer_queue.backend.SimpleStorage.num_data_storage_units=1

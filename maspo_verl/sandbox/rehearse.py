@@ -16,7 +16,8 @@ in common.sh) inserted before the user's overrides. `preflight` then
      budgets, lengths, steps, validation n and frequency, CUDA/flash-attn-only options).
 Everything else (loss mode and its block, advantage estimator, reward function, data keys,
 validation protocol, logger, checkpointing, resume mode) reaches verl's trainer as the script set it.
-REHEARSE=gpu (scripts/gpu_smoke.sh) is the same on one CUDA GPU with verl's vLLM rollout.
+REHEARSE=gpu (scripts/gpu_smoke.sh) is the same on GPUS_PER_NODE [1] CUDA GPUs on the production path: verl's
+vLLM rollout as the script sets it, flash-attn with remove-padding; only the model, sizes and process counts change.
 """
 
 from __future__ import annotations
@@ -54,8 +55,6 @@ ALLOWED_SUBSTITUTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "actor_rollout_ref.rollout.agent.default_agent_loop",
             # the hf_cpu backend's agent-loop manager (a batch's rollouts in one server call and one put)
             "actor_rollout_ref.rollout.agent.agent_loop_manager_class",
-            # REHEARSE=gpu: vLLM without CUDA-graph capture (a minute saved on a 2-step run)
-            "actor_rollout_ref.rollout.enforce_eager",
         ),
     ),
     (
@@ -344,9 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     # The two commands come last and are not parsed by argparse (they hold --config-path etc.).
     commands = argv[argv.index("--real") :] if "--real" in argv else []
     argv = argv[: len(argv) - len(commands)]
-    parser = argparse.ArgumentParser(
-        prog="python -m maspo_verl.sandbox.rehearse", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m maspo_verl.sandbox.rehearse", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "command",
         choices=["prepare", "preflight"],
