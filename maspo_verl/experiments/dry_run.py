@@ -240,7 +240,8 @@ def cluster_run_findings(config: DictConfig) -> tuple[list[str], list[str]]:
         if importlib.util.find_spec("flash_attn") is None:
             warnings.append(
                 "verl loads the model with attn_implementation=flash_attention_2 (its default) and flash_attn is "
-                "not importable here: install it on the training nodes (docs/experiments.md, Install) or set "
+                "not importable here: install it on the training nodes (docs/experiments.md, section "
+                '"Installing on a GPU cluster") or set '
                 "++actor_rollout_ref.model.override_config.attn_implementation=sdpa"
             )
     if trainer.get("val_only") and trainer.get("resume_mode") == "disable":
