@@ -41,8 +41,9 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from maspo_verl.sandbox.compare import METHODS, PRESETS, Arm, run_environment, run_overrides
+from maspo_verl.sandbox.presets import METHODS, PRESETS, Arm
 from maspo_verl.sandbox.runner import kill_live_runs, run_cpu_training
+from maspo_verl.sandbox.runs import run_environment, run_overrides
 
 # Ray forwards a worker's output in chunks, so the lines of worker start-up and of the step-0
 # validation arrive together: they are one phase here.

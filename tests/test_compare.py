@@ -14,23 +14,15 @@ import pytest
 from helpers import validation_records
 from omegaconf import OmegaConf
 
-from maspo_verl.sandbox.compare import (
-    METHODS,
-    OFF_POLICY_LEARNING_RATE,
-    PRESETS,
-    Arm,
-    RunResult,
-    RunSettings,
-    _parse_methods,
-    _parse_seeds,
-    analyse,
-    format_table,
-    format_terminal_table,
-    main,
-    step0_check,
-)
+import maspo_verl.sandbox.compare as compare
+import maspo_verl.sandbox.runs as runs
+from maspo_verl.sandbox.analysis import analyse, environment_check, step0_check
+from maspo_verl.sandbox.compare import _parse_methods, _parse_seeds, _select_arms, main
+from maspo_verl.sandbox.presets import METHODS, PRESETS, REGIME, Arm, RunSettings
+from maspo_verl.sandbox.report import format_table, format_terminal_table
 from maspo_verl.sandbox.runner import CPU_SCRIPT
-from maspo_verl.sandbox.runner import summarize_run as summarize_training
+from maspo_verl.sandbox.runner import read_run as summarize_training
+from maspo_verl.sandbox.runs import ENVIRONMENT_PACKAGES, RunResult, machine_and_packages
 from maspo_verl.sandbox.tiny.warmup import WarmupSettings, cached_warmup
 
 pytestmark = pytest.mark.kind("unit")
@@ -98,18 +90,29 @@ def test_presets_are_well_formed(name):
 
 
 def test_presets_hold_what_the_issue_asks_for():
-    assert {a.method for a in PRESETS["quick"].arms} == {a.method for a in PRESETS["full"].arms} == {"maspo", "grpo"}
-    assert {a.method for a in PRESETS["paper"].arms} == {m for m in METHODS if not m.startswith("maspo_")} - {
-        "bapo_paper"
-    }, "the paper's main-result rows (BAPO as released), each against GRPO"
+    assert {a.method for a in PRESETS["quick"].arms} == {"maspo", "grpo"}
+    assert {a.method for a in PRESETS["full"].arms} == {"maspo", "grpo", "grpo_no_trust_region"}
+    assert {a.method for a in PRESETS["paper"].arms} == {
+        "grpo",
+        "clip_higher",
+        "dac",
+        "dac_c3",
+        "entropy_advantage",
+        "sapo",
+        "maspo",
+        "grpo_no_trust_region",
+    }, "the paper's main-result rows each against GRPO, DAC at GRPO's c and its authors', BAPO out of the screen"
+    assert "BAPO (recipe) is left out" in PRESETS["paper"].reason
     ablations = PRESETS["ablations"].arms
-    assert {a.method for a in ablations} == {
+    assert {a.method for a in ablations if a.method.startswith("maspo")} == {
         "maspo",
         "maspo_hard_gate",
         "maspo_no_mass_adaptive",
         "maspo_no_risk_control",
     }
-    assert all(a.baseline == "maspo" for a in ablations if a.name != "maspo"), "an ablation is judged against MASPO"
+    assert all(a.baseline == "maspo" for a in ablations if a.method.startswith("maspo_")), (
+        "an ablation is judged against MASPO"
+    )
     updates = {a.run_settings(PRESETS["off_policy"].settings).updates_per_batch for a in PRESETS["off_policy"].arms}
     assert updates == {4, 16}
     for arm in PRESETS["off_policy"].arms:  # paired with GRPO at the same number of updates
@@ -122,38 +125,42 @@ def test_presets_hold_what_the_issue_asks_for():
         "the paper's reported regime: 16 mini-batches of one epoch (batch 512 / mini-batch 32)"
     )
     rates = {a.name: a.run_settings(PRESETS["off_policy"].settings).learning_rate for a in PRESETS["off_policy"].arms}
-    assert rates.pop("grpo_frozen@4") == 0 and set(rates.values()) == {OFF_POLICY_LEARNING_RATE}, (
-        "one lr, fixed on GRPO, for every learning arm of off_policy"
+    assert rates.pop("grpo_frozen@4") == 0 and set(rates.values()) == {REGIME.learning_rate}, (
+        "one lr, the regime's, for every learning arm of off_policy"
     )
     grid = {o for a in PRESETS["sensitivity"].arms for o in a.overrides if ".alpha=" in o}
-    assert len(grid) == 3 and len(PRESETS["sensitivity"].arms) == 10
+    assert len(grid) == 3 and len([a for a in PRESETS["sensitivity"].arms if a.method == "maspo"]) == 9
 
 
-def test_sensitivity_grid_runs_where_the_gate_acts_with_grpo_at_the_same_settings():
+def test_sensitivity_grid_runs_in_the_regime_with_grpo_at_the_same_settings():
     preset = PRESETS["sensitivity"]
     settings = {a.name: a.run_settings(preset.settings) for a in preset.arms}
-    assert len(set(settings.values())) == 1, "every cell and its GRPO baseline share one setting"
-    (shared,) = set(settings.values())
-    assert shared.updates_per_batch == 16 and shared.ppo_epochs == 1
-    assert shared.learning_rate == OFF_POLICY_LEARNING_RATE
+    assert set(settings.values()) == {REGIME.run_settings()}, "every cell and its GRPO baseline share the regime"
     baselines = {a.baseline for a in preset.arms if a.baseline}
-    assert baselines == {"grpo@16"} and next(a for a in preset.arms if a.name == "grpo@16").method == "grpo"
+    assert baselines == {"grpo"} and next(a for a in preset.arms if a.name == "grpo").method == "grpo"
     cells = {(a.overrides[1], a.overrides[2]) for a in preset.arms if a.method == "maspo"}
     assert all(pos.split("=")[1] == neg.split("=")[1] for pos, neg in cells), "beta_pos = beta_neg in every cell"
 
 
-@pytest.mark.parametrize("name", ["full", "paper", "ablations", "off_policy"])
-def test_every_powered_preset_carries_a_positive_control_and_a_planned_power(name):
+TRUST_REGION_PRESETS = ["full", "paper", "ablations", "off_policy", "sensitivity", "decomposition"]
+
+
+@pytest.mark.parametrize("name", TRUST_REGION_PRESETS)
+def test_every_trust_region_preset_counts_the_no_trust_region_control_and_plans_its_power(name):
     preset = PRESETS[name]
-    controls = [arm for arm in preset.arms if arm.expected]
-    assert controls and all(arm.expected == "worse" for arm in controls)
+    controls = [arm for arm in preset.arms if arm.expected and not arm.sanity]
+    assert controls and all(arm.method == "grpo_no_trust_region" for arm in controls)
     for control in controls:
         baseline = next(arm for arm in preset.arms if arm.name == control.baseline)
-        assert control.method == baseline.method
-        frozen, learning = control.run_settings(preset.settings), baseline.run_settings(preset.settings)
+        assert baseline.method == "grpo" and control.expected == "different"
+        assert control.run_settings(preset.settings) == baseline.run_settings(preset.settings)
+    for sanity in (arm for arm in preset.arms if arm.sanity):  # GRPO (or MASPO) at lr 0: a sanity line only
+        baseline = next(arm for arm in preset.arms if arm.name == sanity.baseline)
+        frozen, learning = sanity.run_settings(preset.settings), baseline.run_settings(preset.settings)
+        assert sanity.method == baseline.method and sanity.expected == "worse"
         assert frozen.learning_rate == 0.0 < learning.learning_rate
-        assert replace(frozen, learning_rate=learning.learning_rate) == learning, "the control differs in lr only"
-    assert preset.pilot_seed_sd and preset.pilot_seed_sd > 0 and len(preset.seeds) >= 3
+        assert replace(frozen, learning_rate=learning.learning_rate) == learning, "it differs in lr only"
+    assert preset.pilot_seed_sd == REGIME.seed_sd and preset.primary == "val_acc_last_k"
 
 
 def _synthetic_run(arm, seed, final_accuracy, digest="same", start=0.2, reward=0.3):
@@ -178,7 +185,7 @@ def _synthetic_run(arm, seed, final_accuracy, digest="same", start=0.2, reward=0
 GRPO_FINAL = [0.40, 0.45, 0.38, 0.50, 0.42]
 
 
-def test_analysis_is_the_paired_t_over_seeds_with_holm_verdicts():
+def test_analysis_is_the_paired_t_over_seeds_with_holm_verdicts_and_the_control_apart():
     from scipy import stats
 
     arms = [
@@ -200,21 +207,28 @@ def test_analysis_is_the_paired_t_over_seeds_with_holm_verdicts():
     expected = stats.ttest_rel(maspo_final, GRPO_FINAL)
     assert maspo["p_value"] == pytest.approx(expected.pvalue)
     assert (maspo["low"], maspo["high"]) == pytest.approx(tuple(expected.confidence_interval(0.95)))
-    assert maspo["degrees_of_freedom"] == 4 and maspo["holm_family_size"] == 3
+    assert maspo["degrees_of_freedom"] == 4 and maspo["holm_family_size"] == 2, "the control is not in the family"
     raw = {name: analysis["paired"][name]["val_acc_final"]["p_value"] for name in ("maspo", "sapo", "half")}
-    ranked = sorted(raw, key=raw.get)
-    assert ranked[0] == "half" and maspo["p_holm"] == pytest.approx(min(1.0, max(3 * raw["half"], 2 * raw["maspo"])))
-    assert maspo["verdict"] == ("better" if maspo["p_holm"] < 0.05 else "no detectable difference")
+    assert raw["maspo"] < raw["sapo"] and maspo["p_holm"] == pytest.approx(2 * raw["maspo"])
+    assert maspo["verdict"] == "better" and maspo["p_holm"] < 0.05
+    half = analysis["paired"]["half"]["val_acc_final"]
+    assert half["holm_family_size"] == 1 and half["p_holm"] == pytest.approx(raw["half"]), "judged apart"
     assert analysis["paired"]["half"]["control_detected"] is True
+    assert analysis["design"]["kind"] == "test" and analysis["planned"]["minimum_detectable_difference"] <= 0.10
     assert analysis["paired"]["sapo"]["val_acc_final"]["verdict"] == "no detectable difference"
     assert "grpo" not in analysis["paired"], "a baseline is not compared with itself"
-    assert analysis["planned"]["comparisons"] == 3 and analysis["planned"]["seeds"] == 5
+    assert analysis["planned"]["comparisons"] == 2 and analysis["planned"]["seeds"] == 5
+    assert analysis["realised"]["drawn_seed_sd"] > 0, "the realised MDE comes from the drawn differences"
+    for secondary in ("train_reward_mean", "val_pass@4_final"):  # descriptive: an interval, no verdict
+        comparison = analysis["paired"]["maspo"][secondary]
+        assert comparison["descriptive"] and "verdict" not in comparison and "p_holm" not in comparison
     assert analysis["instrument"]["baselines_learn"]["grpo"]["rise_interval_excludes_0"] is True
     table = format_table(arms, analysis, RunSettings(val_n=8, pass_k=4))
     assert "| MASPO (vs grpo) | 5 |" in table and "(control: detected)" in table
-    assert "Planned minimum detectable difference" in table
+    assert "planned 0.06" in table and "realised" in table
     terminal = format_terminal_table(arms, analysis)
     assert max(map(len, terminal.splitlines())) <= 100 and "half " in terminal and "worse (control ok)" in terminal
+    assert "p (Holm)" in table and table.count("| p (Holm) |") == 1, "one Holm column: the primary outcome's"
 
 
 def test_a_missed_positive_control_says_the_testbed_cannot_judge():
@@ -229,6 +243,7 @@ def test_a_missed_positive_control_says_the_testbed_cannot_judge():
     table = format_table(arms, analysis, RunSettings(val_n=8, pass_k=4))
     assert "control NOT detected: this testbed cannot judge the methods" in table
     assert "was NOT detected" in table
+    assert analysis["design"]["kind"] == "screen", "no planned power: a screen"
 
 
 def test_one_seed_gives_no_interval_and_the_table_says_why():
@@ -255,8 +270,6 @@ def test_step0_check_flags_a_seed_whose_arms_sampled_differently():
 
 
 def test_environment_check_flags_a_seed_whose_arms_ran_on_different_machines():
-    from maspo_verl.sandbox.compare import environment_check
-
     amd = {"cpu": "AMD EPYC", "python": "3.11.7", "packages": {"torch": "2.13.0"}}
     intel = {**amd, "cpu": "Intel(R) Xeon(R) Processor"}
     newer_torch = {**amd, "packages": {"torch": "2.14.1"}}
@@ -285,8 +298,6 @@ def test_environment_check_flags_a_seed_whose_arms_ran_on_different_machines():
 
 def test_every_run_records_its_cpu_and_package_versions():
     from importlib.metadata import version
-
-    from maspo_verl.sandbox.compare import ENVIRONMENT_PACKAGES, machine_and_packages
 
     environment = machine_and_packages()
     assert environment["cpu"] and environment["python"].count(".") == 2
@@ -479,35 +490,29 @@ def _fake_finished_training(calls):
 
 
 def _fake_runs_and_data(tmp_path, monkeypatch):
-    """compare's training and run summary replaced by stand-ins; the runs they were asked for, and data files."""
-    import maspo_verl.sandbox.compare as compare
-
+    """The training and run summary replaced by stand-ins; the runs they were asked for, and data files."""
     calls = []
-    monkeypatch.setattr(compare, "run_cpu_training", _fake_finished_training(calls))
-    monkeypatch.setattr(
-        compare, "summarize_run", lambda run_dir, settings: {"val_acc_start": 0.1, "val_acc_final": 0.2}
-    )
+    monkeypatch.setattr(runs, "run_cpu_training", _fake_finished_training(calls))
+    monkeypatch.setattr(runs, "summarize_run", lambda run_dir, settings: {"val_acc_start": 0.1, "val_acc_final": 0.2})
     (tmp_path / "train.parquet").write_bytes(b"train")
     (tmp_path / "val.parquet").write_bytes(b"val")
     return calls, {"train": tmp_path / "train.parquet", "val": tmp_path / "val.parquet"}
 
 
 def test_a_finished_run_is_reused_only_with_the_same_fingerprint(tmp_path, monkeypatch):
-    import maspo_verl.sandbox.compare as compare
-
     calls, data = _fake_runs_and_data(tmp_path, monkeypatch)
-    arm, settings, progress = Arm("maspo", "maspo", "MASPO"), RunSettings(steps=2), compare.Progress(2, enabled=False)
+    arm, settings, progress = Arm("maspo", "maspo", "MASPO"), RunSettings(steps=2), runs.Progress(2, enabled=False)
     run_dir = tmp_path / "runs" / "maspo-seed0"
 
     def run(settings=settings, resume=True):
-        return compare._run_one(arm, 0, settings, data, tmp_path / "model", run_dir, CPU_SCRIPT, progress, resume)
+        return runs.run_one(arm, 0, settings, data, tmp_path / "model", run_dir, CPU_SCRIPT, progress, resume)
 
     first = run()
     assert first.ok and not first.reused and calls == ["maspo-seed0"]
     assert run().reused and calls == ["maspo-seed0"], "same settings: reused, not run again"
     moved = tmp_path / "elsewhere" / "maspo-seed0"
     shutil.copytree(run_dir, moved)
-    reused = compare._run_one(arm, 0, settings, data, tmp_path / "model", moved, CPU_SCRIPT, progress, True)
+    reused = runs.run_one(arm, 0, settings, data, tmp_path / "model", moved, CPU_SCRIPT, progress, True)
     assert reused.reused and reused.run_dir == str(moved), "a moved output folder is read where it is now"
     assert not run(resume=False).reused and len(calls) == 2, "--fresh redoes it"
     assert not run(settings=RunSettings(steps=3)).reused and len(calls) == 3, "other settings: redone"
@@ -521,7 +526,6 @@ def test_a_finished_run_is_reused_only_with_the_same_fingerprint(tmp_path, monke
 
 def test_a_finished_run_from_other_warm_up_weights_is_redone(tmp_path, monkeypatch, capsys):
     """The warm-up model's cache name hashes its inputs; its bits follow the CPU that trained it."""
-    import maspo_verl.sandbox.compare as compare
 
     calls, data = _fake_runs_and_data(tmp_path, monkeypatch)
     model = tmp_path / "tiny-warmup-0123"
@@ -532,7 +536,7 @@ def test_a_finished_run_from_other_warm_up_weights_is_redone(tmp_path, monkeypat
     run_dir = tmp_path / "runs" / "maspo-seed0"
 
     def run():
-        return compare._run_one(arm, 0, settings, data, model, run_dir, CPU_SCRIPT, progress, True)
+        return runs.run_one(arm, 0, settings, data, model, run_dir, CPU_SCRIPT, progress, True)
 
     assert not run().reused and run().reused and len(calls) == 1
     (model / "warmup.json").write_text('{"final_loss": 0.38039407}')
@@ -545,20 +549,18 @@ def test_a_finished_run_from_other_warm_up_weights_is_redone(tmp_path, monkeypat
     del record["weights"]  # a record written before weights were kept (docs/results/*_runs.tar.xz)
     (run_dir / "run.json").write_text(json.dumps(record))
     assert run().reused and len(calls) == 2
-    assert compare.weights_digest(tmp_path / "no-such-model") is None
+    assert runs.weights_digest(tmp_path / "no-such-model") is None
 
 
 def test_environment_check_is_none_when_an_arm_has_no_record():
-    from maspo_verl.sandbox.compare import environment_check
-
     results = [_synthetic_run("maspo", 0, 0.5), _synthetic_run("grpo", 0, 0.5)]
     assert environment_check(results)[0] == {"identical": None, "environments": [], "unrecorded": ["grpo", "maspo"]}
 
 
 def test_ctrl_c_kills_the_runs_under_way_and_keeps_the_finished_ones(tmp_path, monkeypatch, capsys):
-    import maspo_verl.sandbox.compare as compare
     import maspo_verl.sandbox.tiny.warmup as warmup
 
+    monkeypatch.setattr(compare, "require_loss_modes", lambda arms: None)
     monkeypatch.setattr(
         warmup, "cached_warmup", lambda settings, cache_dir: (tmp_path / "model", {"val_greedy_accuracy": 0.1}, True)
     )
@@ -574,7 +576,7 @@ def test_ctrl_c_kills_the_runs_under_way_and_keeps_the_finished_ones(tmp_path, m
         finished.append(run_dir)
         return RunResult(arm.name, seed, True, 1.0, str(run_dir))
 
-    monkeypatch.setattr(compare, "_run_one", run_one)
+    monkeypatch.setattr(compare, "run_one", run_one)
     code = main(["--methods", "maspo,grpo", "--jobs", "1", "--output-dir", str(tmp_path / "out"), "--no-progress"])
     assert code == 130 and killed == [True]
     assert (finished[0] / "run.json").is_file(), "a finished run survives the interrupt"
@@ -584,7 +586,7 @@ def test_ctrl_c_kills_the_runs_under_way_and_keeps_the_finished_ones(tmp_path, m
 
 def test_problems_line_up_across_runs_by_prompt_not_by_verls_per_run_uid(tmp_path):
     """verl's validation uids are fresh in every run: two runs' dumps pair only by prompt text."""
-    from maspo_verl.sandbox.compare import _validation_outcomes
+    from maspo_verl.sandbox.runs import _validation_outcomes
 
     def dump(name, uid_prefix, rows):
         path = tmp_path / f"{name}.jsonl"
@@ -611,13 +613,11 @@ def test_problems_line_up_across_runs_by_prompt_not_by_verls_per_run_uid(tmp_pat
 
 
 def test_a_runs_torch_threads_come_from_its_settings_not_from_jobs_or_the_callers_environment(tmp_path, monkeypatch):
-    import maspo_verl.sandbox.compare as compare
-
     monkeypatch.setenv("MASPO_CPU_THREADS", "7")
     data = {"train": tmp_path / "train.parquet", "val": tmp_path / "val.parquet"}
     arm = Arm("maspo", "maspo", "MASPO")
-    assert compare.run_environment(arm, RunSettings(), data, tmp_path)["MASPO_CPU_THREADS"] == "1"
-    assert compare.run_environment(arm, RunSettings(cpu_threads=2), data, tmp_path)["MASPO_CPU_THREADS"] == "2"
+    assert runs.run_environment(arm, RunSettings(), data, tmp_path)["MASPO_CPU_THREADS"] == "1"
+    assert runs.run_environment(arm, RunSettings(cpu_threads=2), data, tmp_path)["MASPO_CPU_THREADS"] == "2"
     with pytest.raises(ValueError, match="--cpu-threads"):
         RunSettings(cpu_threads=0).validate()
 
@@ -626,16 +626,18 @@ def test_without_matplotlib_the_report_is_written_and_only_the_plot_is_left_out(
     """A wheel installed without the `plot` extra: the comparison still ends with its table, exit 0."""
     import importlib.util
 
-    import maspo_verl.sandbox.compare as compare
     import maspo_verl.sandbox.tiny.warmup as warmup
 
+    monkeypatch.setattr(compare, "require_loss_modes", lambda arms: None)
     monkeypatch.setattr(
         warmup, "cached_warmup", lambda settings, cache_dir: (tmp_path / "model", {"val_greedy_accuracy": 0.1}, True)
     )
     monkeypatch.setattr(
-        compare, "_run_one", lambda arm, seed, *rest: RunResult(arm.name, seed, True, 1.0, str(tmp_path))
+        compare, "run_one", lambda arm, seed, *rest: RunResult(arm.name, seed, True, 1.0, str(tmp_path))
     )
-    monkeypatch.setattr(compare, "analyse", lambda arms, results, settings, pilot_sd: {"per_arm": {"maspo": {}}})
+    monkeypatch.setattr(
+        compare, "analyse", lambda arms, results, settings, pilot_sd, primary: {"per_arm": {"maspo": {}}}
+    )
     monkeypatch.setattr(compare, "step0_check", lambda results: {})
     monkeypatch.setattr(compare, "format_table", lambda arms, analysis, settings: "| the table |")
     monkeypatch.setattr(compare, "format_terminal_table", lambda arms, analysis: "the terminal table")
@@ -654,9 +656,241 @@ def test_without_matplotlib_the_report_is_written_and_only_the_plot_is_left_out(
 
 
 def test_arms_selects_part_of_a_preset_in_its_order_with_its_settings():
-    from maspo_verl.sandbox.compare import PRESETS, _select_arms
-
     arms = list(PRESETS["off_policy"].arms)
     chosen = _select_arms(arms, "maspo@16, grpo@4,grpo@16")
     assert [arm.name for arm in chosen] == ["grpo@16", "maspo@16", "grpo@4"]
     assert chosen[1] is next(arm for arm in arms if arm.name == "maspo@16"), "the preset's own arm, settings and all"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The trust-region experiment: arms, overrides, the regime, the pilot
+
+
+def test_no_arm_of_a_method_is_tuned_differently_from_its_baseline():
+    """Within a pairing only the method differs: same settings as the baseline, except an lr-0 sanity line's lr."""
+    for name, preset in PRESETS.items():
+        by_name = {arm.name: arm for arm in preset.arms}
+        for arm in preset.arms:
+            if arm.baseline is None:
+                continue
+            mine, theirs = arm.run_settings(preset.settings), by_name[arm.baseline].run_settings(preset.settings)
+            if arm.sanity:
+                mine = replace(mine, learning_rate=theirs.learning_rate)
+            assert mine == theirs, f"{name}: {arm.name} runs other settings than its baseline {arm.baseline}"
+            assert not arm.overrides or arm.method == "maspo", f"{name}: {arm.name} adds overrides of its own"
+
+
+def test_the_regime_is_the_one_constant_of_every_trust_region_preset():
+    from maspo_verl.sandbox.presets import REGIME_SETTINGS
+
+    assert REGIME.run_settings() == REGIME_SETTINGS
+    for name in TRUST_REGION_PRESETS:
+        preset = PRESETS[name]
+        assert preset.settings == REGIME_SETTINGS, name
+        for arm in preset.arms:  # an arm changes the updates per batch (off_policy's axis) or lr 0, nothing else
+            assert set(dict(arm.settings)) <= {"ppo_mini_batch_size", "ppo_epochs", "learning_rate"}, arm.name
+            assert dict(arm.settings).get("learning_rate", 0.0) == 0.0, f"{arm.name} sets its own learning rate"
+    updates = {a.run_settings(PRESETS["off_policy"].settings).updates_per_batch for a in PRESETS["off_policy"].arms}
+    assert updates == {REGIME.updates_per_batch, 4}
+    assert PRESETS["quick"].settings == RunSettings(), "the README's main job keeps its own testbed"
+
+
+def test_pilot_seeds_are_disjoint_from_every_presets_seeds():
+    from maspo_verl.sandbox.presets import PILOT_SEEDS
+
+    assert set(PRESETS["pilot"].seeds) == set(PILOT_SEEDS) and len(PILOT_SEEDS) >= 5
+    for name, preset in PRESETS.items():
+        if name != "pilot":
+            assert not set(preset.seeds) & set(PILOT_SEEDS), f"{name} uses a pilot seed"
+
+
+def test_the_pilot_runs_grpo_family_arms_only_over_every_candidate_regime():
+    from maspo_verl.sandbox.presets import PILOT_CANDIDATES
+
+    pilot = PRESETS["pilot"]
+    assert {arm.method for arm in pilot.arms} == {"grpo", "grpo_no_trust_region"}
+    names = {arm.name: arm for arm in pilot.arms}
+    for candidate in PILOT_CANDIDATES:
+        grpo, control = names[f"grpo@{candidate.name}"], names[f"grpo_no_trust_region@{candidate.name}"]
+        assert grpo.run_settings(pilot.settings) == candidate.run_settings() == control.run_settings(pilot.settings)
+        assert control.baseline == grpo.name and control.expected == "different"
+    frozen = [arm for arm in pilot.arms if arm.sanity]
+    assert {arm.run_settings(pilot.settings).warmup_steps for arm in frozen} == {
+        c.warmup_steps for c in PILOT_CANDIDATES
+    }, "one lr-0 sanity line per warm-up strength"
+    assert REGIME in PILOT_CANDIDATES, "the regime is one of the pilot's candidates"
+    costs = [(c.train_batch_size * c.steps, c.name) for c in PILOT_CANDIDATES]
+    assert len({c.name for c in PILOT_CANDIDATES}) == len(costs)
+
+
+def test_trust_region_arms_carry_the_overrides_they_name():
+    from maspo_verl.sandbox.presets import GRPO_LOSS_MODE, MATCHED_SIGMA_BASE
+
+    actor, maspo = "actor_rollout_ref.actor", "actor_rollout_ref.actor.policy_loss.maspo"
+    assert GRPO_LOSS_MODE == "vanilla_with_ratio_stats"
+    for name in ("grpo", "grpo_no_dual_clip", "grpo_no_trust_region", "clip_higher", "entropy_advantage"):
+        assert METHODS[name].loss_mode == GRPO_LOSS_MODE, f"{name} logs the ratio statistics GRPO's arms report"
+    assert METHODS["grpo"].overrides == ()
+    assert METHODS["grpo_no_trust_region"].overrides == (
+        f"{actor}.clip_ratio_low=1",
+        f"{actor}.clip_ratio_high=1e6",
+        f"{actor}.clip_ratio_c=1e6",
+    )
+    assert METHODS["grpo_no_dual_clip"].overrides == (f"{actor}.clip_ratio_c=1e6",)
+    assert METHODS["maspo"].overrides == () and METHODS["maspo"].loss_mode == "maspo", "MASPO: no dual clip"
+    assert METHODS["maspo_dual_clip"].overrides == (f"{maspo}.clip_ratio_c=3.0",)
+    assert METHODS["maspo_hard_gate"].overrides == (f"{maspo}.gate=hard",), "hard gate with verl's dual clip 3"
+    assert METHODS["maspo_hard_gate_no_dual_clip"].overrides == (f"{maspo}.gate=hard", f"{actor}.clip_ratio_c=1e6")
+    assert METHODS["dac"].overrides == (f"{actor}.clip_ratio_c=10",)
+    assert METHODS["dac_c3"].overrides == (f"{actor}.clip_ratio_c=3",)
+    # equal outward gradient area: eps (GRPO's box) = sigma sqrt(pi/2) (the gate's Gaussian), eps = 0.2
+    assert MATCHED_SIGMA_BASE == pytest.approx(0.16) and 0.2 * (2 / 3.141592653589793) ** 0.5 == pytest.approx(
+        MATCHED_SIGMA_BASE, abs=0.005
+    )
+    assert METHODS["maspo_matched_sigma"].overrides == (f"{maspo}.sigma_base={MATCHED_SIGMA_BASE}",)
+    decomposition = {arm.method for arm in PRESETS["decomposition"].arms}
+    assert decomposition == {
+        "grpo",
+        "grpo_no_dual_clip",
+        "grpo_no_trust_region",
+        "maspo",
+        "maspo_dual_clip",
+        "maspo_hard_gate",
+        "maspo_hard_gate_no_dual_clip",
+        "maspo_matched_sigma",
+    }
+    assert "equal outward gradient area" in PRESETS["decomposition"].reason
+    assert all("bapo" not in arm.method for name in TRUST_REGION_PRESETS for arm in PRESETS[name].arms)
+
+
+def test_a_regime_and_run_settings_refuse_what_the_pilot_rule_cannot_read():
+    from maspo_verl.sandbox.presets import Regime
+
+    with pytest.raises(ValueError, match="test_freq"):
+        Regime("X", 16, 16, 1e-4, 20, 120, 3, 5, 0.03)
+    with pytest.raises(ValueError, match="updates_per_batch"):
+        Regime("X", 16, 5, 1e-4, 20, 120, 2, 5, 0.03)
+    with pytest.raises(ValueError, match="--val-last-k"):
+        RunSettings(val_last_k=3).validate()  # validations at 10 and 20 only
+    assert RunSettings().validation_steps == [0, 10, 20]
+    assert REGIME.run_settings().validation_steps[-REGIME.val_last_k :] == [12, 14, 16, 18, 20]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The statistics' rules as the report applies them
+
+
+def _seeded_runs(arm, finals, start=0.2, **extra):
+    return [
+        RunResult(
+            arm,
+            seed,
+            True,
+            1.0,
+            f"/runs/{arm}-seed{seed}",
+            summary={
+                "val_acc_start": start,
+                "val_acc_final": value,
+                "val_acc_last_k": value,
+                "val_acc_rise": value - start,
+                **{key: values[seed] for key, values in extra.items()},
+            },
+        )
+        for seed, value in enumerate(finals)
+    ]
+
+
+def test_a_screen_gives_differences_and_no_verdicts():
+    base = [0.40, 0.45, 0.38]
+    arms = [Arm("grpo", "grpo", "GRPO")] + [Arm(f"m{i}", "maspo", f"M{i}", "grpo") for i in range(6)]
+    results = _seeded_runs("grpo", base)
+    for i in range(6):
+        results += _seeded_runs(f"m{i}", [b + 0.2 + 0.01 * (i + 1) * (s - 1) for s, b in enumerate(base)])
+    analysis = analyse(arms, results, RunSettings(), pilot_seed_sd=0.03, primary="val_acc_last_k")
+    assert analysis["design"]["kind"] == "screen" and analysis["planned"]["minimum_detectable_difference"] > 0.10
+    verdicts = {analysis["paired"][f"m{i}"]["val_acc_last_k"]["verdict"] for i in range(6)}
+    assert verdicts == {"screen: no verdict"}, "a +20-point difference in every seed still gets no verdict"
+    assert analysis["paired"]["m1"]["val_acc_last_k"]["verdict_if_tested"] == "better"
+    table = format_table(arms, analysis, RunSettings())
+    assert "A SCREEN, not a test" in table and "screen: no verdict" in table
+
+
+def test_identical_per_seed_differences_give_no_p_and_no_verdict():
+    arms = [Arm("grpo", "grpo", "GRPO"), Arm("maspo", "maspo", "MASPO", "grpo")]
+    results = _seeded_runs("grpo", [0.40, 0.45]) + _seeded_runs("maspo", [0.45, 0.50])
+    analysis = analyse(arms, results, RunSettings(), pilot_seed_sd=0.001)
+    comparison = analysis["paired"]["maspo"]["val_acc_final"]
+    assert comparison["difference"] == pytest.approx(0.05) and comparison["p_value"] is None
+    assert comparison["verdict"] == "no test (identical per-seed differences)"
+    assert "Identical per-seed differences" in format_table(arms, analysis, RunSettings())
+
+
+def test_the_problem_level_standard_error_stands_beside_the_between_seed_sd():
+    problems = [f"p{i}" for i in range(8)]
+    grpo = [{p: 0.5 for p in problems}, {p: 0.25 for p in problems}, {p: 0.5 for p in problems}]
+    maspo = [{p: 0.5 + (0.125 if i % 2 else -0.125) for i, p in enumerate(problems)}, grpo[1], grpo[2]]
+    arms = [Arm("grpo", "grpo", "GRPO"), Arm("maspo", "maspo", "MASPO", "grpo")]
+    results = _seeded_runs("grpo", [0.40, 0.45, 0.41], val_problem_acc_last_k=grpo) + _seeded_runs(
+        "maspo", [0.42, 0.44, 0.45], val_problem_acc_last_k=maspo
+    )
+    analysis = analyse(arms, results, RunSettings(), pilot_seed_sd=0.03, primary="val_acc_last_k")
+    comparison = analysis["paired"]["maspo"]["val_acc_last_k"]
+    seed0 = 0.125 * (8 / 7) ** 0.5 / 8**0.5  # sd (ddof 1) of eight +-0.125 differences over sqrt(8)
+    assert comparison["problem_se_per_seed"] == pytest.approx([seed0, 0.0, 0.0])
+    assert comparison["problem_se"] == pytest.approx((seed0**2 / 3) ** 0.5)
+    assert comparison["between_seed_sd"] == pytest.approx(float(__import__("numpy").std([0.02, -0.01, 0.04], ddof=1)))
+    assert "Evaluation noise: the problem-level SE" in format_table(arms, analysis, RunSettings())
+
+
+def test_the_pilot_rule_picks_the_cheapest_candidate_where_learning_lasts_and_the_control_is_apart():
+    from maspo_verl.sandbox.pilot import apply_pilot_rule, format_pilot
+    from maspo_verl.sandbox.presets import Regime
+
+    a = Regime("A", 16, 16, 2.5e-4, 20, 120, 2, 5, 0.03)
+    b = Regime("B", 16, 16, 2.5e-4, 20, 80, 2, 5, 0.03)
+    c = Regime("C", 16, 8, 5e-4, 20, 80, 2, 5, 0.03)
+
+    def curve(start, middle, end):
+        return [[0, start], [10, middle], [20, end]]
+
+    def candidate_runs(name, middle, control_shift, seconds):
+        grpo_end = [0.40, 0.42, 0.41, 0.43, 0.40]
+        grpo = _seeded_runs(
+            f"grpo@{name}",
+            grpo_end,
+            start=0.25,
+            val_curve=[curve(0.25, middle + e - 0.40, e) for e in grpo_end],
+        )
+        control = _seeded_runs(
+            f"grpo_no_trust_region@{name}", [e + control_shift + 0.004 * (s % 2) for s, e in enumerate(grpo_end)]
+        )
+        for run in grpo + control:
+            run.seconds = seconds
+        return grpo + control
+
+    results = (
+        candidate_runs("A", middle=0.39, control_shift=-0.08, seconds=100)  # learning over by the middle
+        + candidate_runs("B", middle=0.33, control_shift=-0.08, seconds=150)  # passes
+        + candidate_runs("C", middle=0.33, control_shift=-0.08, seconds=120)  # passes, cheaper
+    )
+    arms = []
+    for name in "ABC":
+        arms += [
+            Arm(f"grpo@{name}", "grpo", "GRPO"),
+            Arm(f"grpo_no_trust_region@{name}", "grpo_no_trust_region", "ctl", f"grpo@{name}", expected="different"),
+        ]
+    analysis = analyse(arms, results, RunSettings(), primary="val_acc_last_k")
+    pilot = apply_pilot_rule(results, analysis, (a, b, c))
+    assert pilot["candidates"]["A"]["learning_lasts"] is False and pilot["candidates"]["A"]["control_apart"]
+    assert pilot["candidates"]["B"]["passes"] and pilot["candidates"]["C"]["passes"]
+    assert pilot["candidates"]["B"]["grpo_second_half_rise"] == pytest.approx(0.07)  # end - middle in every seed
+    assert pilot["candidates"]["B"]["grpo_rise"] == pytest.approx(0.412 - 0.25)
+    assert pilot["chosen"] == "C", "the cheapest of the passing candidates"
+    # sqrt(2) x GRPO's between-seed sd (0.0184) beats the control differences' sd (0.0022); rounded up to 0.005
+    assert pilot["candidates"]["C"]["seed_sd"] == pytest.approx(0.02)
+    assert "Chosen: C" in format_pilot(pilot)
+    still = [r for r in results if not (r.arm.endswith("@C") and r.arm.startswith("grpo_no"))]
+    assert (
+        apply_pilot_rule(still, analyse(arms, still, RunSettings(), primary="val_acc_last_k"), (a, b, c))["chosen"]
+        == "B"
+    ), "a candidate without its control runs is not evaluated"

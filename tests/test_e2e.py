@@ -7,7 +7,7 @@ import pytest
 
 from maspo_verl.sandbox.runner import RAY_NODE_START_TIMEOUT, RENDEZVOUS_PORT_TAKEN, run_cpu_training
 
-pytestmark = pytest.mark.kind("unit")
+pytestmark = pytest.mark.kind("verl")  # a stand-in script runs as a subprocess
 
 FLAKY_SCRIPT = """#!/usr/bin/env bash
 # Fails like ray.init on an overloaded box for the first $FAIL_TIMES calls, then "trains".

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from maspo_verl.patches import CPU_BACKEND_VERL_VERSIONS, UnsupportedVerlVersion, require_verl_version
 
-__all__ = ["CPU_SCRIPT", "RunSummary", "kill_live_runs", "main", "run_cpu_training", "summarize_run"]
+__all__ = ["CPU_SCRIPT", "RunSummary", "kill_live_runs", "main", "read_run", "run_cpu_training"]
 
 # Shipped with the package (a wheel has it too); examples/run_scripts/cpu/train_maspo_cpu.sh wraps it.
 CPU_SCRIPT = Path(__file__).resolve().parent / "tiny" / "train_cpu.sh"
@@ -107,9 +107,12 @@ def _read_metrics(path: Path) -> dict[int, dict[str, float]]:
     return metrics
 
 
-def summarize_run(
+def read_run(
     workdir: Path, return_code: int, seconds: float, expected_steps: int, log_name: str = "train.log"
 ) -> RunSummary:
+    """What verl wrote in `workdir`: its file logger's metrics and the checkpoint of step `expected_steps`.
+
+    (A comparison's numbers of a run come from `maspo_verl.sandbox.runs.summarize_run`.)"""
     checkpoint = workdir / "checkpoints" / f"global_step_{expected_steps}" / "actor"
     return RunSummary(
         return_code=return_code,
@@ -229,7 +232,7 @@ def _run_cpu_training_once(workdir, steps, overrides, timeout, env, script, log_
             if reader is not None:
                 reader.join(timeout=30)  # the pipe closes once the killed daemons are gone
             shutil.rmtree(ray_temp_dir, ignore_errors=True)
-    return summarize_run(workdir, return_code, time.monotonic() - start, steps, log_name)
+    return read_run(workdir, return_code, time.monotonic() - start, steps, log_name)
 
 
 def _copy_lines(pipe, log, on_line: Callable[[float, str], None], start: float) -> None:

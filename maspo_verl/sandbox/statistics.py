@@ -9,12 +9,18 @@ it, so they add no variance term of their own (their sampling noise is inside ea
 
 - `mean_ci`: an arm's mean over seeds with a Student-t interval (S - 1 degrees of freedom).
 - `paired_seed_difference`: method - baseline per seed; the paired t-test over seeds (`scipy.stats.ttest_rel`),
-  its interval and two-sided p-value. With one seed: the difference, no interval, no p.
+  its interval and two-sided p-value. With one seed, or with every per-seed difference the same (no spread to
+  estimate a standard error from), the difference and no interval, no p.
 - `holm_adjust`: Holm's step-down adjustment of the p-values of many arms against one baseline.
-- `verdict`: "better" / "worse" when the adjusted p is below alpha, by the sign of the difference.
+- `verdict`: "better" / "worse" when the adjusted p is below alpha, by the sign of the difference; no verdict
+  without a test.
+- `paired_t_power`: the exact power of the two-sided paired t-test (noncentral t).
 - `planned_minimum_detectable_difference`: the smallest true difference the design detects with the given power,
-  from a seed-level standard deviation fixed before the runs (a pilot), not from the runs it judges.
+  from a seed-level standard deviation fixed before the runs (a pilot), not from the runs it judges; the same
+  function with the drawn standard deviation gives the realised figure.
 - `pooled_standard_deviation`: the pooled within-group standard deviation of a pilot's per-seed numbers.
+- `problem_level_standard_error`: the standard error of one seed's method - baseline difference from the
+  held-out problems' sampling noise alone.
 
 Pure numpy / scipy.stats functions, deterministic. Results are frozen dataclasses; `.as_dict()` gives JSON-ready
 dicts (NaN and infinity -> None).
@@ -27,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 __all__ = [
     "VERDICTS",
@@ -36,12 +42,22 @@ __all__ = [
     "holm_adjust",
     "mean_ci",
     "paired_seed_difference",
+    "paired_t_power",
     "planned_minimum_detectable_difference",
     "pooled_standard_deviation",
+    "problem_level_standard_error",
     "verdict",
 ]
 
-VERDICTS = ("better", "worse", "no detectable difference", "no interval (1 seed)")
+ONE_SEED = "1 seed"
+IDENTICAL_DIFFERENCES = "identical per-seed differences"
+VERDICTS = (
+    "better",
+    "worse",
+    "no detectable difference",
+    "no interval (1 seed)",
+    f"no test ({IDENTICAL_DIFFERENCES})",
+)
 
 
 def _json_safe(value):
@@ -122,7 +138,8 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> MeanCI:
 class SeedDifference:
     """Method - baseline over `seeds` paired seeds: mean difference, t-interval [low, high], two-sided p.
 
-    `low`, `high`, `standard_error` and `p_value` are NaN with one seed (no interval: see `paired_seed_difference`).
+    `low`, `high` and `p_value` are NaN when there is no test, and `untested` says why (`ONE_SEED` or
+    `IDENTICAL_DIFFERENCES`; empty when tested): see `paired_seed_difference`.
     """
 
     metric: str
@@ -137,6 +154,7 @@ class SeedDifference:
     seeds: int
     confidence: float
     per_seed: list[float]
+    untested: str = ""
 
     def as_dict(self) -> dict:
         return _json_safe(asdict(self))
@@ -156,7 +174,9 @@ def paired_seed_difference(
     std(d) / sqrt(S) and the two-sided p-value of H0: E[d] = 0. With S = 1 there is a difference but no interval
     and no p (NaN): the spread of one seed's difference over its problems or samples says nothing about how a
     rerun with another seed would differ, which is what a method comparison is about. With S >= 2 and all
-    differences equal the standard error is 0: an exact zero difference gives p = 1, any other p = 0.
+    differences equal there is no spread to estimate the standard error from (its estimate is 0 with S - 1 df
+    of nothing): no interval and no p either. Two seeds that happen to differ by the same amount are not
+    evidence of a difference measured without error.
     """
     confidence = _check_probability(confidence, "confidence")
     method = _check_values(method_values, "method_values")
@@ -180,16 +200,28 @@ def paired_seed_difference(
     )
     if seeds == 1:
         return SeedDifference(
-            low=math.nan, high=math.nan, standard_error=math.nan, degrees_of_freedom=0, p_value=math.nan, **common
+            low=math.nan,
+            high=math.nan,
+            standard_error=math.nan,
+            degrees_of_freedom=0,
+            p_value=math.nan,
+            untested=ONE_SEED,
+            **common,
+        )
+    if float(np.ptp(differences)) <= 1e-12:  # float rounding of equal differences (accuracies are k / n)
+        return SeedDifference(
+            low=math.nan,
+            high=math.nan,
+            standard_error=0.0,
+            degrees_of_freedom=seeds - 1,
+            p_value=math.nan,
+            untested=IDENTICAL_DIFFERENCES,
+            **common,
         )
     standard_error = float(differences.std(ddof=1)) / math.sqrt(seeds)
-    if standard_error == 0.0:  # scipy gives NaN here; the data are unambiguous
-        p_value = 1.0 if mean_difference == 0.0 else 0.0
-        low = high = mean_difference
-    else:
-        test = stats.ttest_rel(method, baseline)
-        p_value = float(test.pvalue)
-        low, high = (float(bound) for bound in test.confidence_interval(confidence))
+    test = stats.ttest_rel(method, baseline)
+    p_value = float(test.pvalue)
+    low, high = (float(bound) for bound in test.confidence_interval(confidence))
     return SeedDifference(
         low=low, high=high, standard_error=standard_error, degrees_of_freedom=seeds - 1, p_value=p_value, **common
     )
@@ -220,12 +252,13 @@ def holm_adjust(p_values: Mapping[str, float]) -> dict[str, float]:
     return adjusted
 
 
-def verdict(difference: float, adjusted_p: float, alpha: float = 0.05) -> str:
+def verdict(difference: float, adjusted_p: float, alpha: float = 0.05, untested: str = ONE_SEED) -> str:
     """'better' / 'worse' when the (adjusted) p is below `alpha`, by the sign of the difference; else no
-    detectable difference; 'no interval (1 seed)' when there is no p."""
+    detectable difference. Without a p there is no verdict: 'no interval (1 seed)', or 'no test (<why>)' with
+    `untested` the reason `paired_seed_difference` gave."""
     _check_probability(alpha, "alpha")
     if adjusted_p is None or not math.isfinite(adjusted_p):
-        return "no interval (1 seed)"
+        return "no interval (1 seed)" if untested in ("", ONE_SEED) else f"no test ({untested})"
     if adjusted_p < alpha and difference != 0.0:
         return "better" if difference > 0.0 else "worse"
     return "no detectable difference"
@@ -254,30 +287,95 @@ def pooled_standard_deviation(groups: Sequence[Sequence[float]]) -> float:
     return math.sqrt(squares / dof)
 
 
-def planned_minimum_detectable_difference(
-    seed_standard_deviation: float, seeds: int, comparisons: int = 1, alpha: float = 0.05, power: float = 0.8
-) -> float:
-    """Smallest true mean difference the paired t-test over `seeds` detects with probability `power`.
-
-    (t_{1 - alpha'/2, S-1} + t_{power, S-1}) * sd / sqrt(S), the usual approximation to the noncentral-t power
-    of a paired t-test, with alpha' = alpha / comparisons: Holm's first (most demanding) threshold, so the figure
-    holds for every arm of a family of `comparisons` arms against one baseline (a conservative bound: later
-    Holm steps are less demanding).
-
-    Args:
-        seed_standard_deviation: the standard deviation of the per-seed difference, from a pilot (fixed before
-            the runs it is used for; not from them).
-        seeds: S >= 2.
-        comparisons: arms tested against the baseline in one family.
-    """
-    if not (math.isfinite(seed_standard_deviation) and seed_standard_deviation >= 0.0):
-        raise ValueError(f"seed_standard_deviation must be a finite number >= 0, got {seed_standard_deviation}")
+def _check_design(seeds, comparisons, alpha, power=None) -> int:
     if isinstance(seeds, bool) or int(seeds) != seeds or seeds < 2:
         raise ValueError(f"seeds must be an integer >= 2 (one seed has no interval), got {seeds}")
     if isinstance(comparisons, bool) or int(comparisons) != comparisons or comparisons < 1:
         raise ValueError(f"comparisons must be an integer >= 1, got {comparisons}")
     _check_probability(alpha, "alpha")
-    _check_probability(power, "power")
-    dof = int(seeds) - 1
-    factor = _t_quantile(1.0 - alpha / (2.0 * comparisons), dof) + _t_quantile(power, dof)
-    return float(factor * seed_standard_deviation / math.sqrt(seeds))
+    if power is not None:
+        _check_probability(power, "power")
+    return int(seeds) - 1
+
+
+def paired_t_power(
+    difference: float, seed_standard_deviation: float, seeds: int, comparisons: int = 1, alpha: float = 0.05
+) -> float:
+    """Exact power of the two-sided paired t-test over `seeds` seeds at level alpha / comparisons.
+
+    The statistic T = mean(d) / (sd(d) / sqrt(S)) of S normal per-seed differences with mean `difference` and
+    standard deviation `seed_standard_deviation` is noncentral t with S - 1 degrees of freedom and noncentrality
+    difference * sqrt(S) / sd; the power is P(|T| > t_{1 - alpha'/2, S-1}) with alpha' = alpha / comparisons
+    (`scipy.stats.nct`).
+
+    Args:
+        difference: the true mean difference (any sign).
+        seed_standard_deviation: the standard deviation of a per-seed difference, > 0.
+        seeds: S >= 2.
+        comparisons: the size of the Holm family; its first (most demanding) threshold alpha / m is used.
+    """
+    if not (math.isfinite(seed_standard_deviation) and seed_standard_deviation > 0.0):
+        raise ValueError(f"seed_standard_deviation must be a finite number > 0, got {seed_standard_deviation}")
+    dof = _check_design(seeds, comparisons, alpha)
+    critical = _t_quantile(1.0 - alpha / (2.0 * comparisons), dof)
+    # symmetric in the sign of the difference: the far tail below -critical is the small term
+    noncentrality = abs(float(difference)) * math.sqrt(seeds) / seed_standard_deviation
+    far_tail = float(stats.nct.cdf(-critical, dof, noncentrality))
+    if not math.isfinite(far_tail):  # scipy's nct returns NaN for some far tails, all below 1e-10
+        far_tail = 0.0
+    return float(stats.nct.sf(critical, dof, noncentrality)) + far_tail
+
+
+def planned_minimum_detectable_difference(
+    seed_standard_deviation: float, seeds: int, comparisons: int = 1, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """Smallest true mean difference the paired t-test over `seeds` detects with probability `power`.
+
+    Solves `paired_t_power(difference, sd, seeds, comparisons, alpha) = power` for the difference (noncentral t,
+    exact; the quantile-sum formula (t_{1-alpha'/2} + t_power) sd / sqrt(S) is only its approximation, a few
+    percent low at 3 seeds). alpha' = alpha / comparisons is Holm's first threshold, so the figure holds for every
+    arm of a family of `comparisons` arms against one baseline (a conservative bound: later Holm steps are less
+    demanding).
+
+    Args:
+        seed_standard_deviation: the standard deviation of the per-seed difference: from a pilot for the planned
+            figure (fixed before the runs it is used for), from the drawn per-seed differences for the realised one.
+        seeds: S >= 2.
+        comparisons: arms tested against the baseline in one family.
+    """
+    if not (math.isfinite(seed_standard_deviation) and seed_standard_deviation >= 0.0):
+        raise ValueError(f"seed_standard_deviation must be a finite number >= 0, got {seed_standard_deviation}")
+    _check_design(seeds, comparisons, alpha, power)
+    if seed_standard_deviation == 0.0:
+        return 0.0
+
+    def shortfall(effect: float) -> float:  # in units of sd; power grows with the difference
+        return paired_t_power(effect, 1.0, seeds, comparisons, alpha) - power
+
+    upper = 1.0
+    while shortfall(upper) < 0.0:  # bracket the root by doubling (scipy's nct is accurate up to here)
+        upper *= 2.0
+        if upper > 2**12:
+            raise ValueError(f"no difference below {upper} sd reaches power {power} with {seeds} seeds")
+    effect = optimize.brentq(shortfall, 0.0, upper, xtol=1e-12, rtol=1e-12)
+    return float(effect * seed_standard_deviation)
+
+
+def problem_level_standard_error(method_problems: Mapping[str, float], baseline_problems: Mapping[str, float]) -> float:
+    """Standard error of one seed's method - baseline difference from the held-out problems alone.
+
+    sd_p(a_p - b_p) / sqrt(P) over the P problems, with a_p, b_p the two runs' accuracy on problem p (mean over its
+    samples and the validations the outcome averages). It measures how much of a within-seed difference is
+    evaluation noise, to set beside the between-seed standard deviation the paired t uses.
+
+    Args:
+        method_problems, baseline_problems: {problem: accuracy}, the same P >= 2 problems in both.
+    """
+    if set(method_problems) != set(baseline_problems):
+        missing = sorted(set(method_problems) ^ set(baseline_problems))[:3]
+        raise ValueError(f"method_problems and baseline_problems must cover the same problems; differ on {missing}")
+    keys = sorted(method_problems)
+    differences = _check_values([method_problems[k] - baseline_problems[k] for k in keys], "problem differences")
+    if differences.size < 2:
+        raise ValueError(f"problem_level_standard_error needs at least 2 problems, got {differences.size}")
+    return float(differences.std(ddof=1) / math.sqrt(differences.size))

@@ -1,0 +1,492 @@
+"""What a CPU comparison runs: methods, run settings, the regime, arms and presets, each with its reason.
+
+Everything here is data, fixed before the runs it describes (docs/results/README.md has the protocol and the
+history of each choice). A `Method` is a loss mode and its Hydra overrides; a `RunSettings` is everything a run
+shares with the other runs of its comparison; an `Arm` is a method with the settings it may change (only the
+learning rate of an lr-0 sanity line, and the updates per batch along `off_policy`'s axis); a `Preset` is arms,
+seeds, settings, the declared primary outcome and the seed-level standard deviation its power is planned from.
+
+The trust-region presets run in one `Regime` (`REGIME`), chosen by the `pilot` preset's rule among
+`PILOT_CANDIDATES`: changing that one constant changes every one of them, their planned power included.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+__all__ = [
+    "BASELINE_METHOD",
+    "METHODS",
+    "PILOT_CANDIDATES",
+    "PILOT_SEEDS",
+    "PRESETS",
+    "REGIME",
+    "TESTBED",
+    "Arm",
+    "Method",
+    "Preset",
+    "Regime",
+    "RunSettings",
+]
+
+ACTOR_KEY = "actor_rollout_ref.actor"
+MASPO_KEY = f"{ACTOR_KEY}.policy_loss.maspo"
+BASELINE_METHOD = "grpo"
+# What a user may type for a method: verl calls GRPO's loss "vanilla".
+METHOD_ALIASES = {"vanilla": "grpo"}
+# verl's vanilla loss (same value and gradient) plus the ratio statistics actor/ratio/{max,p99}_{pos,neg}, so GRPO
+# arms log per advantage sign what MASPO's arms log under actor/maspo/.
+GRPO_LOSS_MODE = "vanilla_with_ratio_stats"
+# verl's vanilla with no trust region at all: the lower clip bound 1 - 1 = 0 is never reached, the upper 1 + 1e6
+# and the dual-clip bound 1e6 are never reached at the ratios these runs produce.
+NO_TRUST_REGION = (f"{ACTOR_KEY}.clip_ratio_low=1", f"{ACTOR_KEY}.clip_ratio_high=1e6", f"{ACTOR_KEY}.clip_ratio_c=1e6")
+# verl's dual clip bounds the loss of A < 0 tokens at c; c = 1e6 is never reached: no dual clip.
+NO_DUAL_CLIP = (f"{ACTOR_KEY}.clip_ratio_c=1e6",)
+GRPO_DUAL_CLIP = 3.0  # verl's default actor.clip_ratio_c
+GRPO_CLIP_EPSILON = 0.2  # verl's default clip_ratio (low = high)
+# MASPO's sigma_base matched to GRPO's clip width by equal outward gradient area: GRPO weights an outward token's
+# gradient 1 for |r - 1| <= eps and 0 beyond (area eps); MASPO's gate weights it exp(-(r - 1)^2 / (2 sigma^2))
+# (area sigma * sqrt(pi / 2)). Equal areas give sigma = eps * sqrt(2 / pi) = 0.160 at eps 0.2. Neither method's
+# shape is favoured: each lets the same total gradient weight through over the outward ratio axis (matching the
+# half-weight point instead gives 0.170, matching the weight at r = 1 + eps to exp(-1/2) gives 0.2).
+MATCHED_SIGMA_BASE = round(GRPO_CLIP_EPSILON * math.sqrt(2.0 / math.pi), 2)
+
+
+@dataclass(frozen=True)
+class Method:
+    label: str
+    loss_mode: str
+    overrides: tuple[str, ...] = ()
+
+
+METHODS: dict[str, Method] = {
+    "grpo": Method("GRPO (clip 0.2)", GRPO_LOSS_MODE),
+    "grpo_no_dual_clip": Method("GRPO, no dual clip", GRPO_LOSS_MODE, NO_DUAL_CLIP),
+    "grpo_no_trust_region": Method("GRPO, no trust region", GRPO_LOSS_MODE, NO_TRUST_REGION),
+    "clip_higher": Method(
+        "Clip Higher (0.2/0.28)",
+        GRPO_LOSS_MODE,
+        (f"{ACTOR_KEY}.clip_ratio_low=0.2", f"{ACTOR_KEY}.clip_ratio_high=0.28"),
+    ),
+    "sapo": Method("SAPO", "sapo"),
+    "maspo": Method("MASPO", "maspo"),
+    "maspo_dual_clip": Method("MASPO, dual clip 3", "maspo", (f"{MASPO_KEY}.clip_ratio_c={GRPO_DUAL_CLIP}",)),
+    "maspo_hard_gate": Method("MASPO w/o soft gate", "maspo", (f"{MASPO_KEY}.gate=hard",)),
+    "maspo_hard_gate_no_dual_clip": Method(
+        "MASPO w/o soft gate, no dual clip", "maspo", (f"{MASPO_KEY}.gate=hard", *NO_DUAL_CLIP)
+    ),
+    "maspo_matched_sigma": Method(
+        f"MASPO, sigma_base {MATCHED_SIGMA_BASE}", "maspo", (f"{MASPO_KEY}.sigma_base={MATCHED_SIGMA_BASE}",)
+    ),
+    "maspo_no_mass_adaptive": Method("MASPO w/o mass-adaptive", "maspo", (f"{MASPO_KEY}.mass_adaptive=false",)),
+    "maspo_no_risk_control": Method("MASPO w/o risk control", "maspo", (f"{MASPO_KEY}.risk_control=false",)),
+    # DCPO's scripts pair DAC with a dual-clip bound of 10 (docs/baselines.md); at GRPO's 3 it differs from GRPO
+    # by its bounds alone.
+    "dac": Method("DAC (c 10)", "dac", (f"{ACTOR_KEY}.clip_ratio_c=10",)),
+    "dac_c3": Method("DAC (c 3)", "dac", (f"{ACTOR_KEY}.clip_ratio_c={GRPO_DUAL_CLIP:g}",)),
+    # BAPO as its authors released it (bapo.variant=recipe, the default) and as its paper writes it.
+    "bapo": Method("BAPO (recipe)", "bapo"),
+    "bapo_paper": Method("BAPO (paper: Eq. 8, Alg. 1)", "bapo", (f"{ACTOR_KEY}.policy_loss.bapo.variant=paper",)),
+    "entropy_advantage": Method(
+        "Entropy Advantage (GRPO)", GRPO_LOSS_MODE, (f"{ACTOR_KEY}.policy_loss.entropy_advantage.enable=true",)
+    ),
+}
+
+TRAIN_PROBLEMS = ("warmup", "unseen")
+# Primary outcomes a preset may declare: the held-out accuracy at the last validation, or averaged over the last
+# `val_last_k` validations (less evaluation noise: k x the samples, of k nearby policies).
+OUTCOMES = {
+    "val_acc_final": "final held-out accuracy",
+    "val_acc_last_k": "held-out accuracy, mean of the last k validations",
+}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Shared by every run of a comparison (an arm may change some: see `Arm`).
+
+    The defaults are the testbed the `quick` preset (the README's main job) runs, fixed on GRPO alone on pilot
+    seeds (docs/results/README.md, "How the testbed was chosen"): 16 prompts x 8 responses a step, 4 PPO updates
+    per rollout batch (2 mini-batches x 2 epochs), lr 1e-4, 20 steps, validation at steps 0, 10 and 20.
+    """
+
+    steps: int = 20
+    train_batch_size: int = 16
+    rollout_n: int = 8
+    ppo_mini_batch_size: int = 8
+    ppo_epochs: int = 2
+    learning_rate: float = 1e-4
+    val_n: int = 8
+    val_problems: int = 64
+    pass_k: int = 4
+    test_freq: int = 10
+    # validations the primary outcome val_acc_last_k averages (the last k, step 0 never among them)
+    val_last_k: int = 1
+    max_response_length: int = 8
+    # supervised warm-up steps of the starting model (maspo_verl.sandbox.tiny.warmup): fewer start it lower
+    warmup_steps: int = 120
+    # Which problems RL trains on: "warmup", the warm-up's own 2,000 (seen in supervised training), or
+    # "unseen", 2,000 drawn after the held-out ones, which neither the warm-up nor validation saw.
+    train_problems: str = "warmup"
+    # Torch threads per run, the same whatever --jobs is, so a run's numbers do not depend on how many ran beside
+    # it (two runs side by side on 2 cores: 6.6-7.9 s a step with 1 thread each, 8-10 s with 2).
+    cpu_threads: int = 1
+    run_timeout_s: int = 1200
+
+    @property
+    def updates_per_batch(self) -> int:
+        return (self.train_batch_size // self.ppo_mini_batch_size) * self.ppo_epochs
+
+    @property
+    def validation_steps(self) -> list[int]:
+        """The steps verl validates at: 0 (val_before_train), every test_freq, and the last."""
+        return sorted({0, *range(self.test_freq, self.steps + 1, self.test_freq), self.steps})
+
+    def validate(self) -> None:
+        for key in (
+            "steps",
+            "train_batch_size",
+            "rollout_n",
+            "ppo_mini_batch_size",
+            "ppo_epochs",
+            "val_n",
+            "val_problems",
+            "pass_k",
+            "test_freq",
+            "val_last_k",
+            "cpu_threads",
+            "run_timeout_s",
+        ):
+            if getattr(self, key) < 1:
+                raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(self, key)}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
+        if self.train_batch_size % self.ppo_mini_batch_size:
+            raise ValueError(
+                f"--ppo-mini-batch-size ({self.ppo_mini_batch_size}) must divide --train-batch-size "
+                f"({self.train_batch_size}), as verl requires"
+            )
+        if self.rollout_n < 2:
+            raise ValueError("--rollout-n must be >= 2: GRPO normalises rewards within a group")
+        if self.pass_k > self.val_n:
+            raise ValueError(f"--pass-k ({self.pass_k}) must be <= --val-n ({self.val_n}): pass@k needs k samples")
+        if self.val_last_k > len(self.validation_steps) - 1:
+            raise ValueError(
+                f"--val-last-k ({self.val_last_k}) must be <= the {len(self.validation_steps) - 1} validations after "
+                f"step 0 (steps {self.validation_steps[1:]}; set --test-freq)"
+            )
+        if self.train_problems not in TRAIN_PROBLEMS:
+            raise ValueError(
+                f"--train-problems must be one of {', '.join(TRAIN_PROBLEMS)}, got {self.train_problems!r}"
+            )
+        if not (self.learning_rate >= 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"--learning-rate must be a number >= 0 (0 freezes the policy), got {self.learning_rate}")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One compared configuration: a method, optionally with its own settings or extra overrides.
+
+    `baseline` names the arm it is paired with (same seeds); None for a baseline itself. `expected` marks a
+    control: the verdict its effect has ("worse" / "better"), or "different" when the pilot fixed that it differs
+    but not by construction in which direction; None for the arms under test. A control is judged apart from the
+    methods' Holm family. `sanity` marks a control that only checks the pipeline (GRPO at lr 0: the policy never
+    moves), reported beside the control that counts.
+    """
+
+    name: str
+    method: str
+    label: str
+    baseline: str | None = None
+    settings: tuple[tuple[str, object], ...] = ()
+    overrides: tuple[str, ...] = ()
+    expected: str | None = None
+    sanity: bool = False
+
+    def run_settings(self, shared: RunSettings) -> RunSettings:
+        return replace(shared, **dict(self.settings))
+
+
+@dataclass(frozen=True)
+class Regime:
+    """The RL regime the trust-region presets run in, one candidate of the pilot (docs/results/README.md).
+
+    `seed_sd` is the standard deviation of a per-seed difference of the primary outcome the presets' power is
+    planned from: from the pilot that picked the regime (its rule is fixed in docs/results/README.md).
+    """
+
+    name: str
+    train_batch_size: int
+    updates_per_batch: int
+    learning_rate: float
+    steps: int
+    warmup_steps: int
+    test_freq: int
+    val_last_k: int
+    seed_sd: float
+    reason: str = ""
+
+    def __post_init__(self):
+        if self.train_batch_size % self.updates_per_batch:
+            raise ValueError(
+                f"regime {self.name}: updates_per_batch ({self.updates_per_batch}) must divide train_batch_size "
+                f"({self.train_batch_size}): one epoch of equal mini-batches"
+            )
+        if (self.steps // 2) % self.test_freq or self.steps % self.test_freq:
+            raise ValueError(
+                f"regime {self.name}: test_freq ({self.test_freq}) must divide steps/2 ({self.steps // 2}) and steps "
+                f"({self.steps}): the pilot's rule reads the validations at the middle and the end"
+            )
+
+    def as_settings(self) -> tuple[tuple[str, object], ...]:
+        """The regime as an arm's settings: one epoch of `updates_per_batch` mini-batches."""
+        return (
+            ("steps", self.steps),
+            ("train_batch_size", self.train_batch_size),
+            ("ppo_mini_batch_size", self.train_batch_size // self.updates_per_batch),
+            ("ppo_epochs", 1),
+            ("learning_rate", self.learning_rate),
+            ("warmup_steps", self.warmup_steps),
+            ("test_freq", self.test_freq),
+            ("val_last_k", self.val_last_k),
+        )
+
+    def run_settings(self, base: RunSettings | None = None) -> RunSettings:
+        return replace(base or RunSettings(), **dict(self.as_settings()))
+
+
+# The seed-level sd every candidate is planned from until the pilot measures its own: sqrt(2) x the pooled
+# between-seed sd of GRPO's final accuracy over the first pilot's 8 runs (0.0205, 4 df), rounded up.
+EARLIER_PILOT_SEED_SD = 0.03
+# Pilot seeds: no preset uses them (a test checks), so a regime chosen on them is not chosen on the runs it judges.
+PILOT_SEEDS = (100, 101, 102, 103, 104)
+# The candidate regimes, written into docs/results/README.md with the rule that picks one before any of them ran.
+# The task is at its hardest length already (4 digits: the 8-token response limit), so difficulty varies through
+# the starting model's warm-up; lr, updates per batch, steps and prompts a step are the other knobs.
+PILOT_CANDIDATES = (
+    Regime(
+        "A", 16, 16, 2.5e-4, 20, 120, 2, 5, EARLIER_PILOT_SEED_SD, "the probe's regime (off_policy's 16-update arms)"
+    ),
+    Regime("B", 16, 16, 2.5e-4, 20, 80, 2, 5, EARLIER_PILOT_SEED_SD, "A from a weaker start: more left to learn"),
+    Regime("C", 16, 8, 5e-4, 20, 80, 2, 5, EARLIER_PILOT_SEED_SD, "B with half the updates at twice the lr"),
+    Regime("D", 16, 16, 1.25e-4, 40, 80, 4, 5, EARLIER_PILOT_SEED_SD, "B at half the lr for twice the steps"),
+    Regime("E", 32, 16, 2.5e-4, 20, 80, 2, 5, EARLIER_PILOT_SEED_SD, "B with twice the prompts a step"),
+)
+# THE regime of the trust-region presets. Provisional (candidate A, the probe's regime) until the pilot has run;
+# its rule then names the candidate to put here, with the seed_sd it measured.
+REGIME = PILOT_CANDIDATES[0]
+# The `quick` preset's testbed (the README's main job, <= 180 s): a demonstration that both methods learn in
+# verl's trainer, not an experiment, so it keeps its settings whatever the pilot picks.
+TESTBED = RunSettings()
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Arms, seeds and settings, each fixed before the preset's runs, with the reason.
+
+    `primary`: the declared primary outcome (a key of OUTCOMES); the only one with verdicts. `pilot_seed_sd`: the
+    standard deviation of a per-seed difference of the primary outcome, measured on a pilot on other seeds before
+    the preset ran; the planned minimum detectable difference comes from it, never from the runs it judges. None:
+    no power figure, so no verdicts (a screen).
+    """
+
+    arms: tuple[Arm, ...]
+    seeds: tuple[int, ...]
+    settings: RunSettings
+    reason: str
+    pilot_seed_sd: float | None = None
+    primary: str = "val_acc_final"
+
+    def __post_init__(self):
+        if self.primary not in OUTCOMES:
+            raise ValueError(f"primary must be one of {sorted(OUTCOMES)}, got {self.primary!r}")
+
+
+def _suffix_label(suffix: str) -> str:
+    """'@16' -> ', 16 upd/batch' (off_policy's axis); '@A' -> ', regime A' (the pilot's candidates)."""
+    if not suffix:
+        return ""
+    tag = suffix.lstrip("@")
+    return f", {tag} upd/batch" if tag.isdigit() else f", regime {tag}"
+
+
+def method_arm(method: str, baseline: str | None = BASELINE_METHOD, suffix: str = "", settings=()) -> Arm:
+    """`method` as an arm named `method + suffix`, paired with `baseline + suffix` (None: a baseline itself)."""
+    label = METHODS[method].label + _suffix_label(suffix)
+    paired = None if baseline is None or method == baseline else baseline + suffix
+    return Arm(method + suffix, method, label, paired, tuple(settings))
+
+
+def no_trust_region_control(suffix: str = "", settings=()) -> Arm:
+    """GRPO with no trust region (verl's vanilla with clip_ratio_low=1, clip_ratio_high=1e6, clip_ratio_c=1e6)
+    against GRPO at the same settings: the control that counts. The pilot's rule keeps only a regime where it ends
+    detectably apart from GRPO, so a testbed that cannot see it cannot see what a trust region does."""
+    arm = method_arm("grpo_no_trust_region", BASELINE_METHOD, suffix, settings)
+    return replace(arm, label=arm.label + " (control)", expected="different")
+
+
+def frozen_policy_sanity(baseline: str = BASELINE_METHOD, suffix: str = "", method: str = "grpo", settings=()) -> Arm:
+    """`method` with learning rate 0 against the same method learning: the policy never changes, so it ends where
+    it started, worse by the method's rise. A sanity line for the pipeline (runs, pairing, the t over seeds), not a
+    control of the trust region: it only shows that training moves accuracy."""
+    label = f"{METHODS[method].label.split(' (')[0]}, lr 0 (sanity)" + _suffix_label(suffix)
+    return Arm(
+        f"{method}_frozen{suffix}",
+        method,
+        label,
+        baseline + suffix,
+        (*settings, ("learning_rate", 0.0)),
+        expected="worse",
+        sanity=True,
+    )
+
+
+def _regime_arms(methods: tuple[str, ...], baseline: str = BASELINE_METHOD) -> tuple[Arm, ...]:
+    """`methods` (the baseline among them) and the no-trust-region control, all at the preset's settings."""
+    return (*(method_arm(m, baseline) for m in methods), no_trust_region_control())
+
+
+def _off_policy_arms(regime: Regime = REGIME) -> tuple[Arm, ...]:
+    """GRPO, Clip Higher and MASPO at the regime's updates per batch and at 4, one epoch each, at the regime's lr;
+    each paired with GRPO at the same updates. The control at the regime's updates, the lr-0 sanity line at 4.
+    Most updates first: a comparison cut short keeps where the methods can differ most."""
+    arms = []
+    for updates in sorted({regime.updates_per_batch, 4}, reverse=True):
+        suffix = f"@{updates}"
+        settings = (("ppo_mini_batch_size", regime.train_batch_size // updates), ("ppo_epochs", 1))
+        arms += [method_arm(m, BASELINE_METHOD, suffix, settings) for m in ("grpo", "clip_higher", "maspo")]
+        if updates == regime.updates_per_batch:
+            arms.append(no_trust_region_control(suffix, settings))
+        if updates == 4:
+            arms.append(frozen_policy_sanity(suffix=suffix, settings=settings))
+    return tuple(arms)
+
+
+def _sensitivity_arms() -> tuple[Arm, ...]:
+    """MASPO over alpha x beta (beta_pos = beta_neg), like the paper's sensitivity analysis, each against GRPO."""
+    arms = [method_arm("grpo")]
+    for alpha in (0.0, 0.3, 0.5):
+        for beta in (0.0, 0.03, 0.1):
+            overrides = (f"{MASPO_KEY}.alpha={alpha}", f"{MASPO_KEY}.beta_pos={beta}", f"{MASPO_KEY}.beta_neg={beta}")
+            arms.append(
+                Arm(f"maspo_a{alpha}_b{beta}", "maspo", f"MASPO alpha {alpha} beta {beta}", "grpo", (), overrides)
+            )
+    return (*arms, no_trust_region_control())
+
+
+def _pilot_arms() -> tuple[Arm, ...]:
+    """Per candidate regime: GRPO, GRPO with no trust region (the control the rule needs detected) and, once per
+    warm-up strength (its only input that matters to a frozen policy), GRPO at lr 0."""
+    arms, frozen_warmups = [], set()
+    for candidate in PILOT_CANDIDATES:
+        suffix, settings = f"@{candidate.name}", candidate.as_settings()
+        arms += [method_arm("grpo", None, suffix, settings), no_trust_region_control(suffix, settings)]
+        if candidate.warmup_steps not in frozen_warmups:
+            frozen_warmups.add(candidate.warmup_steps)
+            arms.append(frozen_policy_sanity(suffix=suffix, settings=settings))
+    return tuple(arms)
+
+
+PAPER_METHODS = ("grpo", "clip_higher", "dac", "dac_c3", "entropy_advantage", "sapo", "maspo")
+ABLATIONS = ("maspo_hard_gate", "maspo_no_mass_adaptive", "maspo_no_risk_control")
+DECOMPOSITION = (
+    "grpo",
+    "grpo_no_dual_clip",
+    "maspo",
+    "maspo_dual_clip",
+    "maspo_hard_gate",
+    "maspo_hard_gate_no_dual_clip",
+    "maspo_matched_sigma",
+)
+REGIME_SETTINGS = REGIME.run_settings()
+REGIME_REASON = (
+    f"in the trust-region regime {REGIME.name} ({REGIME.updates_per_batch} updates per batch of "
+    f"{REGIME.train_batch_size} prompts, lr {REGIME.learning_rate:g}, {REGIME.steps} steps, warm-up "
+    f"{REGIME.warmup_steps}), primary outcome the mean held-out accuracy of the last {REGIME.val_last_k} "
+    f"validations (every {REGIME.test_freq} steps); the control that counts: GRPO with no trust region"
+)
+BAPO_LEFT_OUT = (
+    "BAPO (recipe) is left out: it was bit-identical to GRPO in every seed (its adaptive bounds never bound a token "
+    "differently from GRPO's clip); it comes back once a run shows its bounds move"
+)
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(
+        (method_arm("maspo"), method_arm("grpo")),
+        (0,),
+        TESTBED,
+        "about two minutes: shows both methods learn in verl's trainer; one seed gives no interval",
+    ),
+    "full": Preset(
+        (method_arm("grpo"), method_arm("maspo"), no_trust_region_control(), frozen_policy_sanity()),
+        tuple(range(5)),
+        REGIME_SETTINGS,
+        f"MASPO vs GRPO, 5 paired seeds, {REGIME_REASON}; GRPO at lr 0 as a sanity line",
+        REGIME.seed_sd,
+        "val_acc_last_k",
+    ),
+    "paper": Preset(
+        _regime_arms(PAPER_METHODS),
+        (0, 1, 2),
+        REGIME_SETTINGS,
+        f"the paper's main-result methods against GRPO at one shared setting, 3 seeds, {REGIME_REASON}; DAC at "
+        f"GRPO's dual clip 3 and at its authors' 10. {BAPO_LEFT_OUT}",
+        REGIME.seed_sd,
+        "val_acc_last_k",
+    ),
+    "ablations": Preset(
+        (
+            method_arm("maspo", None),
+            *(method_arm(m, "maspo") for m in ABLATIONS),
+            frozen_policy_sanity("maspo", method="maspo"),
+            method_arm("grpo"),
+            no_trust_region_control(),
+        ),
+        (0, 1, 2),
+        REGIME_SETTINGS,
+        "MASPO's three components, each switched off, against MASPO itself (what removing it costs, as the paper's "
+        f"ablation asks), 3 seeds, {REGIME_REASON}",
+        REGIME.seed_sd,
+        "val_acc_last_k",
+    ),
+    "off_policy": Preset(
+        _off_policy_arms(),
+        (0, 1, 2),
+        REGIME_SETTINGS,
+        f"the axis along which a trust region matters: {REGIME.updates_per_batch} and 4 PPO updates per rollout batch "
+        f"(16: the paper's reported batch 512 / mini-batch 32), 3 seeds, {REGIME_REASON}",
+        REGIME.seed_sd,
+        "val_acc_last_k",
+    ),
+    "sensitivity": Preset(
+        _sensitivity_arms(),
+        (0, 1),
+        REGIME_SETTINGS,
+        "MASPO's alpha x beta grid (alpha 0 / 0.3 / 0.5, beta 0 / 0.03 / 0.1) against GRPO, like the paper's "
+        f"sensitivity analysis, {REGIME_REASON}; 2 seeds: a shape, not a test",
+        REGIME.seed_sd,
+        "val_acc_last_k",
+    ),
+    "decomposition": Preset(
+        _regime_arms(DECOMPOSITION),
+        (0, 1, 2),
+        REGIME_SETTINGS,
+        "what in MASPO's trust region differs from GRPO's: {soft gate, hard gate (maspo.gate=hard)} x {dual clip "
+        "c = 3 (GRPO's), none}, GRPO without its dual clip, and MASPO with sigma_base matched to GRPO's clip width "
+        f"by equal outward gradient area (sigma = 0.2 sqrt(2/pi) = {MATCHED_SIGMA_BASE}), each against GRPO, 3 "
+        f"seeds, {REGIME_REASON}. Every arm logs its clip fraction and ratio p99 per advantage sign. {BAPO_LEFT_OUT}",
+        REGIME.seed_sd,
+        "val_acc_last_k",
+    ),
+    "pilot": Preset(
+        _pilot_arms(),
+        PILOT_SEEDS,
+        TESTBED,
+        "the pilot that picks the trust-region regime: GRPO, GRPO with no trust region and GRPO at lr 0 over the "
+        "candidate regimes on pilot seeds 100-104; its rule (docs/results/README.md, fixed before the runs) keeps "
+        "the cheapest candidate where learning lasts and the no-trust-region control ends detectably apart",
+        None,
+        "val_acc_last_k",
+    ),
+}
