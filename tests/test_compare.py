@@ -894,3 +894,33 @@ def test_the_pilot_rule_picks_the_cheapest_candidate_where_learning_lasts_and_th
         apply_pilot_rule(still, analyse(arms, still, RunSettings(), primary="val_acc_last_k"), (a, b, c))["chosen"]
         == "B"
     ), "a candidate without its control runs is not evaluated"
+
+
+def test_summarize_run_reads_the_primary_outcome_over_the_last_k_validations_and_its_problems(tmp_path):
+    """verl's file logger and validation dumps of a run validated at steps 0, 2, 4, 6: the mean of the last k = 2."""
+    key = f"val-core/{WarmupSettings().task.data_source}/acc/mean@2"
+    accuracies = {0: 0.25, 2: 0.5, 4: 0.75, 6: 1.0}
+    lines = [json.dumps({"step": step, "data": {key: value}}) for step, value in accuracies.items()]
+    lines += [
+        json.dumps({"step": step, "data": {"critic/score/mean": 0.1 * step, "actor/ratio/p99_neg": 1.5}})
+        for step in range(1, 7)
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    dumps = tmp_path / "val_generations"
+    dumps.mkdir()
+    for step, accuracy in accuracies.items():  # two problems x two samples; problem "a" right from step 4 on
+        right_a, right_b = (step >= 4, step >= 4), (step >= 2, step == 6)
+        records = [
+            {"input": prompt, "output": "x", "score": float(correct), "data_source": "tiny_sort"}
+            for prompt, outcomes in (("1=", right_a), ("2=", right_b))
+            for correct in outcomes
+        ]
+        (dumps / f"{step}.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    settings = RunSettings(steps=6, test_freq=2, val_n=2, pass_k=2, val_last_k=2)
+    summary = runs.summarize_run(tmp_path, settings)
+    assert summary["val_acc_final"] == 1.0 and summary["val_acc_last_k"] == pytest.approx(0.875)
+    assert summary["val_last_k_steps"] == [4, 6] and summary["val_curve"] == [[s, a] for s, a in accuracies.items()]
+    assert summary["val_problem_acc_last_k"] == {"tiny_sort/1=": 1.0, "tiny_sort/2=": 0.75}
+    assert summary["ratio/p99_neg_mean"] == pytest.approx(1.5), "GRPO's ratio statistics reach the summary"
+    one = runs.summarize_run(tmp_path, replace(settings, val_last_k=1))
+    assert one["val_acc_last_k"] == one["val_acc_final"] == 1.0
