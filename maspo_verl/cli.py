@@ -136,7 +136,10 @@ def _check(args: argparse.Namespace) -> int:
         f"maspo-verl {maspo_verl.__version__} (supports verl{maspo_verl.SUPPORTED_VERL}; tested with "
         f"{', '.join(maspo_verl.TESTED_VERL_VERSIONS)})"
     )
-    print(f"verl {verl_version}, torch {version('torch')}")
+    from maspo_verl.integration.stack import stack_report_lines
+
+    for line in stack_report_lines():  # the installed GPU stack against verl 0.9.1's pins; notes only
+        print(line)
     failures = []
 
     support, support_message = verl_support(verl_version)
