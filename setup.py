@@ -1,9 +1,18 @@
 """maspo-verl: MASPO (arXiv 2602.17550) as a plugin for an unmodified verl.
 
 Supported: verl >= 0.8, < 0.11 (the versions scripts/test_verl_versions.sh runs: PyPI 0.8.0, 0.9.0,
-0.9.1 and verl's main 0.10.0.dev0), Python >= 3.10. torch is verl's business: no bound here, so an
-install next to a cluster's verl keeps its torch; the CPU install pins torch in its own path
-(requirements/cpu-constraints.txt, extra `cpu`).
+0.9.1 and verl's main 0.10.0.dev0), Python >= 3.10.
+
+Installs next to any GPU stack: no requirement or extra of ours names torch, torchvision, torchaudio,
+vLLM, transformers or flash-attn (tests/test_install_resolution.py resolves every extra with pip into an
+environment holding another torch and asserts none of them would be installed or changed). verl and
+its own pins own that stack:
+- next to a cluster's verl/vLLM stack: `pip install -e ".[gpu]"` (the experiments' extras only);
+- a fresh GPU environment: the stack verl 0.9.1 pins, as a constraints file,
+  `pip install -c requirements/gpu-stack-verl-0.9.1.txt "verl[vllm]" flash-attn -e ".[gpu]"`
+  (its header names the CUDA build and NVIDIA driver it needs; `python -m maspo_verl check` compares
+  the installed stack with it);
+- a CPU box: scripts/setup_venv.sh, CPU torch first, then `-c requirements/cpu-constraints.txt`.
 The top-level `patches/` and `configs/` folders install as `maspo_verl.patches` and
 `maspo_verl.configs`, so nothing lands in the global import namespace.
 """
@@ -32,15 +41,16 @@ setup(
     include_package_data=True,
     install_requires=[
         f"verl{VERL_RANGE}",
-        # No torch requirement of our own: verl requires it, and any bound here would make pip
-        # downgrade or fail against the torch a cluster's verl/vLLM stack was built for.
+        # No torch, vLLM, transformers or flash-attn requirement of our own: verl's stack owns them, and
+        # any bound here would make pip replace the builds a cluster's verl/vLLM stack was made with.
         "hydra-core>=1.3",
         "scipy>=1.10",  # scipy.stats for the comparison's statistics
         *VERL_RUNTIME,
     ],
     extras_require={
-        # CPU boxes: an unpinned torch from a default index can be a multi-GB CUDA build.
-        "cpu": ["torch==2.13.0"],
+        # Kept so `.[cpu]` still resolves; the CPU torch pin is requirements/cpu-constraints.txt (a
+        # constraint, not a requirement: an extra pinning torch would replace a GPU box's torch).
+        "cpu": [],
         "math": ["math-verify>=0.8"],
         "plot": ["matplotlib"],
         "test": [
@@ -52,9 +62,10 @@ setup(
             "math-verify>=0.8",
             "matplotlib",
         ],
-        # GPU clusters only: never imported at module import time. flash-attn needs torch at build
-        # time, so it is installed separately: pip install flash-attn --no-build-isolation
-        "gpu": [f"verl[vllm]{VERL_RANGE}", "math-verify>=0.8"],
+        # The GPU experiments' own needs, installed next to the cluster's verl/vLLM stack. Never
+        # `verl[vllm]` / `verl[fsdp]` here: those pin torch, vLLM, transformers and flash-attn and would
+        # replace the stack the cluster built (requirements/gpu-stack-verl-0.9.1.txt is for fresh ones).
+        "gpu": ["math-verify>=0.8"],
     },
     entry_points={
         "verl.plugins": ["maspo = maspo_verl.integration.plugin"],

@@ -55,10 +55,11 @@ GPU_ONLY = ("torchvision", "torchaudio", "vllm", "flash-attn")
 @dataclass(frozen=True)
 class InstalledStack:
     """What is installed: distribution versions (None: absent), torch's CUDA (None: CPU-only build or
-    no torch), the NVIDIA driver (None: no nvidia-smi) and the GPUs it lists."""
+    no torch), whether nvidia-smi answers, the NVIDIA driver it reports (None: none) and the GPUs it lists."""
 
     versions: dict[str, str | None]
     torch_cuda: str | None
+    has_nvidia_smi: bool
     nvidia_driver: str | None
     gpu_count: int
 
@@ -110,6 +111,7 @@ def installed_stack(
     return InstalledStack(
         versions={name: version_of(name) for name in TESTED_STACK},
         torch_cuda=torch_cuda() if version_of("torch") is not None else None,
+        has_nvidia_smi=listed is not None,
         nvidia_driver=listed[0][0] if listed else None,
         gpu_count=len(listed) if listed else 0,
     )
@@ -134,7 +136,7 @@ def stack_differences(stack: InstalledStack) -> list[str]:
     """One line per difference between `stack` and the tested stack, each naming the package and both
     versions (or what is absent)."""
     differences = []
-    cpu_box = stack.nvidia_driver is None
+    cpu_box = not stack.has_nvidia_smi
     for name, tested in TESTED_STACK.items():
         installed = stack.versions.get(name)
         if installed is None:
@@ -149,15 +151,15 @@ def stack_differences(stack: InstalledStack) -> list[str]:
             differences.append(f"torch is built for CUDA {stack.torch_cuda} (tested stack: CUDA {TESTED_CUDA})")
     if cpu_box:
         differences.append("no nvidia-smi: no NVIDIA driver or GPU found (a CPU box)")
-    else:
+    elif stack.nvidia_driver is not None:
         driver, minimum = _driver_tuple(stack.nvidia_driver), _driver_tuple(MIN_NVIDIA_DRIVER)
         if driver is None or driver < minimum:
             differences.append(
                 f"NVIDIA driver {stack.nvidia_driver} is older than {MIN_NVIDIA_DRIVER}, CUDA {TESTED_CUDA}'s "
                 "minimum, which the tested stack's wheels need"
             )
-        if stack.gpu_count == 0:
-            differences.append("nvidia-smi lists no GPU")
+    if stack.has_nvidia_smi and stack.gpu_count == 0:
+        differences.append("nvidia-smi lists no GPU")
     return differences
 
 
@@ -175,7 +177,7 @@ def _describe(versions: dict[str, str | None], torch_cuda: str | None) -> str:
 def stack_report_lines(stack: InstalledStack | None = None) -> list[str]:
     """What `check` prints about the stack: the installed one, the tested one, and a NOTE per difference."""
     stack = installed_stack() if stack is None else stack
-    driver = stack.nvidia_driver if stack.nvidia_driver is not None else "- (no nvidia-smi)"
+    driver = stack.nvidia_driver or ("-" if stack.has_nvidia_smi else "- (no nvidia-smi)")
     lines = [
         f"stack: installed {_describe(stack.versions, stack.torch_cuda)}, NVIDIA driver {driver}, "
         f"GPUs {stack.gpu_count}",
