@@ -138,6 +138,11 @@ class MaspoConfig(BaseConfig):
             sigma/sigma_base, with verl's dual clip): the soft-gate ablation.
         mass_adaptive (bool): false replaces the limiter by sigma_base: the limiter ablation.
         risk_control (bool): false sets both risk factors to 1: the risk-controller ablation.
+        clip_ratio_c (float | None): maspo-verl's extension, not the paper's: a dual-clip bound c > 1 for
+            the side MASPO leaves open (A < 0, r > 1). None (default): unbounded, as the paper and the
+            authors' code. With gate=gaussian, A < 0 and r > c gets the constant per-token loss -A * c
+            (no gradient), as verl's vanilla loss does with actor.clip_ratio_c. With gate=hard, which
+            always has verl's dual clip, it replaces actor.clip_ratio_c as that clip's bound.
     """
 
     sigma_base: float = 1.0
@@ -150,6 +155,7 @@ class MaspoConfig(BaseConfig):
     gate: str = "gaussian"
     mass_adaptive: bool = True
     risk_control: bool = True
+    clip_ratio_c: float | None = None
 
     def __post_init__(self):
         for key in ("sigma_base", "alpha", "beta_pos", "beta_neg", "sigma_high", "adv_low", "adv_high"):
@@ -172,6 +178,14 @@ class MaspoConfig(BaseConfig):
             raise ValueError(f"policy_loss.maspo.adv_low must be > 0, got {self.adv_low}")
         if self.adv_high < self.adv_low:
             raise ValueError(f"policy_loss.maspo.adv_high must be >= adv_low ({self.adv_low}), got {self.adv_high}")
+        if self.clip_ratio_c is not None:
+            require_number("policy_loss.maspo.clip_ratio_c", self.clip_ratio_c)
+            if not self.clip_ratio_c > 1.0:
+                raise ValueError(
+                    "policy_loss.maspo.clip_ratio_c (dual-clip bound) must be > 1 or null (no dual clip, as the "
+                    f"paper), got {self.clip_ratio_c}"
+                )
+            object.__setattr__(self, "clip_ratio_c", float(self.clip_ratio_c))  # BaseConfig freezes fields
 
 
 def maspo_config_from(value: Any) -> MaspoConfig:

@@ -9,7 +9,9 @@ loss here follows the same four steps, each one function of this module:
    ratio r = exp(clamp(log pi_theta - log pi_old, -20, 20)) as verl's vanilla loss does;
 2. the loss's own per-token math;
 3. `policy_loss_statistics`: one host sync for the valid-token count, the NaN/inf check of the
-   inputs (`raise_on_non_finite` names the tensor) and the loss's named statistics;
+   inputs (`raise_on_non_finite` names the tensor) and the loss's named statistics, among them the
+   ratio's extremes per advantage sign that every loss of this package reports alike
+   (`ratio_statistics`, keys RATIO_METRIC_KEYS);
 4. `aggregate_policy_loss`: multiply by the rollout importance-sampling weights and reduce only
    through verl's `agg_loss` with the global batch info verl's `ppo_loss` stores in
    `config.global_batch_info`, so gradients do not depend on how a mini-batch is split.
@@ -31,17 +33,33 @@ from verl.trainer.ppo.core_algos import agg_loss
 
 __all__ = [
     "LOG_RATIO_LIMIT",
+    "RATIO_METRIC_KEYS",
+    "RATIO_PERCENTILE",
     "PolicyLossInputs",
     "aggregate_policy_loss",
     "clip_ratio_bounds",
     "dual_clip_bound",
     "host_values",
+    "masked_upper_statistics",
     "policy_loss_statistics",
     "prepare_policy_loss_inputs",
     "raise_on_non_finite",
+    "ratio_statistics",
+    "upper_statistics",
 ]
 
 LOG_RATIO_LIMIT = 20.0  # verl's own clamp of log(pi_theta / pi_old) before exp
+# The high percentile of the ratio reported beside its maximum, per advantage sign.
+RATIO_PERCENTILE = 99
+# The ratio's statistics every loss of this package returns (`ratio_statistics`): pos = valid tokens with
+# A > 0, neg = valid tokens with A < 0; p99 is the nearest-rank 99th percentile.
+RATIO_METRIC_KEYS = (
+    "actor/ratio/max_pos",
+    "actor/ratio/p99_pos",
+    "actor/ratio/max_neg",
+    "actor/ratio/p99_neg",
+    "actor/ratio/min_neg",
+)
 
 
 @dataclass(frozen=True)
@@ -223,4 +241,87 @@ def clip_ratio_bounds(config: Any) -> tuple[float, float]:
     return (
         clip_ratio if clip_ratio_low is None else clip_ratio_low,
         clip_ratio if clip_ratio_high is None else clip_ratio_high,
+    )
+
+
+def ratio_statistics(
+    inputs: PolicyLossInputs,
+    positive: torch.Tensor | None = None,
+    negative: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """The ratio's extremes per advantage sign, keyed by RATIO_METRIC_KEYS, as 0-d tensors in the compute
+    dtype: the largest and the nearest-rank 99th-percentile r over valid tokens with A > 0 (pos) and
+    with A < 0 (neg), and the smallest r over neg. Loss-neutral: no gradient, the loss is not touched.
+    A side with no token reports 1 (a ratio that did not move).
+
+    The ratio is verl's, r = exp(clamp(log pi_theta - log pi_old, -20, 20)) (`inputs.ratio`). Padding
+    has A = 0 in `inputs`, so A > 0 and A < 0 select valid tokens only.
+
+    Args:
+        inputs: the micro-batch from `prepare_policy_loss_inputs`.
+        positive, negative: `inputs.advantages > 0` and `< 0` (bool, (bs, response_length)) when the
+            caller already has them.
+
+    Returns:
+        {key: 0-d tensor} for each key of RATIO_METRIC_KEYS, in that order.
+    """
+    with torch.no_grad():
+        ratio = inputs.ratio.detach()
+        if positive is None:
+            positive = inputs.advantages > 0
+        if negative is None:
+            negative = inputs.advantages < 0
+        if ratio.device.type == "cpu":
+            # On the CPU the selected values are compacted (no device to wait for) and only the top
+            # share of each side is ordered, which is several times faster than a topk over every position.
+            max_pos, p99_pos, _ = upper_statistics(ratio[positive], RATIO_PERCENTILE)
+            max_neg, p99_neg, min_neg = upper_statistics(ratio[negative], RATIO_PERCENTILE)
+        else:
+            # On an accelerator compacting would wait for the device; a topk over all positions does not.
+            max_pos, p99_pos, _ = masked_upper_statistics(ratio, positive, RATIO_PERCENTILE)
+            max_neg, p99_neg, min_neg = masked_upper_statistics(ratio, negative, RATIO_PERCENTILE)
+    return dict(zip(RATIO_METRIC_KEYS, (max_pos, p99_pos, max_neg, p99_neg, min_neg), strict=True))
+
+
+def upper_statistics(values: torch.Tensor, percentile: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(max, percentile-th percentile, min) of a 1-D tensor, as 0-d tensors; all 1 when it is empty.
+
+    The percentile is the nearest-rank one, the ceil(q n)-th smallest of the n values, i.e. the
+    (floor((1 - q) n) + 1)-th largest, taken from one `topk` of that many values.
+
+    Args:
+        values: finite values, shape (n,).
+        percentile: integer in [1, 100).
+    """
+    count = values.numel()
+    if count == 0:
+        one = torch.ones((), dtype=values.dtype, device=values.device)
+        return one, one, one
+    largest = values.topk(count * (100 - percentile) // 100 + 1).values
+    return largest[0], largest[-1], values.min()
+
+
+def masked_upper_statistics(
+    values: torch.Tensor, mask: torch.Tensor, percentile: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`upper_statistics(values[mask], percentile)` without a host sync: one `topk` of the top
+    (100 - percentile) % of all positions (an upper bound of the rank needed), the rank picked on the device.
+
+    Args:
+        values: finite values, shape (bs, response_length).
+        mask: bool, shape (bs, response_length).
+        percentile: integer in [1, 100).
+    """
+    flat = torch.where(mask, values, -torch.inf).view(-1)
+    largest = flat.topk(min(flat.numel(), flat.numel() * (100 - percentile) // 100 + 1)).values
+    count = mask.sum()
+    rank_from_top = torch.stack([torch.zeros_like(count), count * (100 - percentile) // 100])
+    picked = largest.gather(0, rank_from_top.clamp(max=largest.numel() - 1))
+    smallest = torch.where(mask, values, torch.inf).min()
+    one = torch.ones_like(smallest)
+    has_values = count > 0
+    return (
+        torch.where(has_values, picked[0], one),
+        torch.where(has_values, picked[1], one),
+        torch.where(has_values, smallest, one),
     )

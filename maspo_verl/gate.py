@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 __all__ = [
+    "dual_clip_region",
     "gaussian_gate_weight",
     "hard_clip_bounds",
     "hard_gate_surrogate",
@@ -103,13 +104,24 @@ def trust_region_widths(
     return k_pos.mul_(mass_factor), k_neg.mul_(mass_factor)
 
 
-def outward_regions(ratio: torch.Tensor, advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def outward_regions(
+    ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    positive: torch.Tensor | None = None,
+    negative: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Where the update pushes the ratio away from 1: (A > 0 and r > 1), (A < 0 and r < 1).
+
+    Args:
+        ratio: r, (bs, response_length); advantages: A, (bs, response_length).
+        positive, negative: `advantages > 0` and `advantages < 0` when the caller already has them.
 
     Returns:
         (outward_pos, outward_neg): bool tensors, shape (bs, response_length).
     """
-    return (advantages > 0) & (ratio > 1.0), (advantages < 0) & (ratio < 1.0)
+    positive = advantages > 0 if positive is None else positive
+    negative = advantages < 0 if negative is None else negative
+    return positive & (ratio > 1.0), negative & (ratio < 1.0)
 
 
 def gaussian_gate_weight(
@@ -118,6 +130,8 @@ def gaussian_gate_weight(
     sigma_pos: torch.Tensor,
     sigma_neg: torch.Tensor,
     regions: tuple[torch.Tensor, torch.Tensor] | None = None,
+    outward: torch.Tensor | None = None,
+    positive: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Soft Gaussian gate: w = exp(-(r - 1)^2 / (2 sigma^2)) where the update pushes r outward,
     with sigma = sigma_pos for (A > 0, r > 1) and sigma_neg for (A < 0, r < 1); w = 1 elsewhere.
@@ -129,16 +143,37 @@ def gaussian_gate_weight(
         ratio: r = pi_theta / pi_old, shape (bs, response_length); detached by the caller.
         advantages: A, shape (bs, response_length).
         sigma_pos, sigma_neg: trust-region widths, shape (bs, response_length).
-        regions: `outward_regions(ratio, advantages)` when the caller already has them.
+        regions: `outward_regions(ratio, advantages)` when the caller already has them;
+        outward: their union; positive: `advantages > 0` (all bool, (bs, response_length)).
 
     Returns:
         w: shape (bs, response_length), in (0, 1].
     """
-    outward_pos, outward_neg = regions if regions is not None else outward_regions(ratio, advantages)
-    sigma = torch.where(outward_pos, sigma_pos, sigma_neg)
-    standardized = (ratio - 1.0).div_(sigma)
-    weight = standardized.square_().mul_(-0.5).exp_()
-    return weight.masked_fill_(~(outward_pos | outward_neg), 1.0)
+    if outward is None:
+        outward_pos, outward_neg = regions if regions is not None else outward_regions(ratio, advantages)
+        outward = outward_pos | outward_neg
+    # On an outward token A > 0 exactly where it is gated with sigma_pos, so the sign of A picks the width
+    # (a select on a mask that is constant along a GRPO response, cheaper than one on the region masks).
+    sigma = torch.where(advantages > 0 if positive is None else positive, sigma_pos, sigma_neg)
+    exponent = (ratio - 1.0).div_(sigma).square_().mul_(-0.5)
+    return exponent.mul_(outward).exp_()  # exp(0) = 1 off the outward tokens
+
+
+def dual_clip_region(
+    ratio: torch.Tensor, advantages: torch.Tensor, clip_ratio_c: float, negative: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Where a dual clip with bound c > 1 sets the loss (Ye et al. 2020, arXiv 1912.09729, as verl's vanilla
+    loss applies it): A < 0 and r > c. There PPO's dual-clipped per-token loss is the constant -A * c,
+    with no gradient.
+
+    Args:
+        ratio: r, (bs, response_length); advantages: A, (bs, response_length); clip_ratio_c: c > 1;
+        negative: `advantages < 0` when the caller already has it.
+
+    Returns:
+        bool, shape (bs, response_length).
+    """
+    return (advantages < 0 if negative is None else negative) & (ratio > clip_ratio_c)
 
 
 def hard_clip_bounds(

@@ -14,7 +14,9 @@ formulas are the paper's as the authors' README and verl fork state them, see `m
     per-token loss               -A * w * r, with w held constant (no gradient through the gate)
 
 so the gradient through r is attenuated smoothly where PPO's clip would cut it. A < 0 with r > 1
-stays unbounded (no gate, no clip, no dual clip), as in the authors' code.
+stays unbounded (no gate, no clip, no dual clip), as in the authors' code, unless the opt-in
+`maspo.clip_ratio_c` (maspo-verl's extension, not the paper's) bounds it as verl's dual clip does:
+there, A < 0 and r > c, the per-token loss is the constant -A * c.
 
 `compute_policy_loss_maspo` reads as these steps. The tensor math is in `maspo_verl.gate`; verl's
 conventions (inputs, statistics in one host sync, rollout importance weights, aggregation) are
@@ -23,24 +25,25 @@ conventions (inputs, statistics in one host sync, rollout importance weights, ag
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from verl.trainer.ppo.core_algos import register_policy_loss
 
-from maspo_verl.config import MaspoConfig
-from maspo_verl.config import resolve_config_block
+from maspo_verl.config import MaspoConfig, resolve_config_block
 from maspo_verl.conventions import (
     LOG_RATIO_LIMIT,
+    RATIO_METRIC_KEYS,
     PolicyLossInputs,
     aggregate_policy_loss,
     clip_ratio_bounds,
     dual_clip_bound,
     policy_loss_statistics,
     prepare_policy_loss_inputs,
+    ratio_statistics,
 )
 from maspo_verl.gate import (
+    dual_clip_region,
     gaussian_gate_weight,
     hard_clip_bounds,
     hard_gate_surrogate,
@@ -51,14 +54,12 @@ from maspo_verl.gate import (
 __all__ = [
     "LOG_RATIO_LIMIT",
     "METRIC_KEYS",
-    "RATIO_PERCENTILE",
     "compute_policy_loss_maspo",
     "hard_gate_token_losses",
-    "masked_upper_statistics",
     "maspo_metrics",
     "resolve_maspo_config",
     "soft_gate_token_losses",
-    "width_and_ratio_statistics",
+    "width_statistics",
 ]
 
 METRIC_KEYS = (
@@ -71,14 +72,8 @@ METRIC_KEYS = (
     "actor/maspo/sigma_pos_mean",
     "actor/maspo/sigma_neg_mean",
     "actor/maspo/unbounded_frac_neg",
-    "actor/maspo/ratio_max_pos",
-    "actor/maspo/ratio_p99_pos",
-    "actor/maspo/ratio_min_neg",
-    "actor/maspo/ratio_max_neg",
-    "actor/maspo/ratio_p99_neg",
+    *RATIO_METRIC_KEYS,
 )
-# The high percentile of the ratio reported beside its maximum, per advantage sign.
-RATIO_PERCENTILE = 99
 
 
 def resolve_maspo_config(config: Any) -> MaspoConfig:
@@ -126,6 +121,8 @@ def compute_policy_loss_maspo(
     )
     with torch.no_grad():
         ratio = inputs.ratio.detach()
+        # A = 0 on padding: these select valid tokens only.
+        positive, negative = inputs.advantages > 0, inputs.advantages < 0
         # sigma_pos = m * k_pos, sigma_neg = m * k_neg: limiter times risk controller (paper, method).
         sigma_pos, sigma_neg = trust_region_widths(
             inputs.old_log_prob,
@@ -140,18 +137,26 @@ def compute_policy_loss_maspo(
             mass_adaptive=maspo.mass_adaptive,
             risk_control=maspo.risk_control,
         )
-        # (A > 0, r > 1) and (A < 0, r < 1): where the update pushes r away from 1. A = 0 on padding.
-        regions = outward_regions(ratio, inputs.advantages)
+        # (A > 0, r > 1) and (A < 0, r < 1): where the update pushes r away from 1.
+        regions = outward_regions(ratio, inputs.advantages, positive, negative)
         outward = regions[0] | regions[1]
 
     if hard_gate:
+        # The hard gate always has verl's dual clip: maspo.clip_ratio_c when set, else actor.clip_ratio_c.
+        clip_ratio_c = maspo.clip_ratio_c or dual_clip_bound(config, "maspo (gate=hard)")
         pg_losses, gate_statistics = hard_gate_token_losses(
-            inputs, outward, sigma_pos, sigma_neg, maspo.sigma_base, config
+            inputs, outward, sigma_pos, sigma_neg, maspo.sigma_base, config, clip_ratio_c
         )
     else:
-        pg_losses, gate_statistics = soft_gate_token_losses(log_prob, inputs, regions, outward, sigma_pos, sigma_neg)
+        pg_losses, gate_statistics = soft_gate_token_losses(
+            log_prob, inputs, regions, outward, sigma_pos, sigma_neg, maspo.clip_ratio_c, positive, negative
+        )
 
-    statistics = {**gate_statistics, **width_and_ratio_statistics(inputs, regions, outward, sigma_pos, sigma_neg)}
+    statistics = {
+        **gate_statistics,
+        **width_statistics(inputs, regions, outward, sigma_pos, sigma_neg, negative),
+        **ratio_statistics(inputs, positive, negative),
+    }
     statistics = policy_loss_statistics("maspo", inputs, log_prob, statistics)  # one host sync
     pg_loss = aggregate_policy_loss(pg_losses, inputs, loss_agg_mode, config, statistics["num_valid"])
     return pg_loss.to(log_prob.dtype), maspo_metrics(statistics, maspo.sigma_base)
@@ -185,9 +190,16 @@ def soft_gate_token_losses(
     outward: torch.Tensor,
     sigma_pos: torch.Tensor,
     sigma_neg: torch.Tensor,
+    clip_ratio_c: float | None = None,
+    positive: torch.Tensor | None = None,
+    negative: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """MASPO's per-token loss -A * w * r with the soft Gaussian gate w held constant (arXiv
     2602.17550, soft Gaussian gating): the gradient through r survives, attenuated by w.
+
+    With `clip_ratio_c` = c (`maspo.clip_ratio_c`, maspo-verl's extension, not the paper's) the side the
+    gate leaves open is bounded as verl's dual clip bounds it: where A < 0 and r > c the per-token loss is
+    the constant -A * c (no gradient). None (default, the paper and the authors' code): unbounded.
 
     Args:
         log_prob: log pi_theta, (bs, response_length), carries the gradient.
@@ -195,27 +207,36 @@ def soft_gate_token_losses(
         regions: `outward_regions(r, A)`, two bool (bs, response_length) tensors.
         outward: their union, bool (bs, response_length).
         sigma_pos, sigma_neg: trust-region widths, (bs, response_length).
+        clip_ratio_c: the dual-clip bound c > 1, or None for none.
+        positive, negative: `A > 0` and `A < 0` when the caller already has them.
 
     Returns:
         per-token losses (bs, response_length) and the gate's statistics: "clipped" (tokens whose
-        gradient the gate changes: every outward token), "dual_clipped" (0: no dual clip) and
+        gradient the gate changes: every outward token), "dual_clipped" (A < 0, r > c; 0 without c) and
         "outward_weight_sum" (sum of w over outward tokens).
     """
+    ratio = inputs.ratio
     with torch.no_grad():
         # w = exp(-(r - 1)^2 / (2 sigma^2)) on outward tokens, 1 elsewhere (paper: soft Gaussian gating)
-        gradient_weight = gaussian_gate_weight(inputs.ratio, inputs.advantages, sigma_pos, sigma_neg, regions)
-        coefficient = -inputs.advantages * gradient_weight  # 0 on padding, where A = 0
-        ratio_in_range = inputs.log_ratio.abs() <= LOG_RATIO_LIMIT
-    pg_losses = _GatedSurrogate.apply(log_prob, inputs.ratio, ratio_in_range, coefficient)
-    with torch.no_grad():
+        gradient_weight = gaussian_gate_weight(
+            ratio, inputs.advantages, sigma_pos, sigma_neg, regions, outward, positive
+        )
         outward_count = outward.sum()
-        statistics = {
-            "clipped": outward_count,
-            "dual_clipped": torch.zeros((), dtype=torch.long, device=inputs.ratio.device),
-            # 1 - w is 0 off the outward tokens, so this is the sum of w over them in one pass (and
-            # summing the small 1 - w stays exact in float32 where summing w over millions would not)
-            "outward_weight_sum": outward_count - (1.0 - gradient_weight).sum(),
-        }
+        # 1 - w is 0 off the outward tokens, so this is the sum of w over them in one pass (and summing
+        # the small 1 - w stays exact in float32 where summing w over millions would not)
+        outward_weight_sum = outward_count - (1.0 - gradient_weight).sum()
+        coefficient = gradient_weight.mul_(inputs.advantages).neg_()  # -A * w, 0 on padding where A = 0
+        # |log r| <= 20: where verl's clamp passes the gradient
+        ratio_in_range = inputs.clamped_log_ratio == inputs.log_ratio
+        if clip_ratio_c is None:
+            dual_clipped = torch.zeros((), dtype=torch.long, device=ratio.device)
+        else:
+            dual = dual_clip_region(ratio, inputs.advantages, clip_ratio_c, negative)
+            dual_clipped = dual.sum()
+            ratio = torch.where(dual, clip_ratio_c, ratio)  # loss -A * c there (w = 1 on A < 0, r > 1)
+            ratio_in_range &= ~dual  # and no gradient
+    pg_losses = _GatedSurrogate.apply(log_prob, ratio, ratio_in_range, coefficient)
+    statistics = {"clipped": outward_count, "dual_clipped": dual_clipped, "outward_weight_sum": outward_weight_sum}
     return pg_losses, statistics
 
 
@@ -226,16 +247,18 @@ def hard_gate_token_losses(
     sigma_neg: torch.Tensor,
     sigma_base: float,
     config: Any,
+    clip_ratio_c: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """`gate=hard` ablation: verl's vanilla clipped surrogate with dual clip whose bounds are
     1 - clip_ratio_low * sigma_neg/sigma_base and 1 + clip_ratio_high * sigma_pos/sigma_base
-    (maspo-verl's design; the paper's ablation code is not public).
+    (maspo-verl's design; the paper's ablation code is not public), dual clip at `clip_ratio_c`.
 
     Args:
         inputs: the micro-batch from `prepare_policy_loss_inputs`, its ratio carrying the gradient.
         outward: bool, where the update pushes r away from 1 (the union of `outward_regions(r, A)`);
         sigma_pos, sigma_neg: widths; all (bs, response_length).
-        sigma_base: MASPO's base width; config: verl's actor config (clip ratios, dual clip bound).
+        sigma_base: MASPO's base width; config: verl's actor config (clip ratios);
+        clip_ratio_c: the dual-clip bound c > 1.
 
     Returns:
         per-token losses (bs, response_length) and the statistics "clipped" / "dual_clipped" (valid
@@ -243,7 +266,6 @@ def hard_gate_token_losses(
         the clip leaves uncut: the hard gate's weight is 0 or 1).
     """
     clip_ratio_low, clip_ratio_high = clip_ratio_bounds(config)
-    clip_ratio_c = dual_clip_bound(config, "maspo (gate=hard)")
     lower, upper = hard_clip_bounds(sigma_pos, sigma_neg, sigma_base, clip_ratio_low, clip_ratio_high)
     pg_losses, clip_active, dual_clip_active = hard_gate_surrogate(
         inputs.ratio, inputs.advantages, lower, upper, clip_ratio_c
@@ -259,35 +281,31 @@ def hard_gate_token_losses(
     return pg_losses, statistics
 
 
-def width_and_ratio_statistics(
+def width_statistics(
     inputs: PolicyLossInputs,
     regions: tuple[torch.Tensor, torch.Tensor],
     outward: torch.Tensor,
     sigma_pos: torch.Tensor,
     sigma_neg: torch.Tensor,
+    negative: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Device-side statistics of MASPO's metrics that do not depend on the gate, all 0-d tensors:
-    the mean log-ratio's sum, the outward token counts and widths, the unbounded side (A < 0,
-    r > 1) and the ratio's extremes per advantage sign."""
+    """Device-side statistics of MASPO's metrics that depend neither on the gate nor only on the ratio,
+    all 0-d tensors: the mean log-ratio's sum, the outward token counts and widths and the side MASPO
+    leaves unbounded (A < 0, r > 1). `negative` is `A < 0` when the caller already has it."""
     with torch.no_grad():
         ratio, advantages = inputs.ratio.detach(), inputs.advantages
-        ratio_pos = masked_upper_statistics(ratio, advantages > 0, RATIO_PERCENTILE)
-        ratio_neg = masked_upper_statistics(ratio, advantages < 0, RATIO_PERCENTILE)
+        negative = advantages < 0 if negative is None else negative
         return {
             "negative_log_ratio": -inputs.clamped_log_ratio.sum(),
             "gated_pos": regions[0].sum(),
             "gated_neg": regions[1].sum(),
             "outward": outward.sum(),
-            "sigma_pos_sum": torch.where(regions[0], sigma_pos, 0.0).sum(),
-            "sigma_neg_sum": torch.where(regions[1], sigma_neg, 0.0).sum(),
-            # A < 0 with r > 1: the side MASPO leaves unbounded, as the authors' code does; only these
-            # metrics show how far ratios went there.
-            "unbounded_neg": ((advantages < 0) & (ratio > 1.0)).sum(),
-            "ratio_max_pos": ratio_pos[0],
-            "ratio_p99_pos": ratio_pos[1],
-            "ratio_max_neg": ratio_neg[0],
-            "ratio_p99_neg": ratio_neg[1],
-            "ratio_min_neg": torch.where(advantages < 0, ratio, torch.inf).min(),
+            # products with the masks, not selects: a select on a mask that changes token by token is slow
+            "sigma_pos_sum": (sigma_pos * regions[0]).sum(),
+            "sigma_neg_sum": (sigma_neg * regions[1]).sum(),
+            # A < 0 with r > 1: the side MASPO leaves unbounded, as the authors' code does (unless
+            # maspo.clip_ratio_c is set); the ratio metrics show how far ratios went there.
+            "unbounded_neg": (negative & (ratio > 1.0)).sum(),
         }
 
 
@@ -295,11 +313,11 @@ def maspo_metrics(statistics: dict[str, float], sigma_base: float) -> dict[str, 
     """MASPO's metrics (METRIC_KEYS) from the host statistics of one micro-batch.
 
     Fractions are over valid tokens (an empty micro-batch reports 0 fractions, no attenuation);
-    each width is averaged over the tokens it acts on (sigma_base when its side has none).
+    each width is averaged over the tokens it acts on (sigma_base when its side has none); the ratio's
+    extremes are `maspo_verl.conventions.ratio_statistics`, as every loss of this package reports them.
     """
     num_valid = statistics["num_valid"] or 1.0
     gated_pos, gated_neg = statistics["gated_pos"], statistics["gated_neg"]
-    ratio_min_neg = statistics["ratio_min_neg"]
     return {
         "actor/pg_clipfrac": statistics["clipped"] / num_valid,
         "actor/ppo_kl": statistics["negative_log_ratio"] / num_valid,
@@ -312,33 +330,5 @@ def maspo_metrics(statistics: dict[str, float], sigma_base: float) -> dict[str, 
         "actor/maspo/sigma_pos_mean": statistics["sigma_pos_sum"] / gated_pos if gated_pos else sigma_base,
         "actor/maspo/sigma_neg_mean": statistics["sigma_neg_sum"] / gated_neg if gated_neg else sigma_base,
         "actor/maspo/unbounded_frac_neg": statistics["unbounded_neg"] / num_valid,
-        "actor/maspo/ratio_max_pos": statistics["ratio_max_pos"],
-        "actor/maspo/ratio_p99_pos": statistics["ratio_p99_pos"],
-        "actor/maspo/ratio_min_neg": ratio_min_neg if math.isfinite(ratio_min_neg) else 1.0,
-        "actor/maspo/ratio_max_neg": statistics["ratio_max_neg"],
-        "actor/maspo/ratio_p99_neg": statistics["ratio_p99_neg"],
+        **{key: statistics[key] for key in RATIO_METRIC_KEYS},
     }
-
-
-def masked_upper_statistics(values: torch.Tensor, mask: torch.Tensor, percentile: int) -> torch.Tensor:
-    """(max, percentile-th percentile) of values[mask]; both 1 (a ratio that did not move) when
-    mask selects nothing.
-
-    The percentile is the nearest-rank one, the ceil(q * n)-th smallest of the n selected values,
-    i.e. the (floor((1 - q) * n) + 1)-th largest. It is taken from one `topk` of the top
-    (1 - q) share of all positions, on the device (no host sync; cheaper than sorting).
-
-    Args:
-        values: finite values, shape (bs, response_length).
-        mask: bool, shape (bs, response_length).
-        percentile: integer in [1, 100).
-
-    Returns:
-        shape (2,), in values' dtype.
-    """
-    flat = torch.where(mask, values, -torch.inf).view(-1)
-    largest = flat.topk(min(flat.numel(), flat.numel() * (100 - percentile) // 100 + 1)).values
-    count = mask.sum()
-    rank_from_top = torch.stack([torch.zeros_like(count), count * (100 - percentile) // 100])
-    picked = largest.gather(0, rank_from_top.clamp(max=largest.numel() - 1))
-    return torch.where(count > 0, picked, torch.ones_like(picked))

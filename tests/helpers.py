@@ -45,7 +45,12 @@ PAPER_DEFAULTS = dict(
 def actor_config(loss_mode: str = "maspo", loss_agg_mode: str = "token-mean", plain: bool = False, **kwargs):
     """A verl `ActorConfig` whose policy loss is `MaspoPolicyLossConfig` (or verl's plain
     `PolicyLossConfig` when `plain`). kwargs: MASPO keys go to `maspo`, the rest to ActorConfig."""
-    maspo_keys = {k: kwargs.pop(k) for k in list(kwargs) if k in MaspoConfig.__dataclass_fields__}
+    # a key of both (clip_ratio_c) goes to the actor, as before MaspoConfig had it
+    maspo_keys = {
+        k: kwargs.pop(k)
+        for k in list(kwargs)
+        if k in MaspoConfig.__dataclass_fields__ and k not in ActorConfig.__dataclass_fields__
+    }
     if plain:
         policy_loss = PolicyLossConfig(loss_mode=loss_mode)
     else:

@@ -485,8 +485,8 @@ def test_data_parallel_search_sees_every_ranks_micro_batch(tmp_path):
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("variant", ["recipe", "paper"])
 def test_our_yaml_leaves_the_defaults_to_the_variant(variant):
-    """configs/maspo.yaml holds nulls, so `bapo.variant=paper` alone gives the paper's values once
-    verl builds the actor config."""
+    """configs/policy_loss/baselines.yaml (over configs/maspo.yaml) holds nulls, so `bapo.variant=paper`
+    alone gives the paper's values once verl builds the actor config."""
     from pathlib import Path
 
     from verl.utils.config import omega_conf_to_dataclass
@@ -498,6 +498,7 @@ def test_our_yaml_leaves_the_defaults_to_the_variant(variant):
         "maspo",
         [
             "+experiment=r1_distill_7b",
+            "+policy_loss=baselines",  # the baselines' config class and blocks
             "actor_rollout_ref.actor.policy_loss.loss_mode=bapo",
             f"actor_rollout_ref.actor.policy_loss.bapo.variant={variant}",
         ],

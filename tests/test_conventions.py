@@ -10,13 +10,17 @@ from verl.trainer.ppo.core_algos import agg_loss, get_policy_loss_fn
 
 import maspo_verl  # noqa: F401  (registers the losses)
 from maspo_verl.conventions import (
+    RATIO_METRIC_KEYS,
     PolicyLossInputs,
     aggregate_policy_loss,
     clip_ratio_bounds,
     dual_clip_bound,
     host_values,
+    masked_upper_statistics,
     policy_loss_statistics,
     prepare_policy_loss_inputs,
+    ratio_statistics,
+    upper_statistics,
 )
 
 pytestmark = pytest.mark.kind("unit")
@@ -157,3 +161,56 @@ def test_every_loss_follows_the_same_conventions(loss_mode):
     inputs.response_mask[:] = False
     loss, gradient, metrics = run_loss(loss_mode, inputs)
     assert loss.item() == 0.0 and not gradient.any() and all(map(math.isfinite, metrics.values()))
+
+
+def test_every_loss_reports_the_same_ratio_statistics():
+    """The ratio's extremes come from one function: MASPO (both gates), DAC, BAPO and verl's vanilla with
+    them report the same numbers for the same micro-batch, whatever their loss does with the ratio."""
+    inputs = random_loss_inputs(batch_size=12, response_length=30, seed=8, ratio_spread=0.9)
+    reported = {}
+    for loss_mode, actor_keys in [*((mode, {}) for mode in OUR_LOSSES), ("maspo", {"gate": "hard"})]:
+        reported[loss_mode + str(actor_keys)] = [
+            run_loss(loss_mode, inputs, **actor_keys)[2][key] for key in RATIO_METRIC_KEYS
+        ]
+    reported["vanilla_with_ratio_stats"] = [
+        run_loss("vanilla_with_ratio_stats", inputs)[2][key] for key in RATIO_METRIC_KEYS
+    ]
+    first = next(iter(reported.values()))
+    assert all(values == first for values in reported.values()), reported
+    ratio = torch.exp(inputs.log_prob.detach() - inputs.old_log_prob)[inputs.response_mask]
+    advantages = inputs.advantages[inputs.response_mask]
+    assert first[0] == pytest.approx(ratio[advantages > 0].max().item(), rel=1e-6)
+    assert first[4] == pytest.approx(ratio[advantages < 0].min().item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 99, 100, 101, 250, 1000])
+def test_ratio_statistics_are_exact_on_the_cpu_and_on_the_device_path(count):
+    """The CPU path (compact, then topk of the top share) and the accelerator path (topk over every
+    position, rank picked on the device) give the same values, bit for bit, including ties and an empty
+    side; the percentile is the nearest-rank one."""
+    generator = torch.Generator().manual_seed(count)
+    values = torch.exp(torch.randn(40, 37, generator=generator) * 0.5)
+    values.view(-1)[:50] = 1.25  # ties
+    mask = torch.zeros(40 * 37, dtype=torch.bool)
+    mask[torch.randperm(40 * 37, generator=generator)[:count]] = True
+    mask = mask.view(40, 37)
+    on_cpu = upper_statistics(values[mask], 99)
+    on_device = masked_upper_statistics(values, mask, 99)
+    assert all(torch.equal(a, b) for a, b in zip(on_cpu, on_device, strict=True)), (on_cpu, on_device)
+    selected = sorted(values[mask].tolist())
+    if count:
+        p99 = selected[-(-99 * count // 100) - 1]  # the ceil(0.99 n)-th smallest
+        assert [x.item() for x in on_cpu] == [selected[-1], p99, selected[0]]
+    else:
+        assert [x.item() for x in on_cpu] == [1.0, 1.0, 1.0]
+
+
+def test_ratio_statistics_by_hand():
+    inputs = prepare_policy_loss_inputs(
+        torch.zeros(1, 4),
+        torch.log(torch.tensor([[2.0, 0.5, 3.0, 0.25]])),
+        torch.tensor([[1.0, 1.0, -1.0, -1.0]]),
+        torch.ones(1, 4, dtype=torch.bool),
+    )
+    statistics = {key: value.item() for key, value in ratio_statistics(inputs).items()}
+    assert statistics == dict(zip(RATIO_METRIC_KEYS, [2.0, 2.0, 3.0, 3.0, 0.25], strict=True))

@@ -1,5 +1,6 @@
 """maspo_verl.gate: each mechanism against values computed here from the paper's formulas; the
-hard-gate ablation's surrogate against the baselines' PPO surrogate, bit for bit."""
+hard-gate ablation's surrogate (the baselines' dual-clipped PPO surrogate too) against PPO's
+dual-clipped surrogate written out token by token from its definition."""
 
 import math
 
@@ -8,6 +9,7 @@ import torch
 
 from maspo_verl.baselines.common import dual_clipped_surrogate
 from maspo_verl.gate import (
+    dual_clip_region,
     gaussian_gate_weight,
     hard_clip_bounds,
     hard_gate_surrogate,
@@ -106,22 +108,60 @@ def test_hard_clip_bounds_scale_with_relative_widths():
     assert (lower.item(), upper.item()) == pytest.approx((0.8, 1.2))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_hard_gate_surrogate_is_the_baselines_ppo_surrogate_bit_for_bit(dtype):
-    """MASPO's core keeps its own copy of PPO's dual-clipped surrogate (it does not import the
-    baselines); both copies give the same losses, masks and gradients, ties included."""
+def ppo_dual_clipped_token_loss(
+    r: float, a: float, lower: float, upper: float, c: float
+) -> tuple[float, float, bool, bool]:
+    """PPO's clipped surrogate with the dual clip of Ye et al. 2020 (arXiv 1912.09729), from its
+    definition, for one token in float64: L = max(-A r, -A clip(r, lower, upper)), and for A < 0
+    min(L, -A c). Returns (loss, d loss / d log r, clipped, dual_clipped), where "clipped" means the
+    clipped term is strictly larger and "dual_clipped" that -A c is strictly smaller than L."""
+    unclipped, clipped = -a * r, -a * min(max(r, lower), upper)
+    loss = max(unclipped, clipped)
+    # d/d log r of -A r is -A r; the clipped term has that gradient only where r is inside [lower, upper]
+    gradient = -a * r if unclipped >= clipped or lower <= r <= upper else 0.0
+    dual = a < 0 and loss > -a * c
+    if dual:
+        loss, gradient = -a * c, 0.0
+    return loss, gradient, clipped > unclipped, dual
+
+
+@pytest.mark.parametrize("surrogate", [hard_gate_surrogate, dual_clipped_surrogate])
+def test_hard_gate_surrogate_is_ppos_dual_clipped_surrogate(surrogate):
+    """Random ratios, both advantage signs, per-token bounds: values, gradients and both masks equal
+    the definition above (float64); `dual_clipped_surrogate` of the baselines is checked the same way."""
     generator = torch.Generator().manual_seed(0)
-    log_ratio = torch.randn(64, 33, generator=generator, dtype=torch.float64) * 0.8
-    log_ratio[:, :4] = 0.0  # r = 1 exactly: ties between the clipped and unclipped terms
-    advantages = (torch.randn(64, 1, generator=generator, dtype=torch.float64) * 2).expand(64, 33).to(dtype)
-    sigma_pos, sigma_neg = (torch.rand(64, 33, generator=generator).to(dtype) * 3 + 1 for _ in range(2))
+    log_ratio = torch.randn(32, 17, generator=generator, dtype=torch.float64) * 0.8
+    advantages = (torch.randn(32, 1, generator=generator, dtype=torch.float64) * 2).expand(32, 17)
+    sigma_pos, sigma_neg = (torch.rand(32, 17, generator=generator, dtype=torch.float64) * 3 + 1 for _ in range(2))
     lower, upper = hard_clip_bounds(sigma_pos, sigma_neg, 1.0, 0.2, 0.28)
-    results = []
-    for surrogate in (hard_gate_surrogate, dual_clipped_surrogate):
-        log_prob = log_ratio.to(dtype).requires_grad_(True)
-        losses, clip_active, dual_clip_active = surrogate(torch.exp(log_prob), advantages, lower, upper, 3.0)
-        (gradient,) = torch.autograd.grad(losses.sum(), log_prob)
-        results.append((losses.detach(), clip_active, dual_clip_active, gradient))
-    for ours, theirs in zip(*results, strict=True):
-        assert torch.equal(ours, theirs)
-    assert results[0][1].any() and results[0][2].any()  # both clips were exercised
+    log_prob = log_ratio.clone().requires_grad_(True)
+    losses, clip_active, dual_clip_active = surrogate(torch.exp(log_prob), advantages, lower, upper, 3.0)
+    (gradient,) = torch.autograd.grad(losses.sum(), log_prob)
+    expected = [
+        ppo_dual_clipped_token_loss(math.exp(lr), a, lo, up, 3.0)
+        for lr, a, lo, up in zip(
+            log_ratio.flatten().tolist(),
+            advantages.flatten().tolist(),
+            lower.flatten().tolist(),
+            upper.flatten().tolist(),
+            strict=True,
+        )
+    ]
+    loss_values, gradients, clipped, dual = (
+        torch.tensor(column, dtype=dtype).view(32, 17)
+        for column, dtype in zip(
+            zip(*expected, strict=True), (torch.float64, torch.float64, torch.bool, torch.bool), strict=True
+        )
+    )
+    torch.testing.assert_close(losses.detach(), loss_values, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gradient, gradients, rtol=1e-12, atol=1e-12)
+    assert torch.equal(clip_active, clipped) and torch.equal(dual_clip_active, dual)
+    assert clipped.any() and dual.any() and not (clipped | dual).all()  # each branch exercised
+
+
+def test_dual_clip_region_is_negative_advantage_above_c():
+    ratio = torch.tensor([4.0, 3.0, 2.0, 4.0, 0.5])
+    advantages = torch.tensor([-1.0, -1.0, -1.0, 1.0, -1.0])
+    assert dual_clip_region(ratio, advantages, 3.0).tolist() == [True, False, False, False, False]
+    negative = torch.tensor([False, True, True, True, True])  # a caller's mask is used as given
+    assert dual_clip_region(ratio, advantages, 3.0, negative).tolist() == [False, False, False, True, False]

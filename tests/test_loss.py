@@ -1,6 +1,7 @@
 """compute_policy_loss_maspo against an independent reference of the paper's equations,
 verl's vanilla loss (the hard-gate identity), gradcheck, bad input, dtypes and metrics."""
 
+import dataclasses
 import logging
 import math
 
@@ -10,6 +11,7 @@ from helpers import PAPER_DEFAULTS, actor_config, random_loss_inputs
 from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla, get_policy_loss_fn
 
 import maspo_verl.config as maspo_config
+from maspo_verl import MaspoConfig
 from maspo_verl.loss import METRIC_KEYS, compute_policy_loss_maspo
 
 pytestmark = pytest.mark.kind("unit")
@@ -512,13 +514,13 @@ def test_ratio_extremes_per_advantage_sign_include_the_unbounded_side():
         pos = ratio[valid & (inputs.advantages > 0)].tolist()
         neg = ratio[valid & (inputs.advantages < 0)].tolist()
         assert len(pos) >= 200 and len(neg) >= 200  # the 99th percentile is not the maximum here
-        assert metrics["actor/maspo/ratio_max_pos"] == pytest.approx(max(pos), rel=1e-6)
-        assert metrics["actor/maspo/ratio_p99_pos"] == pytest.approx(_nearest_rank(pos, 99), rel=1e-6)
-        assert metrics["actor/maspo/ratio_p99_pos"] < metrics["actor/maspo/ratio_max_pos"]
-        assert metrics["actor/maspo/ratio_min_neg"] == pytest.approx(min(neg), rel=1e-6)
+        assert metrics["actor/ratio/max_pos"] == pytest.approx(max(pos), rel=1e-6)
+        assert metrics["actor/ratio/p99_pos"] == pytest.approx(_nearest_rank(pos, 99), rel=1e-6)
+        assert metrics["actor/ratio/p99_pos"] < metrics["actor/ratio/max_pos"]
+        assert metrics["actor/ratio/min_neg"] == pytest.approx(min(neg), rel=1e-6)
         # nothing bounds A < 0, r > 1 (the authors' MASPO): the metric shows the ratio reached 50
-        assert metrics["actor/maspo/ratio_max_neg"] == pytest.approx(50.0, rel=1e-5)
-        assert metrics["actor/maspo/ratio_p99_neg"] == pytest.approx(_nearest_rank(neg, 99), rel=1e-6)
+        assert metrics["actor/ratio/max_neg"] == pytest.approx(50.0, rel=1e-5)
+        assert metrics["actor/ratio/p99_neg"] == pytest.approx(_nearest_rank(neg, 99), rel=1e-6)
         unbounded = sum(r > 1 for r in neg) / int(valid.sum())
         assert metrics["actor/maspo/unbounded_frac_neg"] == pytest.approx(unbounded)
 
@@ -528,11 +530,79 @@ def test_ratio_extremes_of_an_empty_side_are_one_with_the_same_keys():
     inputs.advantages = inputs.advantages.abs() + 0.5  # no A < 0 token
     _, _, metrics = _loss_and_grad(actor_config(), inputs)
     assert tuple(metrics) == METRIC_KEYS
-    assert metrics["actor/maspo/ratio_min_neg"] == metrics["actor/maspo/ratio_max_neg"] == 1.0
-    assert metrics["actor/maspo/ratio_p99_neg"] == 1.0 and metrics["actor/maspo/unbounded_frac_neg"] == 0.0
-    assert metrics["actor/maspo/ratio_max_pos"] > 1.0
+    assert metrics["actor/ratio/min_neg"] == metrics["actor/ratio/max_neg"] == 1.0
+    assert metrics["actor/ratio/p99_neg"] == 1.0 and metrics["actor/maspo/unbounded_frac_neg"] == 0.0
+    assert metrics["actor/ratio/max_pos"] > 1.0
     empty = torch.zeros_like(inputs.response_mask)
     _, metrics = compute_policy_loss_maspo(
         inputs.old_log_prob, inputs.log_prob, inputs.advantages, empty, "token-mean", actor_config()
     )
-    assert tuple(metrics) == METRIC_KEYS and metrics["actor/maspo/ratio_max_pos"] == 1.0
+    assert tuple(metrics) == METRIC_KEYS and metrics["actor/ratio/max_pos"] == 1.0
+
+
+def _with_maspo_clip_ratio_c(config, clip_ratio_c):
+    """`config` with `policy_loss.maspo.clip_ratio_c` set (the test helper sends clip_ratio_c to the actor)."""
+    maspo = dataclasses.replace(config.policy_loss.maspo, clip_ratio_c=clip_ratio_c)
+    return dataclasses.replace(config, policy_loss=dataclasses.replace(config.policy_loss, maspo=maspo))
+
+
+@pytest.mark.parametrize("clip_ratio_c", [None, 3.0])
+def test_soft_gate_dual_clip_by_hand(clip_ratio_c):
+    """Four tokens, p_old = 1, sigma = 1 (limiter and risk controller off), token-sum:
+    A = -1, r = 4: unbounded loss -A r = 4 (gradient 4); with c = 3 the constant -A c = 3 (gradient 0);
+    A = -1, r = 2 < c: -A r = 2 either way (gradient 2);
+    A = +1, r = 4: gated, -A w r with w = exp(-9/2) (gradient -4 w);
+    A = -2, r = 0.5: gated, -A w r = w with w = exp(-1/8) (gradient w)."""
+    old = torch.zeros(1, 4)
+    log_prob = torch.log(torch.tensor([[4.0, 2.0, 4.0, 0.5]])).requires_grad_(True)
+    advantages = torch.tensor([[-1.0, -1.0, 1.0, -2.0]])
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    config = _with_maspo_clip_ratio_c(actor_config(mass_adaptive=False, risk_control=False), clip_ratio_c)
+    loss, metrics = compute_policy_loss_maspo(old, log_prob, advantages, mask, "token-sum", config)
+    loss.backward()
+    w_pos, w_neg = math.exp(-4.5), math.exp(-0.125)
+    first_loss, first_grad = (4.0, 4.0) if clip_ratio_c is None else (3.0, 0.0)
+    assert loss.item() == pytest.approx(first_loss + 2.0 - 4.0 * w_pos + w_neg, rel=1e-6)
+    torch.testing.assert_close(log_prob.grad, torch.tensor([[first_grad, 2.0, -4.0 * w_pos, w_neg]]))
+    assert metrics["actor/pg_clipfrac_lower"] == (0.0 if clip_ratio_c is None else 0.25)
+    assert metrics["actor/pg_clipfrac"] == 0.5  # the two gated tokens; the dual clip is counted apart, as verl
+    assert metrics["actor/maspo/unbounded_frac_neg"] == 0.5  # A < 0, r > 1 whether or not c bounds it
+    assert metrics["actor/ratio/max_neg"] == pytest.approx(4.0)  # loss-neutral: the ratio itself
+
+
+def test_soft_gate_dual_clip_matches_reference_with_weights_in_every_mode():
+    """Random inputs: the soft gate with c equals the paper's loss with min(., -A c) on A < 0, r > 1 tokens."""
+    maspo = {**PAPER_DEFAULTS, "sigma_base": 0.5}
+    inputs = random_loss_inputs(seed=23, ratio_spread=1.2, with_rollout_is_weights=True)
+    for mode in AGG_MODES:
+        config = _with_maspo_clip_ratio_c(actor_config(loss_agg_mode=mode, sigma_base=0.5), 2.0)
+        loss, grad, metrics = _loss_and_grad(config, inputs, mode, use_weights=True)
+        log_prob = inputs.log_prob.detach().double().requires_grad_(True)
+        token_losses = reference_token_losses(inputs.old_log_prob, log_prob, inputs.advantages, maspo)
+        negative = inputs.advantages.double() < 0
+        capped = torch.minimum(token_losses, -inputs.advantages.double() * 2.0)
+        token_losses = torch.where(negative, capped, token_losses) * inputs.rollout_is_weights.double()
+        reference = reference_aggregate(token_losses, inputs.response_mask, mode)
+        reference.backward()
+        assert loss.item() == pytest.approx(reference.item(), rel=1e-5, abs=1e-7), mode
+        torch.testing.assert_close(grad.double(), log_prob.grad, rtol=1e-5, atol=1e-7)
+        ratio = torch.exp(inputs.log_prob.detach() - inputs.old_log_prob)
+        cut = (negative & (ratio > 2.0) & inputs.response_mask).sum().item()
+        assert cut > 0 and metrics["actor/pg_clipfrac_lower"] == pytest.approx(cut / inputs.response_mask.sum().item())
+
+
+def test_hard_gate_takes_maspo_clip_ratio_c_in_place_of_the_actors():
+    inputs = random_loss_inputs(seed=24, ratio_spread=1.2)
+    settings = dict(gate="hard", mass_adaptive=False, risk_control=False)
+    ours = _loss_and_grad(_with_maspo_clip_ratio_c(actor_config(clip_ratio_c=3.0, **settings), 1.5), inputs)
+    actors = _loss_and_grad(actor_config(clip_ratio_c=1.5, **settings), inputs)
+    default = _loss_and_grad(actor_config(clip_ratio_c=3.0, **settings), inputs)
+    assert torch.equal(ours[0], actors[0]) and torch.equal(ours[1], actors[1]) and ours[2] == actors[2]
+    assert not torch.equal(ours[1], default[1])  # the bound changed something
+
+
+@pytest.mark.parametrize("bad", [1.0, 0.5, -3.0, float("nan"), float("inf"), "3", True])
+def test_maspo_clip_ratio_c_must_be_a_number_above_one_or_null(bad):
+    with pytest.raises(ValueError, match=r"policy_loss\.maspo\.clip_ratio_c"):
+        MaspoConfig(clip_ratio_c=bad)
+    assert MaspoConfig().clip_ratio_c is None and MaspoConfig(clip_ratio_c=3).clip_ratio_c == 3.0

@@ -8,6 +8,8 @@ by importing this package, as verl's own losses register by decorator) registers
 - `loss_mode=bapo`: BAPO's adaptive clipping (arXiv 2510.18927), `policy_loss.bapo.*`, as the
   authors' released code (`variant=recipe`, default) or their paper's Eq. 8 and Algorithm 1
   (`variant=paper`);
+- `loss_mode=vanilla_with_ratio_stats`: verl's own `vanilla` loss, untouched, plus the ratio's extremes
+  per advantage sign every loss here reports (for GRPO arms that log them);
 
 and provides Entropy Advantage (arXiv 2506.14758), `policy_loss.entropy_advantage.*`, which shapes
 the advantages of any loss mode through `apply_entropy_advantage()` (a wrapper of verl's
@@ -29,9 +31,14 @@ from maspo_verl.baselines.entropy_advantage import (
     entropy_shaped_advantages,
     remove_entropy_advantage,
 )
+from maspo_verl.baselines.vanilla_with_ratio_stats import compute_policy_loss_vanilla_with_ratio_stats
 
 # Each loss mode this package adds to verl's policy-loss registry, and its function.
-BASELINE_LOSSES = {"dac": compute_policy_loss_dac, "bapo": compute_policy_loss_bapo}
+BASELINE_LOSSES = {
+    "dac": compute_policy_loss_dac,
+    "bapo": compute_policy_loss_bapo,
+    "vanilla_with_ratio_stats": compute_policy_loss_vanilla_with_ratio_stats,
+}
 
 __all__ = [
     "BASELINE_LOSSES",
@@ -42,6 +49,7 @@ __all__ = [
     "apply_entropy_advantage",
     "compute_policy_loss_bapo",
     "compute_policy_loss_dac",
+    "compute_policy_loss_vanilla_with_ratio_stats",
     "entropy_shaped_advantages",
     "register_baselines",
     "remove_entropy_advantage",

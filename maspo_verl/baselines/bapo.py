@@ -57,10 +57,12 @@ from verl.trainer.ppo.core_algos import register_policy_loss
 from maspo_verl.baselines.common import clip_metrics, dual_clipped_surrogate, resolve_baseline_block
 from maspo_verl.config import require_choice, require_number
 from maspo_verl.conventions import (
+    RATIO_METRIC_KEYS,
     aggregate_policy_loss,
     dual_clip_bound,
     policy_loss_statistics,
     prepare_policy_loss_inputs,
+    ratio_statistics,
 )
 
 __all__ = [
@@ -119,6 +121,7 @@ METRIC_KEYS = (
     "actor/bapo/positive_share_at_start",
     "actor/bapo/search_steps",
     "actor/bapo/search_ranks",
+    *RATIO_METRIC_KEYS,
 )
 
 
@@ -386,6 +389,7 @@ def compute_policy_loss_bapo(
             "actor/bapo/positive_share_at_start": positive_share(positive_mass[0], negative_mass[0]),
             "actor/bapo/search_steps": search_steps,
             "actor/bapo/search_ranks": search_ranks,
+            **ratio_statistics(inputs),  # the ratio's extremes per advantage sign, as every loss here
         }
     metrics = policy_loss_statistics("bapo", inputs, log_prob, statistics)  # one host sync besides the search's
     pg_loss = aggregate_policy_loss(pg_losses, inputs, loss_agg_mode, config, metrics.pop("num_valid"))

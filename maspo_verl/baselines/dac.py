@@ -29,10 +29,12 @@ from verl.trainer.ppo.core_algos import register_policy_loss
 from maspo_verl.baselines.common import clip_metrics, dual_clipped_surrogate, resolve_baseline_block
 from maspo_verl.config import require_number
 from maspo_verl.conventions import (
+    RATIO_METRIC_KEYS,
     aggregate_policy_loss,
     dual_clip_bound,
     policy_loss_statistics,
     prepare_policy_loss_inputs,
+    ratio_statistics,
 )
 
 __all__ = ["DacConfig", "METRIC_KEYS", "compute_policy_loss_dac", "dac_ratio_bounds", "dcpo_upper_bound_cap"]
@@ -44,6 +46,7 @@ METRIC_KEYS = (
     "actor/dac/lower_bound_mean",
     "actor/dac/upper_bound_mean",
     "actor/dac/upper_bound_capped_frac",
+    *RATIO_METRIC_KEYS,
 )
 
 # exp(80) is finite in float32: at log q = -80 both bounds already sit at their q -> 0 limits
@@ -159,6 +162,7 @@ def compute_policy_loss_dac(
             "actor/dac/lower_bound_mean": verl_F.masked_mean(lower, mask),
             "actor/dac/upper_bound_mean": verl_F.masked_mean(upper, mask),
             "actor/dac/upper_bound_capped_frac": verl_F.masked_mean((upper >= cap).float(), mask),
+            **ratio_statistics(inputs),  # the ratio's extremes per advantage sign, as every loss here
         }
     metrics = policy_loss_statistics("dac", inputs, log_prob, statistics)  # one host sync
     pg_loss = aggregate_policy_loss(pg_losses, inputs, loss_agg_mode, config, metrics.pop("num_valid"))
