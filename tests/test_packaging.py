@@ -1,5 +1,6 @@
-"""The wheel, installed outside any checkout: metadata that leaves a researcher's torch and verl alone,
-the package data `check`, `config-dir` and `check --e2e` need, and those commands run from the wheel.
+"""The wheel, installed outside any checkout: metadata and pip's resolution of every extra that leave a
+GPU box's torch, vLLM, transformers and flash-attn alone, the package data `check`, `config-dir` and
+`check --e2e` need, and those commands run from the wheel.
 
 The wheel is built from a copy of the checkout (no build/ or egg-info left in the repo) and installed
 with --no-deps into a fresh venv whose only link to the project's .venv is a .pth line adding that
@@ -10,6 +11,7 @@ venv's site-packages (verl, torch, ...) after its own: maspo_verl itself comes f
 from __future__ import annotations
 
 import email
+import json
 import os
 import shutil
 import subprocess
@@ -17,17 +19,21 @@ import sys
 import sysconfig
 import venv
 import zipfile
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from maspo_verl.integration.versions import SUPPORTED_VERL, TESTED_VERL_VERSIONS
 
 pytestmark = pytest.mark.kind("verl")
 
 ROOT = Path(__file__).resolve().parents[1]
+# What a GPU box's verl/vLLM stack was built with: no requirement or extra of ours may install or change them.
+GPU_STACK = {"torch", "torchvision", "torchaudio", "vllm", "transformers", "flash-attn"}
 NOT_PACKAGED = shutil.ignore_patterns(".venv", ".git", "runs", "outputs", "build", "dist", "*.egg-info", "__pycache__")
 
 
@@ -96,15 +102,61 @@ def test_wheel_metadata_leaves_torch_to_verl_and_states_the_tested_verl_range(wh
             extra = str(r.marker).split("==")[-1].strip().strip("\"'")
             by_extra.setdefault(extra, []).append(r)
 
-    assert "torch" not in {r.name for r in base}, "install_requires must not bound torch"
+    assert set(metadata.get_all("Provides-Extra")) == {"cpu", "gpu", "math", "plot", "test"}
+    assert "cpu" not in by_extra  # kept for `.[cpu]`; the CPU torch pin is requirements/cpu-constraints.txt
+    for extra, listed in [("install_requires", base), *by_extra.items()]:
+        named = {canonicalize_name(r.name) for r in listed}
+        assert not named & GPU_STACK, f"{extra} names {sorted(named & GPU_STACK)}: it would replace a GPU box's stack"
+        assert not any(canonicalize_name(r.name) == "verl" and r.extras for r in listed), (
+            f"{extra} requires verl with an extra (verl[vllm] / verl[fsdp] pin torch, vLLM, transformers)"
+        )
     (verl,) = [r for r in base if r.name == "verl"]
     assert verl.specifier == SpecifierSet(SUPPORTED_VERL)
     for tested in TESTED_VERL_VERSIONS:
         assert verl.specifier.contains(tested, prereleases=True), tested
     assert any(r.name == "scipy" and r.specifier.contains("1.10") for r in base)
-    assert [str(r.specifier) for r in by_extra["cpu"] if r.name == "torch"] == ["==2.13.0"]
-    (gpu_verl,) = [r for r in by_extra["gpu"] if r.name == "verl"]
-    assert gpu_verl.extras == {"vllm"} and gpu_verl.specifier == verl.specifier
+    assert {r.name for r in by_extra["gpu"]} == {"math-verify"}
+
+
+def _dry_run(target: str, report: Path) -> dict:
+    """pip's resolution of `pip install <target>` into this environment (nothing is installed)."""
+    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--report", str(report), target]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    if result.returncode != 0:
+        pytest.fail(
+            f"pip could not resolve {target} (is the package index, PyPI, reachable from here?): "
+            f"{' '.join(command)}\n{result.stderr[-3000:]}",
+            pytrace=False,
+        )
+    return json.loads(report.read_text())
+
+
+def _stack_changes(resolution: dict) -> dict[str, str]:
+    return {
+        canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
+        for item in resolution["install"]
+        if canonicalize_name(item["metadata"]["name"]) in GPU_STACK
+    }
+
+
+@pytest.mark.timeout(2400)
+def test_no_extra_would_install_or_change_the_gpu_stack(wheel, tmp_path):
+    """Every extra resolved by pip into this environment, whose torch (2.13.0, CPU) is not the one verl
+    0.9.1's vllm extra pins (2.11.0): nothing of torch, torchvision, torchaudio, vLLM, transformers or
+    flash-attn would be installed or changed. The control, `verl[vllm]` (what the gpu extra used to
+    require), shows the check can fail: it would replace torch and transformers and add vLLM."""
+    control = _stack_changes(_dry_run("verl[vllm]==0.9.1", tmp_path / "control.json"))
+    assert control.get("torch") == "2.11.0" and control.get("vllm") == "0.24.0", control
+    assert version("torch") != control["torch"], "the control needs an environment holding another torch"
+
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata_name,) = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
+        extras = email.message_from_bytes(archive.read(metadata_name)).get_all("Provides-Extra")
+    assert {"cpu", "gpu", "math", "plot", "test"} <= set(extras)
+    for extra in ["", *extras]:
+        target = f"{wheel}[{extra}]" if extra else str(wheel)
+        changes = _stack_changes(_dry_run(target, tmp_path / f"extra-{extra or 'base'}.json"))
+        assert changes == {}, f"pip install maspo-verl[{extra}] would install or change {changes}"
 
 
 def test_wheel_ships_configs_patches_cpu_script_and_the_entry_point(wheel):
@@ -152,6 +204,7 @@ def test_wheel_outside_a_checkout_runs_config_dir_check_and_a_one_step_e2e(wheel
     )
     assert "'maspo' is registered by `import verl` in a fresh process" in check.stdout
     assert f"config: {config_dir / 'maspo.yaml'}" in check.stdout
+    assert f"stack: installed verl {version('verl')}, torch {version('torch')}" in check.stdout
     assert "e2e: PASS" in check.stdout, check.stdout[-4000:]
     assert check.stdout.strip().endswith("check: OK")
     assert not any(ROOT.as_posix() in line for line in check.stdout.splitlines() if line.startswith("config:"))
