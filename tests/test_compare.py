@@ -928,3 +928,19 @@ def test_summarize_run_reads_the_primary_outcome_over_the_last_k_validations_and
     assert summary["ratio/p99_neg_mean"] == pytest.approx(1.5), "GRPO's ratio statistics reach the summary"
     one = runs.summarize_run(tmp_path, replace(settings, val_last_k=1))
     assert one["val_acc_last_k"] == one["val_acc_final"] == 1.0
+
+
+def test_the_comparison_is_split_by_part_with_one_summarize_run_and_the_command_line_in_compare():
+    import inspect
+    from pathlib import Path
+
+    import maspo_verl.sandbox as sandbox
+
+    sources = {path.name: path.read_text() for path in Path(sandbox.__file__).parent.glob("*.py")}
+    assert sum(text.count("\ndef summarize_run(") for text in sources.values()) == 1
+    assert "\ndef summarize_run(" in sources["runs.py"] and compare.summarize_run is runs.summarize_run
+    assert {"presets.py", "runs.py", "analysis.py", "report.py", "pilot.py", "compare.py"} <= set(sources)
+    assert "\ndef main(" in sources["compare.py"] and 'if __name__ == "__main__":' in sources["compare.py"]
+    assert inspect.getmodule(compare.main) is compare
+    for part in ("presets.py", "runs.py", "analysis.py", "report.py", "pilot.py"):  # no part reaches the CLI
+        assert "sandbox.compare" not in sources[part].replace("python -m maspo_verl.sandbox.compare", ""), part
