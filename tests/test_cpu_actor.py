@@ -145,6 +145,8 @@ def test_our_baselines_update_through_verls_actor_and_report_their_metrics(actor
     """The baselines verl lacks (maspo_verl.baselines) in the same real update_actor call as MASPO."""
     from verl.trainer.ppo import core_algos
 
+    from maspo_verl.baselines import BASELINE_LOSSES
+
     calls = []
     baseline = core_algos.get_policy_loss_fn(loss_mode)
 
@@ -154,6 +156,9 @@ def test_our_baselines_update_through_verls_actor_and_report_their_metrics(actor
         return loss, metrics
 
     monkeypatch.setitem(core_algos.POLICY_LOSS_REGISTRY, loss_mode, recording)
+    # building the actor config registers the baselines again (the loss guard's register_baselines()): the
+    # recording must be what it registers too
+    monkeypatch.setitem(BASELINE_LOSSES, loss_mode, recording)
     initial = _parameters(actor_worker)
     change, metrics = _update(actor_worker, initial, loss_mode=loss_mode)
     _restore(actor_worker, initial)
