@@ -6,10 +6,11 @@ check [--e2e [--e2e-steps N]] [--config-name NAME] [HYDRA_OVERRIDE ...]
     registry in a fresh process (through the entry point, as verl's Ray workers load it; on verl
     0.8 through VERL_USE_EXTERNAL_MODULES), and the MASPO config resolved from configs/<NAME>.yaml
     with the overrides, its loss_mode looked up in verl's registry as verl's trainer does. Fails
-    on verl settings that would replace a loss of ours (rollout-correction bypass mode on the
-    legacy trainer, distillation without task rewards or with policy_loss_mode other than
-    vanilla), naming the key; prints a NOTE where verl changes the loss's inputs (bypass mode on
-    the V1 trainer: the rollout engine's log-probs become MASPO's p_old).
+    on verl settings under which a loss of ours would not train (distillation without task rewards
+    or with policy_loss_mode other than vanilla) and on a verl key the loss guard reads that this
+    verl lacks, naming the key; prints one NOTE line per verl setting that changes what the loss
+    computes (rollout-correction bypass mode: the rollout engine's log-probs become MASPO's p_old;
+    rollout IS weights, KL and entropy terms, the advantage's scale, distillation's added loss).
     `--e2e` then trains MASPO with verl's own trainer on CPU (slow: minutes).
 config-dir
     Print the folder of our Hydra configs, for `main_ppo --config-path`.

@@ -30,6 +30,11 @@ POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
 DISTILLATION = "distillation.distillation_loss"
 
 
+def _legacy_trainer() -> list[str]:
+    """verl's legacy trainer; verl 0.8 has only that one and no trainer.use_v1 key."""
+    return ["trainer.use_v1=false"] if loss_guard._verl_has_v1_trainer() else []
+
+
 @pytest.fixture(scope="module")
 def verl_defaults() -> dict:
     """The mirrored settings of configs/maspo.yaml as composed over this verl's ppo_trainer, unchanged."""
@@ -48,7 +53,8 @@ def _one_note_starting(notes: list[str], start: str) -> str:
 
 @pytest.mark.unit
 def test_verl_defaults_under_maspo_yaml_are_neither_refused_nor_noted(verl_defaults):
-    assert ABSENT not in verl_defaults.values()
+    absent = [name for name, value in verl_defaults.items() if value == ABSENT]
+    assert absent == ([] if loss_guard._verl_has_v1_trainer() else ["use_v1"])  # verl 0.8: no V1 trainer
     assert _findings(verl_defaults) == ([], [])
     # the GRPO variant that always divides by the group's std is GRPO's scale too
     assert _findings(verl_defaults, adv_estimator="grpo_vectorized") == ([], [])
@@ -171,6 +177,7 @@ def test_a_mirrored_key_this_verl_lacks_raises_naming_the_verl_key(verl_defaults
     ):
         _findings(verl_defaults, entropy_coeff=ABSENT, distillation_enabled=ABSENT)
     # trainer.use_v1 is absent by design only from a verl without a V1 trainer (0.8): the legacy trainer
+    monkeypatch.setattr(loss_guard, "_verl_has_v1_trainer", lambda: True)
     with pytest.raises(MissingVerlKeyError, match=r"\['trainer.use_v1'\]"):
         _findings(verl_defaults, use_v1=ABSENT)
     monkeypatch.setattr(loss_guard, "_verl_has_v1_trainer", lambda: False)
@@ -265,7 +272,7 @@ def test_verl_building_the_actor_config_refuses_and_logs_each_note_once_per_proc
     maspo_config._logged_notes.clear()
     overrides = [
         "algorithm.rollout_correction.bypass_mode=true",
-        "trainer.use_v1=false",
+        *_legacy_trainer(),
         "algorithm.adv_estimator=rloo",
     ]
     cfg = cli.compose_trainer_config("maspo", overrides)
@@ -289,7 +296,7 @@ def _check(capsys, overrides):
 def test_check_prints_one_note_line_per_changing_key_and_passes(capsys):
     overrides = [
         "algorithm.rollout_correction.bypass_mode=true",
-        "trainer.use_v1=false",
+        *_legacy_trainer(),
         "actor_rollout_ref.actor.use_kl_loss=true",
         "actor_rollout_ref.actor.entropy_coeff=0.001",
     ]
@@ -330,7 +337,7 @@ def test_dry_run_of_a_paper_script_passes_legacy_bypass_mode_and_says_what_it_ch
             "bash",
             str(ROOT / "examples/run_scripts/7b/maspo.sh"),
             "algorithm.rollout_correction.bypass_mode=true",
-            "trainer.use_v1=false",
+            *_legacy_trainer(),
         ],
         capture_output=True,
         text=True,
