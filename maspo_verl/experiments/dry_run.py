@@ -10,7 +10,8 @@ Runs, in order, what a real launch hits in its first minutes on a GPU cluster:
      with `omega_conf_to_dataclass`) for the run's GPU count;
   4. the rollout and algorithm dataclasses the workers build;
   5. the registries: policy-loss mode, advantage estimator, custom reward function, reward manager;
-     and the verl settings that would replace a loss of ours or change its inputs (maspo_verl.integration.loss_guard);
+     and the verl settings that would stop a loss of ours from training (refused) or change what it computes
+     (one warning line each; maspo_verl.integration.loss_guard);
   6. the batch-size and parallelism constraints verl only asserts inside its workers;
   7. what a long cluster run hits that no verl check shows (`cluster_run_findings`): TransferQueue
      storage vs. validation/training batch x n, checkpoint retention, the metrics path on several
