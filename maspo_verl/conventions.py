@@ -167,7 +167,7 @@ def policy_loss_statistics(
         if inputs.rollout_is_weights is not None:
             input_sum = input_sum + inputs.rollout_is_weights.sum()
         values = host_values(
-            {"num_valid": inputs.response_mask.sum(), "input_sum": input_sum, **statistics},
+            {"num_valid": torch.count_nonzero(inputs.response_mask), "input_sum": input_sum, **statistics},
             inputs.compute_dtype,
             inputs.ratio.device,
         )
@@ -314,7 +314,7 @@ def masked_upper_statistics(
     """
     flat = torch.where(mask, values, -torch.inf).view(-1)
     largest = flat.topk(min(flat.numel(), flat.numel() * (100 - percentile) // 100 + 1)).values
-    count = mask.sum()
+    count = torch.count_nonzero(mask)
     rank_from_top = torch.stack([torch.zeros_like(count), count * (100 - percentile) // 100])
     picked = largest.gather(0, rank_from_top.clamp(max=largest.numel() - 1))
     smallest = torch.where(mask, values, torch.inf).min()

@@ -221,7 +221,7 @@ def soft_gate_token_losses(
         gradient_weight = gaussian_gate_weight(
             ratio, inputs.advantages, sigma_pos, sigma_neg, regions, outward, positive
         )
-        outward_count = outward.sum()
+        outward_count = torch.count_nonzero(outward)
         # 1 - w is 0 off the outward tokens, so this is the sum of w over them in one pass (and summing
         # the small 1 - w stays exact in float32 where summing w over millions would not)
         outward_weight_sum = outward_count - (1.0 - gradient_weight).sum()
@@ -232,7 +232,7 @@ def soft_gate_token_losses(
             dual_clipped = torch.zeros((), dtype=torch.long, device=ratio.device)
         else:
             dual = dual_clip_region(ratio, inputs.advantages, clip_ratio_c, negative)
-            dual_clipped = dual.sum()
+            dual_clipped = torch.count_nonzero(dual)
             ratio = torch.where(dual, clip_ratio_c, ratio)  # loss -A * c there (w = 1 on A < 0, r > 1)
             ratio_in_range &= ~dual  # and no gradient
     pg_losses = _GatedSurrogate.apply(log_prob, ratio, ratio_in_range, coefficient)
@@ -274,8 +274,8 @@ def hard_gate_token_losses(
         clip_active &= inputs.response_mask
         gradient_weight = (~(clip_active | dual_clip_active)).to(inputs.compute_dtype)
         statistics = {
-            "clipped": clip_active.sum(),
-            "dual_clipped": dual_clip_active.sum(),
+            "clipped": torch.count_nonzero(clip_active),
+            "dual_clipped": torch.count_nonzero(dual_clip_active),
             "outward_weight_sum": (gradient_weight * outward).sum(),
         }
     return pg_losses, statistics
@@ -297,15 +297,15 @@ def width_statistics(
         negative = advantages < 0 if negative is None else negative
         return {
             "negative_log_ratio": -inputs.clamped_log_ratio.sum(),
-            "gated_pos": regions[0].sum(),
-            "gated_neg": regions[1].sum(),
-            "outward": outward.sum(),
+            "gated_pos": torch.count_nonzero(regions[0]),
+            "gated_neg": torch.count_nonzero(regions[1]),
+            "outward": torch.count_nonzero(outward),
             # products with the masks, not selects: a select on a mask that changes token by token is slow
             "sigma_pos_sum": (sigma_pos * regions[0]).sum(),
             "sigma_neg_sum": (sigma_neg * regions[1]).sum(),
             # A < 0 with r > 1: the side MASPO leaves unbounded, as the authors' code does (unless
             # maspo.clip_ratio_c is set); the ratio metrics show how far ratios went there.
-            "unbounded_neg": (negative & (ratio > 1.0)).sum(),
+            "unbounded_neg": torch.count_nonzero(negative & (ratio > 1.0)),
         }
 
 
