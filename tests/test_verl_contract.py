@@ -254,24 +254,29 @@ def test_the_bypass_mode_rewrite_is_checked_inside_the_function(verl_copy):
             "VERL_EXTERNAL_MODULES",
             "no longer reads VERL_USE_EXTERNAL_MODULES",
         ),
-        (
-            "experimental/reward_loop/reward_manager/naive.py",
-            "                ground_truth=ground_truth,\n",
-            "",
-            "compute_score is called without ['ground_truth'], which maspo_verl.experiments.reward.compute_score",
-        ),
-        (
-            "workers/reward_manager/naive.py",
-            "                        solution_str=response_str,\n",
-            "",
-            "compute_score is called without ['solution_str'], which maspo_verl.sandbox.tiny.reward.compute_score",
-        ),
     ],
 )
 def test_a_changed_call_site_or_field_is_named(verl_copy, relative, old, new, expected):
     _edit(verl_copy / relative, old, new)
     violations = verl_contract.contract_violations(verl_copy)
     assert any(expected in violation for violation in violations), violations
+
+
+@pytest.mark.parametrize(
+    "relative, keyword, ours",
+    [
+        ("experimental/reward_loop/reward_manager/naive.py", "ground_truth", "maspo_verl.experiments.reward"),
+        ("workers/reward_manager/naive.py", "solution_str", "maspo_verl.sandbox.tiny.reward"),
+    ],
+)
+def test_a_reward_call_without_a_keyword_our_compute_score_needs_is_named(verl_copy, relative, keyword, ours):
+    path = verl_copy / relative
+    text = path.read_text()
+    changed = re.sub(rf"\n[ \t]*{keyword}=\w+,", "", text)
+    assert changed != text, f"no {keyword}= keyword in {path}"
+    path.write_text(changed)
+    expected = f"compute_score is called without ['{keyword}'], which {ours}.compute_score requires"
+    assert _violations_naming(verl_copy, expected)
 
 
 def test_plugin_entry_points_are_required_from_verl_0_9_only(verl_copy):
