@@ -272,8 +272,8 @@ def ratio_statistics(
         if negative is None:
             negative = inputs.advantages < 0
         if ratio.device.type == "cpu":
-            # On the CPU the selected values are compacted (no device to wait for) and only the top
-            # share of each side is ordered, which is several times faster than a topk over every position.
+            # On the CPU the selected values are compacted (no device to wait for) and only the top share
+            # of each side is ordered: about twice as fast as a topk over every position (1M tokens).
             max_pos, p99_pos, _ = upper_statistics(ratio[positive], RATIO_PERCENTILE)
             max_neg, p99_neg, min_neg = upper_statistics(ratio[negative], RATIO_PERCENTILE)
         else:
