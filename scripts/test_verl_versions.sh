@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The verl version matrix (issue 12): run before a release; CI keeps one verl (scripts/run_tests.sh).
+# The verl version matrix: run before a release; CI keeps one verl (scripts/run_tests.sh).
 #
 #   bash scripts/test_verl_versions.sh [--no-e2e] [--group NAME ...] [VERSION ...]
 #       VERSION: 0.8.0 0.9.0 0.9.1 main (default: all); --group: run only that test group (repeatable)
@@ -9,7 +9,8 @@
 # ../shared/verl-main-1dda039b9.tar.gz, which builds 0.10.0.dev0), then this checkout with
 # `pip install -c <torch+verl pins> -e .[test]`. It asserts that the plugin install left verl's version
 # alone and that an unconstrained `pip install --dry-run -e .[test]` would not touch verl either, then
-# runs the version-independent test groups and `check --e2e`, and prints a table of versions x groups.
+# runs the version-independent test groups, the verl API contract on that verl's source (for `main` also
+# on the snapshot archive itself) and `check --e2e`, and prints a table of versions x groups.
 # A venv is reused while its stamp (setup.py + this script's install steps) is unchanged.
 set -uo pipefail
 
@@ -145,6 +146,18 @@ print(f"{total - failed - skipped}/{total}" + (f" ({', '.join(notes)})" if notes
 EOF
 }
 
+run_contract() {  # version venv -> prints OK / FAIL (the contract on the installed verl; main: also the snapshot)
+  local version="$1" venv="$2" log="$CACHE/results/$1.contract.log" sources=("")
+  [[ "$version" == main ]] && sources+=("$MAIN_SNAPSHOT")
+  : > "$log"
+  local source
+  for source in "${sources[@]}"; do
+    (cd "$ROOT" && "$venv/bin/python" -m maspo_verl.integration.contract ${source:+"$source"}) >>"$log" 2>&1 \
+      || { echo "FAIL ($(grep -c '^MOVED' "$log") moved)"; return; }
+  done
+  echo "OK"
+}
+
 run_e2e() {  # version venv -> prints pass / FAIL / patches not supported
   local version="$1" venv="$2" workdir env_extra=()
   workdir="$(mktemp -d "${TMPDIR:-/tmp}/maspo-matrix-e2e-$version.XXXXXX")"
@@ -174,8 +187,8 @@ from pathlib import Path
 
 results, groups = Path(sys.argv[1]), sys.argv[2:]
 print()
-print("| matrix | verl | " + " | ".join(groups) + " | check --e2e |")
-print("|---|---|" + "---|" * (len(groups) + 1))
+print("| matrix | verl | " + " | ".join(groups) + " | contract on the source | check --e2e |")
+print("|---|---|" + "---|" * (len(groups) + 2))
 failed = False
 for version in ("0.8.0", "0.9.0", "0.9.1", "main"):
     row = results / f"{version}.tsv"
@@ -218,6 +231,8 @@ main() {
       log "$version: $name: pytest ${args[*]}"
       cells+=("$(run_group "$venv" "$CACHE/results/$version.${name//[^a-zA-Z0-9]/_}.xml" "${args[@]}")")
     done
+    log "$version: verl API contract on the source"
+    cells+=("$(run_contract "$version" "$venv")")
     if [[ $RUN_E2E -eq 1 ]]; then
       log "$version: check --e2e"
       cells+=("$(run_e2e "$version" "$venv")")
