@@ -35,6 +35,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import sys
 from collections.abc import Generator
 from typing import Any
 
@@ -585,9 +586,9 @@ def remove_hf_cpu_rollout() -> None:
     global _applied
     if _applied is None:
         return
-    from maspo_verl.patches.hf_agent_loop import unregister_agent_loops
-
-    unregister_agent_loops()
+    agent_loops = sys.modules.get("maspo_verl.patches.hf_agent_loop")  # not imported: nothing was registered
+    if agent_loops is not None:
+        agent_loops.unregister_agent_loops()
     for registry, key, previous, ours in reversed(_applied):
         if registry.get(key) is ours:
             if previous is _MISSING:
