@@ -302,7 +302,9 @@ def test_check_prints_one_note_line_per_changing_key_and_passes(capsys):
     ]
     code, out, err = _check(capsys, overrides)
     assert code == 0, err
-    note_keys = [line.split(":")[1].strip() for line in out.splitlines() if line.startswith("NOTE: ")]
+    # the guard's lines (check also prints NOTE lines about the installed stack)
+    guard_lines = [line for line in out.splitlines() if line.startswith("NOTE: ") and "=" in line.split(":")[1]]
+    note_keys = [line.split(":")[1].strip() for line in guard_lines]
     assert note_keys == [
         "algorithm.rollout_correction.bypass_mode=true",
         "actor_rollout_ref.actor.use_kl_loss=true",
