@@ -112,7 +112,9 @@ def test_our_maspo_yaml_composes_over_verl_and_overrides_need_no_plus():
     assert (maspo.alpha, maspo.gate, maspo.risk_control, maspo.mass_adaptive) == (0.5, "hard", False, True)
     yaml_defaults = OmegaConf.to_container(cfg.actor_rollout_ref.actor.policy_loss.maspo)
     yaml_defaults.pop("_target_")
-    assert yaml_defaults == {**PAPER_DEFAULTS, "alpha": 0.5, "gate": "hard", "risk_control": False}
+    # clip_ratio_c: our opt-in dual clip, null (none) as in the paper
+    expected = {**PAPER_DEFAULTS, "clip_ratio_c": None, "alpha": 0.5, "gate": "hard", "risk_control": False}
+    assert yaml_defaults == expected
 
 
 @pytest.mark.verl
