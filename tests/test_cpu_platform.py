@@ -25,11 +25,13 @@ import json, verl
 from verl.plugin.platform import PlatformRegistry, get_platform
 from verl.workers.rollout.base import _ROLLOUT_REGISTRY
 from verl.workers.rollout.replica import RolloutReplicaRegistry
+from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
 print(json.dumps({
     "platforms": list(PlatformRegistry.registered_names()),
     "device": get_platform().device_name,
     "rollout_replicas": list(RolloutReplicaRegistry._registry),
     "rollout_adapters": [name for name, _ in _ROLLOUT_REGISTRY],
+    "agent_loops": list(_agent_loop_registry),
 }))
 """
 
@@ -48,10 +50,12 @@ def test_patches_apply_only_when_verl_platform_is_cpu():
     plain = _probe_fresh_process()
     assert "cpu" not in plain["platforms"] and plain["device"] != "cpu"
     assert "hf_cpu" not in plain["rollout_replicas"] and "hf_cpu" not in plain["rollout_adapters"]
+    assert not any(name.startswith("hf_cpu") for name in plain["agent_loops"])
 
     enabled = _probe_fresh_process(VERL_PLATFORM="cpu")
     assert "cpu" in enabled["platforms"] and enabled["device"] == "cpu"
     assert "hf_cpu" in enabled["rollout_replicas"] and "hf_cpu" in enabled["rollout_adapters"]
+    assert {"hf_cpu_single_turn_agent", "hf_cpu_single_turn_agent_local_reward"} <= set(enabled["agent_loops"])
 
 
 @pytest.mark.parametrize("patch", ["apply_cpu_platform", "apply_hf_cpu_rollout"])
