@@ -194,7 +194,7 @@ def _notes(analysis: dict) -> list[str]:
 TERMINAL_COLUMNS = (
     (22, "arm"),
     (5, "seeds"),
-    (13, "acc 0->primary"),
+    (13, "acc 0->prim."),
     (24, "Δ primary vs base [95% CI]"),
     (7, "p Holm"),
     (24, "verdict"),
