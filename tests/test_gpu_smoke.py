@@ -315,13 +315,14 @@ def test_dry_run_composes_and_validates_every_gpu_run(tmp_path):
 # ---- REHEARSE=cpu: the script's stages on CPU, the verdict active -------------------------------------------
 
 
+# Three verl trainings on CPU: 29.5 min measured on the 2-core box under heavy load (load average ~17)
 @pytest.mark.training(minutes=8)
-@pytest.mark.timeout(2400)
+@pytest.mark.timeout(3600)
 def test_cpu_rehearsal_runs_every_stage_and_its_verdict_catches_a_doctored_run(tmp_path):
     ray_tmp = Path("/tmp") / f"ray_smoke_{os.getpid()}"
     env = {"REHEARSE": "cpu", "RAY_TMPDIR": str(ray_tmp), "SMOKE_LOSS_TOKENS": "65536"}
     try:
-        result = run_smoke("--workdir", str(tmp_path), timeout=2300, **env)
+        result = run_smoke("--workdir", str(tmp_path), timeout=3500, **env)
     finally:
         subprocess.run(["rm", "-rf", str(ray_tmp)], check=False, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
