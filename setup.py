@@ -4,7 +4,7 @@ Supported: verl >= 0.8, < 0.11 (the versions scripts/test_verl_versions.sh runs:
 0.9.1 and verl's main 0.10.0.dev0), Python >= 3.10.
 
 Installs next to any GPU stack: no requirement or extra of ours names torch, torchvision, torchaudio,
-vLLM, transformers or flash-attn (tests/test_install_resolution.py resolves every extra with pip into an
+vLLM, transformers or flash-attn (tests/test_packaging.py resolves every extra with pip into an
 environment holding another torch and asserts none of them would be installed or changed). verl and
 its own pins own that stack:
 - next to a cluster's verl/vLLM stack: `pip install -e ".[gpu]"` (the experiments' extras only);
