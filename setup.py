@@ -9,9 +9,9 @@ environment holding another torch and asserts none of them would be installed or
 its own pins own that stack:
 - next to a cluster's verl/vLLM stack: `pip install -e ".[gpu]"` (the experiments' extras only);
 - a fresh GPU environment: the stack verl 0.9.1 pins, as a constraints file,
-  `pip install -c requirements/gpu-stack-verl-0.9.1.txt "verl[vllm]" flash-attn -e ".[gpu]"`
-  (its header names the CUDA build and NVIDIA driver it needs; `python -m maspo_verl check` compares
-  the installed stack with it);
+  `pip install -c requirements/gpu-stack-verl-0.9.1.txt "verl[vllm]" -e ".[gpu]"`, then flash-attn
+  against that torch (`pip install -c ... flash-attn --no-build-isolation`; the file's header names the
+  CUDA build and NVIDIA driver it needs; `python -m maspo_verl check` compares the installed stack with it);
 - a CPU box: scripts/setup_venv.sh, CPU torch first, then `-c requirements/cpu-constraints.txt`.
 The top-level `patches/` and `configs/` folders install as `maspo_verl.patches` and
 `maspo_verl.configs`, so nothing lands in the global import namespace.
