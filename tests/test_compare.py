@@ -844,6 +844,11 @@ def test_the_problem_level_standard_error_stands_beside_the_between_seed_sd():
     assert comparison["problem_se"] == pytest.approx((seed0**2 / 3) ** 0.5)
     assert comparison["between_seed_sd"] == pytest.approx(float(__import__("numpy").std([0.02, -0.01, 0.04], ddof=1)))
     assert "Evaluation noise: the problem-level SE" in format_table(arms, analysis, RunSettings())
+    one_seed = [run for run in results if run.seed == 0]  # a problem-level SE, no between-seed sd
+    analysis = analyse(arms, one_seed, RunSettings(), primary="val_acc_last_k")
+    assert analysis["paired"]["maspo"]["val_acc_last_k"]["between_seed_sd"] is None
+    note = next(line for line in format_table(arms, analysis, RunSettings()).splitlines() if "Evaluation" in line)
+    assert f"is {seed0:.3f}-{seed0:.3f}." in note and "between-seed" not in note
 
 
 def test_the_pilot_rule_picks_the_cheapest_candidate_where_learning_lasts_and_the_control_is_apart():

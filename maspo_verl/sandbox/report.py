@@ -170,10 +170,12 @@ def _notes(analysis: dict) -> list[str]:
         pair[primary]["between_seed_sd"] for pair in pairs if pair.get(primary, {}).get("between_seed_sd") is not None
     ]
     if noise:
-        against = f", against a between-seed sd of the difference of {min(spread):.3f}-{max(spread):.3f}"
+        against = ""
+        if spread:
+            against = f", against a between-seed sd of the difference of {min(spread):.3f}-{max(spread):.3f}"
         notes.append(
             f"Evaluation noise: the problem-level SE of a within-seed difference is {min(noise):.3f}-"
-            f"{max(noise):.3f}{against if spread else ''}."
+            f"{max(noise):.3f}{against}."
         )
     for name, learns in analysis["instrument"]["baselines_learn"].items():
         rise, quarters = learns["val_acc_rise"], learns["train_reward_quarter_rise"]
