@@ -63,6 +63,7 @@ def test_summarize_profile_of_nothing_is_idle(bench):
     assert bench.summarize_profile("", window_samples=500) == (0.0, [])
 
 
+@pytest.mark.kind("verl")  # starts stand-in worker processes
 def test_run_worker_processes_finds_only_the_marked_runs_workers(bench, tmp_path):
     marker = "bench-test-marker"
     env_marked = {**os.environ, "MASPO_BENCH_RUN": marker}

@@ -390,8 +390,9 @@ def test_minimal_comparison_side_by_side_is_paired_and_a_rerun_reuses_it(tmp_pat
     assert "maspo/gate_weight_mean_mean" in per_arm["maspo"]  # MASPO's metrics came back from verl
     assert "maspo/gate_weight_mean_mean" not in per_arm["grpo"]
     assert report["analysis"]["paired"]["maspo"]["baseline"] == "grpo"
-    for key in ("maspo/gated_frac_pos_mean", "maspo/ratio_max_neg_mean", "maspo/sigma_neg_mean_mean"):
+    for key in ("maspo/gated_frac_pos_mean", "ratio/max_neg_mean", "maspo/sigma_neg_mean_mean"):
         assert key in report["runs"][0]["summary"], key  # the gate metrics reach the run's summary
+    assert "ratio/p99_neg_mean" in report["runs"][1]["summary"], "GRPO's arm logs its ratio statistics too"
     # Paired: both methods' step-0 validations are the same samples (deterministic hf_cpu sampling).
     assert report["step0_identical_within_seed"]["0"]["identical"], report["step0_identical_within_seed"]
     assert all(run["summary"]["steps_logged"] == 2 for run in report["runs"])

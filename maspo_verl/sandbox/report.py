@@ -52,7 +52,7 @@ def _verdict_cell(pair: dict, primary: str) -> str:
 
 
 def _ratio_p99(numbers: dict, sign: str) -> str:
-    """Ratio p99 of one advantage sign: verl's GRPO-family key actor/ratio/, MASPO's actor/maspo/."""
+    """Ratio p99 of one advantage sign: actor/ratio/ (every arm's losses log it), else actor/maspo/ (older runs)."""
     key = f"ratio/p99_{sign}_mean" if f"ratio/p99_{sign}_mean" in numbers else f"maspo/ratio_p99_{sign}_mean"
     return _mean(numbers, key)
 
