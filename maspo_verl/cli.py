@@ -27,6 +27,10 @@ import sys
 from maspo_verl.integration.hydra_config import compose, config_dir
 from maspo_verl.integration.loss_guard import MissingVerlKeyError, loss_replacing_settings
 
+# What VERL_USE_EXTERNAL_MODULES must name on verl 0.8 (no entry points): our plugin, which registers MASPO
+# and the baselines (`maspo_verl` alone registers MASPO only).
+PLUGIN_MODULE = "maspo_verl.integration.plugin"
+
 _REGISTRY_PROBE = (
     "import verl\n"
     "from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY\n"
@@ -168,25 +172,25 @@ def _check(args: argparse.Namespace) -> int:
             f"registry: 'maspo' is registered by VERL_USE_EXTERNAL_MODULES="
             f"{os.environ['VERL_USE_EXTERNAL_MODULES']} ({reason})"
         )
-    elif registered_in_fresh_process({"VERL_USE_EXTERNAL_MODULES": "maspo_verl"}):
+    elif registered_in_fresh_process({"VERL_USE_EXTERNAL_MODULES": PLUGIN_MODULE}):
         if entry_points:
             failures.append(
                 f"'maspo' is not registered by `import verl` in this environment (VERL_USE_EXTERNAL_PLUGINS="
-                f"{plugins_policy} skips our entry point): export VERL_USE_EXTERNAL_MODULES=maspo_verl (before "
+                f"{plugins_policy} skips our entry point): export VERL_USE_EXTERNAL_MODULES={PLUGIN_MODULE} (before "
                 "`ray start` on clusters) or allow the entry point with VERL_USE_EXTERNAL_PLUGINS=auto or a list "
                 "including 'maspo'"
             )
         else:
             failures.append(
                 f"verl {verl_version} loads no verl.plugins entry points (they exist from verl 0.9.0), so `import "
-                "verl` alone does not register 'maspo': export VERL_USE_EXTERNAL_MODULES=maspo_verl in every "
+                f"verl` alone does not register 'maspo': export VERL_USE_EXTERNAL_MODULES={PLUGIN_MODULE} in every "
                 "process that imports verl (before `ray start` on clusters, or in the job's runtime_env)"
             )
     else:
         failures.append(
             "'maspo' is not in verl's policy-loss registry in a fresh process, neither through the "
-            "verl.plugins entry point nor VERL_USE_EXTERNAL_MODULES=maspo_verl; reinstall with "
-            "`pip install -e .` and run `python -c 'import maspo_verl.integration.plugin'` to see the import error"
+            f"verl.plugins entry point nor VERL_USE_EXTERNAL_MODULES={PLUGIN_MODULE}; reinstall with "
+            f"`pip install -e .` and run `python -c 'import {PLUGIN_MODULE}'` to see the import error"
         )
 
     policy_loss = None

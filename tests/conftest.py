@@ -1,9 +1,9 @@
 """Test kinds, declared per module or per test, and the order they run in.
 
 Every test has exactly one kind, a pytest marker:
-  unit      no verl trainer, workers or subprocess: seconds;
+  unit      no verl trainer, workers or subprocess (enforced: a unit test that starts a process fails): seconds;
   verl      verl's config composition, registry, workers or dry runs, in this process or a subprocess,
-            without a training step;
+            without a training step; also any other test that starts a process (a script, a linter);
   training  verl's trainer on CPU for at least one step: minutes. `training(minutes=N)` gives the
             rough length, so the longest start first and the two xdist workers end together.
 A module states its default with `pytestmark = pytest.mark.kind("unit")`; a test that differs carries its
@@ -49,3 +49,19 @@ def pytest_collection_modifyitems(session, config, items):
     kinds = {item.nodeid: _kind(item) for item in items}
     # Longest first: under `-n 2 --dist loadfile` xdist hands out files in collection order.
     items.sort(key=lambda item: (order[kinds[item.nodeid]], -_minutes(item)))  # stable within a kind
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request, monkeypatch):
+    """A `unit` test promises no subprocess: starting one fails it, naming the kind to give it instead."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    import subprocess
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(
+            f"{request.node.nodeid} is a unit test but started a subprocess ({args[0] if args else kwargs}): "
+            "give it the kind `verl` or `training`"
+        )
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)

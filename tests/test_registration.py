@@ -22,7 +22,7 @@ PROBE = (
 )
 ENTRY_POINTS = has_plugin_entry_points(installed_verl_version())
 # What `check` needs in this environment to pass: nothing with entry points, else verl 0.8's mechanism.
-CHECK_ENV = {} if ENTRY_POINTS else {"VERL_USE_EXTERNAL_MODULES": "maspo_verl"}
+CHECK_ENV = {} if ENTRY_POINTS else {"VERL_USE_EXTERNAL_MODULES": "maspo_verl.integration.plugin"}
 
 
 def _fresh_python(code, **env_overrides):
@@ -139,7 +139,7 @@ def test_check_command_fails_when_this_environment_would_not_register_maspo(monk
     env = {"VERL_USE_EXTERNAL_PLUGINS": "none"} if ENTRY_POINTS else {}
     code, out, err = _check_in_process(monkeypatch, capsys, **env)
     assert code == 1, out + err
-    assert "export VERL_USE_EXTERNAL_MODULES=maspo_verl" in err
+    assert "export VERL_USE_EXTERNAL_MODULES=maspo_verl.integration.plugin" in err
     if not ENTRY_POINTS:
         assert "loads no verl.plugins entry points (they exist from verl 0.9.0)" in err
     code, out, err = _check_in_process(monkeypatch, capsys, **env, VERL_USE_EXTERNAL_MODULES="maspo_verl")

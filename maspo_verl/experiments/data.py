@@ -1,4 +1,4 @@
-"""Write verl RL parquet for the MASPO math experiments (arXiv 2602.17550, Sec. 4).
+"""Write verl RL parquet for the MASPO math experiments (arXiv 2602.17550).
 
     python -m maspo_verl.experiments.data --dataset all --output-dir ~/data/maspo
     python -m maspo_verl.experiments.data --dataset aime24 --input path/to/test.parquet --output-dir ~/data/maspo

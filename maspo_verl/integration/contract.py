@@ -164,7 +164,7 @@ SYMBOLS: tuple[Symbol, ...] = (
     Symbol(
         "verl.trainer.ppo.rollout_corr_helper",
         "apply_bypass_mode",
-        "the loss guard refuses legacy bypass mode because of it",
+        "the loss guard's note on bypass mode names it",
     ),
     # The experiments' dry run: validates a script's config as verl's trainer would.
     Symbol("verl.trainer.ppo.core_algos", "get_adv_estimator_fn", _DRY_RUN),

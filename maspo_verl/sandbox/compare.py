@@ -1,6 +1,6 @@
 """MASPO vs its baselines, each trained by verl's own trainer on CPU: paired runs, intervals, verdicts.
 
-    python -m maspo_verl.sandbox.compare                          # quick: MASPO vs GRPO, 1 seed, ~2.5 min
+    python -m maspo_verl.sandbox.compare                          # quick: MASPO vs GRPO, 1 seed, about 2 min on 2 cores
     python -m maspo_verl.sandbox.compare --preset pilot           # picks the trust-region regime (GRPO arms only)
     python -m maspo_verl.sandbox.compare --preset full            # MASPO vs GRPO, 5 seeds, the controls
     python -m maspo_verl.sandbox.compare --preset decomposition   # soft/hard gate x dual clip, matched sigma
@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
 
     runs_total = len(arms) * len(seeds)
     print(
-        f"[compare] preset {args.preset}: {len(arms)} arm(s) x {len(seeds)} seed(s) = {runs_total} main_ppo runs, "
+        f"[compare] {'methods from the command line' if args.methods else 'preset ' + args.preset}: {len(arms)} "
+        f"arm(s) x {len(seeds)} seed(s) = {runs_total} main_ppo runs, "
         f"{jobs} at a time; output {output_dir}"
     )
     print(f"[compare] why these settings: {preset.reason if not args.methods else 'chosen on the command line'}")

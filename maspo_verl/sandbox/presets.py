@@ -416,7 +416,7 @@ PRESETS: dict[str, Preset] = {
         (method_arm("maspo"), method_arm("grpo")),
         (0,),
         TESTBED,
-        "about two minutes: shows both methods learn in verl's trainer; one seed gives no interval",
+        "about 2 minutes on 2 cores: shows both methods training in verl's trainer; one seed gives no interval",
     ),
     "full": Preset(
         (method_arm("grpo"), method_arm("maspo"), no_trust_region_control(), frozen_policy_sanity()),

@@ -52,9 +52,8 @@ def _verdict_cell(pair: dict, primary: str) -> str:
 
 
 def _ratio_p99(numbers: dict, sign: str) -> str:
-    """Ratio p99 of one advantage sign: actor/ratio/ (every arm's losses log it), else actor/maspo/ (older runs)."""
-    key = f"ratio/p99_{sign}_mean" if f"ratio/p99_{sign}_mean" in numbers else f"maspo/ratio_p99_{sign}_mean"
-    return _mean(numbers, key)
+    """Ratio p99 of one advantage sign (actor/ratio/: every arm's loss logs it)."""
+    return _mean(numbers, f"ratio/p99_{sign}_mean")
 
 
 def _trust_region_cells(arm: Arm, numbers: dict) -> list[str]:
@@ -180,8 +179,14 @@ def _notes(analysis: dict) -> list[str]:
     for name, learns in analysis["instrument"]["baselines_learn"].items():
         rise, quarters = learns["val_acc_rise"], learns["train_reward_quarter_rise"]
         if rise:
+            if rise.get("low") is None:
+                verdict = "rise not tested (one seed: no interval)"
+            elif rise["low"] > 0:
+                verdict = "learns (the rise's interval excludes 0)"
+            else:
+                verdict = "NOT shown to learn (the rise's interval includes 0)"
             notes.append(
-                f"{name} learns: val acc rise from step 0 {_with_interval(rise, signed=True)}; training "
+                f"{name}: {verdict}: val acc rise from step 0 {_with_interval(rise, signed=True)}; training "
                 f"reward last minus first quarter {_with_interval(quarters, signed=True)}."
             )
     for name, detected in analysis["instrument"]["controls_detected"].items():

@@ -293,7 +293,16 @@ class Progress:
     def __init__(self, total_steps: int, enabled: bool = True):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total_steps, desc="steps", unit="step", file=sys.stderr, disable=not enabled, smoothing=0)
+        # No remaining-time estimate: the first step arrives after a run's start-up (imports, Ray, workers), so
+        # a rate from it overstates the rest many times over.
+        self.bar = tqdm(
+            total=total_steps,
+            desc="steps",
+            unit="step",
+            file=sys.stderr,
+            disable=not enabled,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed} elapsed]{postfix}",
+        )
         self.lock = threading.Lock()
         self.active: dict[str, int] = {}
 

@@ -5,7 +5,7 @@
 # Paper: not reported here (the paper's ablation numbers are not public); expected below MASPO at the same scale.
 # Second difference from MASPO, beside the gate: the hard clip comes with verl's dual clip
 # (actor.clip_ratio_c, 3.0: the loss of A < 0 tokens is capped at -A * c), which soft-gated MASPO does not have
-# (its A < 0, r > 1 side is unbounded). The metric actor/maspo/ratio_max_neg shows how far that side went.
+# (its A < 0, r > 1 side is unbounded). The metric actor/ratio/max_neg shows how far that side went.
 # expect: actor_rollout_ref.actor.policy_loss.loss_mode=maspo actor_rollout_ref.actor.policy_loss.maspo.gate=hard
 # expect: actor_rollout_ref.actor.policy_loss.maspo.mass_adaptive=true actor_rollout_ref.actor.policy_loss.maspo.risk_control=true
 set -euo pipefail
