@@ -1,4 +1,4 @@
-"""`python -m maspo_verl check | config-dir` and what they say about the installed verl (maspo_verl.integration.versions)."""
+"""`python -m maspo_verl check | config-dir` and what they say about the installed verl (integration.versions)."""
 
 import importlib.metadata
 import logging

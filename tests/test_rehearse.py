@@ -25,9 +25,9 @@ import pyarrow.parquet as pq
 import pytest
 from test_run_scripts import RUN_SCRIPTS, composed, printed_main_ppo_args, run_script
 
-from maspo_verl.sandbox import rehearse
 from maspo_verl.experiments.evaluation.pass_at_k import BENCHMARK_ORDER
 from maspo_verl.experiments.evaluation.plot import load_log
+from maspo_verl.sandbox import rehearse
 
 pytestmark = pytest.mark.kind("verl")
 
