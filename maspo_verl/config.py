@@ -4,8 +4,8 @@ Hydra path of every key: `actor_rollout_ref.actor.policy_loss.maspo.<key>`.
 Selecting `actor_rollout_ref.actor.policy_loss._target_=maspo_verl.MaspoPolicyLossConfig` makes
 verl build `MaspoPolicyLossConfig` for the actor, so the MASPO keys live in verl's own, frozen,
 validated config tree. The baselines' blocks (`dac`, `bapo`, `entropy_advantage`) are added by
-its subclass `maspo_verl.baselines.PolicyLossConfigWithBaselines`, which `configs/maspo.yaml`
-selects: this module, like the rest of MASPO's core, does not import the baselines.
+its subclass `maspo_verl.baselines.PolicyLossConfigWithBaselines`, which the override
+`+policy_loss=baselines` selects: this module, like the rest of MASPO's core, does not import the baselines.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@
 #       VERSION: 0.8.0 0.9.0 0.9.1 main (default: all); --group: run only that test group (repeatable)
 #
 # Per version, a cached venv under $MASPO_VERL_MATRIX_CACHE (default ~/.cache/maspo_verl/verl-matrix/<version>):
-# torch==2.13.0 first (CPU build), then that verl (PyPI, or for `main` the source snapshot
-# ../shared/verl-main-1dda039b9.tar.gz, which builds 0.10.0.dev0), then this checkout with
+# torch==2.13.0 first (CPU build), then that verl (PyPI, or for `main` a source archive of verl's main at
+# commit 1dda039b9, which builds 0.10.0.dev0: $MASPO_VERL_MAIN_SNAPSHOT, by default
+# verl-main-1dda039b9.tar.gz in the folder `shared` beside this checkout), then this checkout with
 # `pip install -c <torch+verl pins> -e .[test]`. It asserts that the plugin install left verl's version
 # alone and that an unconstrained `pip install --dry-run -e .[test]` would not touch verl either, then
 # runs the version-independent test groups, the verl API contract on that verl's source (for `main` also

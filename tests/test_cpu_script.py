@@ -55,7 +55,6 @@ def test_dry_run_fails_on_a_misspelled_maspo_key_and_names_it(tmp_path):
     assert "sigma_bas" in result.stdout + result.stderr
 
 
-@pytest.mark.unit
 def test_cpu_scripts_are_shellcheck_clean():
     shellcheck = Path(sys.executable).with_name("shellcheck")
     scripts = [CPU_SCRIPT, CPU_SCRIPT.with_name("cpu_backend.sh"), EXAMPLES_ENTRY_POINT]

@@ -49,6 +49,7 @@ def test_the_package_root_holds_the_method_and_the_command_line_and_each_part_ha
         "hydra_config",
         "loss_guard",
         "plugin",
+        "stack",
         "versions",
     }
     assert {"data.py", "reward.py", "dry_run.py"} <= {p.name for p in (PACKAGE / "experiments").glob("*.py")}

@@ -1,8 +1,9 @@
 """The paper's baselines that verl does not ship, registered as verl policy losses.
 
 verl ships GRPO (`vanilla`), Clip Higher (`vanilla` with `clip_ratio_high`) and `sapo`.
-`register_baselines()` (called by our `verl.plugins` entry point in every process verl starts, and
-by importing this package, as verl's own losses register by decorator) registers:
+Importing this package registers these loss modes (by decorator, as verl's own losses), and
+`register_baselines()`, which our plugin (`maspo_verl.integration.plugin`) calls in every process verl
+starts, puts them back should anything have replaced them:
 
 - `loss_mode=dac`: DCPO's dynamic adaptive clipping (arXiv 2509.02333), `policy_loss.dac.*`;
 - `loss_mode=bapo`: BAPO's adaptive clipping (arXiv 2510.18927), `policy_loss.bapo.*`, as the
@@ -13,9 +14,9 @@ by importing this package, as verl's own losses register by decorator) registers
 
 and provides Entropy Advantage (arXiv 2506.14758), `policy_loss.entropy_advantage.*`, which shapes
 the advantages of any loss mode through `apply_entropy_advantage()` (a wrapper of verl's
-`ppo_loss`). `PolicyLossConfigWithBaselines`, the policy-loss config `configs/maspo.yaml` selects,
-carries the `maspo` block and these blocks, and applies that wrapper when its
-`entropy_advantage.enable` is true; `configs/baselines.yaml` selects it. The baselines use MASPO's
+`ppo_loss`). `PolicyLossConfigWithBaselines` carries the `maspo` block and these blocks, and applies
+that wrapper when its `entropy_advantage.enable` is true; the override `+policy_loss=baselines`
+(configs/policy_loss/baselines.yaml) selects it over configs/maspo.yaml. The baselines use MASPO's
 verl conventions (`maspo_verl.conventions`); MASPO's core does not import this package. See
 docs/baselines.md.
 """

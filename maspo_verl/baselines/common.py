@@ -22,7 +22,7 @@ from maspo_verl.gate import hard_gate_surrogate
 
 __all__ = ["POLICY_LOSS_CONFIG_TARGET", "clip_metrics", "dual_clipped_surrogate", "resolve_baseline_block"]
 
-# The policy-loss config class that carries every baseline's block (configs/maspo.yaml selects it).
+# The policy-loss config class that carries every baseline's block (+policy_loss=baselines selects it).
 POLICY_LOSS_CONFIG_TARGET = "maspo_verl.baselines.PolicyLossConfigWithBaselines"
 
 

@@ -1,9 +1,10 @@
 """The policy-loss config that carries MASPO's block and every baseline's: `PolicyLossConfigWithBaselines`.
 
-`configs/maspo.yaml` selects it as `actor_rollout_ref.actor.policy_loss._target_`, so one verl config
-tree serves MASPO, its ablations and every baseline of the paper; each block's keys are overridable
-there without `+`. It lives with the baselines, not in `maspo_verl.config`, so that MASPO's core
-(loss, gate, config, conventions) does not import them. On verl's plain `ppo_trainer`, select it with
+The override `+policy_loss=baselines` (configs/policy_loss/baselines.yaml) selects it as
+`actor_rollout_ref.actor.policy_loss._target_` over configs/maspo.yaml, so one verl config tree serves
+MASPO, its ablations and every baseline of the paper; each block's keys are then overridable without `+`.
+It lives with the baselines, not in `maspo_verl.config`, so that MASPO's core (loss, gate, config,
+conventions) does not import them. On verl's plain `ppo_trainer`, select it with
 `actor_rollout_ref.actor.policy_loss._target_=maspo_verl.baselines.PolicyLossConfigWithBaselines`
 and add keys with `+`.
 """

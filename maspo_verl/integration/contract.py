@@ -160,7 +160,7 @@ SYMBOLS: tuple[Symbol, ...] = (
     ),
     Symbol("verl.workers.engine_workers", "ppo_loss", f"{_ENTROPY_ADVANTAGE} rebinds this import of ppo_loss"),
     Symbol("verl.trainer.distillation.losses", "ppo_loss", f"{_ENTROPY_ADVANTAGE} rebinds this import of ppo_loss"),
-    # The verl code the loss guard refuses around.
+    # The verl code the loss guard's bypass-mode note describes (workers keep the configured loss).
     Symbol(
         "verl.trainer.ppo.rollout_corr_helper",
         "apply_bypass_mode",
@@ -672,8 +672,8 @@ def _check_plugin_loading(tree: _Tree) -> list[str]:
 
 
 def _check_guarded_paths(tree: _Tree) -> list[str]:
-    """Bypass mode's loss-mode rewrite, which maspo_verl.integration.loss_guard refuses around (the function
-    itself is a SYMBOLS entry; a missing file fails there)."""
+    """Bypass mode's loss-mode rewrite in the driver's config, which the loss guard's note describes (the
+    function itself is a SYMBOLS entry; a missing file fails there)."""
     helper = tree.module("trainer/ppo/rollout_corr_helper.py")
     bypass = _top_level(helper, "apply_bypass_mode") if helper is not None else None
     if isinstance(bypass, ast.FunctionDef) and "bypass_mode" not in ast.unparse(bypass.body):

@@ -1,7 +1,7 @@
 """Our Hydra configs and composing a trainer config from them as `python -m verl.trainer.main_ppo` does.
 
 `configs/maspo.yaml` composes over verl's own `ppo_trainer` (MASPO's policy-loss config class, MASPO's
-block); `configs/baselines.yaml` over it (the baselines' config class and blocks). `compose` is the one
+block); the override `+policy_loss=baselines` adds the baselines' config class and blocks. `compose` is the one
 composer `check`, DRY_RUN and the CPU rehearsal use.
 """
 
