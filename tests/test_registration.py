@@ -78,11 +78,15 @@ def test_fresh_process_registry(env, registered):
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
-    "target",
-    # MASPO's core class; the class configs/maspo.yaml selects
-    ["maspo_verl.MaspoPolicyLossConfig", "maspo_verl.baselines.PolicyLossConfigWithBaselines"],
+    "target, registered",
+    [
+        # MASPO's class (configs/maspo.yaml): the method alone, no baseline
+        ("maspo_verl.MaspoPolicyLossConfig", "['maspo']"),
+        # the baselines' class (+policy_loss=baselines): importing maspo_verl.baselines registers theirs too
+        ("maspo_verl.baselines.PolicyLossConfigWithBaselines", "['bapo', 'dac', 'maspo']"),
+    ],
 )
-def test_selecting_our_config_class_as_target_imports_the_package(target):
+def test_selecting_our_config_class_as_target_imports_the_package(target, registered):
     code = (
         "from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY\n"
         "from verl.utils.config import omega_conf_to_dataclass\n"
@@ -90,12 +94,12 @@ def test_selecting_our_config_class_as_target_imports_the_package(target):
         "assert 'maspo' not in POLICY_LOSS_REGISTRY\n"
         f"cfg = OmegaConf.create({{'_target_': '{target}', 'maspo': {{'alpha': 0.5}}}})\n"
         "loss_config = omega_conf_to_dataclass(cfg)\n"
-        "registered = {'maspo', 'dac', 'bapo'} <= set(POLICY_LOSS_REGISTRY)\n"
+        "registered = sorted({'maspo', 'dac', 'bapo'} & set(POLICY_LOSS_REGISTRY))\n"
         "print(type(loss_config).__name__, loss_config.maspo.alpha, registered)\n"
     )
     result = _fresh_python(code, VERL_USE_EXTERNAL_PLUGINS="none")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == f"{target.rsplit('.', 1)[1]} 0.5 True"
+    assert result.stdout.strip().splitlines()[-1] == f"{target.rsplit('.', 1)[1]} 0.5 {registered}"
 
 
 @pytest.mark.timeout(300)
@@ -105,7 +109,7 @@ def test_check_command_reports_registration_and_resolved_config():
     if ENTRY_POINTS:
         assert "'maspo' is registered by `import verl` in a fresh process" in result.stdout
     else:
-        assert "registered by VERL_USE_EXTERNAL_MODULES=maspo_verl (verl 0.8" in result.stdout
+        assert "registered by VERL_USE_EXTERNAL_MODULES=maspo_verl.integration.plugin (verl 0.8" in result.stdout
     assert f"verl {installed_verl_version()}," in result.stdout
     assert "policy_loss.maspo.alpha = 0.5" in result.stdout
     assert result.stdout.strip().endswith("check: OK")
