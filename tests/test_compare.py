@@ -719,13 +719,23 @@ def test_the_pilot_runs_grpo_family_arms_only_over_every_candidate_regime():
         grpo, control = names[f"grpo@{candidate.name}"], names[f"grpo_no_trust_region@{candidate.name}"]
         assert grpo.run_settings(pilot.settings) == candidate.run_settings() == control.run_settings(pilot.settings)
         assert control.baseline == grpo.name and control.expected == "different"
-    frozen = [arm for arm in pilot.arms if arm.sanity]
-    assert {arm.run_settings(pilot.settings).warmup_steps for arm in frozen} == {
-        c.warmup_steps for c in PILOT_CANDIDATES
-    }, "one lr-0 sanity line per warm-up strength"
+    assert len(pilot.arms) == 2 * len(PILOT_CANDIDATES), "GRPO and its control per candidate, nothing else"
     assert REGIME in PILOT_CANDIDATES, "the regime is one of the pilot's candidates"
-    costs = [(c.train_batch_size * c.steps, c.name) for c in PILOT_CANDIDATES]
-    assert len({c.name for c in PILOT_CANDIDATES}) == len(costs)
+
+
+def test_the_pilot_draws_the_candidates_cheapest_first():
+    from maspo_verl.sandbox.pilot import CONTROL_ALPHA, DRAW_ORDER
+    from maspo_verl.sandbox.presets import PILOT_CANDIDATES
+
+    by_name = {c.name: c for c in PILOT_CANDIDATES}
+    assert sorted(DRAW_ORDER) == sorted(by_name)
+
+    def work(name):  # responses trained on, then steps (per-step overhead)
+        c = by_name[name]
+        return (c.train_batch_size * c.steps, c.steps)
+
+    assert [work(name) for name in DRAW_ORDER] == sorted(work(name) for name in DRAW_ORDER)
+    assert CONTROL_ALPHA == pytest.approx(0.05 / len(PILOT_CANDIDATES))
 
 
 def test_trust_region_arms_carry_the_overrides_they_name():
@@ -852,18 +862,19 @@ def test_the_problem_level_standard_error_stands_beside_the_between_seed_sd():
     assert f"is {seed0:.3f}-{seed0:.3f}." in note and "between-seed" not in note
 
 
-def test_the_pilot_rule_picks_the_cheapest_candidate_where_learning_lasts_and_the_control_is_apart():
+def test_the_pilot_rule_picks_the_first_candidate_in_the_order_that_passes():
     from maspo_verl.sandbox.pilot import apply_pilot_rule, format_pilot
     from maspo_verl.sandbox.presets import Regime
 
     a = Regime("A", 16, 16, 2.5e-4, 20, 120, 2, 5, 0.03)
     b = Regime("B", 16, 16, 2.5e-4, 20, 80, 2, 5, 0.03)
     c = Regime("C", 16, 8, 5e-4, 20, 80, 2, 5, 0.03)
+    d = Regime("D", 16, 8, 5e-4, 20, 80, 2, 5, 0.03)
 
     def curve(start, middle, end):
         return [[0, start], [10, middle], [20, end]]
 
-    def candidate_runs(name, middle, control_shift, seconds):
+    def candidate_runs(name, middle, control_shift, seconds, jitter=0.004):
         grpo_end = [0.40, 0.42, 0.41, 0.43, 0.40]
         grpo = _seeded_runs(
             f"grpo@{name}",
@@ -872,7 +883,7 @@ def test_the_pilot_rule_picks_the_cheapest_candidate_where_learning_lasts_and_th
             val_curve=[curve(0.25, middle + e - 0.40, e) for e in grpo_end],
         )
         control = _seeded_runs(
-            f"grpo_no_trust_region@{name}", [e + control_shift + 0.004 * (s % 2) for s, e in enumerate(grpo_end)]
+            f"grpo_no_trust_region@{name}", [e + control_shift + jitter * (s % 2) for s, e in enumerate(grpo_end)]
         )
         for run in grpo + control:
             run.seconds = seconds
@@ -880,30 +891,44 @@ def test_the_pilot_rule_picks_the_cheapest_candidate_where_learning_lasts_and_th
 
     results = (
         candidate_runs("A", middle=0.39, control_shift=-0.08, seconds=100)  # learning over by the middle
-        + candidate_runs("B", middle=0.33, control_shift=-0.08, seconds=150)  # passes
-        + candidate_runs("C", middle=0.33, control_shift=-0.08, seconds=120)  # passes, cheaper
+        # learning lasts, the control 1 point below at p 0.026 >= 0.05 / 5 = 0.01: not apart at the grid's threshold
+        + candidate_runs("B", middle=0.33, control_shift=-0.015, seconds=150, jitter=0.012)
+        + candidate_runs("C", middle=0.33, control_shift=-0.08, seconds=120)  # passes
+        + candidate_runs("D", middle=0.33, control_shift=-0.08, seconds=90)  # passes too, but drawn after C
     )
     arms = []
-    for name in "ABC":
+    for name in "ABCD":
         arms += [
             Arm(f"grpo@{name}", "grpo", "GRPO"),
             Arm(f"grpo_no_trust_region@{name}", "grpo_no_trust_region", "ctl", f"grpo@{name}", expected="different"),
         ]
     analysis = analyse(arms, results, RunSettings(), primary="val_acc_last_k")
-    pilot = apply_pilot_rule(results, analysis, (a, b, c))
+    pilot = apply_pilot_rule(results, analysis, (a, b, c, d), order=("A", "B", "C", "D"))
     assert pilot["candidates"]["A"]["learning_lasts"] is False and pilot["candidates"]["A"]["control_apart"]
-    assert pilot["candidates"]["B"]["passes"] and pilot["candidates"]["C"]["passes"]
-    assert pilot["candidates"]["B"]["grpo_second_half_rise"] == pytest.approx(0.07)  # end - middle in every seed
-    assert pilot["candidates"]["B"]["grpo_rise"] == pytest.approx(0.412 - 0.25)
-    assert pilot["chosen"] == "C", "the cheapest of the passing candidates"
+    assert pilot["candidates"]["B"]["learning_lasts"] and 0.01 < pilot["candidates"]["B"]["control_p"] < 0.05
+    assert not pilot["candidates"]["B"]["control_apart"], "Bonferroni over the grid, not 0.05"
+    assert pilot["candidates"]["C"]["passes"] and pilot["candidates"]["D"]["passes"]
+    assert pilot["candidates"]["C"]["grpo_second_half_rise"] == pytest.approx(0.07)  # end - middle in every seed
+    assert pilot["candidates"]["C"]["grpo_rise"] == pytest.approx(0.412 - 0.25)
+    assert pilot["chosen"] == "C", "the first passing candidate in the order, whatever the wall time says"
     # sqrt(2) x GRPO's between-seed sd (0.0184) beats the control differences' sd (0.0022); rounded up to 0.005
     assert pilot["candidates"]["C"]["seed_sd"] == pytest.approx(0.02)
     assert "Chosen: C" in format_pilot(pilot)
-    still = [r for r in results if not (r.arm.endswith("@C") and r.arm.startswith("grpo_no"))]
-    assert (
-        apply_pilot_rule(still, analyse(arms, still, RunSettings(), primary="val_acc_last_k"), (a, b, c))["chosen"]
-        == "B"
-    ), "a candidate without its control runs is not evaluated"
+
+    def rule_without(drop):
+        kept = [r for r in results if not drop(r)]
+        return apply_pilot_rule(
+            kept, analyse(arms, kept, RunSettings(), primary="val_acc_last_k"), (a, b, c, d), ("A", "B", "C", "D")
+        )
+
+    no_b_control = rule_without(lambda r: r.arm == "grpo_no_trust_region@B")
+    assert (no_b_control["chosen"], no_b_control["next"]) == (None, "B"), "C counts only once B was drawn"
+    assert "draw candidate B next" in format_pilot(no_b_control)
+    four_seeds = rule_without(lambda r: r.arm.endswith("@B") and r.seed == 4)
+    assert (four_seeds["chosen"], four_seeds["next"]) == (None, "B"), "a candidate counts once all its seeds ran"
+    assert "4 seeds finished" in format_pilot(four_seeds)
+    with pytest.raises(ValueError, match="must name each candidate"):
+        apply_pilot_rule(results, analysis, (a, b, c, d), ("A", "B", "C"))
 
 
 def test_summarize_run_reads_the_primary_outcome_over_the_last_k_validations_and_its_problems(tmp_path):

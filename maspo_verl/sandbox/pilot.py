@@ -1,15 +1,17 @@
 """The pilot's rule, which picks the trust-region regime among `PILOT_CANDIDATES` (docs/results/README.md, "Fixed
-before the runs": the rule and the grid were written there before any candidate ran).
+before the runs": the rule, the grid and the order of drawing were written there before any candidate ran).
 
+The candidates are drawn one at a time in `DRAW_ORDER`, cheapest first, and the first that passes is the regime.
 A candidate passes when, over the pilot seeds,
 - learning lasts: GRPO's held-out accuracy rises from step 0 (mean over seeds, its t-interval excluding 0), and
   its rise over the second half of the run (from the validation at steps/2 to the last) is at least
   `SECOND_HALF_SHARE` of its whole rise;
-- the no-trust-region control ends detectably apart from GRPO: its verdict on the primary outcome, in the Holm
-  family of all the pilot's no-trust-region controls (one per candidate), is better or worse.
-The cheapest passing candidate is picked: the smallest mean wall time of its GRPO and control runs. Its planned
-seed-level standard deviation is the larger of the sd of GRPO - control per-seed differences and sqrt(2) x GRPO's
-between-seed sd of the primary outcome (pairing ignored, as cautious as the earlier pilot), rounded up to 0.005.
+- the no-trust-region control ends detectably apart from GRPO: the paired t over seeds on the primary outcome
+  gives p < `CONTROL_ALPHA`, 0.05 / 5 (Bonferroni over the whole grid, however many candidates are drawn, so a
+  pick among five is not a chance pass), in either direction.
+Its planned seed-level standard deviation is the larger of the sd of GRPO - control per-seed differences and
+sqrt(2) x GRPO's between-seed sd of the primary outcome (pairing ignored, as cautious as the earlier pilot),
+rounded up to 0.005.
 """
 
 from __future__ import annotations
@@ -17,14 +19,19 @@ from __future__ import annotations
 import math
 import statistics
 
-from maspo_verl.sandbox.analysis import ok_runs
-from maspo_verl.sandbox.presets import PILOT_CANDIDATES, Regime
+from maspo_verl.sandbox.analysis import ALPHA, ok_runs
+from maspo_verl.sandbox.presets import PILOT_CANDIDATES, PILOT_SEEDS, Regime
 from maspo_verl.sandbox.runs import RunResult
 
-__all__ = ["SECOND_HALF_SHARE", "apply_pilot_rule", "format_pilot"]
+__all__ = ["CONTROL_ALPHA", "DRAW_ORDER", "SECOND_HALF_SHARE", "apply_pilot_rule", "format_pilot"]
 
 SECOND_HALF_SHARE = 0.25
 SD_STEP = 0.005
+# Cheapest first by the work of a run: A, B and C train on 16 prompts x 8 responses for 20 steps (one epoch over
+# the same 128 responses a step, however many mini-batches) with 11 validations; E trains on twice the responses
+# in 20 steps, D on twice the responses over 40 steps, with twice the per-step overhead. Ties: the grid's order.
+DRAW_ORDER = ("A", "B", "C", "E", "D")
+CONTROL_ALPHA = ALPHA / len(PILOT_CANDIDATES)
 
 
 def _curve_at(run: RunResult, step: int) -> float:
@@ -34,12 +41,12 @@ def _curve_at(run: RunResult, step: int) -> float:
     return curve[step]
 
 
-def _candidate(candidate: Regime, by_arm: dict, analysis: dict) -> dict:
+def _candidate(candidate: Regime, by_arm: dict, analysis: dict, seeds_needed: int) -> dict:
     grpo, control = f"grpo@{candidate.name}", f"grpo_no_trust_region@{candidate.name}"
     pair = analysis["paired"].get(control, {})
     primary = analysis["primary"]
-    if grpo not in by_arm or primary not in pair:
-        return {"evaluated": False, "passes": False}
+    if grpo not in by_arm or primary not in pair or len(pair["seeds"]) < seeds_needed:
+        return {"evaluated": False, "passes": False, "seeds": pair.get("seeds", [])}
     runs = [by_arm[grpo][seed] for seed in pair["seeds"]]
     start = [_curve_at(run, 0) for run in runs]
     middle = [_curve_at(run, candidate.steps // 2) for run in runs]
@@ -49,8 +56,8 @@ def _candidate(candidate: Regime, by_arm: dict, analysis: dict) -> dict:
     rise = analysis["per_arm"][grpo].get("val_acc_rise") or {}
     learns = rise.get("low") is not None and rise["low"] > 0
     lasts = learns and whole > 0 and second_half >= SECOND_HALF_SHARE * whole
-    verdict = pair[primary]["verdict"]
-    apart = verdict in ("better", "worse")
+    p_value = pair[primary].get("p_value")
+    apart = p_value is not None and math.isfinite(p_value) and p_value < CONTROL_ALPHA
     seconds = [r.seconds for name in (grpo, control) for r in by_arm.get(name, {}).values()]
     grpo_values = [run.summary[primary] for run in runs]
     spreads = [statistics.stdev(pair[primary]["per_seed"]), math.sqrt(2) * statistics.stdev(grpo_values)]
@@ -62,8 +69,7 @@ def _candidate(candidate: Regime, by_arm: dict, analysis: dict) -> dict:
         "grpo_second_half_rise": second_half,
         "learning_lasts": lasts,
         "control_difference": pair[primary]["difference"],
-        "control_p_holm": pair[primary].get("p_holm"),
-        "control_verdict": verdict,
+        "control_p": p_value,
         "control_apart": apart,
         "mean_run_seconds": statistics.fmean(seconds) if seconds else None,
         "seed_sd": math.ceil(max(spreads) / SD_STEP - 1e-9) * SD_STEP,
@@ -71,39 +77,80 @@ def _candidate(candidate: Regime, by_arm: dict, analysis: dict) -> dict:
     }
 
 
-def apply_pilot_rule(results: list[RunResult], analysis: dict, candidates=PILOT_CANDIDATES) -> dict:
-    """The rule above over the pilot's runs and analysis: {"candidates": {name: numbers}, "chosen": name | None}.
+def apply_pilot_rule(
+    results: list[RunResult],
+    analysis: dict,
+    candidates=PILOT_CANDIDATES,
+    order=DRAW_ORDER,
+    seeds_needed: int = len(PILOT_SEEDS),
+) -> dict:
+    """The rule above over the pilot's runs and analysis.
 
     Args:
         results: the pilot's runs (arms `grpo@<name>`, `grpo_no_trust_region@<name>` per candidate).
         analysis: `maspo_verl.sandbox.analysis.analyse` of them, with the pilot preset's primary outcome.
-        candidates: the candidate regimes, in the grid's order (ties in cost go to the earlier).
+        candidates: the candidate regimes.
+        order: their names in the order they are drawn.
+        seeds_needed: a candidate counts as drawn once GRPO and its control finished on this many seeds.
+
+    Returns {"candidates": {name: numbers}, "chosen": the first passing candidate in `order` once every one
+    before it was drawn and failed, or None, "next": the candidate to draw next when none is chosen (None when
+    every one was drawn)}.
     """
     by_arm = ok_runs(results)
-    numbers = {candidate.name: _candidate(candidate, by_arm, analysis) for candidate in candidates}
-    passing = [c.name for c in candidates if numbers[c.name]["passes"] and numbers[c.name]["mean_run_seconds"]]
-    chosen = min(passing, key=lambda name: numbers[name]["mean_run_seconds"]) if passing else None
-    return {"candidates": numbers, "chosen": chosen, "second_half_share": SECOND_HALF_SHARE}
+    by_name = {candidate.name: candidate for candidate in candidates}
+    if sorted(order) != sorted(by_name):
+        raise ValueError(f"order {order} must name each candidate {sorted(by_name)} once")
+    numbers = {name: _candidate(by_name[name], by_arm, analysis, seeds_needed) for name in order}
+    chosen = next_candidate = None
+    for name in order:
+        if not numbers[name]["evaluated"]:
+            next_candidate = name
+            break
+        if numbers[name]["passes"]:
+            chosen = name
+            break
+    return {
+        "candidates": numbers,
+        "chosen": chosen,
+        "next": next_candidate,
+        "order": list(order),
+        "control_alpha": CONTROL_ALPHA,
+        "second_half_share": SECOND_HALF_SHARE,
+    }
 
 
 def format_pilot(pilot: dict) -> str:
-    """The rule's outcome per candidate and the pick, as lines for the terminal and comparison.md."""
-    lines = ["", "Pilot rule (fixed before the runs): learning lasts and the no-trust-region control ends apart."]
+    """The rule's outcome per candidate, in the order drawn, and the pick, as lines for the terminal and
+    comparison.md."""
+    lines = [
+        "",
+        f"Pilot rule (fixed before the runs): candidates drawn in the order {', '.join(pilot['order'])}; the first "
+        f"where learning lasts and the no-trust-region control ends apart (p < {pilot['control_alpha']:.3f}) is "
+        "the regime.",
+    ]
     for name, c in pilot["candidates"].items():
         if not c["evaluated"]:
-            lines.append(f"- {name}: not evaluated (runs missing)")
+            drawn = f" ({len(c['seeds'])} seeds finished)" if c["seeds"] else ""
+            lines.append(f"- {name}: not drawn{drawn}")
             continue
         lines.append(
             f"- {name}: GRPO rise {c['grpo_rise']:+.3f}, second half {c['grpo_second_half_rise']:+.3f} "
             f"(lasts: {'yes' if c['learning_lasts'] else 'no'}); control {c['control_difference']:+.3f}, "
-            f"{c['control_verdict']} (apart: {'yes' if c['control_apart'] else 'no'}); "
+            f"p {c['control_p']:.4f} (apart: {'yes' if c['control_apart'] else 'no'}); "
             f"{c['mean_run_seconds']:.0f} s a run; seed sd {c['seed_sd']:.3f}; {'PASSES' if c['passes'] else 'fails'}"
         )
-    chosen = pilot["chosen"]
-    lines.append(
-        f"Chosen: {chosen} (the cheapest that passes): set REGIME to candidate {chosen} with seed_sd "
-        f"{pilot['candidates'][chosen]['seed_sd']:.3f} in maspo_verl/sandbox/presets.py"
-        if chosen
-        else "No candidate passes: the testbed cannot show a trust region's effect in this grid."
-    )
+    chosen, next_candidate = pilot["chosen"], pilot["next"]
+    if chosen:
+        lines.append(
+            f"Chosen: {chosen} (the first in the order that passes): set REGIME to candidate {chosen} with seed_sd "
+            f"{pilot['candidates'][chosen]['seed_sd']:.3f} in maspo_verl/sandbox/presets.py"
+        )
+    elif next_candidate:
+        lines.append(
+            f"None chosen yet: draw candidate {next_candidate} next (--arms grpo@{next_candidate},"
+            f"grpo_no_trust_region@{next_candidate}, the earlier candidates' runs are reused)."
+        )
+    else:
+        lines.append("No candidate passes: the testbed cannot show a trust region's effect in this grid.")
     return "\n".join(lines)
