@@ -92,6 +92,16 @@ def test_presets_are_well_formed(name):
 def test_presets_hold_what_the_issue_asks_for():
     assert {a.method for a in PRESETS["quick"].arms} == {"maspo", "grpo"}
     assert {a.method for a in PRESETS["full"].arms} == {"maspo", "grpo", "grpo_no_trust_region"}
+
+
+def test_full_has_the_seeds_its_interval_needs_at_the_planned_sd():
+    from maspo_verl.sandbox.presets import FULL_HALF_WIDTH, FULL_MAX_SEEDS
+    from maspo_verl.sandbox.statistics import seeds_for_half_width
+
+    seeds = len(PRESETS["full"].seeds)
+    assert PRESETS["full"].seeds == tuple(range(seeds))
+    assert seeds == min(FULL_MAX_SEEDS, seeds_for_half_width(REGIME.seed_sd, FULL_HALF_WIDTH, minimum=5))
+    assert 5 <= seeds <= FULL_MAX_SEEDS and f"{seeds} paired seeds" in PRESETS["full"].reason
     assert {a.method for a in PRESETS["paper"].arms} == {
         "grpo",
         "clip_higher",

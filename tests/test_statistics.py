@@ -17,6 +17,7 @@ from maspo_verl.sandbox.statistics import (
     planned_minimum_detectable_difference,
     pooled_standard_deviation,
     problem_level_standard_error,
+    seeds_for_half_width,
     verdict,
 )
 
@@ -174,6 +175,37 @@ def test_power_known_answer_and_limits():
     assert planned_minimum_detectable_difference(0.05, 10, comparisons=9) > planned_minimum_detectable_difference(
         0.05, 10
     ), "more comparisons ask for a stricter level, so a larger effect"
+
+
+def test_seeds_for_half_width_is_the_fewest_whose_t_interval_is_narrow_enough():
+    # sd 0.03, +-0.03: 6 seeds give 2.571 x 0.03 / sqrt(6) = 0.0315, 7 give 2.447 x 0.03 / sqrt(7) = 0.0277
+    assert seeds_for_half_width(0.03, 0.03) == 7
+    assert seeds_for_half_width(0.02, 0.03, minimum=5) == 5, "the minimum when fewer would do"
+    assert seeds_for_half_width(0.0, 0.03) == 2
+    for sd in (0.01, 0.025, 0.04, 0.05):
+        seeds = seeds_for_half_width(sd, 0.03)
+        assert stats.t.ppf(0.975, seeds - 1) * sd / math.sqrt(seeds) <= 0.03
+        assert stats.t.ppf(0.975, seeds - 2) * sd / math.sqrt(seeds - 1) > 0.03 or seeds == 2
+    # the same interval the analysis draws: a sample whose sd is the planned one has that half-width
+    differences = np.array([-1.0, 1.0, -1.0, 1.0, -1.0, 1.0, 0.0])
+    differences = 0.03 * differences / differences.std(ddof=1)
+    low, high = stats.t.interval(0.95, 6, loc=differences.mean(), scale=stats.sem(differences))
+    assert (high - low) / 2 <= 0.03 < stats.t.ppf(0.975, 5) * 0.03 / math.sqrt(6)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((float("nan"), 0.03), "seed_standard_deviation"),
+        ((0.03, 0.0), "half_width"),
+        ((0.03, 0.03, 1.5), "confidence"),
+        ((0.03, 0.03, 0.95, 1), "minimum"),
+        ((1.0, 0.001, 0.95, 2, 10), "maximum=10"),
+    ],
+)
+def test_seeds_for_half_width_refuses_bad_input_naming_it(args, message):
+    with pytest.raises(ValueError, match=message):
+        seeds_for_half_width(*args)
 
 
 def test_planned_mde_has_its_stated_power_in_simulation():

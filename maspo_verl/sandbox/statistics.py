@@ -18,6 +18,8 @@ it, so they add no variance term of their own (their sampling noise is inside ea
 - `planned_minimum_detectable_difference`: the smallest true difference the design detects with the given power,
   from a seed-level standard deviation fixed before the runs (a pilot), not from the runs it judges; the same
   function with the drawn standard deviation gives the realised figure.
+- `seeds_for_half_width`: the fewest seeds whose expected t-interval of a paired difference is at most a given
+  half-width, from a planned seed-level standard deviation.
 - `pooled_standard_deviation`: the pooled within-group standard deviation of a pilot's per-seed numbers.
 - `problem_level_standard_error`: the standard error of one seed's method - baseline difference from the
   held-out problems' sampling noise alone.
@@ -359,6 +361,34 @@ def planned_minimum_detectable_difference(
             raise ValueError(f"no difference below {upper} sd reaches power {power} with {seeds} seeds")
     effect = optimize.brentq(shortfall, 0.0, upper, xtol=1e-12, rtol=1e-12)
     return float(effect * seed_standard_deviation)
+
+
+def seeds_for_half_width(
+    seed_standard_deviation: float, half_width: float, confidence: float = 0.95, minimum: int = 2, maximum: int = 50
+) -> int:
+    """The fewest seeds S >= `minimum` with t_{(1+confidence)/2, S-1} * sd / sqrt(S) <= `half_width`.
+
+    The interval of a paired difference over S seeds has that half-width when the drawn standard deviation equals
+    the planned one (`seed_standard_deviation`, from a pilot): a design figure, fixed before the runs.
+
+    Args:
+        seed_standard_deviation: the standard deviation of a per-seed difference, >= 0.
+        half_width: the wanted half-width of the interval, > 0.
+        minimum, maximum: the range searched; a ValueError names `maximum` when no S in it is enough.
+    """
+    if not (math.isfinite(seed_standard_deviation) and seed_standard_deviation >= 0.0):
+        raise ValueError(f"seed_standard_deviation must be a finite number >= 0, got {seed_standard_deviation}")
+    if not (math.isfinite(half_width) and half_width > 0.0):
+        raise ValueError(f"half_width must be a finite number > 0, got {half_width}")
+    _check_probability(confidence, "confidence")
+    if not 2 <= minimum <= maximum:
+        raise ValueError(f"need 2 <= minimum <= maximum, got minimum {minimum}, maximum {maximum}")
+    for seeds in range(minimum, maximum + 1):
+        if _t_quantile((1 + confidence) / 2, seeds - 1) * seed_standard_deviation / math.sqrt(seeds) <= half_width:
+            return seeds
+    raise ValueError(
+        f"no number of seeds up to maximum={maximum} gives a half-width <= {half_width} at sd {seed_standard_deviation}"
+    )
 
 
 def problem_level_standard_error(method_problems: Mapping[str, float], baseline_problems: Mapping[str, float]) -> float:
