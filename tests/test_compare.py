@@ -186,6 +186,10 @@ def _synthetic_run(arm, seed, final_accuracy, digest="same", start=0.2, reward=0
         "train_reward_last_quarter": reward + 0.1,
         "train_reward_quarter_rise": 0.2,
         "pg_clipfrac_mean": 0.03,
+        "ratio/p99_pos_mean": 1.25,
+        "ratio/p99_neg_mean": 0.85,
+        "ratio/max_pos_mean": 1.75,
+        "ratio/max_neg_mean": 2.5,
     }
     if arm.startswith("maspo"):
         summary.update({"maspo/gated_frac_mean": 0.25, "maspo/gate_weight_mean_mean": 0.98})
@@ -235,6 +239,8 @@ def test_analysis_is_the_paired_t_over_seeds_with_holm_verdicts_and_the_control_
     assert analysis["instrument"]["baselines_learn"]["grpo"]["rise_interval_excludes_0"] is True
     table = format_table(arms, analysis, RunSettings(val_n=8, pass_k=4))
     assert "| MASPO (vs grpo) | 5 |" in table and "(control: detected)" in table
+    assert "| 0.030 | 1.250 / 0.850 | 1.750 / 2.500 | 0.250 | 0.980 |" in table, "every arm's ratio extremes"
+    assert "| 0.030 | 1.250 / 0.850 | 1.750 / 2.500 | - | - |" in table, "GRPO has no gate"
     assert "planned 0.06" in table and "realised" in table
     terminal = format_terminal_table(arms, analysis)
     assert max(map(len, terminal.splitlines())) <= 100 and "half " in terminal and "worse (control ok)" in terminal

@@ -51,18 +51,20 @@ def _verdict_cell(pair: dict, primary: str) -> str:
     return text
 
 
-def _ratio_p99(numbers: dict, sign: str) -> str:
-    """Ratio p99 of one advantage sign (actor/ratio/: every arm's loss logs it)."""
-    return _mean(numbers, f"ratio/p99_{sign}_mean")
+def _ratio(numbers: dict, statistic: str, sign: str) -> str:
+    """A ratio statistic (p99 or max) of one advantage sign, mean over steps and seeds (actor/ratio/: every arm's
+    loss logs it)."""
+    return _mean(numbers, f"ratio/{statistic}_{sign}_mean")
 
 
 def _trust_region_cells(arm: Arm, numbers: dict) -> list[str]:
     """Clip fraction (verl's pg_clipfrac: for MASPO the share of tokens whose gradient the gate reduces), the ratio
-    p99 per advantage sign, MASPO's gated fraction and gate weight."""
+    p99 and max per advantage sign, MASPO's gated fraction and gate weight."""
     is_maspo = METHODS[arm.method].loss_mode == "maspo"
     return [
         _mean(numbers, "pg_clipfrac_mean"),
-        f"{_ratio_p99(numbers, 'pos')} / {_ratio_p99(numbers, 'neg')}",
+        f"{_ratio(numbers, 'p99', 'pos')} / {_ratio(numbers, 'p99', 'neg')}",
+        f"{_ratio(numbers, 'max', 'pos')} / {_ratio(numbers, 'max', 'neg')}",
         _mean(numbers, "maspo/gated_frac_mean") if is_maspo else "-",
         _mean(numbers, "maspo/gate_weight_mean_mean") if is_maspo else "-",
     ]
@@ -91,6 +93,7 @@ def format_table(arms: list[Arm], analysis: dict, settings: RunSettings) -> str:
         f"Δ pass@{k} [95% CI]",
         "clip frac",
         "ratio p99 A>0 / A<0",
+        "ratio max A>0 / A<0",
         "gated frac",
         "gate w",
     ]
@@ -146,6 +149,10 @@ def _notes(analysis: dict) -> list[str]:
         )
     if design.get("kind") == "screen":
         notes.append(f"A SCREEN, not a test: {design['reason']}. Differences and intervals only.")
+    notes.append(
+        "Ratio p99 and max per advantage sign: pi_theta / pi_old over the tokens of each sign in a step's updates, "
+        "averaged over steps and seeds (every arm logs them under actor/ratio/)."
+    )
     notes.append(
         f"Primary outcome: {OUTCOMES[primary]} (the only one with verdicts; the methods form one Holm family, "
         "controls and sanity lines are judged apart). Secondary outcomes are descriptive."
