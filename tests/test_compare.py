@@ -657,7 +657,7 @@ def test_without_matplotlib_the_report_is_written_and_only_the_plot_is_left_out(
         compare, "run_one", lambda arm, seed, *rest: RunResult(arm.name, seed, True, 1.0, str(tmp_path))
     )
     monkeypatch.setattr(
-        compare, "analyse", lambda arms, results, settings, pilot_sd, primary: {"per_arm": {"maspo": {}}}
+        compare, "analyse", lambda arms, results, settings, pilot_sd, primary, contrasts=(): {"per_arm": {"maspo": {}}}
     )
     monkeypatch.setattr(compare, "step0_check", lambda results: {})
     monkeypatch.setattr(compare, "format_table", lambda arms, analysis, settings: "| the table |")
@@ -991,3 +991,52 @@ def test_the_comparison_is_split_by_part_with_one_summarize_run_and_the_command_
     assert inspect.getmodule(compare.main) is compare
     for part in ("presets.py", "runs.py", "analysis.py", "report.py", "pilot.py"):  # no part reaches the CLI
         assert "sandbox.compare" not in sources[part].replace("python -m maspo_verl.sandbox.compare", ""), part
+
+
+def test_the_decomposition_takes_maspo_minus_grpo_apart_into_steps_that_add_up():
+    from maspo_verl.sandbox.presets import DECOMPOSITION_CONTRASTS
+    from maspo_verl.sandbox.report import format_contrasts
+
+    preset = PRESETS["decomposition"]
+    assert preset.contrasts == DECOMPOSITION_CONTRASTS
+    chain = [(c.arm, c.other) for c in preset.contrasts]
+    assert chain[0][0] == "maspo" and chain[-1][1] == "grpo", "from MASPO down to GRPO"
+    assert all(a[1] == b[0] for a, b in zip(chain, chain[1:], strict=False)), "each step starts where the last ended"
+    from maspo_verl.sandbox.presets import MASPO_KEY, NO_DUAL_CLIP
+
+    overrides = {c.arm: set(METHODS[c.arm].overrides) for c in preset.contrasts}
+    assert overrides["maspo"] == set() and overrides["maspo_matched_sigma"] == {f"{MASPO_KEY}.sigma_base=0.16"}
+    # shape: the gate and the width it is matched at; neither has a dual clip (the soft gate's is opt-in)
+    assert overrides["maspo_hard_gate_no_dual_clip"] == {f"{MASPO_KEY}.gate=hard", *NO_DUAL_CLIP}
+    assert overrides["maspo_hard_gate_no_dual_clip"] - overrides["maspo_hard_gate"] == set(NO_DUAL_CLIP)
+    assert METHODS["maspo_hard_gate"].loss_mode == "maspo" and METHODS["grpo"].loss_mode == "vanilla_with_ratio_stats"
+
+    values = {
+        "grpo": [0.40, 0.42, 0.41],
+        "maspo_hard_gate": [0.41, 0.42, 0.43],
+        "maspo_hard_gate_no_dual_clip": [0.39, 0.43, 0.42],
+        "maspo_matched_sigma": [0.40, 0.40, 0.44],
+        "maspo": [0.36, 0.38, 0.37],
+    }
+    arms = [arm for arm in preset.arms if arm.name in values]
+    results = [r for name, finals in values.items() for r in _seeded_runs(name, finals)]
+    analysis = analyse(arms, results, RunSettings(), 0.03, "val_acc_last_k", preset.contrasts)
+    drawn = analysis["contrasts"]
+    assert list(drawn) == ["width", "shape", "dual_clip", "adaptive"]
+    assert drawn["width"]["per_seed"] == pytest.approx([-0.04, -0.02, -0.07])
+    total = [sum(parts) for parts in zip(*(c["per_seed"] for c in drawn.values()), strict=True)]
+    assert total == pytest.approx(analysis["paired"]["maspo"]["val_acc_last_k"]["per_seed"]), "they add up"
+    assert all("verdict" not in c and c["descriptive"] for c in drawn.values())
+    text = format_contrasts(analysis)
+    assert (
+        "- width: maspo - maspo_matched_sigma" in text and "sum of the above per seed: -0.040, -0.040, -0.040" in text
+    )
+    assert format_contrasts(analyse(arms[:2], results, RunSettings())) == "", "no contrasts, no lines"
+    without = [r for r in results if r.arm != "maspo_matched_sigma"]
+    assert set(analyse(arms, without, RunSettings(), None, "val_acc_last_k", preset.contrasts)["contrasts"]) == {
+        "dual_clip",
+        "adaptive",
+    }, "a contrast whose arm has no run is left out"
+
+    with pytest.raises(ValueError, match="names \\['nope'\\]"):
+        replace(preset, contrasts=(replace(DECOMPOSITION_CONTRASTS[0], other="nope"),))

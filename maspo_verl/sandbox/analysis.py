@@ -24,7 +24,7 @@ import math
 import statistics
 
 from maspo_verl.sandbox import statistics as stats
-from maspo_verl.sandbox.presets import Arm, RunSettings
+from maspo_verl.sandbox.presets import Arm, Contrast, RunSettings
 from maspo_verl.sandbox.runs import RunResult
 
 __all__ = ["ALPHA", "MDE_LIMIT", "analyse", "environment_check", "ok_runs", "step0_check"]
@@ -147,6 +147,7 @@ def analyse(
     settings: RunSettings,
     pilot_seed_sd: float | None = None,
     primary: str = "val_acc_final",
+    contrasts: tuple[Contrast, ...] = (),
 ) -> dict:
     """Per arm: means over seeds with 95% t-intervals; per arm vs its baseline: the paired t over seeds.
 
@@ -157,12 +158,14 @@ def analyse(
         pilot_seed_sd: the standard deviation of a per-seed difference of the primary outcome from a pilot, fixed
             before the runs; None: no planned power, so the methods get no verdicts (a screen).
         primary: the declared primary outcome, the only one with verdicts.
+        contrasts: paired differences between two arms (not an arm and its baseline), descriptive.
 
-    Returns {"primary", "per_arm", "paired", "planned", "realised", "design", "instrument"}. `paired[arm]` holds
-    per outcome the `SeedDifference` as a dict; the primary's also `p_holm`, `holm_family_size`, `verdict`,
-    `between_seed_sd` and the problem-level standard error (`problem_se`). `instrument` says whether the testbed
-    can see: does each baseline learn (its held-out rise from step 0, its training reward from first to last
-    quarter), is each control detected.
+    Returns {"primary", "per_arm", "paired", "planned", "realised", "design", "instrument", "contrasts"}.
+    `paired[arm]` holds per outcome the `SeedDifference` as a dict; the primary's also `p_holm`,
+    `holm_family_size`, `verdict`, `between_seed_sd` and the problem-level standard error (`problem_se`).
+    `instrument` says whether the testbed can see: does each baseline learn (its held-out rise from step 0, its
+    training reward from first to last quarter), is each control detected. `contrasts[name]`: each contrast's
+    paired difference on the primary outcome.
     """
     by_arm = ok_runs(results)
     pass_key = f"val_pass@{settings.pass_k}_final"
@@ -276,4 +279,30 @@ def analyse(
         "realised": realised,
         "design": design,
         "instrument": instrument,
+        "contrasts": _contrasts(contrasts, by_arm, primary),
     }
+
+
+def _contrasts(contrasts: tuple[Contrast, ...], by_arm: dict, primary: str) -> dict:
+    """Each contrast's paired difference over the seeds both arms finished, on the primary outcome (descriptive)."""
+    drawn = {}
+    for contrast in contrasts:
+        seeds = sorted(set(by_arm.get(contrast.arm, {})) & set(by_arm.get(contrast.other, {})))
+        values = [
+            (by_arm[contrast.arm][s].summary.get(primary), by_arm[contrast.other][s].summary.get(primary))
+            for s in seeds
+        ]
+        if not values or any(None in pair for pair in values):
+            continue
+        difference = stats.paired_seed_difference(
+            [a for a, _ in values], [b for _, b in values], metric=primary
+        ).as_dict()
+        drawn[contrast.name] = {
+            **difference,
+            "arm": contrast.arm,
+            "other": contrast.other,
+            "label": contrast.label,
+            "seeds": seeds,
+            "descriptive": True,
+        }
+    return drawn

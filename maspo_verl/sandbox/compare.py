@@ -65,7 +65,7 @@ from maspo_verl.sandbox.presets import (
     RunSettings,
     method_arm,
 )
-from maspo_verl.sandbox.report import format_table, format_terminal_table, plot
+from maspo_verl.sandbox.report import format_contrasts, format_table, format_terminal_table, plot
 from maspo_verl.sandbox.runner import CPU_SCRIPT, kill_live_runs, require_cpu_backend_verl
 from maspo_verl.sandbox.runs import (
     Progress,
@@ -293,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # the planned power belongs to the preset's own design: arms or settings chosen on the command line have none
     designed = not args.methods and not chosen
-    analysis = analyse(arms, results, settings, preset.pilot_seed_sd if designed else None, preset.primary)
+    contrasts = tuple(c for c in preset.contrasts if not args.methods and {c.arm, c.other} <= {a.name for a in arms})
+    analysis = analyse(arms, results, settings, preset.pilot_seed_sd if designed else None, preset.primary, contrasts)
     pilot = apply_pilot_rule(results, analysis) if args.preset == "pilot" and not args.methods else None
     pairing = step0_check(results)
     environments = environment_check(results)
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
     if analysis["per_arm"]:
-        pilot_lines = format_pilot(pilot) if pilot else ""
+        pilot_lines = (format_pilot(pilot) if pilot else "") + format_contrasts(analysis)
         (output_dir / "comparison.md").write_text(format_table(arms, analysis, settings) + pilot_lines + "\n")
         print(format_terminal_table(arms, analysis) + pilot_lines)
         print(f"[compare] every number, as a Markdown table: {output_dir / 'comparison.md'}")

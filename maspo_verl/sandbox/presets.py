@@ -19,6 +19,7 @@ from maspo_verl.sandbox.statistics import seeds_for_half_width
 
 __all__ = [
     "BASELINE_METHOD",
+    "DECOMPOSITION_CONTRASTS",
     "METHODS",
     "PILOT_CANDIDATES",
     "PILOT_SEEDS",
@@ -26,6 +27,7 @@ __all__ = [
     "REGIME",
     "TESTBED",
     "Arm",
+    "Contrast",
     "Method",
     "Preset",
     "Regime",
@@ -286,6 +288,18 @@ TESTBED = RunSettings()
 
 
 @dataclass(frozen=True)
+class Contrast:
+    """A paired difference between two arms of a preset other than an arm against its baseline: `arm` - `other`
+    per seed, on the primary outcome, descriptive (no verdict): it takes apart a difference the arms' table shows
+    whole."""
+
+    name: str
+    arm: str
+    other: str
+    label: str
+
+
+@dataclass(frozen=True)
 class Preset:
     """Arms, seeds and settings, each fixed before the preset's runs, with the reason.
 
@@ -301,10 +315,16 @@ class Preset:
     reason: str
     pilot_seed_sd: float | None = None
     primary: str = "val_acc_final"
+    contrasts: tuple[Contrast, ...] = ()
 
     def __post_init__(self):
         if self.primary not in OUTCOMES:
             raise ValueError(f"primary must be one of {sorted(OUTCOMES)}, got {self.primary!r}")
+        names = {arm.name for arm in self.arms}
+        for contrast in self.contrasts:
+            missing = sorted({contrast.arm, contrast.other} - names)
+            if missing:
+                raise ValueError(f"contrast {contrast.name!r} names {missing}, not arms of the preset")
 
 
 def _suffix_label(suffix: str) -> str:
@@ -400,6 +420,22 @@ DECOMPOSITION = (
     "maspo_hard_gate_no_dual_clip",
     "maspo_matched_sigma",
 )
+# MASPO - GRPO per seed, taken apart into four steps that add up to it exactly (each a paired difference of two
+# arms that differ in one thing): the width of the soft gate, its shape at a matched width, the dual clip, and
+# MASPO's adaptive widths under GRPO's hard clip.
+DECOMPOSITION_CONTRASTS = (
+    Contrast(
+        "width", "maspo", "maspo_matched_sigma", f"soft gate: sigma_base 1 vs {MATCHED_SIGMA_BASE} (no dual clip)"
+    ),
+    Contrast(
+        "shape",
+        "maspo_matched_sigma",
+        "maspo_hard_gate_no_dual_clip",
+        f"soft gate at sigma_base {MATCHED_SIGMA_BASE} vs hard clip 0.2, both adaptive, no dual clip",
+    ),
+    Contrast("dual_clip", "maspo_hard_gate_no_dual_clip", "maspo_hard_gate", "no dual clip vs dual clip 3 (hard clip)"),
+    Contrast("adaptive", "maspo_hard_gate", "grpo", "hard clip 0.2 with MASPO's adaptive widths vs GRPO's fixed"),
+)
 REGIME_SETTINGS = REGIME.run_settings()
 REGIME_REASON = (
     f"in the trust-region regime {REGIME.name} ({REGIME.updates_per_batch} updates per batch of "
@@ -484,9 +520,12 @@ PRESETS: dict[str, Preset] = {
         "what in MASPO's trust region differs from GRPO's: {soft gate, hard gate (maspo.gate=hard)} x {dual clip "
         "c = 3 (GRPO's), none}, GRPO without its dual clip, and MASPO with sigma_base matched to GRPO's clip width "
         f"by equal outward gradient area (sigma = 0.2 sqrt(2/pi) = {MATCHED_SIGMA_BASE}), each against GRPO, 3 "
-        f"seeds, {REGIME_REASON}. Every arm logs its clip fraction and ratio p99 per advantage sign. {BAPO_LEFT_OUT}",
+        f"seeds, {REGIME_REASON}. Every arm logs its clip fraction and ratio p99 per advantage sign. MASPO - GRPO "
+        "is taken apart into width + shape + dual clip + adaptive widths, each a paired difference of two arms. "
+        f"{BAPO_LEFT_OUT}",
         REGIME.seed_sd,
         "val_acc_last_k",
+        DECOMPOSITION_CONTRASTS,
     ),
     "pilot": Preset(
         _pilot_arms(),

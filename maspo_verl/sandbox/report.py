@@ -14,7 +14,7 @@ from pathlib import Path
 from maspo_verl.sandbox.presets import METHODS, OUTCOMES, Arm, RunSettings
 from maspo_verl.sandbox.runs import RunResult
 
-__all__ = ["format_table", "format_terminal_table", "plot"]
+__all__ = ["format_contrasts", "format_table", "format_terminal_table", "plot"]
 
 
 def _mean(numbers: dict, key: str) -> str:
@@ -130,6 +130,30 @@ def format_table(arms: list[Arm], analysis: dict, settings: RunSettings) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + _notes(analysis))
+
+
+def format_contrasts(analysis: dict) -> str:
+    """The preset's contrasts (arm - other per seed on the primary outcome, descriptive), with their sum: lines for
+    comparison.md and the terminal; empty when the preset has none."""
+    contrasts = analysis.get("contrasts") or {}
+    if not contrasts:
+        return ""
+    primary = OUTCOMES[analysis.get("primary", "val_acc_final")]
+    lines = ["", f"Contrasts ({primary}, per seed, descriptive: no verdicts):"]
+    for name, contrast in contrasts.items():
+        lines.append(
+            f"- {name}: {contrast['arm']} - {contrast['other']} ({contrast['label']}): "
+            f"{_with_interval(contrast, signed=True)} over {len(contrast['seeds'])} seeds, per seed "
+            + ", ".join(f"{value:+.3f}" for value in contrast["per_seed"])
+        )
+    seeds = [set(c["seeds"]) for c in contrasts.values()]
+    if len(contrasts) > 1 and all(s == seeds[0] for s in seeds):
+        total = [sum(values) for values in zip(*(c["per_seed"] for c in contrasts.values()), strict=True)]
+        lines.append(
+            "- sum of the above per seed: " + ", ".join(f"{value:+.3f}" for value in total) + " (telescoping: "
+            f"{next(iter(contrasts.values()))['arm']} - {list(contrasts.values())[-1]['other']})"
+        )
+    return "\n".join(lines)
 
 
 def _notes(analysis: dict) -> list[str]:
