@@ -93,15 +93,6 @@ def test_presets_hold_what_the_issue_asks_for():
     assert {a.method for a in PRESETS["quick"].arms} == {"maspo", "grpo"}
     assert {a.method for a in PRESETS["full"].arms} == {"maspo", "grpo", "grpo_no_trust_region"}
 
-
-def test_full_has_the_seeds_its_interval_needs_at_the_planned_sd():
-    from maspo_verl.sandbox.presets import FULL_HALF_WIDTH, FULL_MAX_SEEDS
-    from maspo_verl.sandbox.statistics import seeds_for_half_width
-
-    seeds = len(PRESETS["full"].seeds)
-    assert PRESETS["full"].seeds == tuple(range(seeds))
-    assert seeds == min(FULL_MAX_SEEDS, seeds_for_half_width(REGIME.seed_sd, FULL_HALF_WIDTH, minimum=5))
-    assert 5 <= seeds <= FULL_MAX_SEEDS and f"{seeds} paired seeds" in PRESETS["full"].reason
     assert {a.method for a in PRESETS["paper"].arms} == {
         "grpo",
         "clip_higher",
@@ -140,6 +131,15 @@ def test_full_has_the_seeds_its_interval_needs_at_the_planned_sd():
     )
     grid = {o for a in PRESETS["sensitivity"].arms for o in a.overrides if ".alpha=" in o}
     assert len(grid) == 3 and len([a for a in PRESETS["sensitivity"].arms if a.method == "maspo"]) == 9
+
+
+def test_full_has_the_seeds_its_interval_needs_at_the_planned_sd():
+    from maspo_verl.sandbox.presets import FULL_MAX_SEEDS, _full_seed_count
+
+    assert PRESETS["full"].seeds == tuple(range(_full_seed_count(REGIME.seed_sd)))
+    assert f"{len(PRESETS['full'].seeds)} paired seeds" in PRESETS["full"].reason
+    assert [_full_seed_count(sd) for sd in (0.01, 0.02, 0.03, 0.04)] == [5, 5, 7, 10]
+    assert _full_seed_count(0.2) == FULL_MAX_SEEDS, "beyond what the budget holds: the most it holds, no error"
 
 
 def test_sensitivity_grid_runs_in_the_regime_with_grpo_at_the_same_settings():
@@ -778,7 +778,25 @@ def test_trust_region_arms_carry_the_overrides_they_name():
     assert MATCHED_SIGMA_BASE == pytest.approx(0.16) and 0.2 * (2 / 3.141592653589793) ** 0.5 == pytest.approx(
         MATCHED_SIGMA_BASE, abs=0.005
     )
-    assert METHODS["maspo_matched_sigma"].overrides == (f"{maspo}.sigma_base={MATCHED_SIGMA_BASE}",)
+    assert METHODS["maspo_matched_sigma"].overrides == (f"{maspo}.sigma_base=0.16", f"{maspo}.sigma_high=1.6")
+    # MASPO's whole width profile at 0.16 of its size: every token's sigma_pos and sigma_neg scale alike
+    import torch
+
+    from maspo_verl import MaspoConfig
+    from maspo_verl.gate import trust_region_widths
+
+    def widths(**overrides):
+        config = MaspoConfig(**overrides)
+        keys = ("sigma_base", "alpha", "beta_pos", "beta_neg", "sigma_high", "adv_low", "adv_high")
+        return trust_region_widths(old_log_prob, advantages, **{key: getattr(config, key) for key in keys})
+
+    generator = torch.Generator().manual_seed(0)
+    old_log_prob = -torch.rand(4, 64, generator=generator) * 12  # p from 1 down to 6e-6: past the limiter's cap
+    advantages = torch.randn(4, 64, generator=generator) * 20  # past the risk controller's clamps
+    default, matched = widths(), widths(sigma_base=0.16, sigma_high=1.6)
+    for full_size, scaled in zip(default, matched, strict=True):
+        torch.testing.assert_close(scaled, 0.16 * full_size)
+    assert (default[0] == default[0].max()).any(), "some token reaches the cap"
     decomposition = {arm.method for arm in PRESETS["decomposition"].arms}
     assert decomposition == {
         "grpo",
@@ -910,7 +928,8 @@ def test_the_pilot_rule_picks_the_first_candidate_in_the_order_that_passes():
         # learning lasts, the control 1 point below at p 0.026 >= 0.05 / 5 = 0.01: not apart at the grid's threshold
         + candidate_runs("B", middle=0.33, control_shift=-0.015, seconds=150, jitter=0.012)
         + candidate_runs("C", middle=0.33, control_shift=-0.08, seconds=120)  # passes
-        + candidate_runs("D", middle=0.33, control_shift=-0.08, seconds=90)  # passes too, but drawn after C
+        # the control 8 points below in every seed, all alike: no spread, no p, not apart
+        + candidate_runs("D", middle=0.33, control_shift=-0.08, seconds=90, jitter=0.0)
     )
     arms = []
     for name in "ABCD":
@@ -923,13 +942,14 @@ def test_the_pilot_rule_picks_the_first_candidate_in_the_order_that_passes():
     assert pilot["candidates"]["A"]["learning_lasts"] is False and pilot["candidates"]["A"]["control_apart"]
     assert pilot["candidates"]["B"]["learning_lasts"] and 0.01 < pilot["candidates"]["B"]["control_p"] < 0.05
     assert not pilot["candidates"]["B"]["control_apart"], "Bonferroni over the grid, not 0.05"
-    assert pilot["candidates"]["C"]["passes"] and pilot["candidates"]["D"]["passes"]
+    assert pilot["candidates"]["C"]["passes"]
+    assert pilot["candidates"]["D"]["control_p"] is None and not pilot["candidates"]["D"]["passes"]
     assert pilot["candidates"]["C"]["grpo_second_half_rise"] == pytest.approx(0.07)  # end - middle in every seed
     assert pilot["candidates"]["C"]["grpo_rise"] == pytest.approx(0.412 - 0.25)
     assert pilot["chosen"] == "C", "the first passing candidate in the order, whatever the wall time says"
     # sqrt(2) x GRPO's between-seed sd (0.0184) beats the control differences' sd (0.0022); rounded up to 0.005
     assert pilot["candidates"]["C"]["seed_sd"] == pytest.approx(0.02)
-    assert "Chosen: C" in format_pilot(pilot)
+    assert "Chosen: C" in format_pilot(pilot) and "p - (apart: no)" in format_pilot(pilot)
 
     def rule_without(drop):
         kept = [r for r in results if not drop(r)]
@@ -940,6 +960,7 @@ def test_the_pilot_rule_picks_the_first_candidate_in_the_order_that_passes():
     no_b_control = rule_without(lambda r: r.arm == "grpo_no_trust_region@B")
     assert (no_b_control["chosen"], no_b_control["next"]) == (None, "B"), "C counts only once B was drawn"
     assert "draw candidate B next" in format_pilot(no_b_control)
+    assert "--arms grpo@A,grpo_no_trust_region@A,grpo@B,grpo_no_trust_region@B)" in format_pilot(no_b_control)
     four_seeds = rule_without(lambda r: r.arm.endswith("@B") and r.seed == 4)
     assert (four_seeds["chosen"], four_seeds["next"]) == (None, "B"), "a candidate counts once all its seeds ran"
     assert "4 seeds finished" in format_pilot(four_seeds)
@@ -1005,7 +1026,8 @@ def test_the_decomposition_takes_maspo_minus_grpo_apart_into_steps_that_add_up()
     from maspo_verl.sandbox.presets import MASPO_KEY, NO_DUAL_CLIP
 
     overrides = {c.arm: set(METHODS[c.arm].overrides) for c in preset.contrasts}
-    assert overrides["maspo"] == set() and overrides["maspo_matched_sigma"] == {f"{MASPO_KEY}.sigma_base=0.16"}
+    assert overrides["maspo"] == set()
+    assert overrides["maspo_matched_sigma"] == {f"{MASPO_KEY}.sigma_base=0.16", f"{MASPO_KEY}.sigma_high=1.6"}
     # shape: the gate and the width it is matched at; neither has a dual clip (the soft gate's is opt-in)
     assert overrides["maspo_hard_gate_no_dual_clip"] == {f"{MASPO_KEY}.gate=hard", *NO_DUAL_CLIP}
     assert overrides["maspo_hard_gate_no_dual_clip"] - overrides["maspo_hard_gate"] == set(NO_DUAL_CLIP)
@@ -1037,6 +1059,9 @@ def test_the_decomposition_takes_maspo_minus_grpo_apart_into_steps_that_add_up()
         "dual_clip",
         "adaptive",
     }, "a contrast whose arm has no run is left out"
+    broken = [r for r in results if r.arm != "maspo_hard_gate_no_dual_clip"]
+    text = format_contrasts(analyse(arms, broken, RunSettings(), None, "val_acc_last_k", preset.contrasts))
+    assert "- width:" in text and "- adaptive:" in text and "sum" not in text, "no sum over a broken chain"
 
     with pytest.raises(ValueError, match="names \\['nope'\\]"):
         replace(preset, contrasts=(replace(DECOMPOSITION_CONTRASTS[0], other="nope"),))

@@ -137,7 +137,8 @@ def format_pilot(pilot: dict) -> str:
         lines.append(
             f"- {name}: GRPO rise {c['grpo_rise']:+.3f}, second half {c['grpo_second_half_rise']:+.3f} "
             f"(lasts: {'yes' if c['learning_lasts'] else 'no'}); control {c['control_difference']:+.3f}, "
-            f"p {c['control_p']:.4f} (apart: {'yes' if c['control_apart'] else 'no'}); "
+            f"p {'-' if c['control_p'] is None else format(c['control_p'], '.4f')} "
+            f"(apart: {'yes' if c['control_apart'] else 'no'}); "
             f"{c['mean_run_seconds']:.0f} s a run; seed sd {c['seed_sd']:.3f}; {'PASSES' if c['passes'] else 'fails'}"
         )
     chosen, next_candidate = pilot["chosen"], pilot["next"]
@@ -147,9 +148,11 @@ def format_pilot(pilot: dict) -> str:
             f"{pilot['candidates'][chosen]['seed_sd']:.3f} in maspo_verl/sandbox/presets.py"
         )
     elif next_candidate:
+        up_to = pilot["order"][: pilot["order"].index(next_candidate) + 1]
+        arms = ",".join(f"grpo@{name},grpo_no_trust_region@{name}" for name in up_to)
         lines.append(
-            f"None chosen yet: draw candidate {next_candidate} next (--arms grpo@{next_candidate},"
-            f"grpo_no_trust_region@{next_candidate}, the earlier candidates' runs are reused)."
+            f"None chosen yet: draw candidate {next_candidate} next with every candidate before it, whose runs are "
+            f"reused (--preset pilot --arms {arms})."
         )
     else:
         lines.append("No candidate passes: the testbed cannot show a trust region's effect in this grid.")

@@ -55,6 +55,10 @@ GRPO_CLIP_EPSILON = 0.2  # verl's default clip_ratio (low = high)
 # shape is favoured: each lets the same total gradient weight through over the outward ratio axis (matching the
 # half-weight point instead gives 0.170, matching the weight at r = 1 + eps to exp(-1/2) gives 0.2).
 MATCHED_SIGMA_BASE = round(GRPO_CLIP_EPSILON * math.sqrt(2.0 / math.pi), 2)
+# The limiter's cap scaled alike (10 x 0.16): MASPO's whole width profile, sigma_base to sigma_high, at 0.16 of its
+# size, so the matched arm differs from MASPO in scale alone and from the hard gate (GRPO's 0.2 times the same
+# profile's factor, 1 to 10) in shape alone.
+MATCHED_SIGMA_HIGH = round(10.0 * MATCHED_SIGMA_BASE, 4)
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,9 @@ METHODS: dict[str, Method] = {
         "MASPO w/o soft gate, no dual clip", "maspo", (f"{MASPO_KEY}.gate=hard", *NO_DUAL_CLIP)
     ),
     "maspo_matched_sigma": Method(
-        f"MASPO, sigma_base {MATCHED_SIGMA_BASE}", "maspo", (f"{MASPO_KEY}.sigma_base={MATCHED_SIGMA_BASE}",)
+        f"MASPO, sigma_base {MATCHED_SIGMA_BASE}",
+        "maspo",
+        (f"{MASPO_KEY}.sigma_base={MATCHED_SIGMA_BASE}", f"{MASPO_KEY}.sigma_high={MATCHED_SIGMA_HIGH}"),
     ),
     "maspo_no_mass_adaptive": Method("MASPO w/o mass-adaptive", "maspo", (f"{MASPO_KEY}.mass_adaptive=false",)),
     "maspo_no_risk_control": Method("MASPO w/o risk control", "maspo", (f"{MASPO_KEY}.risk_control=false",)),
@@ -136,8 +142,8 @@ class RunSettings:
     # Torch threads per run, the same whatever --jobs is, so a run's numbers do not depend on how many ran beside
     # it (two runs side by side on 2 cores: 6.6-7.9 s a step with 1 thread each, 8-10 s with 2).
     cpu_threads: int = 1
-    # A guard against a hung run, not a budget: a 20-step run of the trust-region candidates takes 4-5 min on a quiet
-    # 2-core VM of 2026-12-07 and 2-3 times that beside other work.
+    # A guard against a hung run, not a budget: a 20-step run of the trust-region candidates took 6-7 min two at a
+    # time on the 2-core VM of 2026-12-07, and can take 2-3 times that beside other work.
     run_timeout_s: int = 3600
 
     @property
@@ -424,9 +430,7 @@ DECOMPOSITION = (
 # arms that differ in one thing): the width of the soft gate, its shape at a matched width, the dual clip, and
 # MASPO's adaptive widths under GRPO's hard clip.
 DECOMPOSITION_CONTRASTS = (
-    Contrast(
-        "width", "maspo", "maspo_matched_sigma", f"soft gate: sigma_base 1 vs {MATCHED_SIGMA_BASE} (no dual clip)"
-    ),
+    Contrast("width", "maspo", "maspo_matched_sigma", f"soft gate: widths x1 vs x{MATCHED_SIGMA_BASE} (no dual clip)"),
     Contrast(
         "shape",
         "maspo_matched_sigma",
@@ -452,7 +456,16 @@ BAPO_LEFT_OUT = (
 # at the regime's planned seed-level sd; at most 10, what its budget can hold (then it publishes what it reaches).
 FULL_HALF_WIDTH = 0.03
 FULL_MAX_SEEDS = 10
-FULL_SEEDS = tuple(range(min(FULL_MAX_SEEDS, seeds_for_half_width(REGIME.seed_sd, FULL_HALF_WIDTH, minimum=5))))
+
+
+def _full_seed_count(seed_sd: float) -> int:
+    try:
+        return seeds_for_half_width(seed_sd, FULL_HALF_WIDTH, minimum=5, maximum=FULL_MAX_SEEDS)
+    except ValueError:  # more than the budget holds: the most it holds
+        return FULL_MAX_SEEDS
+
+
+FULL_SEEDS = tuple(range(_full_seed_count(REGIME.seed_sd)))
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(

@@ -146,12 +146,13 @@ def format_contrasts(analysis: dict) -> str:
             f"{_with_interval(contrast, signed=True)} over {len(contrast['seeds'])} seeds, per seed "
             + ", ".join(f"{value:+.3f}" for value in contrast["per_seed"])
         )
-    seeds = [set(c["seeds"]) for c in contrasts.values()]
-    if len(contrasts) > 1 and all(s == seeds[0] for s in seeds):
-        total = [sum(values) for values in zip(*(c["per_seed"] for c in contrasts.values()), strict=True)]
+    chain = list(contrasts.values())
+    linked = all(a["other"] == b["arm"] for a, b in zip(chain, chain[1:], strict=False))
+    if len(chain) > 1 and linked and all(c["seeds"] == chain[0]["seeds"] for c in chain):
+        total = [sum(values) for values in zip(*(c["per_seed"] for c in chain), strict=True)]
         lines.append(
             "- sum of the above per seed: " + ", ".join(f"{value:+.3f}" for value in total) + " (telescoping: "
-            f"{next(iter(contrasts.values()))['arm']} - {list(contrasts.values())[-1]['other']})"
+            f"{chain[0]['arm']} - {chain[-1]['other']})"
         )
     return "\n".join(lines)
 
