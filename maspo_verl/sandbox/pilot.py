@@ -124,7 +124,7 @@ def format_pilot(pilot: dict) -> str:
     """The rule's outcome per candidate, in the order drawn, and the pick, as lines for the terminal and
     comparison.md."""
     lines = [
-        "",
+        "\n",  # a blank line: the rule's lines are not part of the table's last note
         f"Pilot rule (fixed before the runs): candidates drawn in the order {', '.join(pilot['order'])}; the first "
         f"where learning lasts and the no-trust-region control ends apart (p < {pilot['control_alpha']:.3f}) is "
         "the regime.",

@@ -139,7 +139,7 @@ def format_contrasts(analysis: dict) -> str:
     if not contrasts:
         return ""
     primary = OUTCOMES[analysis.get("primary", "val_acc_final")]
-    lines = ["", f"Contrasts ({primary}, per seed, descriptive: no verdicts):"]
+    lines = ["\n", f"Contrasts ({primary}, per seed, descriptive: no verdicts):"]  # a blank line after the notes
     for name, contrast in contrasts.items():
         lines.append(
             f"- {name}: {contrast['arm']} - {contrast['other']} ({contrast['label']}): "
