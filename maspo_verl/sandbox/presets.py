@@ -472,7 +472,8 @@ PRESETS: dict[str, Preset] = {
         (method_arm("maspo"), method_arm("grpo")),
         (0,),
         TESTBED,
-        "about 2 minutes on 2 cores: shows both methods training in verl's trainer; one seed gives no interval",
+        "2-6 minutes on 2 cores by machine (docs/performance.md): shows both methods training in verl's trainer; "
+        "one seed gives no interval",
     ),
     "full": Preset(
         (method_arm("grpo"), method_arm("maspo"), no_trust_region_control()),
