@@ -171,6 +171,7 @@ def test_every_trust_region_preset_counts_the_no_trust_region_control_and_plans_
         assert frozen.learning_rate == 0.0 < learning.learning_rate
         assert replace(frozen, learning_rate=learning.learning_rate) == learning, "it differs in lr only"
     assert preset.pilot_seed_sd == REGIME.seed_sd and preset.primary == "val_acc_last_k"
+    assert preset.in_regime and not PRESETS["quick"].in_regime and not PRESETS["pilot"].in_regime
 
 
 def _synthetic_run(arm, seed, final_accuracy, digest="same", start=0.2, reward=0.3):
@@ -674,6 +675,36 @@ def test_without_matplotlib_the_report_is_written_and_only_the_plot_is_left_out(
         "| the table |"
     )
     assert "maspo-verl[plot]" in captured.err and not (tmp_path / "out" / "learning_curves.png").exists()
+
+
+@pytest.mark.parametrize("picked", [False, True])
+def test_a_trust_region_preset_is_a_screen_until_the_pilot_has_picked_its_regime(picked, tmp_path, monkeypatch, capsys):
+    import maspo_verl.sandbox.tiny.warmup as warmup
+
+    planned = []
+    monkeypatch.setattr(compare, "REGIME_PICKED_BY_PILOT", picked)
+    monkeypatch.setattr(compare, "require_loss_modes", lambda arms: None)
+    monkeypatch.setattr(
+        warmup, "cached_warmup", lambda settings, cache_dir: (tmp_path / "model", {"val_greedy_accuracy": 0.1}, True)
+    )
+    monkeypatch.setattr(
+        compare, "run_one", lambda arm, seed, *rest: RunResult(arm.name, seed, True, 1.0, str(tmp_path))
+    )
+
+    def analyse(arms, results, settings, pilot_sd, primary, contrasts=()):
+        planned.append(pilot_sd)
+        return {"per_arm": {}}
+
+    monkeypatch.setattr(compare, "analyse", analyse)
+    monkeypatch.setattr(compare, "step0_check", lambda results: {})
+    code = main(
+        ["--preset", "full", "--seeds", "0,1", "--jobs", "1", "--output-dir", str(tmp_path / "o"), "--no-progress"]
+    )
+    assert code == 0
+    warned = "the regime (A) is provisional" in capsys.readouterr().err
+    assert (planned, warned) == (([REGIME.seed_sd], False) if picked else ([None], True)), (
+        "no planned power, no verdicts"
+    )
 
 
 def test_arms_selects_part_of_a_preset_in_its_order_with_its_settings():

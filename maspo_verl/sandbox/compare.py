@@ -59,6 +59,8 @@ from maspo_verl.sandbox.presets import (
     METHOD_ALIASES,
     METHODS,
     PRESETS,
+    REGIME,
+    REGIME_PICKED_BY_PILOT,
     Arm,
     Method,
     Preset,
@@ -241,6 +243,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{jobs} at a time; output {output_dir}"
     )
     print(f"[compare] why these settings: {preset.reason if not args.methods else 'chosen on the command line'}")
+    unpiloted = preset.in_regime and not REGIME_PICKED_BY_PILOT and not args.methods
+    if unpiloted:
+        print(
+            f"[compare] WARNING: the regime ({REGIME.name}) is provisional: the pilot has not picked it, so this "
+            "testbed has not shown that it can see a trust region (docs/results/README.md). The comparison runs as "
+            "a screen: differences and intervals, no verdicts.",
+            file=sys.stderr,
+        )
     started = time.monotonic()
     warmups, models = {}, {}  # one warm-up per strength the arms start from (the pilot's candidates differ)
     for steps in sorted({arm.run_settings(settings).warmup_steps for arm in arms}):
@@ -292,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
     # the planned power belongs to the preset's own design: arms or settings chosen on the command line have none
-    designed = not args.methods and not chosen
+    designed = not args.methods and not chosen and not unpiloted
     contrasts = tuple(c for c in preset.contrasts if not args.methods and {c.arm, c.other} <= {a.name for a in arms})
     analysis = analyse(arms, results, settings, preset.pilot_seed_sd if designed else None, preset.primary, contrasts)
     pilot = apply_pilot_rule(results, analysis) if args.preset == "pilot" and not args.methods else None

@@ -25,6 +25,7 @@ __all__ = [
     "PILOT_SEEDS",
     "PRESETS",
     "REGIME",
+    "REGIME_PICKED_BY_PILOT",
     "TESTBED",
     "Arm",
     "Contrast",
@@ -285,9 +286,12 @@ PILOT_CANDIDATES = (
     Regime("D", 16, 16, 1.25e-4, 40, 80, 4, 5, EARLIER_PILOT_SEED_SD, "B at half the lr for twice the steps"),
     Regime("E", 32, 16, 2.5e-4, 20, 80, 2, 5, EARLIER_PILOT_SEED_SD, "B with twice the prompts a step"),
 )
-# THE regime of the trust-region presets. Provisional (candidate A, the probe's regime) until the pilot has run;
-# its rule then names the candidate to put here, with the seed_sd it measured.
+# THE regime of the trust-region presets. Provisional (candidate A, the probe's regime) until the pilot's rule picks
+# a candidate: then it goes here, with the seed_sd it measured, and REGIME_PICKED_BY_PILOT becomes True. Until then
+# the trust-region presets are screens (no verdicts): a regime the pilot did not pick (A failed it: docs/results)
+# has not shown that it can see a trust region, and its planned sd is not from a pilot of it.
 REGIME = PILOT_CANDIDATES[0]
+REGIME_PICKED_BY_PILOT = False
 # The `quick` preset's testbed (the README's main job, <= 180 s): a demonstration that both methods learn in
 # verl's trainer, not an experiment, so it keeps its settings whatever the pilot picks.
 TESTBED = RunSettings()
@@ -312,7 +316,8 @@ class Preset:
     `primary`: the declared primary outcome (a key of OUTCOMES); the only one with verdicts. `pilot_seed_sd`: the
     standard deviation of a per-seed difference of the primary outcome, measured on a pilot on other seeds before
     the preset ran; the planned minimum detectable difference comes from it, never from the runs it judges. None:
-    no power figure, so no verdicts (a screen).
+    no power figure, so no verdicts (a screen). `in_regime`: the preset runs in REGIME, so it is a screen too until
+    the pilot has picked REGIME. `contrasts`: paired differences between two arms, descriptive.
     """
 
     arms: tuple[Arm, ...]
@@ -322,6 +327,8 @@ class Preset:
     pilot_seed_sd: float | None = None
     primary: str = "val_acc_final"
     contrasts: tuple[Contrast, ...] = ()
+    # runs in REGIME: a screen until the pilot has picked it (REGIME_PICKED_BY_PILOT)
+    in_regime: bool = False
 
     def __post_init__(self):
         if self.primary not in OUTCOMES:
@@ -484,6 +491,7 @@ PRESETS: dict[str, Preset] = {
         "a run of the regime takes longer than the budget allowed for it",
         REGIME.seed_sd,
         "val_acc_last_k",
+        in_regime=True,
     ),
     "paper": Preset(
         _regime_arms(PAPER_METHODS),
@@ -493,6 +501,7 @@ PRESETS: dict[str, Preset] = {
         f"GRPO's dual clip 3 and at its authors' 10. {BAPO_LEFT_OUT}",
         REGIME.seed_sd,
         "val_acc_last_k",
+        in_regime=True,
     ),
     "ablations": Preset(
         (
@@ -508,6 +517,7 @@ PRESETS: dict[str, Preset] = {
         f"ablation asks), 3 seeds, {REGIME_REASON}",
         REGIME.seed_sd,
         "val_acc_last_k",
+        in_regime=True,
     ),
     "off_policy": Preset(
         _off_policy_arms(),
@@ -517,6 +527,7 @@ PRESETS: dict[str, Preset] = {
         f"(16: the paper's reported batch 512 / mini-batch 32), 3 seeds, {REGIME_REASON}",
         REGIME.seed_sd,
         "val_acc_last_k",
+        in_regime=True,
     ),
     "sensitivity": Preset(
         _sensitivity_arms(),
@@ -526,6 +537,7 @@ PRESETS: dict[str, Preset] = {
         f"sensitivity analysis, {REGIME_REASON}; 2 seeds: a shape, not a test",
         REGIME.seed_sd,
         "val_acc_last_k",
+        in_regime=True,
     ),
     "decomposition": Preset(
         _regime_arms(DECOMPOSITION),
@@ -540,6 +552,7 @@ PRESETS: dict[str, Preset] = {
         REGIME.seed_sd,
         "val_acc_last_k",
         DECOMPOSITION_CONTRASTS,
+        in_regime=True,
     ),
     "pilot": Preset(
         _pilot_arms(),
