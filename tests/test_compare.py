@@ -767,7 +767,12 @@ def test_the_pilot_runs_grpo_family_arms_only_over_every_candidate_regime():
         assert grpo.run_settings(pilot.settings) == candidate.run_settings() == control.run_settings(pilot.settings)
         assert control.baseline == grpo.name and control.expected == "different"
     assert len(pilot.arms) == 2 * len(PILOT_CANDIDATES), "GRPO and its control per candidate, nothing else"
-    assert REGIME in PILOT_CANDIDATES, "the regime is one of the pilot's candidates"
+    candidate = {c.name: c for c in PILOT_CANDIDATES}[REGIME.name]
+    assert replace(REGIME, seed_sd=candidate.seed_sd) == candidate, "the regime is one of the pilot's candidates"
+    from maspo_verl.sandbox.presets import EARLIER_PILOT_SEED_SD, REGIME_PICKED_BY_PILOT
+
+    if not REGIME_PICKED_BY_PILOT:
+        assert REGIME == PILOT_CANDIDATES[0] and REGIME.seed_sd == EARLIER_PILOT_SEED_SD, "provisional: A, sd 0.03"
 
 
 def test_the_pilot_draws_the_candidates_cheapest_first():
@@ -844,7 +849,9 @@ def test_trust_region_arms_carry_the_overrides_they_name():
 
 
 def test_a_regime_and_run_settings_refuse_what_the_pilot_rule_cannot_read():
-    from maspo_verl.sandbox.presets import Regime
+    from maspo_verl.sandbox.presets import PILOT_CANDIDATES, Regime
+
+    by_name = {c.name: c for c in PILOT_CANDIDATES}
 
     with pytest.raises(ValueError, match="test_freq"):
         Regime("X", 16, 16, 1e-4, 20, 120, 3, 5, 0.03)
@@ -853,7 +860,9 @@ def test_a_regime_and_run_settings_refuse_what_the_pilot_rule_cannot_read():
     with pytest.raises(ValueError, match="--val-last-k"):
         RunSettings(val_last_k=3).validate()  # validations at 10 and 20 only
     assert RunSettings().validation_steps == [0, 10, 20]
-    assert REGIME.run_settings().validation_steps[-REGIME.val_last_k :] == [12, 14, 16, 18, 20]
+    a, d = by_name["A"], by_name["D"]
+    assert a.run_settings().validation_steps[-a.val_last_k :] == [12, 14, 16, 18, 20]
+    assert d.run_settings().validation_steps[-d.val_last_k :] == [24, 28, 32, 36, 40]
 
 
 # ---------------------------------------------------------------------------------------------------------------
