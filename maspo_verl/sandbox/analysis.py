@@ -188,11 +188,9 @@ def analyse(
             continue
         paired[arm.name] = {"baseline": arm.baseline, "seeds": seeds, "expected": arm.expected, "role": role(arm)}
         for metric in (primary, *secondaries):
-            method = [by_arm[arm.name][seed].summary.get(metric) for seed in seeds]
-            baseline = [by_arm[arm.baseline][seed].summary.get(metric) for seed in seeds]
-            if None in method or None in baseline:
+            comparison = _paired_difference(by_arm, arm.name, arm.baseline, seeds, metric)
+            if comparison is None:
                 continue
-            comparison = stats.paired_seed_difference(method, baseline, metric=metric).as_dict()
             if metric != primary:
                 comparison["descriptive"] = True  # a secondary outcome: no verdict
             paired[arm.name][metric] = comparison
@@ -283,20 +281,23 @@ def analyse(
     }
 
 
+def _paired_difference(by_arm: dict, arm: str, other: str, seeds: list[int], metric: str) -> dict | None:
+    """`arm` - `other` on `metric` over `seeds` (the paired t, as a dict); None when a run lacks the metric."""
+    values = [by_arm[arm][seed].summary.get(metric) for seed in seeds]
+    others = [by_arm[other][seed].summary.get(metric) for seed in seeds]
+    if None in values or None in others:
+        return None
+    return stats.paired_seed_difference(values, others, metric=metric).as_dict()
+
+
 def _contrasts(contrasts: tuple[Contrast, ...], by_arm: dict, primary: str) -> dict:
     """Each contrast's paired difference over the seeds both arms finished, on the primary outcome (descriptive)."""
     drawn = {}
     for contrast in contrasts:
         seeds = sorted(set(by_arm.get(contrast.arm, {})) & set(by_arm.get(contrast.other, {})))
-        values = [
-            (by_arm[contrast.arm][s].summary.get(primary), by_arm[contrast.other][s].summary.get(primary))
-            for s in seeds
-        ]
-        if not values or any(None in pair for pair in values):
+        difference = _paired_difference(by_arm, contrast.arm, contrast.other, seeds, primary) if seeds else None
+        if difference is None:
             continue
-        difference = stats.paired_seed_difference(
-            [a for a, _ in values], [b for _, b in values], metric=primary
-        ).as_dict()
         drawn[contrast.name] = {
             **difference,
             "arm": contrast.arm,
