@@ -748,12 +748,28 @@ def test_the_regime_is_the_one_constant_of_every_trust_region_preset():
 
 
 def test_pilot_seeds_are_disjoint_from_every_presets_seeds():
-    from maspo_verl.sandbox.presets import PILOT_SEEDS
+    from maspo_verl.sandbox.presets import PILOT_SEEDS, SECOND_PILOT_SEEDS
 
     assert set(PRESETS["pilot"].seeds) == set(PILOT_SEEDS) and len(PILOT_SEEDS) >= 5
-    for name, preset in PRESETS.items():
-        if name != "pilot":
-            assert not set(preset.seeds) & set(PILOT_SEEDS), f"{name} uses a pilot seed"
+    assert set(PRESETS["second_pilot"].seeds) == set(SECOND_PILOT_SEEDS) and len(SECOND_PILOT_SEEDS) == 10
+    for pilot, seeds in (("pilot", PILOT_SEEDS), ("second_pilot", SECOND_PILOT_SEEDS)):
+        for name, preset in PRESETS.items():
+            if name != pilot:
+                assert not set(preset.seeds) & set(seeds), f"{name} uses a seed of {pilot}"
+
+
+def test_the_second_pilot_draws_e_alone_on_fresh_seeds_at_the_first_pilots_threshold():
+    from maspo_verl.sandbox.pilot import CONTROL_ALPHA, PILOT_GRIDS
+    from maspo_verl.sandbox.presets import PILOT_CANDIDATES, SECOND_PILOT_SEEDS
+
+    second = PRESETS["second_pilot"]
+    e = {c.name: c for c in PILOT_CANDIDATES}["E"]
+    assert [arm.name for arm in second.arms] == ["grpo@E", "grpo_no_trust_region@E"]
+    assert all(arm.run_settings(second.settings) == e.run_settings() for arm in second.arms)
+    grid = PILOT_GRIDS["second_pilot"]
+    assert grid.candidates == (e,) and grid.order == ("E",) and grid.seeds == SECOND_PILOT_SEEDS
+    assert grid.control_alpha == CONTROL_ALPHA == pytest.approx(0.01)
+    assert PILOT_GRIDS["pilot"].seeds == PRESETS["pilot"].seeds
 
 
 def test_the_pilot_runs_grpo_family_arms_only_over_every_candidate_regime():
@@ -1001,6 +1017,18 @@ def test_the_pilot_rule_picks_the_first_candidate_in_the_order_that_passes():
     assert (no_b_control["chosen"], no_b_control["next"]) == (None, "B"), "C counts only once B was drawn"
     assert "draw candidate B next" in format_pilot(no_b_control)
     assert "--arms grpo@A,grpo_no_trust_region@A,grpo@B,grpo_no_trust_region@B)" in format_pilot(no_b_control)
+    second = apply_pilot_rule(
+        results, analysis, (a, b, c, d), ("B", "A", "C", "D"), control_alpha=0.05, preset="second_pilot"
+    )
+    assert second["chosen"] == "B" and second["control_alpha"] == 0.05, "B's p 0.026 passes at 0.05"
+    no_b_second = apply_pilot_rule(
+        no_b_control_results := [r for r in results if r.arm != "grpo_no_trust_region@B"],
+        analyse(arms, no_b_control_results, RunSettings(), primary="val_acc_last_k"),
+        (a, b, c, d),
+        ("B", "A", "C", "D"),
+        preset="second_pilot",
+    )
+    assert "(--preset second_pilot --arms grpo@B,grpo_no_trust_region@B)" in format_pilot(no_b_second)
     four_seeds = rule_without(lambda r: r.arm.endswith("@B") and r.seed == 4)
     assert (four_seeds["chosen"], four_seeds["next"]) == (None, "B"), "a candidate counts once all its seeds ran"
     assert "4 seeds finished" in format_pilot(four_seeds)

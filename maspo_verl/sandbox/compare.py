@@ -2,6 +2,7 @@
 
     python -m maspo_verl.sandbox.compare                          # quick: MASPO vs GRPO, 1 seed, about 2 min on 2 cores
     python -m maspo_verl.sandbox.compare --preset pilot           # picks the trust-region regime (GRPO arms only)
+    python -m maspo_verl.sandbox.compare --preset second_pilot    # E again on fresh seeds (none of the first passed)
     python -m maspo_verl.sandbox.compare --preset full            # MASPO vs GRPO, 5 seeds, the controls
     python -m maspo_verl.sandbox.compare --preset decomposition   # soft/hard gate x dual clip, matched sigma
     python -m maspo_verl.sandbox.compare --preset paper           # the paper's main-result methods vs GRPO
@@ -53,7 +54,7 @@ from pathlib import Path
 
 from maspo_verl.patches import UnsupportedVerlVersion
 from maspo_verl.sandbox.analysis import analyse, environment_check, step0_check
-from maspo_verl.sandbox.pilot import apply_pilot_rule, format_pilot
+from maspo_verl.sandbox.pilot import PILOT_GRIDS, apply_pilot_rule, format_pilot
 from maspo_verl.sandbox.presets import (
     BASELINE_METHOD,
     METHOD_ALIASES,
@@ -305,7 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     designed = not args.methods and not chosen and not unpiloted
     contrasts = tuple(c for c in preset.contrasts if not args.methods and {c.arm, c.other} <= {a.name for a in arms})
     analysis = analyse(arms, results, settings, preset.pilot_seed_sd if designed else None, preset.primary, contrasts)
-    pilot = apply_pilot_rule(results, analysis) if args.preset == "pilot" and not args.methods else None
+    pilot = None
+    if args.preset in PILOT_GRIDS and not args.methods:
+        grid = PILOT_GRIDS[args.preset]
+        pilot = apply_pilot_rule(
+            results, analysis, grid.candidates, grid.order, len(grid.seeds), grid.control_alpha, args.preset
+        )
     pairing = step0_check(results)
     environments = environment_check(results)
     report = {

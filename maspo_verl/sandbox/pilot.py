@@ -9,6 +9,7 @@ A candidate passes when, over the pilot seeds,
 - the no-trust-region control ends detectably apart from GRPO: the paired t over seeds on the primary outcome
   gives p < `CONTROL_ALPHA`, 0.05 / 5 (Bonferroni over the whole grid, however many candidates are drawn, so a
   pick among five is not a chance pass), in either direction.
+The second pilot (`SECOND_PILOT`) draws E alone again on fresh seeds, by the same rule at the same threshold.
 Its planned seed-level standard deviation is the larger of the sd of GRPO - control per-seed differences and
 sqrt(2) x GRPO's between-seed sd of the primary outcome (pairing ignored, as cautious as the earlier pilot),
 rounded up to 0.005.
@@ -18,12 +19,27 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 
 from maspo_verl.sandbox.analysis import ALPHA, ok_runs
-from maspo_verl.sandbox.presets import PILOT_CANDIDATES, PILOT_SEEDS, Regime
+from maspo_verl.sandbox.presets import (
+    PILOT_CANDIDATES,
+    PILOT_SEEDS,
+    SECOND_PILOT_CANDIDATES,
+    SECOND_PILOT_SEEDS,
+    Regime,
+)
 from maspo_verl.sandbox.runs import RunResult
 
-__all__ = ["CONTROL_ALPHA", "DRAW_ORDER", "SECOND_HALF_SHARE", "apply_pilot_rule", "format_pilot"]
+__all__ = [
+    "CONTROL_ALPHA",
+    "DRAW_ORDER",
+    "PILOT_GRIDS",
+    "SECOND_HALF_SHARE",
+    "PilotGrid",
+    "apply_pilot_rule",
+    "format_pilot",
+]
 
 SECOND_HALF_SHARE = 0.25
 SD_STEP = 0.005
@@ -34,6 +50,27 @@ DRAW_ORDER = ("A", "B", "C", "E", "D")
 CONTROL_ALPHA = ALPHA / len(PILOT_CANDIDATES)
 
 
+@dataclass(frozen=True)
+class PilotGrid:
+    """One pilot's candidates, the order they are drawn in, the seeds each needs and the control's threshold."""
+
+    candidates: tuple[Regime, ...]
+    order: tuple[str, ...]
+    seeds: tuple[int, ...]
+    control_alpha: float
+
+
+# Per pilot preset. The second pilot keeps the first's threshold although it has one candidate: E was picked as the
+# closest of five on the first pilot's seeds, and passing on fresh seeds at the same bar means what passing the
+# first grid would have meant.
+PILOT_GRIDS = {
+    "pilot": PilotGrid(PILOT_CANDIDATES, DRAW_ORDER, PILOT_SEEDS, CONTROL_ALPHA),
+    "second_pilot": PilotGrid(
+        SECOND_PILOT_CANDIDATES, tuple(c.name for c in SECOND_PILOT_CANDIDATES), SECOND_PILOT_SEEDS, CONTROL_ALPHA
+    ),
+}
+
+
 def _curve_at(run: RunResult, step: int) -> float:
     curve = dict((int(s), v) for s, v in run.summary.get("val_curve", []))
     if step not in curve:
@@ -41,7 +78,7 @@ def _curve_at(run: RunResult, step: int) -> float:
     return curve[step]
 
 
-def _candidate(candidate: Regime, by_arm: dict, analysis: dict, seeds_needed: int) -> dict:
+def _candidate(candidate: Regime, by_arm: dict, analysis: dict, seeds_needed: int, control_alpha: float) -> dict:
     grpo, control = f"grpo@{candidate.name}", f"grpo_no_trust_region@{candidate.name}"
     pair = analysis["paired"].get(control, {})
     primary = analysis["primary"]
@@ -57,7 +94,7 @@ def _candidate(candidate: Regime, by_arm: dict, analysis: dict, seeds_needed: in
     learns = rise.get("low") is not None and rise["low"] > 0
     lasts = learns and whole > 0 and second_half >= SECOND_HALF_SHARE * whole
     p_value = pair[primary].get("p_value")
-    apart = p_value is not None and math.isfinite(p_value) and p_value < CONTROL_ALPHA
+    apart = p_value is not None and math.isfinite(p_value) and p_value < control_alpha
     seconds = [r.seconds for name in (grpo, control) for r in by_arm.get(name, {}).values()]
     grpo_values = [run.summary[primary] for run in runs]
     spreads = [statistics.stdev(pair[primary]["per_seed"]), math.sqrt(2) * statistics.stdev(grpo_values)]
@@ -83,6 +120,8 @@ def apply_pilot_rule(
     candidates=PILOT_CANDIDATES,
     order=DRAW_ORDER,
     seeds_needed: int = len(PILOT_SEEDS),
+    control_alpha: float = CONTROL_ALPHA,
+    preset: str = "pilot",
 ) -> dict:
     """The rule above over the pilot's runs and analysis.
 
@@ -92,6 +131,8 @@ def apply_pilot_rule(
         candidates: the candidate regimes.
         order: their names in the order they are drawn.
         seeds_needed: a candidate counts as drawn once GRPO and its control finished on this many seeds.
+        control_alpha: the control passes at a paired-t p below this.
+        preset: the pilot's preset, for the command that draws the next candidate.
 
     Returns {"candidates": {name: numbers}, "chosen": the first passing candidate in `order` once every one
     before it was drawn and failed, or None, "next": the candidate to draw next when none is chosen (None when
@@ -101,7 +142,7 @@ def apply_pilot_rule(
     by_name = {candidate.name: candidate for candidate in candidates}
     if sorted(order) != sorted(by_name):
         raise ValueError(f"order {order} must name each candidate {sorted(by_name)} once")
-    numbers = {name: _candidate(by_name[name], by_arm, analysis, seeds_needed) for name in order}
+    numbers = {name: _candidate(by_name[name], by_arm, analysis, seeds_needed, control_alpha) for name in order}
     chosen = next_candidate = None
     for name in order:
         if not numbers[name]["evaluated"]:
@@ -115,8 +156,9 @@ def apply_pilot_rule(
         "chosen": chosen,
         "next": next_candidate,
         "order": list(order),
-        "control_alpha": CONTROL_ALPHA,
+        "control_alpha": control_alpha,
         "second_half_share": SECOND_HALF_SHARE,
+        "preset": preset,
     }
 
 
@@ -152,7 +194,7 @@ def format_pilot(pilot: dict) -> str:
         arms = ",".join(f"grpo@{name},grpo_no_trust_region@{name}" for name in up_to)
         lines.append(
             f"None chosen yet: draw candidate {next_candidate} next with every candidate before it, whose runs are "
-            f"reused (--preset pilot --arms {arms})."
+            f"reused (--preset {pilot.get('preset', 'pilot')} --arms {arms})."
         )
     else:
         lines.append("No candidate passes: the testbed cannot show a trust region's effect in this grid.")
