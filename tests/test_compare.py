@@ -701,10 +701,58 @@ def test_a_trust_region_preset_is_a_screen_until_the_pilot_has_picked_its_regime
         ["--preset", "full", "--seeds", "0,1", "--jobs", "1", "--output-dir", str(tmp_path / "o"), "--no-progress"]
     )
     assert code == 0
-    warned = "the regime (A) is provisional" in capsys.readouterr().err
+    warned = f"the regime ({REGIME.name}) is provisional" in capsys.readouterr().err
     assert (planned, warned) == (([REGIME.seed_sd], False) if picked else ([None], True)), (
         "no planned power, no verdicts"
     )
+
+
+@pytest.mark.parametrize(
+    ("extra", "designed", "message"),
+    [
+        (["--run-timeout-s", "7200"], True, None),  # a time limit changes no outcome
+        (["--steps", "10"], False, "steps chosen on the command line"),
+        (["--arms", "grpo,maspo"], False, "leaves out grpo_no_trust_region"),
+    ],
+)
+def test_a_picked_regimes_preset_keeps_its_planned_power_unless_an_outcome_setting_or_its_control_changes(
+    extra, designed, message, tmp_path, monkeypatch, capsys
+):
+    import maspo_verl.sandbox.tiny.warmup as warmup
+
+    planned = []
+    monkeypatch.setattr(compare, "REGIME_PICKED_BY_PILOT", True)
+    monkeypatch.setattr(compare, "require_loss_modes", lambda arms: None)
+    monkeypatch.setattr(
+        warmup, "cached_warmup", lambda settings, cache_dir: (tmp_path / "model", {"val_greedy_accuracy": 0.1}, True)
+    )
+    monkeypatch.setattr(
+        compare, "run_one", lambda arm, seed, *rest: RunResult(arm.name, seed, True, 1.0, str(tmp_path))
+    )
+
+    def analyse(arms, results, settings, pilot_sd, primary, contrasts=()):
+        planned.append(pilot_sd)
+        return {"per_arm": {}}
+
+    monkeypatch.setattr(compare, "analyse", analyse)
+    monkeypatch.setattr(compare, "step0_check", lambda results: {})
+    arguments = ["--preset", "full", "--seeds", "0,1", "--jobs", "1", "--output-dir", str(tmp_path / "o")]
+    assert main([*arguments, "--no-progress", *extra]) == 0
+    assert planned == ([REGIME.seed_sd] if designed else [None])
+    err = capsys.readouterr().err
+    assert (message in err) if message else "screen" not in err
+
+
+def test_fulls_reason_states_the_half_width_it_reaches_when_the_seed_cap_binds():
+    import maspo_verl.sandbox.presets as presets
+    from maspo_verl.sandbox.statistics import interval_half_width
+
+    assert presets.FULL_SEEDS_REASON in PRESETS["full"].reason
+    narrow = len(presets.FULL_SEEDS) < presets.FULL_MAX_SEEDS
+    if narrow:
+        assert interval_half_width(REGIME.seed_sd, len(presets.FULL_SEEDS)) <= presets.FULL_HALF_WIDTH
+    assert presets._full_seed_count(0.045) == presets.FULL_MAX_SEEDS
+    assert interval_half_width(0.045, presets.FULL_MAX_SEEDS) > presets.FULL_HALF_WIDTH, "the cap binds at 0.045"
 
 
 def test_arms_selects_part_of_a_preset_in_its_order_with_its_settings():
@@ -918,6 +966,7 @@ def test_a_screen_gives_differences_and_no_verdicts():
     assert analysis["paired"]["m1"]["val_acc_last_k"]["verdict_if_tested"] == "better"
     table = format_table(arms, analysis, RunSettings())
     assert "A SCREEN, not a test" in table and "screen: no verdict" in table
+    assert f"mean of the last {RunSettings().val_last_k} validations" in table, "k is named, not left as 'k'"
 
 
 def test_identical_per_seed_differences_give_no_p_and_no_verdict():
@@ -928,6 +977,7 @@ def test_identical_per_seed_differences_give_no_p_and_no_verdict():
     assert comparison["difference"] == pytest.approx(0.05) and comparison["p_value"] is None
     assert comparison["verdict"] == "no test (identical per-seed differences)"
     assert "Identical per-seed differences" in format_table(arms, analysis, RunSettings())
+    assert analysis["realised"] is None, "no spread: no realised MDE (it would print as 0)"
 
 
 def test_the_problem_level_standard_error_stands_beside_the_between_seed_sd():

@@ -11,6 +11,7 @@ from scipy import stats
 
 from maspo_verl.sandbox.statistics import (
     holm_adjust,
+    interval_half_width,
     mean_ci,
     paired_seed_difference,
     paired_t_power,
@@ -175,6 +176,14 @@ def test_power_known_answer_and_limits():
     assert planned_minimum_detectable_difference(0.05, 10, comparisons=9) > planned_minimum_detectable_difference(
         0.05, 10
     ), "more comparisons ask for a stricter level, so a larger effect"
+
+
+def test_interval_half_width_is_t_times_the_standard_error():
+    for sd, seeds in ((0.03, 7), (0.014, 10), (0.05, 2)):
+        expected = stats.t.ppf(0.975, seeds - 1) * sd / math.sqrt(seeds)
+        assert interval_half_width(sd, seeds) == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ValueError, match="seeds must be an integer >= 2"):
+        interval_half_width(0.03, 1)
 
 
 def test_seeds_for_half_width_is_the_fewest_whose_t_interval_is_narrow_enough():

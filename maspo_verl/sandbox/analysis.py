@@ -222,8 +222,8 @@ def analyse(
             ),
         }
     spread = [paired[name][primary]["per_seed"] for name in methods if len(paired[name][primary]["per_seed"]) >= 2]
-    if spread:
-        drawn_sd = stats.pooled_standard_deviation(spread)
+    drawn_sd = stats.pooled_standard_deviation(spread) if spread else 0.0
+    if drawn_sd > 0.0:  # identical per-seed differences have no spread to plan from
         realised = {
             "drawn_seed_sd": drawn_sd,
             "seeds": seeds,
@@ -271,6 +271,7 @@ def analyse(
     }
     return {
         "primary": primary,
+        "val_last_k": settings.val_last_k,
         "per_arm": per_arm,
         "paired": paired,
         "planned": planned,

@@ -3,7 +3,7 @@
     python -m maspo_verl.sandbox.compare                          # quick: MASPO vs GRPO, 1 seed, about 2 min on 2 cores
     python -m maspo_verl.sandbox.compare --preset pilot           # picks the trust-region regime (GRPO arms only)
     python -m maspo_verl.sandbox.compare --preset second_pilot    # E again on fresh seeds (none of the first passed)
-    python -m maspo_verl.sandbox.compare --preset full            # MASPO vs GRPO, 5 seeds, the controls
+    python -m maspo_verl.sandbox.compare --preset full            # MASPO vs GRPO, 5-10 seeds, the control
     python -m maspo_verl.sandbox.compare --preset decomposition   # soft/hard gate x dual clip, matched sigma
     python -m maspo_verl.sandbox.compare --preset paper           # the paper's main-result methods vs GRPO
     python -m maspo_verl.sandbox.compare --preset ablations       # MASPO without each component vs MASPO
@@ -80,6 +80,9 @@ from maspo_verl.sandbox.runs import (
 )
 
 __all__ = ["METHODS", "PRESETS", "Arm", "Method", "Preset", "RunSettings", "main", "summarize_run"]
+
+# Run settings that change no outcome: choosing them on the command line keeps a preset's planned power.
+OPERATIONAL_SETTINGS = ("run_timeout_s",)
 
 
 def require_loss_modes(arms: list[Arm]) -> None:
@@ -245,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"[compare] why these settings: {preset.reason if not args.methods else 'chosen on the command line'}")
     unpiloted = preset.in_regime and not REGIME_PICKED_BY_PILOT and not args.methods
+    if preset.in_regime and not args.methods and not any(arm.method == "grpo_no_trust_region" for arm in arms):
+        print(
+            "[compare] WARNING: --arms leaves out grpo_no_trust_region, the control that shows the testbed sees a "
+            "trust region: the comparison runs as a screen (differences and intervals, no verdicts).",
+            file=sys.stderr,
+        )
     if unpiloted:
         print(
             f"[compare] WARNING: the regime ({REGIME.name}) is provisional: the pilot has not picked it, so this "
@@ -303,7 +312,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
     # the planned power belongs to the preset's own design: arms or settings chosen on the command line have none
-    designed = not args.methods and not chosen and not unpiloted
+    # (a run's time limit changes no outcome); a trust-region preset without its counted control cannot show that
+    # it sees a trust region
+    outcome_settings = {name for name in chosen if name not in OPERATIONAL_SETTINGS}
+    controlled = not preset.in_regime or any(arm.method == "grpo_no_trust_region" for arm in arms)
+    designed = not args.methods and not outcome_settings and not unpiloted and controlled
+    if outcome_settings and not args.methods and preset.pilot_seed_sd is not None:
+        print(
+            f"[compare] note: {', '.join(sorted(outcome_settings))} chosen on the command line: the preset's planned "
+            "power does not hold for these settings, so the comparison is a screen (no verdicts).",
+            file=sys.stderr,
+        )
     contrasts = tuple(c for c in preset.contrasts if not args.methods and {c.arm, c.other} <= {a.name for a in arms})
     analysis = analyse(arms, results, settings, preset.pilot_seed_sd if designed else None, preset.primary, contrasts)
     pilot = None

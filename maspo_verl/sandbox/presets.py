@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from maspo_verl.sandbox.statistics import seeds_for_half_width
+from maspo_verl.sandbox.statistics import interval_half_width, seeds_for_half_width
 
 __all__ = [
     "BASELINE_METHOD",
@@ -293,9 +293,9 @@ PILOT_CANDIDATES = (
 # fresh seeds that neither the first pilot nor any preset uses, at the first pilot's threshold.
 SECOND_PILOT_SEEDS = tuple(range(200, 210))
 SECOND_PILOT_CANDIDATES = tuple(c for c in PILOT_CANDIDATES if c.name == "E")
-# THE regime of the trust-region presets. Provisional (candidate A, the probe's regime) until the pilot's rule picks
-# a candidate: then it goes here, with the seed_sd it measured, and REGIME_PICKED_BY_PILOT becomes True. Until then
-# the trust-region presets are screens (no verdicts): a regime the pilot did not pick (A failed it: docs/results)
+# THE regime of the trust-region presets: the candidate a pilot's rule picked, with the seed_sd that pilot measured,
+# and REGIME_PICKED_BY_PILOT True. While no pilot has picked one it is candidate A (the probe's regime) with the
+# earlier pilot's sd, provisional, and the trust-region presets are screens (no verdicts): a regime no pilot picked
 # has not shown that it can see a trust region, and its planned sd is not from a pilot of it.
 REGIME = PILOT_CANDIDATES[0]
 REGIME_PICKED_BY_PILOT = False
@@ -480,6 +480,12 @@ def _full_seed_count(seed_sd: float) -> int:
 
 
 FULL_SEEDS = tuple(range(_full_seed_count(REGIME.seed_sd)))
+FULL_SEEDS_REASON = (
+    f"at the planned sd {REGIME.seed_sd:.3f}, the fewest for a 95% interval of at most +-{FULL_HALF_WIDTH:.2f}"
+    if len(FULL_SEEDS) < FULL_MAX_SEEDS or interval_half_width(REGIME.seed_sd, FULL_MAX_SEEDS) <= FULL_HALF_WIDTH
+    else f"the most its budget holds; at the planned sd {REGIME.seed_sd:.3f} its 95% interval is "
+    f"+-{interval_half_width(REGIME.seed_sd, FULL_MAX_SEEDS):.3f}, wider than +-{FULL_HALF_WIDTH:.2f}"
+)
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
@@ -493,8 +499,8 @@ PRESETS: dict[str, Preset] = {
         (method_arm("grpo"), method_arm("maspo"), no_trust_region_control()),
         FULL_SEEDS,
         REGIME_SETTINGS,
-        f"MASPO vs GRPO, {len(FULL_SEEDS)} paired seeds (at the planned sd {REGIME.seed_sd:.3f}, the fewest for a 95% "
-        f"interval of at most +-{FULL_HALF_WIDTH:.2f}, at most {FULL_MAX_SEEDS}), {REGIME_REASON}; no lr-0 line: "
+        f"MASPO vs GRPO, {len(FULL_SEEDS)} paired seeds ({FULL_SEEDS_REASON}; at most {FULL_MAX_SEEDS}), "
+        f"{REGIME_REASON}; no lr-0 line: "
         "a run of the regime takes longer than the budget allowed for it",
         REGIME.seed_sd,
         "val_acc_last_k",

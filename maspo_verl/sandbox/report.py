@@ -70,6 +70,12 @@ def _trust_region_cells(arm: Arm, numbers: dict) -> list[str]:
     ]
 
 
+def _outcome_name(analysis: dict) -> str:
+    """The primary outcome's name, with k (the validations averaged) filled in when the analysis records it."""
+    name = OUTCOMES[analysis.get("primary", "val_acc_final")]
+    return name.replace("last k ", f"last {analysis['val_last_k']} ") if "val_last_k" in analysis else name
+
+
 def format_table(arms: list[Arm], analysis: dict, settings: RunSettings) -> str:
     """The Markdown table of comparison.md: every number of the report, one row per arm."""
     k = settings.pass_k
@@ -79,7 +85,7 @@ def format_table(arms: list[Arm], analysis: dict, settings: RunSettings) -> str:
         "arm",
         "seeds",
         "val acc start",
-        f"{OUTCOMES[primary]} [95% CI]",
+        f"{_outcome_name(analysis)} [95% CI]",
         "rise from step 0 [95% CI]",
         "train reward 1st -> last quarter",
         f"pass@{k} final",
@@ -179,7 +185,7 @@ def _notes(analysis: dict) -> list[str]:
         "averaged over steps and seeds (every arm logs them under actor/ratio/)."
     )
     notes.append(
-        f"Primary outcome: {OUTCOMES[primary]} (the only one with verdicts; the methods form one Holm family, "
+        f"Primary outcome: {_outcome_name(analysis)} (the only one with verdicts; the methods form one Holm family, "
         "controls and sanity lines are judged apart). Secondary outcomes are descriptive."
     )
     planned, realised = analysis.get("planned"), analysis.get("realised")

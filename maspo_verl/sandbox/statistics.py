@@ -42,12 +42,14 @@ __all__ = [
     "MeanCI",
     "SeedDifference",
     "holm_adjust",
+    "interval_half_width",
     "mean_ci",
     "paired_seed_difference",
     "paired_t_power",
     "planned_minimum_detectable_difference",
     "pooled_standard_deviation",
     "problem_level_standard_error",
+    "seeds_for_half_width",
     "verdict",
 ]
 
@@ -363,6 +365,13 @@ def planned_minimum_detectable_difference(
     return float(effect * seed_standard_deviation)
 
 
+def interval_half_width(seed_standard_deviation: float, seeds: int, confidence: float = 0.95) -> float:
+    """t_{(1+confidence)/2, S-1} * sd / sqrt(S): the half-width of a paired difference's interval over S = `seeds`
+    seeds when the drawn standard deviation equals `seed_standard_deviation` (a design figure)."""
+    _check_design(seeds, 1, 1.0 - confidence)
+    return _t_quantile((1 + confidence) / 2, seeds - 1) * seed_standard_deviation / math.sqrt(seeds)
+
+
 def seeds_for_half_width(
     seed_standard_deviation: float, half_width: float, confidence: float = 0.95, minimum: int = 2, maximum: int = 50
 ) -> int:
@@ -384,7 +393,7 @@ def seeds_for_half_width(
     if not 2 <= minimum <= maximum:
         raise ValueError(f"need 2 <= minimum <= maximum, got minimum {minimum}, maximum {maximum}")
     for seeds in range(minimum, maximum + 1):
-        if _t_quantile((1 + confidence) / 2, seeds - 1) * seed_standard_deviation / math.sqrt(seeds) <= half_width:
+        if interval_half_width(seed_standard_deviation, seeds, confidence) <= half_width:
             return seeds
     raise ValueError(
         f"no number of seeds up to maximum={maximum} gives a half-width <= {half_width} at sd {seed_standard_deviation}"
