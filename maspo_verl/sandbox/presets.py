@@ -297,8 +297,8 @@ SECOND_PILOT_CANDIDATES = tuple(c for c in PILOT_CANDIDATES if c.name == "E")
 # and REGIME_PICKED_BY_PILOT True. While no pilot has picked one it is candidate A (the probe's regime) with the
 # earlier pilot's sd, provisional, and the trust-region presets are screens (no verdicts): a regime no pilot picked
 # has not shown that it can see a trust region, and its planned sd is not from a pilot of it.
-REGIME = PILOT_CANDIDATES[0]
-REGIME_PICKED_BY_PILOT = False
+REGIME = replace(next(c for c in PILOT_CANDIDATES if c.name == "E"), seed_sd=0.015)
+REGIME_PICKED_BY_PILOT = True
 # The `quick` preset's testbed (the README's main job, <= 180 s): a demonstration that both methods learn in
 # verl's trainer, not an experiment, so it keeps its settings whatever the pilot picks.
 TESTBED = RunSettings()
