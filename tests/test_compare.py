@@ -677,8 +677,9 @@ def test_without_matplotlib_the_report_is_written_and_only_the_plot_is_left_out(
     assert "maspo-verl[plot]" in captured.err and not (tmp_path / "out" / "learning_curves.png").exists()
 
 
-@pytest.mark.parametrize("picked", [False, True])
-def test_a_trust_region_preset_is_a_screen_until_the_pilot_has_picked_its_regime(picked, tmp_path, monkeypatch, capsys):
+def _draw_full_without_training(monkeypatch, tmp_path, picked: bool, extra=()) -> list:
+    """`main(--preset full ...)` with the runs, the warm-up and the analysis faked: the pilot sd (or None) the
+    analysis was given, one per call."""
     import maspo_verl.sandbox.tiny.warmup as warmup
 
     planned = []
@@ -697,10 +698,14 @@ def test_a_trust_region_preset_is_a_screen_until_the_pilot_has_picked_its_regime
 
     monkeypatch.setattr(compare, "analyse", analyse)
     monkeypatch.setattr(compare, "step0_check", lambda results: {})
-    code = main(
-        ["--preset", "full", "--seeds", "0,1", "--jobs", "1", "--output-dir", str(tmp_path / "o"), "--no-progress"]
-    )
-    assert code == 0
+    arguments = ["--preset", "full", "--seeds", "0,1", "--jobs", "1", "--output-dir", str(tmp_path / "o")]
+    assert main([*arguments, "--no-progress", *extra]) == 0
+    return planned
+
+
+@pytest.mark.parametrize("picked", [False, True])
+def test_a_trust_region_preset_is_a_screen_until_the_pilot_has_picked_its_regime(picked, tmp_path, monkeypatch, capsys):
+    planned = _draw_full_without_training(monkeypatch, tmp_path, picked)
     warned = f"the regime ({REGIME.name}) is provisional" in capsys.readouterr().err
     assert (planned, warned) == (([REGIME.seed_sd], False) if picked else ([None], True)), (
         "no planned power, no verdicts"
@@ -718,26 +723,7 @@ def test_a_trust_region_preset_is_a_screen_until_the_pilot_has_picked_its_regime
 def test_a_picked_regimes_preset_keeps_its_planned_power_unless_an_outcome_setting_or_its_control_changes(
     extra, designed, message, tmp_path, monkeypatch, capsys
 ):
-    import maspo_verl.sandbox.tiny.warmup as warmup
-
-    planned = []
-    monkeypatch.setattr(compare, "REGIME_PICKED_BY_PILOT", True)
-    monkeypatch.setattr(compare, "require_loss_modes", lambda arms: None)
-    monkeypatch.setattr(
-        warmup, "cached_warmup", lambda settings, cache_dir: (tmp_path / "model", {"val_greedy_accuracy": 0.1}, True)
-    )
-    monkeypatch.setattr(
-        compare, "run_one", lambda arm, seed, *rest: RunResult(arm.name, seed, True, 1.0, str(tmp_path))
-    )
-
-    def analyse(arms, results, settings, pilot_sd, primary, contrasts=()):
-        planned.append(pilot_sd)
-        return {"per_arm": {}}
-
-    monkeypatch.setattr(compare, "analyse", analyse)
-    monkeypatch.setattr(compare, "step0_check", lambda results: {})
-    arguments = ["--preset", "full", "--seeds", "0,1", "--jobs", "1", "--output-dir", str(tmp_path / "o")]
-    assert main([*arguments, "--no-progress", *extra]) == 0
+    planned = _draw_full_without_training(monkeypatch, tmp_path, True, extra)
     assert planned == ([REGIME.seed_sd] if designed else [None])
     err = capsys.readouterr().err
     assert (message in err) if message else "screen" not in err
