@@ -9,7 +9,8 @@ A candidate passes when, over the pilot seeds,
 - the no-trust-region control ends detectably apart from GRPO: the paired t over seeds on the primary outcome
   gives p < `CONTROL_ALPHA`, 0.05 / 5 (Bonferroni over the whole grid, however many candidates are drawn, so a
   pick among five is not a chance pass), in either direction.
-The second pilot (`SECOND_PILOT`) draws E alone again on fresh seeds, by the same rule at the same threshold.
+The second pilot (`PILOT_GRIDS["second_pilot"]`) draws E alone again on fresh seeds, by the same rule at the same
+threshold.
 Its planned seed-level standard deviation is the larger of the sd of GRPO - control per-seed differences and
 sqrt(2) x GRPO's between-seed sd of the primary outcome (pairing ignored, as cautious as the earlier pilot),
 rounded up to 0.005.
