@@ -248,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"[compare] why these settings: {preset.reason if not args.methods else 'chosen on the command line'}")
     unpiloted = preset.in_regime and not REGIME_PICKED_BY_PILOT and not args.methods
-    if preset.in_regime and not args.methods and not any(arm.method == "grpo_no_trust_region" for arm in arms):
+    # a trust-region preset without its counted control cannot show that it sees a trust region
+    controlled = not preset.in_regime or any(arm.method == "grpo_no_trust_region" for arm in arms)
+    if not controlled and not args.methods:
         print(
             "[compare] WARNING: --arms leaves out grpo_no_trust_region, the control that shows the testbed sees a "
             "trust region: the comparison runs as a screen (differences and intervals, no verdicts).",
@@ -312,10 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
     # the planned power belongs to the preset's own design: arms or settings chosen on the command line have none
-    # (a run's time limit changes no outcome); a trust-region preset without its counted control cannot show that
-    # it sees a trust region
+    # (a run's time limit changes no outcome), nor does a trust-region preset without its control
     outcome_settings = {name for name in chosen if name not in OPERATIONAL_SETTINGS}
-    controlled = not preset.in_regime or any(arm.method == "grpo_no_trust_region" for arm in arms)
     designed = not args.methods and not outcome_settings and not unpiloted and controlled
     if outcome_settings and not args.methods and preset.pilot_seed_sd is not None:
         print(
