@@ -23,6 +23,7 @@ from maspo_verl.sandbox.report import format_table, format_terminal_table
 from maspo_verl.sandbox.runner import CPU_SCRIPT
 from maspo_verl.sandbox.runner import read_run as summarize_training
 from maspo_verl.sandbox.runs import ENVIRONMENT_PACKAGES, RunResult, machine_and_packages
+from maspo_verl.sandbox.statistics import planned_minimum_detectable_difference
 from maspo_verl.sandbox.tiny.warmup import WarmupSettings, cached_warmup
 
 pytestmark = pytest.mark.kind("unit")
@@ -895,6 +896,13 @@ def test_trust_region_arms_carry_the_overrides_they_name():
         "maspo_matched_sigma",
     }
     assert "equal outward gradient area" in PRESETS["decomposition"].reason
+    # it takes full's difference apart: the same seeds, so full's GRPO, MASPO and control runs are its own
+    assert PRESETS["decomposition"].seeds == PRESETS["full"].seeds
+    methods = [arm for arm in PRESETS["decomposition"].arms if arm.method != "grpo_no_trust_region"]
+    planned = planned_minimum_detectable_difference(
+        REGIME.seed_sd, len(PRESETS["decomposition"].seeds), len(methods) - 1
+    )
+    assert planned < 0.10, f"the decomposition's 6-method family is a test, not a screen ({planned:.3f})"
     assert all("bapo" not in arm.method for name in TRUST_REGION_PRESETS for arm in PRESETS[name].arms)
 
 

@@ -487,6 +487,13 @@ FULL_SEEDS_REASON = (
     f"+-{interval_half_width(REGIME.seed_sd, FULL_MAX_SEEDS):.3f}, wider than +-{FULL_HALF_WIDTH:.2f}"
 )
 
+# The decomposition takes `full`'s MASPO - GRPO apart, so it runs on `full`'s seeds: its GRPO, MASPO and control runs
+# are `full`'s (the same fingerprints), and each step of the chain is paired over the seeds the total was drawn on.
+DECOMPOSITION_SEEDS_REASON = (
+    "the seeds of the difference it takes apart, so its GRPO, MASPO and control runs are full's; at 3 seeds its "
+    "6-method family would be a screen"
+)
+
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
         (method_arm("maspo"), method_arm("grpo")),
@@ -554,12 +561,13 @@ PRESETS: dict[str, Preset] = {
     ),
     "decomposition": Preset(
         _regime_arms(DECOMPOSITION),
-        (0, 1, 2),
+        FULL_SEEDS,
         REGIME_SETTINGS,
         "what in MASPO's trust region differs from GRPO's: {soft gate, hard gate (maspo.gate=hard)} x {dual clip "
         "c = 3 (GRPO's), none}, GRPO without its dual clip, and MASPO with sigma_base matched to GRPO's clip width "
-        f"by equal outward gradient area (sigma = 0.2 sqrt(2/pi) = {MATCHED_SIGMA_BASE}), each against GRPO, 3 "
-        f"seeds, {REGIME_REASON}. Every arm logs its clip fraction and ratio p99 per advantage sign. MASPO - GRPO "
+        f"by equal outward gradient area (sigma = 0.2 sqrt(2/pi) = {MATCHED_SIGMA_BASE}), each against GRPO, "
+        f"`full`'s {len(FULL_SEEDS)} seeds ({DECOMPOSITION_SEEDS_REASON}), {REGIME_REASON}. Every arm logs its "
+        "clip fraction and ratio p99 per advantage sign. MASPO - GRPO "
         "is taken apart into width + shape + dual clip + adaptive widths, each a paired difference of two arms. "
         f"{BAPO_LEFT_OUT}",
         REGIME.seed_sd,
