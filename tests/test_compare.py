@@ -1132,9 +1132,15 @@ def test_the_decomposition_takes_maspo_minus_grpo_apart_into_steps_that_add_up()
 
     preset = PRESETS["decomposition"]
     assert preset.contrasts == DECOMPOSITION_CONTRASTS
-    chain = [(c.arm, c.other) for c in preset.contrasts]
+    chain = [(c.arm, c.other) for c in preset.contrasts[:4]]
     assert chain[0][0] == "maspo" and chain[-1][1] == "grpo", "from MASPO down to GRPO"
     assert all(a[1] == b[0] for a, b in zip(chain, chain[1:], strict=False)), "each step starts where the last ended"
+    # after the chain, the dual clip at the 2x2's other corners: no dual clip minus dual clip, as in the chain
+    extras = {c.name: (c.arm, c.other) for c in preset.contrasts[4:]}
+    assert extras == {
+        "dual_clip_soft_gate": ("maspo", "maspo_dual_clip"),
+        "dual_clip_grpo": ("grpo_no_dual_clip", "grpo"),
+    }
     from maspo_verl.sandbox.presets import MASPO_KEY, NO_DUAL_CLIP
 
     overrides = {c.arm: set(METHODS[c.arm].overrides) for c in preset.contrasts}
@@ -1163,7 +1169,8 @@ def test_the_decomposition_takes_maspo_minus_grpo_apart_into_steps_that_add_up()
     assert all("verdict" not in c and c["descriptive"] for c in drawn.values())
     text = format_contrasts(analysis)
     assert (
-        "- width: maspo - maspo_matched_sigma" in text and "sum of the above per seed: -0.040, -0.040, -0.040" in text
+        "- width: maspo - maspo_matched_sigma" in text
+        and "sum of width + shape + dual_clip + adaptive per seed: -0.040, -0.040, -0.040" in text
     )
     assert format_contrasts(analyse(arms[:2], results, RunSettings())) == "", "no contrasts, no lines"
     without = [r for r in results if r.arm != "maspo_matched_sigma"]
@@ -1177,3 +1184,15 @@ def test_the_decomposition_takes_maspo_minus_grpo_apart_into_steps_that_add_up()
 
     with pytest.raises(ValueError, match="names \\['nope'\\]"):
         replace(preset, contrasts=(replace(DECOMPOSITION_CONTRASTS[0], other="nope"),))
+
+    # with the corners drawn too, the extras are listed but stay out of the sum
+    values |= {"maspo_dual_clip": [0.38, 0.37, 0.40], "grpo_no_dual_clip": [0.41, 0.42, 0.40]}
+    arms = [arm for arm in preset.arms if arm.name in values]
+    results = [r for name, finals in values.items() for r in _seeded_runs(name, finals)]
+    analysis = analyse(arms, results, RunSettings(), 0.03, "val_acc_last_k", preset.contrasts)
+    assert list(analysis["contrasts"]) == ["width", "shape", "dual_clip", "adaptive", *extras]
+    assert analysis["contrasts"]["dual_clip_soft_gate"]["per_seed"] == pytest.approx([-0.02, 0.01, -0.03])
+    assert analysis["contrasts"]["dual_clip_grpo"]["per_seed"] == pytest.approx([0.01, 0.0, -0.01])
+    text = format_contrasts(analysis)
+    assert "- dual_clip_grpo: grpo_no_dual_clip - grpo" in text
+    assert "sum of width + shape + dual_clip + adaptive per seed: -0.040, -0.040, -0.040" in text

@@ -453,6 +453,11 @@ DECOMPOSITION_CONTRASTS = (
     ),
     Contrast("dual_clip", "maspo_hard_gate_no_dual_clip", "maspo_hard_gate", "no dual clip vs dual clip 3 (hard clip)"),
     Contrast("adaptive", "maspo_hard_gate", "grpo", "hard clip 0.2 with MASPO's adaptive widths vs GRPO's fixed"),
+    # after the chain, the dual clip's effect at the other two corners: the soft gate at MASPO's widths, and GRPO
+    Contrast(
+        "dual_clip_soft_gate", "maspo", "maspo_dual_clip", "no dual clip vs dual clip 3 (soft gate, sigma_base 1)"
+    ),
+    Contrast("dual_clip_grpo", "grpo_no_dual_clip", "grpo", "no dual clip vs dual clip 3 (GRPO's clip 0.2)"),
 )
 REGIME_SETTINGS = REGIME.run_settings()
 REGIME_REASON = (

@@ -138,6 +138,17 @@ def format_table(arms: list[Arm], analysis: dict, settings: RunSettings) -> str:
     return "\n".join(lines + _notes(analysis))
 
 
+def telescoping_chain(contrasts: list[dict]) -> list[dict]:
+    """The leading contrasts that link up, each starting at the arm where the one before ended: their per-seed
+    differences add up to the first one's arm minus the last one's other."""
+    chain = contrasts[:1]
+    for contrast in contrasts[1:]:
+        if contrast["arm"] != chain[-1]["other"]:
+            break
+        chain.append(contrast)
+    return chain
+
+
 def format_contrasts(analysis: dict) -> str:
     """The preset's contrasts (arm - other per seed on the primary outcome, descriptive), with their sum: lines for
     comparison.md and the terminal; empty when the preset has none."""
@@ -152,12 +163,12 @@ def format_contrasts(analysis: dict) -> str:
             f"{_with_interval(contrast, signed=True)} over {len(contrast['seeds'])} seeds, per seed "
             + ", ".join(f"{value:+.3f}" for value in contrast["per_seed"])
         )
-    chain = list(contrasts.values())
-    linked = all(a["other"] == b["arm"] for a, b in zip(chain, chain[1:], strict=False))
-    if len(chain) > 1 and linked and all(c["seeds"] == chain[0]["seeds"] for c in chain):
+    chain = telescoping_chain(list(contrasts.values()))
+    if len(chain) > 1 and all(c["seeds"] == chain[0]["seeds"] for c in chain):
         total = [sum(values) for values in zip(*(c["per_seed"] for c in chain), strict=True)]
+        names = " + ".join(name for name, contrast in contrasts.items() if any(contrast is c for c in chain))
         lines.append(
-            "- sum of the above per seed: " + ", ".join(f"{value:+.3f}" for value in total) + " (telescoping: "
+            f"- sum of {names} per seed: " + ", ".join(f"{value:+.3f}" for value in total) + " (telescoping: "
             f"{chain[0]['arm']} - {chain[-1]['other']})"
         )
     return "\n".join(lines)
