@@ -10,10 +10,11 @@ its subclass `maspo_verl.baselines.PolicyLossConfigWithBaselines`, which the ove
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
 from verl.base_config import BaseConfig
@@ -107,6 +108,14 @@ def resolve_config_block(config: Any, block: str, config_class: type, loss_mode:
     value = None
     if policy_loss is not None:
         value = policy_loss.get(block, None) if hasattr(policy_loss, "get") else getattr(policy_loss, block, None)
+    # a dict or DictConfig (a dataclass config has fixed keys): a misspelt block is not a missing one
+    if value is None and hasattr(policy_loss, "keys") and not is_dataclass(policy_loss):
+        misspelt = difflib.get_close_matches(block, [str(key) for key in policy_loss.keys()], n=1, cutoff=0.75)
+        if misspelt:
+            raise ValueError(
+                f"policy_loss has a key {misspelt[0]!r} but no {block!r}: loss_mode={loss_mode} reads its settings "
+                f"from policy_loss.{block}"
+            )
     if value is None and block not in _warned_default_blocks:
         _logger.warning(
             "loss_mode=%s without a policy_loss.%s block: using the defaults %s. Set "

@@ -108,7 +108,20 @@ def prepare_policy_loss_inputs(
             routes the gradient itself (MASPO's soft gate).
 
     No host sync: the NaN/inf check runs in `policy_loss_statistics`, with the other statistics.
+
+    Raises:
+        ValueError: an input whose shape is not log_prob's (torch would broadcast some of them silently, e.g. a
+            (1, response_length) mask, and count the valid tokens wrong).
     """
+    shapes = {"old_log_prob": old_log_prob, "advantages": advantages, "response_mask": response_mask}
+    if rollout_is_weights is not None:
+        shapes["rollout_is_weights"] = rollout_is_weights
+    for name, tensor in shapes.items():
+        if tensor.shape != log_prob.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)} but log_prob has {tuple(log_prob.shape)}: every policy-loss "
+                "input is (batch_size, response_length)"
+            )
     response_mask = response_mask.bool()
     compute_dtype = torch.promote_types(log_prob.dtype, torch.float32)
     old_log_prob = torch.where(response_mask, old_log_prob.to(compute_dtype), 0.0)
@@ -150,9 +163,10 @@ def policy_loss_statistics(
     inputs: PolicyLossInputs,
     log_prob: torch.Tensor,
     statistics: Mapping[str, torch.Tensor | float],
+    per_token_losses: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """The loss's named `statistics` on the host plus "num_valid" (the valid-token count), in one
-    host sync that also checks the inputs.
+    host sync that also checks the inputs and, when given, the per-token losses.
 
     Sums of the padding-zeroed inputs are finite exactly when no valid token holds NaN/inf, so the
     per-tensor scan of `raise_on_non_finite` (naming the culprit) runs only when that sum is not
@@ -160,14 +174,19 @@ def policy_loss_statistics(
 
     Raises:
         ValueError: NaN/inf on a valid token of old_log_prob, log_prob, advantages or the rollout
-            importance-sampling weights.
+            importance-sampling weights; or finite inputs whose per-token loss (bs, response_length) is not
+            finite, or is beyond what log_prob's dtype holds (float16's 65504), on a valid token.
     """
     with torch.no_grad():
         input_sum = inputs.old_log_prob.sum() + inputs.advantages.sum() + inputs.log_ratio.sum()
         if inputs.rollout_is_weights is not None:
             input_sum = input_sum + inputs.rollout_is_weights.sum()
+        checks = {"input_sum": input_sum}
+        if per_token_losses is not None:
+            valid_losses = torch.where(inputs.response_mask, per_token_losses.detach(), 0.0)
+            checks["loss_abs_max"] = valid_losses.abs().amax() if valid_losses.numel() else valid_losses.sum()
         values = host_values(
-            {"num_valid": torch.count_nonzero(inputs.response_mask), "input_sum": input_sum, **statistics},
+            {"num_valid": torch.count_nonzero(inputs.response_mask), **checks, **statistics},
             inputs.compute_dtype,
             inputs.ratio.device,
         )
@@ -176,6 +195,13 @@ def policy_loss_statistics(
         if inputs.rollout_is_weights is not None:
             checked["rollout_is_weights"] = inputs.rollout_is_weights
         raise_on_non_finite(loss_mode, inputs.response_mask, **checked)
+    loss_abs_max = values.pop("loss_abs_max", 0.0)
+    if not loss_abs_max <= torch.finfo(log_prob.dtype).max:  # also NaN
+        raise ValueError(
+            f"{loss_mode}: the per-token loss reaches {loss_abs_max:g} on a valid token from finite inputs, beyond "
+            f"what log_prob's dtype {log_prob.dtype} holds: extreme advantages or ratios (MASPO leaves A < 0, r > 1 "
+            "unbounded unless maspo.clip_ratio_c is set)"
+        )
     return values
 
 

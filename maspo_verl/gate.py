@@ -58,8 +58,8 @@ def risk_factors(
     negative signal (A << 0) narrows the region below 1. k_neg is only used where A < 0, where
     1 - beta_neg*A >= 1; elsewhere the denominator can reach 0 (A >= 1/beta_neg), so it is floored
     at 1/adv_high, which returns the same clamped value (adv_high) without dividing by zero. (The
-    authors' code divides there and its sign flip clamps to adv_low: the loss is the same, only
-    the sigma_neg_mean metric can differ, and only for A >= 1/beta_neg.)
+    authors' code divides there and its sign flip clamps to adv_low; neither the loss nor any metric
+    reads k_neg where A >= 0, so nothing differs.)
 
     Args:
         advantages: A, shape (bs, response_length).

@@ -157,7 +157,7 @@ def compute_policy_loss_maspo(
         **width_statistics(inputs, regions, outward, sigma_pos, sigma_neg, negative),
         **ratio_statistics(inputs, positive, negative),
     }
-    statistics = policy_loss_statistics("maspo", inputs, log_prob, statistics)  # one host sync
+    statistics = policy_loss_statistics("maspo", inputs, log_prob, statistics, pg_losses)  # one host sync
     pg_loss = aggregate_policy_loss(pg_losses, inputs, loss_agg_mode, config, statistics["num_valid"])
     return pg_loss.to(log_prob.dtype), maspo_metrics(statistics, maspo.sigma_base)
 

@@ -62,6 +62,18 @@ def test_block_from_mapping_rejects_unknown_keys_and_is_frozen():
         config.maspo.alpha = 1.0
 
 
+@pytest.mark.parametrize("misspelt", ["maspoo", "mapso", "Maspo"])
+def test_a_misspelt_block_in_a_legacy_dict_config_raises_naming_it(misspelt):
+    from maspo_verl.loss import resolve_maspo_config
+
+    legacy = OmegaConf.create({"policy_loss": {"loss_mode": "maspo", misspelt: {"alpha": 0.5}}})
+    with pytest.raises(ValueError, match=f"policy_loss has a key '{misspelt}' but no 'maspo'"):
+        resolve_maspo_config(legacy)
+    # the block spelt right is read; another loss's block is not taken for a misspelling
+    assert resolve_maspo_config(OmegaConf.create({"policy_loss": {"maspo": {"alpha": 0.5}}})).alpha == 0.5
+    assert resolve_maspo_config(OmegaConf.create({"policy_loss": {"bapo": {}, "dac": {}}})) == MaspoConfig()
+
+
 def _compose(config_name, overrides, directory=None):
     directory = directory or str(config_dir())
     with initialize_config_dir(config_dir=directory, version_base=None):

@@ -38,12 +38,10 @@ def reference_token_losses(old_log_prob, log_prob, advantages, maspo, clip_low=0
             k_pos = k_neg = 1.0
             if maspo["risk_control"]:
                 k_pos = min(max(1 + maspo["beta_pos"] * a, maspo["adv_low"]), maspo["adv_high"])
+                # the clamp as written: past the pole (A > 1/beta_neg) 1/(1 - beta_neg A) < 0 clamps to adv_low
                 denominator = 1 - maspo["beta_neg"] * a
-                k_neg = (
-                    maspo["adv_high"]
-                    if denominator <= 0
-                    else min(max(1 / denominator, maspo["adv_low"]), maspo["adv_high"])
-                )
+                inverse = math.inf if denominator == 0 else 1 / denominator
+                k_neg = min(max(inverse, maspo["adv_low"]), maspo["adv_high"])
             sigma_pos, sigma_neg = m * k_pos, m * k_neg
             if maspo["gate"] == "gaussian":
                 if a > 0 and r_value > 1:
@@ -124,6 +122,26 @@ def test_value_and_gradient_match_independent_reference(overrides, mode):
     reference.backward()
     assert loss.item() == pytest.approx(reference.item(), rel=1e-5, abs=1e-7)
     torch.testing.assert_close(grad.double(), log_prob.grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("gate", ["gaussian", "hard"])
+def test_advantages_at_and_past_the_risk_controllers_pole_match_the_clamp_as_written(gate):
+    # 1 - beta_neg A is 0 at A = 1/beta_neg and negative past it; there k_neg is never read (it acts on A < 0)
+    beta_neg = PAPER_DEFAULTS["beta_neg"]
+    advantages = torch.tensor([[1 / beta_neg, 34.0, 100.0, -1 / beta_neg, -100.0, 0.0]])
+    old_log_prob = torch.log(torch.full_like(advantages, 0.3))
+    log_prob = old_log_prob + torch.tensor([[0.4, -0.4, 0.9, -0.6, 0.5, 0.2]])
+    mask = torch.ones_like(advantages, dtype=torch.bool)
+    maspo = {**PAPER_DEFAULTS, "gate": gate}
+    config = actor_config(clip_ratio_low=0.2, clip_ratio_high=0.2, **maspo)
+    log_prob = log_prob.requires_grad_(True)
+    loss, _ = compute_policy_loss_maspo(old_log_prob, log_prob, advantages, mask, "token-mean", config)
+    loss.backward()
+    reference_log_prob = log_prob.detach().double().requires_grad_(True)
+    reference = reference_token_losses(old_log_prob, reference_log_prob, advantages, maspo).mean()
+    reference.backward()
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+    torch.testing.assert_close(log_prob.grad.double(), reference_log_prob.grad, rtol=1e-6, atol=1e-9)
 
 
 def test_gaussian_gate_attenuates_instead_of_cutting_the_gradient():
@@ -253,6 +271,53 @@ def test_nan_or_inf_on_valid_tokens_raises_naming_the_tensor(name, bad_value):
             "token-mean",
             actor_config(),
         )
+
+
+@pytest.mark.parametrize("name", ["old_log_prob", "advantages", "response_mask", "rollout_is_weights"])
+@pytest.mark.parametrize("loss_mode", ["maspo", "dac", "vanilla_with_ratio_stats"])
+def test_an_input_of_another_shape_than_log_prob_raises_naming_it(name, loss_mode):
+    from maspo_verl.baselines import register_baselines
+
+    register_baselines()
+    inputs = random_loss_inputs(seed=1)
+    tensors = {
+        "old_log_prob": inputs.old_log_prob,
+        "advantages": inputs.advantages,
+        "response_mask": inputs.response_mask,
+        "rollout_is_weights": torch.ones_like(inputs.old_log_prob),
+    }
+    # a first row only: torch would broadcast it against (bs, response_length) without a word
+    tensors[name] = tensors[name][:1]
+    with pytest.raises(ValueError, match=f"{name} has shape \\(1, "):
+        get_policy_loss_fn(loss_mode)(
+            old_log_prob=tensors["old_log_prob"],
+            log_prob=inputs.log_prob,
+            advantages=tensors["advantages"],
+            response_mask=tensors["response_mask"],
+            loss_agg_mode="token-mean",
+            config=actor_config(),
+            rollout_is_weights=tensors["rollout_is_weights"],
+        )
+
+
+def test_finite_inputs_whose_loss_overflows_raise_instead_of_returning_inf():
+    # A < 0 and r > 1 is unbounded in the paper's MASPO: -A r passes float16's 65504 at log r = 12
+    old_log_prob = torch.zeros(1, 2, dtype=torch.float16)
+    log_prob = torch.tensor([[12.0, 0.0]], dtype=torch.float16, requires_grad=True)
+    advantages = -torch.ones(1, 2, dtype=torch.float16)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    with pytest.raises(ValueError, match="maspo: the per-token loss reaches .* torch.float16 .*clip_ratio_c"):
+        compute_policy_loss_maspo(old_log_prob, log_prob, advantages, mask, "token-mean", actor_config())
+    # bounded by the opt-in dual clip, the same tensors give a finite loss
+    loss, _ = compute_policy_loss_maspo(
+        old_log_prob, log_prob, advantages, mask, "token-mean", _with_maspo_clip_ratio_c(actor_config(), 3.0)
+    )
+    assert torch.isfinite(loss)
+    # float32: finite inputs whose product overflows
+    advantages = torch.tensor([[-1e37, 1e38]])
+    log_prob = torch.tensor([[5.0, 0.0]], requires_grad=True)
+    with pytest.raises(ValueError, match="per-token loss reaches inf"):
+        compute_policy_loss_maspo(torch.zeros(1, 2), log_prob, advantages, mask, "token-mean", actor_config())
 
 
 @pytest.mark.parametrize("gate", ["gaussian", "hard"])

@@ -391,6 +391,6 @@ def compute_policy_loss_bapo(
             "actor/bapo/search_ranks": search_ranks,
             **ratio_statistics(inputs),  # the ratio's extremes per advantage sign, as every loss here
         }
-    metrics = policy_loss_statistics("bapo", inputs, log_prob, statistics)  # one host sync besides the search's
+    metrics = policy_loss_statistics("bapo", inputs, log_prob, statistics, pg_losses)  # one sync besides the search's
     pg_loss = aggregate_policy_loss(pg_losses, inputs, loss_agg_mode, config, metrics.pop("num_valid"))
     return pg_loss.to(log_prob.dtype), metrics

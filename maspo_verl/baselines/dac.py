@@ -164,6 +164,6 @@ def compute_policy_loss_dac(
             "actor/dac/upper_bound_capped_frac": verl_F.masked_mean((upper >= cap).float(), mask),
             **ratio_statistics(inputs),  # the ratio's extremes per advantage sign, as every loss here
         }
-    metrics = policy_loss_statistics("dac", inputs, log_prob, statistics)  # one host sync
+    metrics = policy_loss_statistics("dac", inputs, log_prob, statistics, pg_losses)  # one host sync
     pg_loss = aggregate_policy_loss(pg_losses, inputs, loss_agg_mode, config, metrics.pop("num_valid"))
     return pg_loss.to(log_prob.dtype), metrics

@@ -62,8 +62,9 @@ def compute_policy_loss_vanilla_with_ratio_stats(
         rollout_is_weights=rollout_is_weights,
     )
     with torch.no_grad():
+        # the weights only for the shape check: the statistics are of the ratio
         inputs = prepare_policy_loss_inputs(
-            old_log_prob, log_prob.detach(), advantages, response_mask, ratio_requires_grad=False
+            old_log_prob, log_prob.detach(), advantages, response_mask, rollout_is_weights, ratio_requires_grad=False
         )
         statistics = host_values(ratio_statistics(inputs), inputs.compute_dtype, inputs.ratio.device)
     return pg_loss, {**metrics, **statistics}
