@@ -166,7 +166,7 @@ def format_contrasts(analysis: dict) -> str:
     chain = telescoping_chain(list(contrasts.values()))
     if len(chain) > 1 and all(c["seeds"] == chain[0]["seeds"] for c in chain):
         total = [sum(values) for values in zip(*(c["per_seed"] for c in chain), strict=True)]
-        names = " + ".join(name for name, contrast in contrasts.items() if any(contrast is c for c in chain))
+        names = " + ".join(list(contrasts)[: len(chain)])  # the chain is the contrasts' prefix
         lines.append(
             f"- sum of {names} per seed: " + ", ".join(f"{value:+.3f}" for value in total) + " (telescoping: "
             f"{chain[0]['arm']} - {chain[-1]['other']})"
