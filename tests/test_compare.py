@@ -906,6 +906,23 @@ def test_trust_region_arms_carry_the_overrides_they_name():
     assert all("bapo" not in arm.method for name in TRUST_REGION_PRESETS for arm in PRESETS[name].arms)
 
 
+def test_ablations_reuse_fulls_seeds_and_test_moderate_effects():
+    ablations = PRESETS["ablations"]
+    # MASPO, its hard gate, GRPO and the control already ran on full's seeds: the same fingerprints, reused
+    assert ablations.seeds == PRESETS["full"].seeds
+    shared = {"maspo", "maspo_hard_gate", "grpo", "grpo_no_trust_region"}
+    for preset in ("full", "decomposition"):
+        other = {arm.name: arm for arm in PRESETS[preset].arms}
+        for arm in ablations.arms:
+            if arm.name in shared and arm.name in other:
+                mine = arm.run_settings(ablations.settings), arm.overrides
+                assert mine == (other[arm.name].run_settings(PRESETS[preset].settings), other[arm.name].overrides)
+    assert not [arm for arm in ablations.arms if arm.sanity], "no lr-0 line in the regime, as in full"
+    methods = [arm for arm in ablations.arms if arm.baseline == "maspo"]
+    planned = planned_minimum_detectable_difference(REGIME.seed_sd, len(ablations.seeds), len(methods))
+    assert len(methods) == 3 and planned < 0.04, f"three ablations against MASPO, MDE {planned:.3f}"
+
+
 def test_a_regime_and_run_settings_refuse_what_the_pilot_rule_cannot_read():
     from maspo_verl.sandbox.presets import PILOT_CANDIDATES, Regime
 
