@@ -537,11 +537,19 @@ def test_a_finished_run_is_reused_only_with_the_same_fingerprint(tmp_path, monke
     shutil.copytree(run_dir, moved)
     reused = runs.run_one(arm, 0, settings, data, tmp_path / "model", moved, CPU_SCRIPT, progress, True)
     assert reused.reused and reused.run_dir == str(moved), "a moved output folder is read where it is now"
-    assert not run(resume=False).reused and len(calls) == 2, "--fresh redoes it"
-    assert not run(settings=RunSettings(steps=3)).reused and len(calls) == 3, "other settings: redone"
-    assert not run(settings=RunSettings(steps=3, cpu_threads=2)).reused and len(calls) == 4, "other threads: redone"
+    paired_elsewhere = runs.run_one(
+        replace(arm, baseline="grpo"), 0, settings, data, tmp_path / "model", run_dir, CPU_SCRIPT, progress, True
+    )
+    assert paired_elsewhere.reused and calls == ["maspo-seed0"], "the arm it is paired with changes no run"
+    other_loss = replace(arm, overrides=("actor_rollout_ref.actor.policy_loss.maspo.gate=hard",), baseline="grpo")
+    redone = runs.run_one(other_loss, 0, settings, data, tmp_path / "model", run_dir, CPU_SCRIPT, progress, True)
+    assert not redone.reused
+    assert calls == ["maspo-seed0", "maspo-seed0"], "another override: redone, whatever it is paired with"
+    assert not run(resume=False).reused and len(calls) == 3, "--fresh redoes it"
+    assert not run(settings=RunSettings(steps=3)).reused and len(calls) == 4, "other settings: redone"
+    assert not run(settings=RunSettings(steps=3, cpu_threads=2)).reused and len(calls) == 5, "other threads: redone"
     (tmp_path / "val.parquet").write_bytes(b"other validation set")
-    assert not run(settings=RunSettings(steps=3)).reused and len(calls) == 5, "other threads and data: redone"
+    assert not run(settings=RunSettings(steps=3)).reused and len(calls) == 6, "other threads and data: redone"
     (run_dir / "run.json").unlink()  # an unfinished run has no record
     (run_dir / "leftover").write_text("half a run")
     assert not run(settings=RunSettings(steps=3)).reused and not (run_dir / "leftover").exists()

@@ -17,11 +17,11 @@ import shutil
 import statistics
 import sys
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from maspo_verl.sandbox.presets import METHODS, Arm, RunSettings
+from maspo_verl.sandbox.presets import METHODS, PRESETS, Arm, RunSettings
 from maspo_verl.sandbox.runner import run_cpu_training
 
 if TYPE_CHECKING:
@@ -284,6 +284,14 @@ def run_fingerprint(arm: Arm, seed: int, settings: RunSettings, data: dict, mode
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def same_run_fingerprints(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: Path) -> set[str]:
+    """The fingerprints of this run as any preset pairs it: the arm's `baseline` is in the fingerprint (it was from
+    the start) but only the analysis reads it, so the same arm paired with another baseline (MASPO against GRPO in
+    `full`, MASPO as the baseline in `ablations`) is the same run, and its record is reused."""
+    baselines = {None, arm.baseline} | {other.name for preset in PRESETS.values() for other in preset.arms}
+    return {run_fingerprint(replace(arm, baseline=b), seed, settings, data, model_dir) for b in baselines}
+
+
 class Progress:
     """One bar over all training steps of the comparison, plus a line per validation and per finished run."""
 
@@ -349,7 +357,10 @@ def run_one(
     record_path = run_dir / RUN_RECORD
     if resume and record_path.is_file():
         record = json.loads(record_path.read_text())
-        finished = record.get("fingerprint") == fingerprint and record["result"]["ok"]
+        finished = record["result"]["ok"] and (
+            record.get("fingerprint") == fingerprint
+            or record.get("fingerprint") in same_run_fingerprints(arm, seed, settings, data, model_dir)
+        )
         # records from before weights were kept, or no weights to compare with: as before
         same_weights = weights is None or record.get("weights") in (None, weights)
         if finished and not same_weights:
