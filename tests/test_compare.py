@@ -787,7 +787,8 @@ def test_the_regime_is_the_one_constant_of_every_trust_region_preset():
             assert dict(arm.settings).get("learning_rate", 0.0) == 0.0, f"{arm.name} sets its own learning rate"
     updates = {a.run_settings(PRESETS["off_policy"].settings).updates_per_batch for a in PRESETS["off_policy"].arms}
     assert updates == {REGIME.updates_per_batch, 4}
-    assert PRESETS["quick"].settings == RunSettings(), "the README's main job keeps its own testbed"
+    assert PRESETS["quick"].settings == replace(RunSettings(), steps=10), "the README's main job keeps its testbed"
+    assert PRESETS["quick"].settings.validation_steps == [0, 10]
 
 
 def test_pilot_seeds_are_disjoint_from_every_presets_seeds():

@@ -1,6 +1,6 @@
 """MASPO vs its baselines, each trained by verl's own trainer on CPU: paired runs, intervals, verdicts.
 
-    python -m maspo_verl.sandbox.compare                          # quick: MASPO vs GRPO, 1 seed, about 2 min on 2 cores
+    python -m maspo_verl.sandbox.compare                          # quick: MASPO vs GRPO, 1 seed, 10 steps, minutes
     python -m maspo_verl.sandbox.compare --preset pilot           # picks the trust-region regime (GRPO arms only)
     python -m maspo_verl.sandbox.compare --preset second_pilot    # E again on fresh seeds (none of the first passed)
     python -m maspo_verl.sandbox.compare --preset full            # MASPO vs GRPO, 5-10 seeds, the control
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(with their baselines), e.g. grpo@16,maspo@16",
     )
     for settings_field in fields(RunSettings):
-        default = getattr(RunSettings(), settings_field.name)
+        default = getattr(PRESETS["quick"].settings, settings_field.name)
         parser.add_argument(
             f"--{settings_field.name.replace('_', '-')}",
             type=type(default),
