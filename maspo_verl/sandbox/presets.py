@@ -516,8 +516,8 @@ PRESETS: dict[str, Preset] = {
         (method_arm("maspo"), method_arm("grpo")),
         (0,),
         QUICK_SETTINGS,
-        "1.5-4 minutes on 2 cores by machine (docs/performance.md): shows both methods training in verl's trainer, "
-        "10 steps, validated at steps 0 and 10; one seed gives no interval",
+        "minutes on 2 cores (3.7 on the 2026-12-07 VM, docs/performance.md): shows both methods training in verl's "
+        "trainer, 10 steps, validated at steps 0 and 10; one seed gives no interval",
     ),
     "full": Preset(
         (method_arm("grpo"), method_arm("maspo"), no_trust_region_control()),
