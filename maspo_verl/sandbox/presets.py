@@ -24,11 +24,11 @@ __all__ = [
     "PILOT_CANDIDATES",
     "PILOT_SEEDS",
     "PRESETS",
+    "QUICK_SETTINGS",
     "REGIME",
     "REGIME_PICKED_BY_PILOT",
     "SECOND_PILOT_CANDIDATES",
     "SECOND_PILOT_SEEDS",
-    "QUICK_SETTINGS",
     "TESTBED",
     "Arm",
     "Contrast",
@@ -504,7 +504,7 @@ DECOMPOSITION_SEEDS_REASON = (
     "6-method family would be a screen"
 )
 # The ablations in E run on the seeds where MASPO, its hard gate, GRPO and the control already ran (`full`,
-# `decomposition`: the same fingerprints, reused), so 5 seeds cost 4 new runs more than 3; they take the family of
+# `decomposition`: the same runs, reused), so 5 seeds cost 4 new runs more than 3; they take the family of
 # three ablations from a test of large effects (planned MDE 8.5 points at 3 seeds) to one of 3.4.
 ABLATIONS_SEEDS_REASON = (
     "full's, where MASPO, its hard gate, GRPO and the control already ran (reused), so 5 seeds cost 4 new runs more "
