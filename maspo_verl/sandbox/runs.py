@@ -270,10 +270,17 @@ def write_comparison_data(directory: Path, warmup: WarmupSettings, settings: Run
 SETTINGS_NOT_FINGERPRINTED = ("run_timeout_s", "val_last_k", "warmup_steps")
 
 
-def run_fingerprint(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: Path) -> str:
-    """What a run's outcome depends on: a finished run with the same fingerprint is reused."""
-    content = {
-        "arm": {k: v for k, v in asdict(arm).items() if k != "sanity" or v},  # as before the field existed
+def _arm_fields(arm: Arm) -> dict:
+    return {k: v for k, v in asdict(arm).items() if k != "sanity" or v}  # as before the field existed
+
+
+def _digest(content: dict) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _fingerprint_content(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: Path) -> dict:
+    return {
+        "arm": _arm_fields(arm),
         "method": asdict(METHODS[arm.method]),
         "seed": seed,
         # the warm-up is in the model's name; the timeout and val_last_k do not change what a run does
@@ -281,15 +288,21 @@ def run_fingerprint(arm: Arm, seed: int, settings: RunSettings, data: dict, mode
         "model": model_dir.name,
         "data": {name: hashlib.sha256(Path(path).read_bytes()).hexdigest() for name, path in sorted(data.items())},
     }
-    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def run_fingerprint(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: Path) -> str:
+    """What a run's outcome depends on: a finished run with the same fingerprint is reused."""
+    return _digest(_fingerprint_content(arm, seed, settings, data, model_dir))
 
 
 def same_run_fingerprints(arm: Arm, seed: int, settings: RunSettings, data: dict, model_dir: Path) -> set[str]:
     """The fingerprints of this run as any preset pairs it: the arm's `baseline` is in the fingerprint (it was from
     the start) but only the analysis reads it, so the same arm paired with another baseline (MASPO against GRPO in
-    `full`, MASPO as the baseline in `ablations`) is the same run, and its record is reused."""
+    `full`, MASPO as the baseline in `ablations`) is the same run, and its record is reused. The data is hashed
+    once; only the arm's fields change between the candidates."""
+    content = _fingerprint_content(arm, seed, settings, data, model_dir)
     baselines = {None, arm.baseline} | {other.name for preset in PRESETS.values() for other in preset.arms}
-    return {run_fingerprint(replace(arm, baseline=b), seed, settings, data, model_dir) for b in baselines}
+    return {_digest({**content, "arm": _arm_fields(replace(arm, baseline=b))}) for b in baselines}
 
 
 class Progress:
@@ -357,9 +370,9 @@ def run_one(
     record_path = run_dir / RUN_RECORD
     if resume and record_path.is_file():
         record = json.loads(record_path.read_text())
-        finished = record["result"]["ok"] and (
-            record.get("fingerprint") == fingerprint
-            or record.get("fingerprint") in same_run_fingerprints(arm, seed, settings, data, model_dir)
+        # this arm's own fingerprint is among them (its own baseline)
+        finished = record["result"]["ok"] and record.get("fingerprint") in same_run_fingerprints(
+            arm, seed, settings, data, model_dir
         )
         # records from before weights were kept, or no weights to compare with: as before
         same_weights = weights is None or record.get("weights") in (None, weights)
