@@ -917,7 +917,7 @@ def test_trust_region_arms_carry_the_overrides_they_name():
 
 def test_ablations_reuse_fulls_seeds_and_test_moderate_effects():
     ablations = PRESETS["ablations"]
-    # MASPO, its hard gate, GRPO and the control already ran on full's seeds: the same fingerprints, reused
+    # MASPO, its hard gate, GRPO and the control already ran on full's seeds: the same runs, reused
     assert ablations.seeds == PRESETS["full"].seeds
     shared = {"maspo", "maspo_hard_gate", "grpo", "grpo_no_trust_region"}
     for preset in ("full", "decomposition"):
