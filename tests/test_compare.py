@@ -18,7 +18,7 @@ import maspo_verl.sandbox.compare as compare
 import maspo_verl.sandbox.runs as runs
 from maspo_verl.sandbox.analysis import analyse, environment_check, step0_check
 from maspo_verl.sandbox.compare import _parse_methods, _parse_seeds, _select_arms, main
-from maspo_verl.sandbox.presets import METHODS, PRESETS, REGIME, Arm, RunSettings
+from maspo_verl.sandbox.presets import MASPO_KEY, METHODS, PRESETS, REGIME, Arm, RunSettings
 from maspo_verl.sandbox.report import format_table, format_terminal_table
 from maspo_verl.sandbox.runner import CPU_SCRIPT
 from maspo_verl.sandbox.runner import read_run as summarize_training
@@ -153,7 +153,7 @@ def test_sensitivity_grid_runs_in_the_regime_with_grpo_at_the_same_settings():
     assert all(pos.split("=")[1] == neg.split("=")[1] for pos, neg in cells), "beta_pos = beta_neg in every cell"
 
 
-TRUST_REGION_PRESETS = ["full", "paper", "ablations", "off_policy", "sensitivity", "decomposition"]
+TRUST_REGION_PRESETS = ["full", "paper", "ablations", "ablations_matched", "off_policy", "sensitivity", "decomposition"]
 
 
 @pytest.mark.parametrize("name", TRUST_REGION_PRESETS)
@@ -931,6 +931,38 @@ def test_ablations_reuse_fulls_seeds_and_test_moderate_effects():
     methods = [arm for arm in ablations.arms if arm.baseline == "maspo"]
     planned = planned_minimum_detectable_difference(REGIME.seed_sd, len(ablations.seeds), len(methods))
     assert len(methods) == 3 and planned < 0.04, f"three ablations against MASPO, MDE {planned:.3f}"
+
+
+def test_ablations_matched_switch_off_one_component_of_the_matched_arm_on_reused_runs():
+    from maspo_verl.sandbox.presets import MATCHED_SIGMA_BASE
+
+    preset = PRESETS["ablations_matched"]
+    assert preset.seeds == PRESETS["full"].seeds
+    arms = {arm.name: arm for arm in preset.arms}
+    # the matched arm, the hard gate without dual clip, GRPO and the control are decomposition's (and full's) runs
+    reused = {"maspo_matched_sigma", "maspo_hard_gate_no_dual_clip", "grpo", "grpo_no_trust_region"}
+    theirs = {arm.name: arm for arm in PRESETS["decomposition"].arms}
+    for name in reused:
+        assert arms[name].run_settings(preset.settings) == theirs[name].run_settings(PRESETS["decomposition"].settings)
+        assert replace(arms[name], baseline=None) == replace(theirs[name], baseline=None), "only the pairing differs"
+    ablations = [arm for arm in preset.arms if arm.baseline == "maspo_matched_sigma"]
+    assert {arm.name for arm in ablations} == {
+        "maspo_hard_gate_no_dual_clip",
+        "maspo_matched_sigma_no_mass_adaptive",
+        "maspo_matched_sigma_no_risk_control",
+    }
+    matched = set(METHODS["maspo_matched_sigma"].overrides)
+    assert f"{MASPO_KEY}.sigma_base={MATCHED_SIGMA_BASE}" in matched
+    for name, switch in (("no_mass_adaptive", "mass_adaptive=false"), ("no_risk_control", "risk_control=false")):
+        arm = arms[f"maspo_matched_sigma_{name}"]
+        overrides = set(METHODS[arm.method].overrides)
+        assert overrides - matched == {f"{MASPO_KEY}.{switch}"} and matched <= overrides and not arm.overrides, (
+            "one component off, the width unchanged"
+        )
+        assert arm.run_settings(preset.settings) == arms["maspo_matched_sigma"].run_settings(preset.settings)
+    assert not [arm for arm in preset.arms if arm.sanity]
+    planned = planned_minimum_detectable_difference(REGIME.seed_sd, len(preset.seeds), len(ablations))
+    assert planned < 0.04, f"MDE {planned:.3f}"
 
 
 def test_a_regime_and_run_settings_refuse_what_the_pilot_rule_cannot_read():

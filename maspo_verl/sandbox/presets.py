@@ -95,6 +95,25 @@ METHODS: dict[str, Method] = {
     ),
     "maspo_no_mass_adaptive": Method("MASPO w/o mass-adaptive", "maspo", (f"{MASPO_KEY}.mass_adaptive=false",)),
     "maspo_no_risk_control": Method("MASPO w/o risk control", "maspo", (f"{MASPO_KEY}.risk_control=false",)),
+    # The two ablations again at the matched width, where the gate acts (`ablations_matched`).
+    "maspo_matched_sigma_no_mass_adaptive": Method(
+        f"MASPO, sigma_base {MATCHED_SIGMA_BASE}, w/o mass-adaptive",
+        "maspo",
+        (
+            f"{MASPO_KEY}.sigma_base={MATCHED_SIGMA_BASE}",
+            f"{MASPO_KEY}.sigma_high={MATCHED_SIGMA_HIGH}",
+            f"{MASPO_KEY}.mass_adaptive=false",
+        ),
+    ),
+    "maspo_matched_sigma_no_risk_control": Method(
+        f"MASPO, sigma_base {MATCHED_SIGMA_BASE}, w/o risk control",
+        "maspo",
+        (
+            f"{MASPO_KEY}.sigma_base={MATCHED_SIGMA_BASE}",
+            f"{MASPO_KEY}.sigma_high={MATCHED_SIGMA_HIGH}",
+            f"{MASPO_KEY}.risk_control=false",
+        ),
+    ),
     # DCPO's scripts pair DAC with a dual-clip bound of 10 (docs/baselines.md); at GRPO's 3 it differs from GRPO
     # by its bounds alone.
     "dac": Method("DAC (c 10)", "dac", (f"{ACTOR_KEY}.clip_ratio_c=10",)),
@@ -436,6 +455,14 @@ def _pilot_arms(candidates: tuple[Regime, ...] = PILOT_CANDIDATES) -> tuple[Arm,
 
 PAPER_METHODS = ("grpo", "clip_higher", "dac", "dac_c3", "entropy_advantage", "sapo", "maspo")
 ABLATIONS = ("maspo_hard_gate", "maspo_no_mass_adaptive", "maspo_no_risk_control")
+# The same three components switched off from MASPO at the matched width (sigma_base 0.16, sigma_high 1.6), where the
+# gate weighs the tokens it acts on 0.93 instead of 0.995. Without the soft gate there is MASPO's hard gate without
+# the dual clip: a clip at 0.2 times the same adaptive widths, so it differs from the matched arm in shape alone.
+MATCHED_ABLATIONS = (
+    "maspo_hard_gate_no_dual_clip",
+    "maspo_matched_sigma_no_mass_adaptive",
+    "maspo_matched_sigma_no_risk_control",
+)
 DECOMPOSITION = (
     "grpo",
     "grpo_no_dual_clip",
@@ -511,6 +538,14 @@ ABLATIONS_SEEDS_REASON = (
     "than 3"
 )
 
+# The ablations at the matched width run on `full`'s seeds for the same reason as `ablations`: the matched arm, the
+# hard gate without dual clip, GRPO and the control already ran there (`decomposition`, `full`), so 5 seeds cost
+# 10 new runs, 4 more than 3 would, and the family of three has a planned MDE of 3.4 points instead of 8.5.
+ABLATIONS_MATCHED_SEEDS_REASON = (
+    "full's, where the matched arm, its hard gate, GRPO and the control already ran (reused), so 5 seeds cost 4 new "
+    "runs more than 3"
+)
+
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
         (method_arm("maspo"), method_arm("grpo")),
@@ -553,6 +588,24 @@ PRESETS: dict[str, Preset] = {
         f"ablation asks), `full`'s {len(FULL_SEEDS)} seeds ({ABLATIONS_SEEDS_REASON}), {REGIME_REASON}; no lr-0 "
         "line (a choice: its 5 runs would add about 22 min, and MASPO's rise from step 0 in full, the same runs, "
         "already shows that training moves accuracy)",
+        REGIME.seed_sd,
+        "val_acc_last_k",
+        in_regime=True,
+    ),
+    "ablations_matched": Preset(
+        (
+            method_arm("maspo_matched_sigma", None),
+            *(method_arm(m, "maspo_matched_sigma") for m in MATCHED_ABLATIONS),
+            method_arm("grpo"),
+            no_trust_region_control(),
+        ),
+        FULL_SEEDS,
+        REGIME_SETTINGS,
+        f"MASPO's three components, each switched off, against MASPO at sigma_base {MATCHED_SIGMA_BASE} (its widths "
+        "matched to GRPO's clip, decomposition's arm): at the paper's sigma_base 1 the gate weighs the tokens it acts "
+        "on 0.995, so `ablations` could not see what the components do; here it weighs them 0.93. "
+        f"`full`'s {len(FULL_SEEDS)} seeds ({ABLATIONS_MATCHED_SEEDS_REASON}), {REGIME_REASON}; no lr-0 line, as in "
+        "`ablations`",
         REGIME.seed_sd,
         "val_acc_last_k",
         in_regime=True,
