@@ -20,17 +20,26 @@ metrics.jsonl, and each figure's ratio to the first variant. Timings on a shared
 the variants run in one invocation so that they see the same machine.
 
     python benchmarks/bench_cpu_run.py --variants ours --steps 12 --profile 15
+    python benchmarks/bench_cpu_run.py --variants ours --cpu-by-process
 
 `--profile SECONDS` (needs `pip install py-spy`) also samples every Ray worker process of each run
 with py-spy for that long, from the third training step on, and prints per process how busy it
 was (share of the window it was on a CPU) and the functions it spent that time in: where a
 step's CPU goes when verl's own timings only say "gen".
+
+`--cpu-by-process` also reads, twice a second, the CPU time (user + system, from /proc) of every
+process of each run: the driver, each Ray worker under its actor's name, Ray's own processes and the
+workers Ray started but never used (`IDLE`), and prints per process the CPU seconds up to step 1
+(start-up and the step-0 validation) and after it. On 2 busy cores a run's wall time follows its CPU
+time: this is where it goes.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import os
 import re
 import shutil
 import signal
@@ -38,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -193,31 +203,143 @@ class Profiler:
         return lines
 
 
+UNUSED_WORKERS = "Ray workers never used (IDLE)"
+# Ray's own processes, by the name they show or what their command line runs
+RAY_SYSTEM_ACTORS = {
+    "IDLE": UNUSED_WORKERS,
+    "DashboardAgent": "Ray: dashboard agent",
+    "RuntimeEnvAgent": "Ray: runtime-env agent",
+}
+RAY_SYSTEM_PROCESSES = (
+    ("gcs_server", "Ray: GCS server"),
+    ("raylet", "Ray: raylet"),
+    ("dashboard", "Ray: dashboard"),
+    ("log_monitor", "Ray: log monitor"),
+    ("autoscaler", "Ray: monitor"),
+)
+
+
+def process_role(command_line: str) -> str:
+    """What one process of a run is, from its command line (a Ray worker renames itself "ray::Actor.method")."""
+    if command_line.startswith("ray::"):
+        name = command_line[len("ray::") :].split(".")[0].split()[0]
+        return RAY_SYSTEM_ACTORS.get(name, name)
+    if "verl.trainer.main_ppo" in command_line:
+        return "driver (python -m verl.trainer.main_ppo)"
+    if "default_worker.py" in command_line:
+        return UNUSED_WORKERS
+    for fragment, role in RAY_SYSTEM_PROCESSES:
+        if fragment in command_line:
+            return role
+    return command_line.split()[0].rsplit("/", 1)[-1] if command_line.strip() else "?"
+
+
+def cpu_seconds_by_role(samples: dict[int, dict], split: dict[int, float] | None) -> dict[str, tuple[float, float]]:
+    """role -> (CPU seconds up to the split, CPU seconds after it), summed over the processes of each role, from
+    {pid: {"role": ..., "cpu": last CPU seconds read}} and the CPU seconds each pid had at the split (a pid missing
+    there started after it; no split: all of it counts before)."""
+    totals: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+    for pid, sample in samples.items():
+        before = sample["cpu"] if split is None else min(split.get(pid, 0.0), sample["cpu"])
+        totals[sample["role"]][0] += before
+        totals[sample["role"]][1] += sample["cpu"] - before
+    return {role: (before, after) for role, (before, after) in totals.items()}
+
+
+class CpuAccount:
+    """The CPU time of every process whose environment holds a run's marker, read from /proc twice a second
+    in a thread; `split()` marks the moment to split at (step 1)."""
+
+    def __init__(self, marker: str, interval: float = 0.5):
+        self.marker, self.interval = marker.encode(), interval
+        self.samples: dict[int, dict] = {}
+        self.split_at: dict[int, float] | None = None
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def read_once(self) -> None:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                if pid not in self.samples and self.marker not in (entry / "environ").read_bytes():
+                    continue
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:  # gone, or not ours to read
+                continue
+            cpu = (int(fields[11]) + int(fields[12])) / self.ticks
+            role = process_role(command)
+            sample = self.samples.setdefault(pid, {"role": role, "cpu": 0.0})
+            sample["cpu"] = max(sample["cpu"], cpu)
+            if role != UNUSED_WORKERS:
+                sample["role"] = role  # a worker's last name is the actor it became
+
+    def split(self) -> None:
+        if self.split_at is None:
+            self.read_once()
+            self.split_at = {pid: sample["cpu"] for pid, sample in self.samples.items()}
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.read_once()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def report(self) -> list[str]:
+        rows = cpu_seconds_by_role(self.samples, self.split_at)
+        lines = [f"  {'process':44s}{'to step 1':>11s}{'after':>9s}{'total':>9s}"]
+        for role, (before, after) in sorted(rows.items(), key=lambda item: -sum(item[1])):
+            lines.append(f"  {role[:43]:44s}{before:11.1f}{after:9.1f}{before + after:9.1f}")
+        before, after = (sum(values[i] for values in rows.values()) for i in (0, 1))
+        lines.append(f"  {'all processes of the run':44s}{before:11.1f}{after:9.1f}{before + after:9.1f}")
+        return lines
+
+
 def run_variant(
-    name: str, workdir: Path, steps: int, model_dir: Path, data: dict, profile_seconds: float = 0.0
-) -> tuple[dict[str, float], list[str]]:
+    name: str,
+    workdir: Path,
+    steps: int,
+    model_dir: Path,
+    data: dict,
+    profile_seconds: float = 0.0,
+    cpu_by_process: bool = False,
+) -> tuple[dict[str, float], list[str], list[str]]:
     _, overrides, environment = VARIANTS[name]
     settings = PRESETS["quick"].settings
     arm = Arm("maspo", "maspo", METHODS["maspo"].label)
     events: list[tuple[float, str]] = []
     run_dir = workdir / name
     profiler = Profiler(profile_seconds, run_dir / "py-spy") if profile_seconds > 0 else None
+    marker = profiler.marker if profiler is not None else f"bench-{uuid.uuid4().hex}"
+    account = CpuAccount(marker) if cpu_by_process else None
 
     def on_line(seconds: float, line: str) -> None:
         events.append((seconds, line))
         if profiler is not None:
             profiler.on_line(line)
+        match = STEP_LINE.search(line)
+        if account is not None and match and int(match.group(1)) >= 1:
+            account.split()
 
-    marker = {"MASPO_BENCH_RUN": profiler.marker} if profiler is not None else {}
-    summary = run_cpu_training(
-        run_dir,
-        steps,
-        [*run_overrides(arm, 0, run_dir), *overrides],
-        1800,
-        {**run_environment(arm, settings, data, model_dir), **environment, **marker},
-        log_name="verl.log",
-        on_line=on_line,
-    )
+    with account or contextlib.nullcontext():
+        summary = run_cpu_training(
+            run_dir,
+            steps,
+            [*run_overrides(arm, 0, run_dir), *overrides],
+            1800,
+            {**run_environment(arm, settings, data, model_dir), **environment, "MASPO_BENCH_RUN": marker},
+            log_name="verl.log",
+            on_line=on_line,
+        )
     if summary.problems(steps) and summary.return_code != 0:
         raise RuntimeError(f"variant {name} failed: see {summary.log_path}")
     figures = phase_times(events, summary.seconds)
@@ -226,7 +348,11 @@ def run_variant(
             metrics[f"timing_s/{key}"] for metrics in summary.metrics_by_step.values() if f"timing_s/{key}" in metrics
         ]
         figures[f"median timing_s/{key}"] = statistics.median(values) if values else float("nan")
-    return figures, profiler.report() if profiler is not None else []
+    return (
+        figures,
+        profiler.report() if profiler is not None else [],
+        account.report() if account is not None else [],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         metavar="SECONDS",
         help=f"py-spy every Ray worker for SECONDS from step {PROFILE_FROM_STEP} on (needs py-spy)",
+    )
+    parser.add_argument(
+        "--cpu-by-process",
+        action="store_true",
+        help="CPU seconds of each process of each run, up to step 1 and after it (from /proc)",
     )
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -262,13 +393,13 @@ def main(argv: list[str] | None = None) -> int:
     train, val = write_parquet(
         workdir / "data", warmup.task, warmup.num_train, PRESETS["quick"].settings.val_problems, warmup.data_seed
     )
-    results, profiles = {}, {}
+    results, profiles, cpu_tables = {}, {}, {}
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     try:
         for name in variants:
             print(f"[bench] {name}: {VARIANTS[name][0]} ...", file=sys.stderr, flush=True)
-            results[name], profiles[name] = run_variant(
-                name, workdir, args.steps, model_dir, {"train": train, "val": val}, args.profile
+            results[name], profiles[name], cpu_tables[name] = run_variant(
+                name, workdir, args.steps, model_dir, {"train": train, "val": val}, args.profile, args.cpu_by_process
             )
     except (KeyboardInterrupt, SystemExit):
         kill_live_runs()
@@ -297,6 +428,13 @@ def main(argv: list[str] | None = None) -> int:
         if profiles[name]:
             print(f"where {name}'s Ray workers spent the profile window (inclusive time, generic frames left out):")
             print("\n".join(profiles[name]))
+    for name in variants:
+        if cpu_tables[name]:
+            print(
+                f"CPU seconds of {name}'s processes (user + system), up to step 1 (start-up, step-0 "
+                "validation) and after:"
+            )
+            print("\n".join(cpu_tables[name]))
     return 0
 
 

@@ -85,6 +85,57 @@ def test_run_worker_processes_finds_only_the_marked_runs_workers(bench, tmp_path
             process.wait()
 
 
+def test_process_roles_name_the_actor_a_worker_became_and_rays_own_processes(bench):
+    role = bench.process_role
+    assert role("ray::TaskRunnerV1.run") == "TaskRunnerV1"
+    assert role("ray::HfCpuServer") == "HfCpuServer"
+    assert (
+        role("ray::IDLE")
+        == role("/x/python /x/ray/_private/workers/default_worker.py --node-ip-address=1")
+        == (bench.UNUSED_WORKERS)
+    )
+    assert role("ray::DashboardAgent") == "Ray: dashboard agent"
+    assert role("/x/python -m verl.trainer.main_ppo --config-name=maspo") == "driver (python -m verl.trainer.main_ppo)"
+    assert role("/x/ray/core/src/ray/raylet/raylet --raylet_socket_name=/tmp/r") == "Ray: raylet"
+    assert role("/x/python -u /x/ray/_private/log_monitor.py --session-dir=/tmp/r") == "Ray: log monitor"
+    assert role("/x/python /x/ray/dashboard/dashboard.py --host=127.0.0.1") == "Ray: dashboard"
+    assert role("bash /x/train_cpu.sh a=b") == "bash" and role("") == "?"
+
+
+def test_cpu_seconds_split_at_step_one_per_role(bench):
+    samples = {
+        1: {"role": "WorkerDict", "cpu": 30.0},
+        2: {"role": "WorkerDict", "cpu": 5.0},  # started after the split
+        3: {"role": "TaskRunnerV1", "cpu": 12.0},
+    }
+    split = {1: 10.0, 3: 12.0}
+    assert bench.cpu_seconds_by_role(samples, split) == {"WorkerDict": (10.0, 25.0), "TaskRunnerV1": (12.0, 0.0)}
+    assert bench.cpu_seconds_by_role(samples, None) == {"WorkerDict": (35.0, 0.0), "TaskRunnerV1": (12.0, 0.0)}
+
+
+@pytest.mark.kind("verl")  # starts stand-in worker processes
+def test_the_cpu_account_reads_only_the_marked_runs_processes_under_their_last_name(bench):
+    marker = "bench-cpu-marker"
+    busy = "for ((i = 0; i < 200000; i++)); do :; done; exec -a ray::WorkerDict sleep 30"  # ~0.5 s of CPU
+    marked = subprocess.Popen(["bash", "-c", busy], env={**os.environ, "MASPO_BENCH_RUN": marker})
+    other = subprocess.Popen(["bash", "-c", busy], env={**os.environ, "MASPO_BENCH_RUN": "another-run"})
+    try:
+        with bench.CpuAccount(marker, interval=0.1) as account:
+            deadline = time.time() + 15
+            while time.time() < deadline and account.samples.get(marked.pid, {}).get("role") != "WorkerDict":
+                time.sleep(0.1)
+            account.split()
+        assert set(account.samples) == {marked.pid}, "only the marked run's process"
+        assert account.samples[marked.pid]["role"] == "WorkerDict", "named after what it became"
+        rows = bench.cpu_seconds_by_role(account.samples, account.split_at)
+        assert rows["WorkerDict"][0] >= 0.1, f"the busy loop's CPU counts before the split: {rows}"
+        assert "all processes of the run" in account.report()[-1]
+    finally:
+        for process in (marked, other):
+            process.kill()
+            process.wait()
+
+
 def test_profile_flag_needs_more_steps_than_its_start(bench, capsys):
     if bench.shutil.which("py-spy") is None:
         with pytest.raises(SystemExit):
