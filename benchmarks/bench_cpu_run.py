@@ -29,9 +29,10 @@ step's CPU goes when verl's own timings only say "gen".
 
 `--cpu-by-process` also reads, twice a second, the CPU time (user + system, from /proc) of every
 process of each run: the driver, each Ray worker under its actor's name, Ray's own processes and the
-workers Ray started but never used (`IDLE`), and prints per process the CPU seconds up to step 1
-(start-up and the step-0 validation) and after it. On 2 busy cores a run's wall time follows its CPU
-time: this is where it goes.
+workers Ray started but never used (`IDLE`), and prints per process the CPU seconds up to the end of the
+step-0 validation (start-up and that validation) and after it (the steps, later validations, teardown). A
+lower bound: a process that lives under half a second may be missed, and each loses what it spends after
+its last read. On 2 busy cores a run's wall time follows its CPU time: this is where it goes.
 """
 
 from __future__ import annotations
@@ -220,41 +221,46 @@ RAY_SYSTEM_PROCESSES = (
 
 
 def process_role(command_line: str) -> str:
-    """What one process of a run is, from its command line (a Ray worker renames itself "ray::Actor.method")."""
+    """What one process of a run is, from its command line (a Ray worker renames itself "ray::Actor.method"). Only
+    the program and its script or module count, not the flags: the raylet's flags name default_worker.py."""
     if command_line.startswith("ray::"):
-        name = command_line[len("ray::") :].split(".")[0].split()[0]
+        name = (command_line[len("ray::") :].split(".")[0].split() or ["?"])[0]
         return RAY_SYSTEM_ACTORS.get(name, name)
-    if "verl.trainer.main_ppo" in command_line:
+    program = " ".join([word for word in command_line.split() if not word.startswith("-")][:2])
+    if "verl.trainer.main_ppo" in program:
         return "driver (python -m verl.trainer.main_ppo)"
-    if "default_worker.py" in command_line:
+    if "default_worker.py" in program:
         return UNUSED_WORKERS
     for fragment, role in RAY_SYSTEM_PROCESSES:
-        if fragment in command_line:
+        if fragment in program:
             return role
-    return command_line.split()[0].rsplit("/", 1)[-1] if command_line.strip() else "?"
+    return program.split()[0].rsplit("/", 1)[-1] if program else "?"
 
 
-def cpu_seconds_by_role(samples: dict[int, dict], split: dict[int, float] | None) -> dict[str, tuple[float, float]]:
+def cpu_seconds_by_role(samples: dict, split: dict | None) -> dict[str, tuple[float, float]]:
     """role -> (CPU seconds up to the split, CPU seconds after it), summed over the processes of each role, from
-    {pid: {"role": ..., "cpu": last CPU seconds read}} and the CPU seconds each pid had at the split (a pid missing
-    there started after it; no split: all of it counts before)."""
+    {process: {"role": ..., "cpu": last CPU seconds read}} and the CPU seconds each process had at the split (one
+    missing there started after it; no split: all of it counts before)."""
     totals: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
-    for pid, sample in samples.items():
-        before = sample["cpu"] if split is None else min(split.get(pid, 0.0), sample["cpu"])
+    for process, sample in samples.items():
+        before = sample["cpu"] if split is None else min(split.get(process, 0.0), sample["cpu"])
         totals[sample["role"]][0] += before
         totals[sample["role"]][1] += sample["cpu"] - before
     return {role: (before, after) for role, (before, after) in totals.items()}
 
 
 class CpuAccount:
-    """The CPU time of every process whose environment holds a run's marker, read from /proc twice a second
-    in a thread; `split()` marks the moment to split at (step 1)."""
+    """The CPU time of every process whose environment holds a run's marker, read from /proc every `interval`
+    seconds in a thread; `split()` marks the moment to split at (the end of the step-0 validation). A lower bound:
+    a process that lives less than `interval` may be missed, and each loses what it spends after its last read."""
 
     def __init__(self, marker: str, interval: float = 0.5):
         self.marker, self.interval = marker.encode(), interval
-        self.samples: dict[int, dict] = {}
-        self.split_at: dict[int, float] | None = None
+        self.samples: dict[tuple[int, int], dict] = {}  # (pid, start time): a reused pid is another process
+        self.split_at: dict[tuple[int, int], float] | None = None
+        self.errors = 0
         self.ticks = os.sysconf("SC_CLK_TCK")
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -262,29 +268,35 @@ class CpuAccount:
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
-            pid = int(entry.name)
             try:
-                if pid not in self.samples and self.marker not in (entry / "environ").read_bytes():
-                    continue
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                process = (int(entry.name), int(fields[19]))
+                if process not in self.samples and self.marker not in (entry / "environ").read_bytes():
+                    continue
                 command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:  # gone, or not ours to read
+            except (OSError, IndexError, ValueError):  # gone, or not ours to read
                 continue
             cpu = (int(fields[11]) + int(fields[12])) / self.ticks
             role = process_role(command)
-            sample = self.samples.setdefault(pid, {"role": role, "cpu": 0.0})
-            sample["cpu"] = max(sample["cpu"], cpu)
-            if role != UNUSED_WORKERS:
-                sample["role"] = role  # a worker's last name is the actor it became
+            with self._lock:
+                sample = self.samples.setdefault(process, {"role": role, "cpu": 0.0})
+                sample["cpu"] = max(sample["cpu"], cpu)
+                # a worker's last name is the actor it became; an exiting process's empty command line is no name
+                if command.strip() and role not in (UNUSED_WORKERS, "?"):
+                    sample["role"] = role
 
     def split(self) -> None:
         if self.split_at is None:
             self.read_once()
-            self.split_at = {pid: sample["cpu"] for pid, sample in self.samples.items()}
+            with self._lock:
+                self.split_at = {process: sample["cpu"] for process, sample in self.samples.items()}
 
     def _poll(self) -> None:
         while not self._stop.wait(self.interval):
-            self.read_once()
+            try:
+                self.read_once()
+            except Exception:  # noqa: BLE001  # a benchmark keeps reading; the report says how often it failed
+                self.errors += 1
 
     def __enter__(self):
         self._thread.start()
@@ -295,12 +307,15 @@ class CpuAccount:
         self._thread.join()
 
     def report(self) -> list[str]:
-        rows = cpu_seconds_by_role(self.samples, self.split_at)
-        lines = [f"  {'process':44s}{'to step 1':>11s}{'after':>9s}{'total':>9s}"]
+        with self._lock:
+            rows = cpu_seconds_by_role(self.samples, self.split_at)
+        lines = [f"  {'process':44s}{'to val 0':>11s}{'after':>9s}{'total':>9s}"]
         for role, (before, after) in sorted(rows.items(), key=lambda item: -sum(item[1])):
             lines.append(f"  {role[:43]:44s}{before:11.1f}{after:9.1f}{before + after:9.1f}")
         before, after = (sum(values[i] for values in rows.values()) for i in (0, 1))
         lines.append(f"  {'all processes of the run':44s}{before:11.1f}{after:9.1f}{before + after:9.1f}")
+        if self.errors:
+            lines.append(f"  ({self.errors} reads of /proc failed; the figures miss what those would have added)")
         return lines
 
 
@@ -326,8 +341,8 @@ def run_variant(
         events.append((seconds, line))
         if profiler is not None:
             profiler.on_line(line)
-        match = STEP_LINE.search(line)
-        if account is not None and match and int(match.group(1)) >= 1:
+        # the split: the step-0 validation's metrics, or (without one) the first step's line
+        if account is not None and (PHASES[1][1].search(line) or STEP_LINE.search(line)):
             account.split()
 
     with account or contextlib.nullcontext():
@@ -372,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cpu-by-process",
         action="store_true",
-        help="CPU seconds of each process of each run, up to step 1 and after it (from /proc)",
+        help="CPU seconds of each process of each run, up to the end of the step-0 validation and after (/proc)",
     )
     args = parser.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -431,8 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in variants:
         if cpu_tables[name]:
             print(
-                f"CPU seconds of {name}'s processes (user + system), up to step 1 (start-up, step-0 "
-                "validation) and after:"
+                f"CPU seconds of {name}'s processes (user + system), up to the end of the step-0 validation "
+                "(start-up and that validation) and after:"
             )
             print("\n".join(cpu_tables[name]))
     return 0
