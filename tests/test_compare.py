@@ -957,7 +957,7 @@ def test_ablations_matched_switch_off_one_component_of_the_matched_arm_on_reused
         arm = arms[f"maspo_matched_sigma_{name}"]
         overrides = set(METHODS[arm.method].overrides)
         assert overrides - matched == {f"{MASPO_KEY}.{switch}"} and matched <= overrides and not arm.overrides, (
-            "one component off, the width unchanged"
+            "one component off, sigma_base and sigma_high unchanged"
         )
         assert arm.run_settings(preset.settings) == arms["maspo_matched_sigma"].run_settings(preset.settings)
     assert not [arm for arm in preset.arms if arm.sanity]

@@ -457,7 +457,8 @@ PAPER_METHODS = ("grpo", "clip_higher", "dac", "dac_c3", "entropy_advantage", "s
 ABLATIONS = ("maspo_hard_gate", "maspo_no_mass_adaptive", "maspo_no_risk_control")
 # The same three components switched off from MASPO at the matched width (sigma_base 0.16, sigma_high 1.6), where the
 # gate weighs the tokens it acts on 0.93 instead of 0.995. Without the soft gate there is MASPO's hard gate without
-# the dual clip: a clip at 0.2 times the same adaptive widths, so it differs from the matched arm in shape alone.
+# the dual clip: a clip at 1 +- 0.2 times the same adaptive factor (the matched Gaussian has 0.16 times it), so it
+# differs from the matched arm in shape alone, matched by area.
 MATCHED_ABLATIONS = (
     "maspo_hard_gate_no_dual_clip",
     "maspo_matched_sigma_no_mass_adaptive",
