@@ -153,7 +153,16 @@ def test_sensitivity_grid_runs_in_the_regime_with_grpo_at_the_same_settings():
     assert all(pos.split("=")[1] == neg.split("=")[1] for pos, neg in cells), "beta_pos = beta_neg in every cell"
 
 
-TRUST_REGION_PRESETS = ["full", "paper", "ablations", "ablations_matched", "off_policy", "sensitivity", "decomposition"]
+TRUST_REGION_PRESETS = [
+    "full",
+    "paper",
+    "ablations",
+    "ablations_matched",
+    "width_sweep",
+    "off_policy",
+    "sensitivity",
+    "decomposition",
+]
 
 
 @pytest.mark.parametrize("name", TRUST_REGION_PRESETS)
@@ -962,6 +971,34 @@ def test_ablations_matched_switch_off_one_component_of_the_matched_arm_on_reused
         assert arm.run_settings(preset.settings) == arms["maspo_matched_sigma"].run_settings(preset.settings)
     assert not [arm for arm in preset.arms if arm.sanity]
     planned = planned_minimum_detectable_difference(REGIME.seed_sd, len(preset.seeds), len(ablations))
+    assert planned < 0.04, f"MDE {planned:.3f}"
+
+
+def test_the_width_sweep_scales_maspos_whole_profile_and_draws_only_the_middle_width_anew():
+    from maspo_verl.sandbox.presets import MATCHED_SIGMA_BASE, MIDDLE_SIGMA_BASE
+
+    preset = PRESETS["width_sweep"]
+    assert preset.seeds == PRESETS["full"].seeds
+    assert MIDDLE_SIGMA_BASE == 0.4 == round((MATCHED_SIGMA_BASE * 1.0) ** 0.5, 2)
+    widths = {}
+    for arm in preset.arms:
+        keys = dict(o.rsplit("=", 1) for o in METHODS[arm.method].overrides if o.startswith(MASPO_KEY))
+        if METHODS[arm.method].loss_mode == "maspo":
+            base = float(keys.get(f"{MASPO_KEY}.sigma_base", 1.0))
+            assert float(keys.get(f"{MASPO_KEY}.sigma_high", 10.0)) == pytest.approx(10 * base), "the cap scales too"
+            assert set(keys) <= {f"{MASPO_KEY}.sigma_base", f"{MASPO_KEY}.sigma_high"}, "the width alone changes"
+            widths[base] = arm
+        assert arm.run_settings(preset.settings) == REGIME.run_settings()
+    assert sorted(widths) == [MATCHED_SIGMA_BASE, MIDDLE_SIGMA_BASE, 1.0]
+    assert all(arm.baseline == "grpo" for arm in widths.values()), "each width against GRPO"
+    # only the middle width is new: the others are full's and decomposition's runs
+    drawn = {arm.name: arm for name in ("full", "decomposition") for arm in PRESETS[name].arms}
+    new = [arm.name for arm in preset.arms if arm.name not in drawn]
+    assert new == ["maspo_middle_sigma"]
+    for arm in preset.arms:
+        if arm.name in drawn:
+            assert replace(arm, baseline=None) == replace(drawn[arm.name], baseline=None)
+    planned = planned_minimum_detectable_difference(REGIME.seed_sd, len(preset.seeds), len(widths))
     assert planned < 0.04, f"MDE {planned:.3f}"
 
 

@@ -8,6 +8,7 @@
     python -m maspo_verl.sandbox.compare --preset paper           # the paper's main-result methods vs GRPO
     python -m maspo_verl.sandbox.compare --preset ablations       # MASPO without each component vs MASPO
     python -m maspo_verl.sandbox.compare --preset ablations_matched  # the same at sigma_base 0.16
+    python -m maspo_verl.sandbox.compare --preset width_sweep     # MASPO at sigma_base 1, 0.4, 0.16 vs GRPO
     python -m maspo_verl.sandbox.compare --preset off_policy      # at the regime's and at 4 updates per batch
     python -m maspo_verl.sandbox.compare --preset sensitivity     # MASPO's alpha x beta grid vs GRPO
     python -m maspo_verl.sandbox.compare --methods maspo,grpo,sapo --seeds 0,1 --steps 12 --jobs 2

@@ -63,6 +63,9 @@ MATCHED_SIGMA_BASE = round(GRPO_CLIP_EPSILON * math.sqrt(2.0 / math.pi), 2)
 # size, so the matched arm differs from MASPO in scale alone and from the hard gate (GRPO's 0.2 times the same
 # profile's factor, 1 to 10) in shape alone.
 MATCHED_SIGMA_HIGH = round(10.0 * MATCHED_SIGMA_BASE, 4)
+# `width_sweep`'s middle width: the geometric midpoint of the two drawn (sqrt(0.16 x 1) = 0.4), its cap scaled alike.
+MIDDLE_SIGMA_BASE = round(math.sqrt(MATCHED_SIGMA_BASE * 1.0), 2)
+MIDDLE_SIGMA_HIGH = round(10.0 * MIDDLE_SIGMA_BASE, 4)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,11 @@ METHODS: dict[str, Method] = {
         f"MASPO, sigma_base {MATCHED_SIGMA_BASE}",
         "maspo",
         (f"{MASPO_KEY}.sigma_base={MATCHED_SIGMA_BASE}", f"{MASPO_KEY}.sigma_high={MATCHED_SIGMA_HIGH}"),
+    ),
+    "maspo_middle_sigma": Method(
+        f"MASPO, sigma_base {MIDDLE_SIGMA_BASE}",
+        "maspo",
+        (f"{MASPO_KEY}.sigma_base={MIDDLE_SIGMA_BASE}", f"{MASPO_KEY}.sigma_high={MIDDLE_SIGMA_HIGH}"),
     ),
     "maspo_no_mass_adaptive": Method("MASPO w/o mass-adaptive", "maspo", (f"{MASPO_KEY}.mass_adaptive=false",)),
     "maspo_no_risk_control": Method("MASPO w/o risk control", "maspo", (f"{MASPO_KEY}.risk_control=false",)),
@@ -464,6 +472,9 @@ MATCHED_ABLATIONS = (
     "maspo_matched_sigma_no_mass_adaptive",
     "maspo_matched_sigma_no_risk_control",
 )
+# MASPO's whole width profile at three scales, each against GRPO: the paper's (1), the geometric middle (0.4) and
+# the one matched to GRPO's clip (0.16).
+WIDTH_SWEEP = ("grpo", "maspo", "maspo_middle_sigma", "maspo_matched_sigma")
 DECOMPOSITION = (
     "grpo",
     "grpo_no_dual_clip",
@@ -607,6 +618,19 @@ PRESETS: dict[str, Preset] = {
         "on 0.995, so `ablations` could not see what the components do; here it weighs them 0.93. "
         f"`full`'s {len(FULL_SEEDS)} seeds ({ABLATIONS_MATCHED_SEEDS_REASON}), {REGIME_REASON}; no lr-0 line, as in "
         "`ablations`",
+        REGIME.seed_sd,
+        "val_acc_last_k",
+        in_regime=True,
+    ),
+    "width_sweep": Preset(
+        _regime_arms(WIDTH_SWEEP),
+        FULL_SEEDS,
+        REGIME_SETTINGS,
+        f"MASPO at sigma_base 1 (the paper's), {MIDDLE_SIGMA_BASE} and {MATCHED_SIGMA_BASE} (matched to GRPO's clip), "
+        "each with its cap at 10 x sigma_base, against GRPO: how MASPO - GRPO changes with the width that carried it "
+        f"in decomposition; {MIDDLE_SIGMA_BASE} is the geometric middle of the two widths drawn. `full`'s "
+        f"{len(FULL_SEEDS)} seeds (the runs at 1 and {MATCHED_SIGMA_BASE}, GRPO's and the control's are full's and "
+        f"decomposition's, reused: 5 new runs), {REGIME_REASON}; no lr-0 line",
         REGIME.seed_sd,
         "val_acc_last_k",
         in_regime=True,
