@@ -975,31 +975,40 @@ def test_ablations_matched_switch_off_one_component_of_the_matched_arm_on_reused
 
 
 def test_the_width_sweep_scales_maspos_whole_profile_and_draws_only_the_middle_width_anew():
+    from maspo_verl.config import MaspoConfig
     from maspo_verl.sandbox.presets import MATCHED_SIGMA_BASE, MIDDLE_SIGMA_BASE
 
     preset = PRESETS["width_sweep"]
     assert preset.seeds == PRESETS["full"].seeds
-    assert MIDDLE_SIGMA_BASE == 0.4 == round((MATCHED_SIGMA_BASE * 1.0) ** 0.5, 2)
+    assert MIDDLE_SIGMA_BASE == 0.4 == round((MATCHED_SIGMA_BASE * MaspoConfig().sigma_base) ** 0.5, 2)
+    width_keys = {f"{MASPO_KEY}.sigma_base", f"{MASPO_KEY}.sigma_high"}
     widths = {}
     for arm in preset.arms:
-        keys = dict(o.rsplit("=", 1) for o in METHODS[arm.method].overrides if o.startswith(MASPO_KEY))
-        if METHODS[arm.method].loss_mode == "maspo":
-            base = float(keys.get(f"{MASPO_KEY}.sigma_base", 1.0))
-            assert float(keys.get(f"{MASPO_KEY}.sigma_high", 10.0)) == pytest.approx(10 * base), "the cap scales too"
-            assert set(keys) <= {f"{MASPO_KEY}.sigma_base", f"{MASPO_KEY}.sigma_high"}, "the width alone changes"
-            widths[base] = arm
-        assert arm.run_settings(preset.settings) == REGIME.run_settings()
+        assert arm.overrides == () and arm.run_settings(preset.settings) == REGIME.run_settings()
+        if METHODS[arm.method].loss_mode != "maspo":
+            continue
+        keys = dict(o.rsplit("=", 1) for o in METHODS[arm.method].overrides)
+        assert set(keys) <= width_keys, f"{arm.name}: the width alone changes, not {set(keys) - width_keys}"
+        base = float(keys.get(f"{MASPO_KEY}.sigma_base", MaspoConfig().sigma_base))
+        high = float(keys.get(f"{MASPO_KEY}.sigma_high", MaspoConfig().sigma_high))
+        assert high == pytest.approx(MaspoConfig().sigma_high / MaspoConfig().sigma_base * base), "the cap scales too"
+        widths[base] = arm
     assert sorted(widths) == [MATCHED_SIGMA_BASE, MIDDLE_SIGMA_BASE, 1.0]
     assert all(arm.baseline == "grpo" for arm in widths.values()), "each width against GRPO"
     # only the middle width is new: the others are full's and decomposition's runs
     drawn = {arm.name: arm for name in ("full", "decomposition") for arm in PRESETS[name].arms}
-    new = [arm.name for arm in preset.arms if arm.name not in drawn]
-    assert new == ["maspo_middle_sigma"]
+    assert [arm.name for arm in preset.arms if arm.name not in drawn] == ["maspo_middle_sigma"]
     for arm in preset.arms:
         if arm.name in drawn:
             assert replace(arm, baseline=None) == replace(drawn[arm.name], baseline=None)
-    planned = planned_minimum_detectable_difference(REGIME.seed_sd, len(preset.seeds), len(widths))
-    assert planned < 0.04, f"MDE {planned:.3f}"
+    # the two steps between the widths add up to decomposition's width step
+    steps = [(c.arm, c.other) for c in preset.contrasts]
+    assert steps == [("maspo", "maspo_middle_sigma"), ("maspo_middle_sigma", "maspo_matched_sigma")]
+    assert [(c.arm, c.other) for c in PRESETS["decomposition"].contrasts if c.name == "width"] == [
+        ("maspo", "maspo_matched_sigma")
+    ]
+    mde = [planned_minimum_detectable_difference(REGIME.seed_sd, len(preset.seeds), k) for k in (3, 2, 1)]
+    assert [round(100 * d, 1) for d in mde] == [3.4, 3.1, 2.5], "the protocol's figures"
 
 
 def test_a_regime_and_run_settings_refuse_what_the_pilot_rule_cannot_read():

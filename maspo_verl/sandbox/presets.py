@@ -475,6 +475,16 @@ MATCHED_ABLATIONS = (
 # MASPO's whole width profile at three scales, each against GRPO: the paper's (1), the geometric middle (0.4) and
 # the one matched to GRPO's clip (0.16).
 WIDTH_SWEEP = ("grpo", "maspo", "maspo_middle_sigma", "maspo_matched_sigma")
+# decomposition's width step (sigma_base 1 - 0.16) in two: where between the two widths MASPO's loss appears
+WIDTH_SWEEP_CONTRASTS = (
+    Contrast("width_1_vs_middle", "maspo", "maspo_middle_sigma", f"soft gate: sigma_base 1 vs {MIDDLE_SIGMA_BASE}"),
+    Contrast(
+        "width_middle_vs_matched",
+        "maspo_middle_sigma",
+        "maspo_matched_sigma",
+        f"soft gate: sigma_base {MIDDLE_SIGMA_BASE} vs {MATCHED_SIGMA_BASE}",
+    ),
+)
 DECOMPOSITION = (
     "grpo",
     "grpo_no_dual_clip",
@@ -633,6 +643,7 @@ PRESETS: dict[str, Preset] = {
         f"decomposition's, reused: 5 new runs), {REGIME_REASON}; no lr-0 line",
         REGIME.seed_sd,
         "val_acc_last_k",
+        WIDTH_SWEEP_CONTRASTS,
         in_regime=True,
     ),
     "off_policy": Preset(
