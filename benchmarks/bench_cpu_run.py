@@ -119,6 +119,11 @@ PROFILE_FROM_STEP = 3
 PROFILE_RATE_HZ = 100
 
 
+def _ray_actor_name(command_line: str) -> str:
+    """ "ray::TaskRunnerV1.run ..." -> "TaskRunnerV1" ("?" when there is no name)."""
+    return (command_line[len("ray::") :].split(".")[0].split() or ["?"])[0]
+
+
 def run_worker_processes(marker: str) -> dict[str, list[int]]:
     """Ray worker processes ("ray::Name" command lines) whose environment holds `marker`: name -> pids."""
     found: dict[str, list[int]] = collections.defaultdict(list)
@@ -131,8 +136,8 @@ def run_worker_processes(marker: str) -> dict[str, list[int]]:
                 continue
         except OSError:  # gone, or not ours to read
             continue
-        name = command[len("ray::") :].split(".")[0].split()[0]
-        if name and name != "IDLE":
+        name = _ray_actor_name(command)
+        if name not in ("?", "IDLE"):
             found[name].append(int(entry.name))
     return dict(found)
 
@@ -224,7 +229,7 @@ def process_role(command_line: str) -> str:
     """What one process of a run is, from its command line (a Ray worker renames itself "ray::Actor.method"). Only
     the program and its script or module count, not the flags: the raylet's flags name default_worker.py."""
     if command_line.startswith("ray::"):
-        name = (command_line[len("ray::") :].split(".")[0].split() or ["?"])[0]
+        name = _ray_actor_name(command_line)
         return RAY_SYSTEM_ACTORS.get(name, name)
     program = " ".join([word for word in command_line.split() if not word.startswith("-")][:2])
     if "verl.trainer.main_ppo" in program:

@@ -63,6 +63,7 @@ MATCHED_SIGMA_BASE = round(GRPO_CLIP_EPSILON * math.sqrt(2.0 / math.pi), 2)
 # size, so the matched arm differs from MASPO in scale alone and from the hard gate (GRPO's 0.2 times the same
 # profile's factor, 1 to 10) in shape alone.
 MATCHED_SIGMA_HIGH = round(10.0 * MATCHED_SIGMA_BASE, 4)
+MATCHED_WIDTH = (f"{MASPO_KEY}.sigma_base={MATCHED_SIGMA_BASE}", f"{MASPO_KEY}.sigma_high={MATCHED_SIGMA_HIGH}")
 # `width_sweep`'s middle width: the geometric midpoint of the two drawn (sqrt(0.16 x 1) = 0.4), its cap scaled alike.
 MIDDLE_SIGMA_BASE = round(math.sqrt(MATCHED_SIGMA_BASE * 1.0), 2)
 MIDDLE_SIGMA_HIGH = round(10.0 * MIDDLE_SIGMA_BASE, 4)
@@ -94,7 +95,7 @@ METHODS: dict[str, Method] = {
     "maspo_matched_sigma": Method(
         f"MASPO, sigma_base {MATCHED_SIGMA_BASE}",
         "maspo",
-        (f"{MASPO_KEY}.sigma_base={MATCHED_SIGMA_BASE}", f"{MASPO_KEY}.sigma_high={MATCHED_SIGMA_HIGH}"),
+        MATCHED_WIDTH,
     ),
     "maspo_middle_sigma": Method(
         f"MASPO, sigma_base {MIDDLE_SIGMA_BASE}",
@@ -108,8 +109,7 @@ METHODS: dict[str, Method] = {
         f"MASPO, sigma_base {MATCHED_SIGMA_BASE}, w/o mass-adaptive",
         "maspo",
         (
-            f"{MASPO_KEY}.sigma_base={MATCHED_SIGMA_BASE}",
-            f"{MASPO_KEY}.sigma_high={MATCHED_SIGMA_HIGH}",
+            *MATCHED_WIDTH,
             f"{MASPO_KEY}.mass_adaptive=false",
         ),
     ),
@@ -117,8 +117,7 @@ METHODS: dict[str, Method] = {
         f"MASPO, sigma_base {MATCHED_SIGMA_BASE}, w/o risk control",
         "maspo",
         (
-            f"{MASPO_KEY}.sigma_base={MATCHED_SIGMA_BASE}",
-            f"{MASPO_KEY}.sigma_high={MATCHED_SIGMA_HIGH}",
+            *MATCHED_WIDTH,
             f"{MASPO_KEY}.risk_control=false",
         ),
     ),
